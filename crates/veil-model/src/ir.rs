@@ -1,0 +1,139 @@
+//! The IR: a graph of nodes in topological order, each naming its inputs by index.
+//!
+//! Every shape carries a leading batch dimension at run time; the plan records the
+//! per-sample input shape. Parameters are named; linear weights are stored `[in, out]`
+//! (transposed from PyTorch's `[out, in]` at import).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// One operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// The client's input, with its per-sample shape.
+    Input {
+        /// Shape without the batch dimension.
+        shape: Vec<usize>,
+    },
+    /// y = x·W + b with W `[in_features, out_features]`.
+    Linear {
+        /// The weight's parameter name.
+        weight: String,
+        /// The bias's parameter name, if any.
+        bias: Option<String>,
+        /// Input features.
+        in_features: usize,
+        /// Output features.
+        out_features: usize,
+    },
+    /// max(x, 0); the sign is decided on a `bits`-bit reduction (64 = none).
+    Relu {
+        /// Comparison bit-width from range analysis (64 when absent).
+        bits: u32,
+    },
+    /// Flattens every dimension after the batch.
+    Flatten,
+    /// Elementwise sum of two inputs of one shape.
+    Add,
+}
+
+/// A node: an op and the indices of the nodes it reads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// A name for messages and residual references.
+    pub name: String,
+    /// The operation.
+    #[serde(flatten)]
+    pub op: Op,
+    /// Indices of earlier nodes.
+    pub inputs: Vec<usize>,
+}
+
+/// The graph: nodes in topological order; node 0 is the input; `output` is the result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Graph {
+    /// The nodes.
+    pub nodes: Vec<Node>,
+    /// The output node's index.
+    pub output: usize,
+}
+
+impl Graph {
+    /// The per-sample input shape.
+    pub fn input_shape(&self) -> &[usize] {
+        match self.nodes.first().map(|node| &node.op) {
+            Some(Op::Input { shape }) => shape,
+            _ => &[],
+        }
+    }
+
+    /// Checks the structure and returns every node's shape for a batch of `batch`.
+    pub fn infer_shapes(&self, batch: usize) -> Result<Vec<Vec<usize>>> {
+        let invalid = |node: usize, reason: String| Error::InvalidGraph { node, reason };
+        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(self.nodes.len());
+        for (index, node) in self.nodes.iter().enumerate() {
+            for &input in &node.inputs {
+                if input >= index {
+                    return Err(invalid(index, format!("input {input} is not an earlier node")));
+                }
+            }
+            let arity = match node.op {
+                Op::Input { .. } => 0,
+                Op::Add => 2,
+                _ => 1,
+            };
+            if node.inputs.len() != arity {
+                return Err(invalid(index, format!("expects {arity} inputs, has {}", node.inputs.len())));
+            }
+            let input_shape = |which: usize| shapes[node.inputs[which]].clone();
+            let shape = match &node.op {
+                Op::Input { shape } => {
+                    if index != 0 {
+                        return Err(invalid(index, "only node 0 may be the input".into()));
+                    }
+                    let mut full = vec![batch];
+                    full.extend_from_slice(shape);
+                    full
+                }
+                Op::Linear { in_features, out_features, .. } => {
+                    let shape = input_shape(0);
+                    if shape.len() != 2 || shape[1] != *in_features {
+                        return Err(invalid(index, format!("linear expects [batch, {in_features}], gets {shape:?}")));
+                    }
+                    vec![batch, *out_features]
+                }
+                Op::Relu { bits } => {
+                    if !(2..=64).contains(bits) {
+                        return Err(invalid(index, format!("relu bit-width {bits} outside 2..=64")));
+                    }
+                    input_shape(0)
+                }
+                Op::Flatten => {
+                    let shape = input_shape(0);
+                    vec![batch, shape[1..].iter().product()]
+                }
+                Op::Add => {
+                    let (left, right) = (input_shape(0), input_shape(1));
+                    if left != right {
+                        return Err(invalid(index, format!("add of {left:?} and {right:?}")));
+                    }
+                    left
+                }
+            };
+            shapes.push(shape);
+        }
+        if index_out_of(self.output, self.nodes.len()) {
+            return Err(invalid(self.output, "the output is not a node".into()));
+        }
+        if index_out_of(0, self.nodes.len()) {
+            return Err(invalid(0, "the graph has no nodes".into()));
+        }
+        Ok(shapes)
+    }
+}
+
+fn index_out_of(index: usize, len: usize) -> bool {
+    index >= len
+}

@@ -1,0 +1,281 @@
+//! The plan format: `NAME.plan` (public part + weights, for the server) and
+//! `NAME.public.plan` (public part only, for the client and the dealer).
+//!
+//! Layout (little-endian):
+//! `"VEILPLAN"` · format version u32 · kind u8 (1 full, 2 public) · header length u64 ·
+//! header (JSON of [`PublicPlan`]) · weights length u64 · weights (f32, in the order of
+//! `parameters`) · SHA-256 of everything before it.
+//!
+//! The public-plan hash, which parties compare in their handshake, is the SHA-256 of
+//! the header bytes: the same in both files.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::ir::{Graph, Op};
+use crate::{Error, Result};
+
+const MAGIC: &[u8; 8] = b"VEILPLAN";
+/// The plan format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+const KIND_FULL: u8 = 1;
+const KIND_PUBLIC: u8 = 2;
+
+/// What a parameter is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParameterKind {
+    /// A matrix multiplied with a secret (one-sided fixed-mask product).
+    Weight,
+    /// A vector added after a product.
+    Bias,
+}
+
+/// A parameter's public description.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParameterInfo {
+    /// The name the graph uses.
+    pub name: String,
+    /// The shape.
+    pub shape: Vec<usize>,
+    /// Weight or bias.
+    pub kind: ParameterKind,
+}
+
+/// What the client is allowed to learn (DESIGN.md §1: only this is reconstructed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputPolicy {
+    /// The output tensor (logits), to the client only.
+    Logits,
+}
+
+/// The public part of a plan: everything but the weights.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicPlan {
+    /// The model's name.
+    pub name: String,
+    /// Fixed-point fractional bits.
+    pub fractional_bits: u32,
+    /// The approximation policy (`exact` is the only one so far).
+    pub approximation: String,
+    /// What the client learns.
+    pub output_policy: OutputPolicy,
+    /// The graph.
+    pub graph: Graph,
+    /// Every parameter, in the order the weights are stored.
+    pub parameters: Vec<ParameterInfo>,
+}
+
+impl PublicPlan {
+    fn header_bytes(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(self).map_err(|error| Error::InvalidHeader { reason: error.to_string() })
+    }
+
+    /// The public-plan hash (hex), compared in every handshake.
+    pub fn hash_hex(&self) -> Result<String> {
+        let digest = Sha256::digest(self.header_bytes()?);
+        Ok(digest.iter().map(|byte| format!("{byte:02x}")).collect())
+    }
+
+    /// The fixed-point codec.
+    pub fn fixed_point(&self) -> Result<veil_core::FixedPoint> {
+        Ok(veil_core::FixedPoint::new(self.fractional_bits)?)
+    }
+
+    /// Checks the graph against the parameter list.
+    pub fn validate(&self) -> Result<()> {
+        self.graph.infer_shapes(1)?;
+        let find = |name: &str| self.parameters.iter().find(|p| p.name == name);
+        for (index, node) in self.graph.nodes.iter().enumerate() {
+            if let Op::Linear { weight, bias, in_features, out_features } = &node.op {
+                let expect = |name: &str, shape: Vec<usize>, kind: ParameterKind| -> Result<()> {
+                    let info = find(name).ok_or_else(|| Error::MissingParameter { name: name.into() })?;
+                    if info.shape != shape || info.kind != kind {
+                        return Err(Error::ParameterShape { name: name.into(), expected: shape, found: info.shape.clone() });
+                    }
+                    Ok(())
+                };
+                expect(weight, vec![*in_features, *out_features], ParameterKind::Weight)?;
+                if let Some(bias) = bias {
+                    expect(bias, vec![*out_features], ParameterKind::Bias)?;
+                }
+                let _ = index;
+            }
+        }
+        Ok(())
+    }
+
+    /// The per-sample input length.
+    pub fn input_len(&self) -> usize {
+        self.graph.input_shape().iter().product()
+    }
+}
+
+/// A full plan: the public part and the weights (secret, server only).
+#[derive(Clone, PartialEq)]
+pub struct Plan {
+    /// The public part.
+    pub public: PublicPlan,
+    /// Weights by name, row-major f32 (secret).
+    pub weights: BTreeMap<String, Vec<f32>>,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Plan")
+            .field("public", &self.public)
+            .field("weights", &format_args!("<{} secret tensors>", self.weights.len()))
+            .finish()
+    }
+}
+
+fn encode(kind: u8, header: &[u8], weights: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(8 + 4 + 1 + 16 + header.len() + weights.len() + 32);
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes.push(kind);
+    bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(&(weights.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(weights);
+    let digest = Sha256::digest(&bytes);
+    bytes.extend_from_slice(&digest);
+    bytes
+}
+
+/// Splits a plan file into (kind, header, weights), checking everything.
+fn decode(bytes: &[u8]) -> Result<(u8, &[u8], &[u8])> {
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        if bytes.len() < MAGIC.len() && MAGIC.starts_with(bytes) {
+            return Err(Error::Truncated { what: "magic" });
+        }
+        return Err(Error::BadMagic);
+    }
+    let mut position = MAGIC.len();
+    let mut take = |len: usize, what: &'static str| -> Result<&[u8]> {
+        let end = position.checked_add(len).filter(|&end| end <= bytes.len()).ok_or(Error::Truncated { what })?;
+        let slice = &bytes[position..end];
+        position = end;
+        Ok(slice)
+    };
+    let version = u32::from_le_bytes(take(4, "version")?.try_into().map_err(|_| Error::Truncated { what: "version" })?);
+    if version != FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
+    }
+    let kind = take(1, "kind")?[0];
+    let header_len = u64::from_le_bytes(take(8, "header length")?.try_into().map_err(|_| Error::Truncated { what: "header length" })?);
+    let header = take(usize::try_from(header_len).map_err(|_| Error::Truncated { what: "header" })?, "header")?;
+    let weights_len = u64::from_le_bytes(take(8, "weights length")?.try_into().map_err(|_| Error::Truncated { what: "weights length" })?);
+    let weights = take(usize::try_from(weights_len).map_err(|_| Error::Truncated { what: "weights" })?, "weights")?;
+    let body_end = position;
+    let checksum = take(32, "checksum")?;
+    if position != bytes.len() {
+        return Err(Error::ChecksumMismatch);
+    }
+    if Sha256::digest(&bytes[..body_end]).as_slice() != checksum {
+        return Err(Error::ChecksumMismatch);
+    }
+    Ok((kind, header, weights))
+}
+
+fn parse_header(header: &[u8]) -> Result<PublicPlan> {
+    let public: PublicPlan =
+        serde_json::from_slice(header).map_err(|error| Error::InvalidHeader { reason: error.to_string() })?;
+    public.validate()?;
+    Ok(public)
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|source| Error::Io { path: path.display().to_string(), source })
+}
+
+impl PublicPlan {
+    /// The `NAME.public.plan` bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        Ok(encode(KIND_PUBLIC, &self.header_bytes()?, &[]))
+    }
+
+    /// Reads a public plan from bytes (a full plan's public part is accepted too).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let (_, header, _) = decode(bytes)?;
+        parse_header(header)
+    }
+
+    /// Reads a public plan file.
+    pub fn load(path: &Path) -> Result<Self> {
+        Self::from_bytes(&read_file(path)?)
+    }
+
+    /// Writes a public plan file.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_file(path, &self.to_bytes()?)
+    }
+}
+
+impl Plan {
+    /// Builds a plan, checking every parameter's presence and size.
+    pub fn new(public: PublicPlan, weights: BTreeMap<String, Vec<f32>>) -> Result<Self> {
+        public.validate()?;
+        for info in &public.parameters {
+            let values = weights.get(&info.name).ok_or_else(|| Error::MissingParameter { name: info.name.clone() })?;
+            if values.len() != info.shape.iter().product::<usize>() {
+                return Err(Error::ParameterShape { name: info.name.clone(), expected: info.shape.clone(), found: vec![values.len()] });
+            }
+        }
+        Ok(Self { public, weights })
+    }
+
+    /// The `NAME.plan` bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut weights = Vec::new();
+        for info in &self.public.parameters {
+            for value in &self.weights[&info.name] {
+                weights.extend_from_slice(&value.to_le_bytes());
+            }
+        }
+        Ok(encode(KIND_FULL, &self.public.header_bytes()?, &weights))
+    }
+
+    /// Reads a full plan from bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let (kind, header, weight_bytes) = decode(bytes)?;
+        if kind != KIND_FULL {
+            return Err(Error::WrongPlanKind { expected: "full", found: "public" });
+        }
+        let public = parse_header(header)?;
+        let total: usize = public.parameters.iter().map(|p| p.shape.iter().product::<usize>()).sum();
+        if weight_bytes.len() != total * 4 {
+            return Err(Error::InvalidHeader { reason: format!("the header describes {total} weights but the file holds {} bytes of them", weight_bytes.len()) });
+        }
+        let mut values = weight_bytes.chunks_exact(4).map(|chunk| f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]));
+        let mut weights = BTreeMap::new();
+        for info in &public.parameters {
+            let count: usize = info.shape.iter().product();
+            weights.insert(info.name.clone(), values.by_ref().take(count).collect());
+        }
+        Self::new(public, weights)
+    }
+
+    /// Reads a full plan file.
+    pub fn load(path: &Path) -> Result<Self> {
+        Self::from_bytes(&read_file(path)?)
+    }
+
+    /// Writes `NAME.plan` and `NAME.public.plan` beside each other; returns their paths.
+    pub fn save(&self, directory: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+        let full = directory.join(format!("{}.plan", self.public.name));
+        let public = directory.join(format!("{}.public.plan", self.public.name));
+        write_file(&full, &self.to_bytes()?)?;
+        self.public.save(&public)?;
+        Ok((full, public))
+    }
+}

@@ -1,0 +1,118 @@
+//! The `cleartext` protocol: the fixed-point simulation (SPU's REF2K). Plain ring
+//! arithmetic with the secure protocols' semantics: truncation is the floor (the secure
+//! truncation returns the floor or one ulp above it), comparisons decide the sign on the
+//! same k-bit reduction. Simulation and secure runs share the executor, so they cannot
+//! drift.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use veil_core::{FixedPoint, RingTensor};
+
+use crate::gates::signed_reduction;
+use crate::protocol::{check_bits, check_shift, matmul_dimensions, same_shape};
+use crate::{Error, Protocol, Result};
+
+/// The fixed-point simulation: every value in the clear.
+pub struct Cleartext {
+    fixed_point: FixedPoint,
+    weights: HashMap<String, Arc<RingTensor>>,
+    biases: HashMap<String, Arc<RingTensor>>,
+}
+
+impl Cleartext {
+    /// A simulation over encoded weights and biases (biases at twice the scale).
+    pub fn new(
+        fixed_point: FixedPoint,
+        weights: Vec<(String, RingTensor)>,
+        biases: Vec<(String, RingTensor)>,
+    ) -> Self {
+        Self {
+            fixed_point,
+            weights: weights.into_iter().map(|(n, w)| (n, Arc::new(w))).collect(),
+            biases: biases.into_iter().map(|(n, b)| (n, Arc::new(b))).collect(),
+        }
+    }
+}
+
+impl Protocol for Cleartext {
+    type Shared = RingTensor;
+    type Weight = Arc<RingTensor>;
+    type Bias = Arc<RingTensor>;
+
+    fn fixed_point(&self) -> FixedPoint {
+        self.fixed_point
+    }
+
+    fn input(&mut self, shape: &[usize], value: Option<&RingTensor>) -> Result<RingTensor> {
+        let value = value.ok_or_else(|| Error::ApiMisuse {
+            op: "input",
+            detail: "the simulation needs the input".into(),
+        })?;
+        same_shape("input", shape, value.shape())?;
+        Ok(value.clone())
+    }
+
+    fn weight(&mut self, name: &str) -> Result<Arc<RingTensor>> {
+        self.weights
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::MissingParameter { name: name.into() })
+    }
+
+    fn bias(&mut self, name: &str) -> Result<Arc<RingTensor>> {
+        self.biases
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::MissingParameter { name: name.into() })
+    }
+
+    fn shape_of(&self, value: &RingTensor) -> Vec<usize> {
+        value.shape().to_vec()
+    }
+
+    fn reshape(&mut self, value: RingTensor, shape: &[usize]) -> Result<RingTensor> {
+        Ok(value.reshape(shape)?)
+    }
+
+    fn add(&mut self, left: &RingTensor, right: &RingTensor) -> Result<RingTensor> {
+        Ok(left.add(right)?)
+    }
+
+    fn add_bias(&mut self, value: &RingTensor, bias: &Arc<RingTensor>) -> Result<RingTensor> {
+        Ok(value.broadcast_add_row(bias)?)
+    }
+
+    fn matmul_weight(&mut self, value: &RingTensor, weight: &Arc<RingTensor>) -> Result<RingTensor> {
+        matmul_dimensions("matmul_weight", value.shape(), weight.shape())?;
+        Ok(value.matmul(weight)?)
+    }
+
+    fn mul(&mut self, left: &RingTensor, right: &RingTensor) -> Result<RingTensor> {
+        Ok(left.mul(right)?)
+    }
+
+    fn matmul(&mut self, left: &RingTensor, right: &RingTensor) -> Result<RingTensor> {
+        matmul_dimensions("matmul", left.shape(), right.shape())?;
+        Ok(left.matmul(right)?)
+    }
+
+    fn truncate(&mut self, value: &RingTensor, bits: u32) -> Result<RingTensor> {
+        check_shift(bits)?;
+        Ok(value.map(|x| ((x as i64) >> bits) as u64))
+    }
+
+    fn drelu(&mut self, value: &RingTensor, bits: u32) -> Result<RingTensor> {
+        check_bits("drelu", bits)?;
+        Ok(value.map(|x| u64::from(signed_reduction(x, bits) >= 0)))
+    }
+
+    fn relu(&mut self, value: &RingTensor, bits: u32) -> Result<RingTensor> {
+        check_bits("relu", bits)?;
+        Ok(value.map(|x| if signed_reduction(x, bits) >= 0 { x } else { 0 }))
+    }
+
+    fn reveal_to_client(&mut self, value: &RingTensor) -> Result<Option<RingTensor>> {
+        Ok(Some(value.clone()))
+    }
+}

@@ -1,0 +1,78 @@
+//! The one error type of veil-mpc.
+
+use crate::material::Tag;
+
+/// A peer (or the dealer) sent something the protocol does not allow. The session must
+/// abort; retrying with the same material is never right.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerMisbehaved {
+    /// A protocol message had the wrong length.
+    #[error("{op}: the peer's message has {found} bytes, expected {expected}")]
+    WrongMessageLength {
+        /// The protocol step.
+        op: &'static str,
+        /// The expected byte length.
+        expected: usize,
+        /// The received byte length.
+        found: usize,
+    },
+    /// Preprocessing material could not be decoded.
+    #[error("malformed preprocessing material: {0}")]
+    MalformedMaterial(&'static str),
+}
+
+/// What can go wrong in a protocol run. Messages never contain shares, weights, inputs
+/// or seeds.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The peer broke the protocol; abort the session.
+    #[error("peer misbehaved: {0}")]
+    PeerMisbehaved(#[from] PeerMisbehaved),
+    /// The preprocessing material does not match the step being run: the dealer and the
+    /// parties ran different plans, or material was lost or reordered.
+    #[error(
+        "preprocessing out of step: expected {expected}, found {found}; the dealer and this \
+         party disagree on the plan or the material was damaged; start a new session"
+    )]
+    MaterialMismatch {
+        /// What this step needed.
+        expected: Tag,
+        /// What the material held next ("nothing" when exhausted).
+        found: String,
+    },
+    /// Preprocessing material was left over when the query ended.
+    #[error("{left} preprocessing items were left unused at the end of the query; the plans differ")]
+    MaterialLeftOver {
+        /// Unused items.
+        left: usize,
+    },
+    /// A session's material was presented a second time.
+    #[error("the preprocessing of this session was already consumed; material is used once only")]
+    MaterialReused,
+    /// The plan names a parameter this party does not hold.
+    #[error("the plan names parameter {name:?}, which this party does not hold")]
+    MissingParameter {
+        /// The parameter name (public: it is part of the plan).
+        name: String,
+    },
+    /// An operation was called with operands it cannot take (a bug in the caller, never
+    /// caused by untrusted data).
+    #[error("{op}: {detail}")]
+    ApiMisuse {
+        /// The operation.
+        op: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A tensor-level error (shape mismatch, value out of range).
+    #[error(transparent)]
+    Core(#[from] veil_core::Error),
+    /// A channel error (peer gone, timeout, oversized frame).
+    #[error(transparent)]
+    Net(#[from] veil_net::Error),
+}
+
+/// veil-mpc's result type.
+pub type Result<T> = std::result::Result<T, Error>;

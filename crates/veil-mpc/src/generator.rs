@@ -1,0 +1,235 @@
+//! The dealer's generating protocol: it runs the executor over the public plan and, at
+//! every step, makes the material both parties will consume at that step (DESIGN.md §3).
+//!
+//! For each session it draws fresh seeds from the OS RNG, one per party. Each party
+//! re-derives from its seed everything that can be random (masks A, shares of r, DCF
+//! root seeds); the dealer sends the server only corrections (C₁, truncation and gate
+//! constants) and both parties the DCF correction words. The weight mask B comes from
+//! the long-term weight seed; it is the only replayed stream.
+
+use std::sync::Arc;
+
+use veil_core::prg::Seed;
+use veil_core::{FixedPoint, RingTensor};
+
+use crate::material::{
+    MaterialItem, MaterialKind, PartyMaterial, PartyRole, SessionId, draw_gate, draw_triple,
+    draw_truncation, draw_weight_product, op_stream,
+};
+use crate::parameters::DealerParameters;
+use crate::protocol::{check_bits, check_shift, matmul_dimensions, same_shape};
+use crate::{Protocol, Result, dcf, gates};
+
+/// The dealer's view of a secret: its shape only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShapeOnly(pub Vec<usize>);
+
+/// Generates one query session's material for both parties.
+pub struct MaterialGenerator {
+    fixed_point: FixedPoint,
+    parameters: Arc<DealerParameters>,
+    /// Seeds shared with the server (index 0) and the client (index 1).
+    seeds: [Seed; 2],
+    next_op: u32,
+    outputs: [PartyMaterial; 2],
+}
+
+impl MaterialGenerator {
+    /// A new session with fresh OS-random seeds and session id.
+    pub fn new(fixed_point: FixedPoint, parameters: Arc<DealerParameters>) -> Result<Self> {
+        let session_id = u128::from_le_bytes(Seed::random()?.to_bytes());
+        let seeds = [Seed::random()?, Seed::random()?];
+        let outputs = [
+            PartyMaterial::new(session_id, PartyRole::Server, seeds[0].clone()),
+            PartyMaterial::new(session_id, PartyRole::Client, seeds[1].clone()),
+        ];
+        Ok(Self {
+            fixed_point,
+            parameters,
+            seeds,
+            next_op: 0,
+            outputs,
+        })
+    }
+
+    /// The session id (public).
+    pub fn session_id(&self) -> SessionId {
+        self.outputs[0].session_id()
+    }
+
+    /// Ends generation: (the server's material, the client's material).
+    pub fn finish(self) -> (PartyMaterial, PartyMaterial) {
+        let [server, client] = self.outputs;
+        (server, client)
+    }
+
+    fn begin_op(&mut self) -> (u32, [veil_core::prg::Prg; 2]) {
+        let op = self.next_op;
+        self.next_op += 1;
+        (op, [op_stream(&self.seeds[0], op), op_stream(&self.seeds[1], op)])
+    }
+
+    /// A Beaver triple (elementwise or matrix): A and B from both parties' seeds, the
+    /// client's C share from its seed, the server's C share as a correction.
+    fn triple(
+        &mut self,
+        kind: MaterialKind,
+        lengths: [usize; 3],
+        product: impl Fn(&[u64], &[u64]) -> Result<Vec<u64>>,
+    ) -> Result<()> {
+        let [a_len, b_len, c_len] = lengths;
+        let (op, [mut server_stream, mut client_stream]) = self.begin_op();
+        let server = draw_triple(&mut server_stream, PartyRole::Server, a_len, b_len, c_len);
+        let client = draw_triple(&mut client_stream, PartyRole::Client, a_len, b_len, c_len);
+        let a = add_words(&server.a, &client.a);
+        let b = add_words(&server.b, &client.b);
+        let c = product(&a, &b)?;
+        let correction = c
+            .iter()
+            .zip(&client.c)
+            .map(|(c, c1)| c.wrapping_sub(*c1))
+            .collect();
+        self.outputs[0].push(MaterialItem::new(op, kind, correction));
+        Ok(())
+    }
+
+    fn gate(&mut self, shape: &ShapeOnly, bits: u32, with_product: bool) -> Result<ShapeOnly> {
+        let (op, [mut server_stream, mut client_stream]) = self.begin_op();
+        let len = shape.0.iter().product();
+        let server = draw_gate(&mut server_stream, PartyRole::Server, len);
+        let client = draw_gate(&mut client_stream, PartyRole::Client, len);
+        let payload = if with_product { 2 } else { 1 };
+        let mut corrections = Vec::with_capacity(len * dcf::encoded_words(bits - 1, payload));
+        let mut constants = Vec::with_capacity(len * payload);
+        for index in 0..len {
+            let mask = server.mask[index].wrapping_add(client.mask[index]);
+            let key = gates::generate(mask, bits, with_product, [server.roots[index], client.roots[index]]);
+            dcf::encode(&key.corrections, payload, &mut corrections);
+            for lane in 0..payload {
+                constants.push(key.constants[lane].wrapping_sub(client.constants[index][lane]));
+            }
+        }
+        let kind = if with_product { MaterialKind::Relu } else { MaterialKind::Drelu };
+        let mut server_words = corrections.clone();
+        server_words.extend_from_slice(&constants);
+        self.outputs[0].push(MaterialItem::new(op, kind, server_words));
+        self.outputs[1].push(MaterialItem::new(op, kind, corrections));
+        Ok(shape.clone())
+    }
+}
+
+fn add_words(left: &[u64], right: &[u64]) -> Vec<u64> {
+    left.iter().zip(right).map(|(x, y)| x.wrapping_add(*y)).collect()
+}
+
+fn elementwise_product(a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
+    Ok(a.iter().zip(b).map(|(x, y)| x.wrapping_mul(*y)).collect())
+}
+
+impl Protocol for MaterialGenerator {
+    type Shared = ShapeOnly;
+    type Weight = Arc<RingTensor>;
+    type Bias = ();
+
+    fn fixed_point(&self) -> FixedPoint {
+        self.fixed_point
+    }
+
+    fn input(&mut self, shape: &[usize], _value: Option<&RingTensor>) -> Result<ShapeOnly> {
+        Ok(ShapeOnly(shape.to_vec()))
+    }
+
+    fn weight(&mut self, name: &str) -> Result<Arc<RingTensor>> {
+        self.parameters.mask(name)
+    }
+
+    fn bias(&mut self, _name: &str) -> Result<()> {
+        Ok(())
+    }
+
+    fn shape_of(&self, value: &ShapeOnly) -> Vec<usize> {
+        value.0.clone()
+    }
+
+    fn reshape(&mut self, value: ShapeOnly, shape: &[usize]) -> Result<ShapeOnly> {
+        let have: usize = value.0.iter().product();
+        let want: usize = shape.iter().product();
+        if have != want {
+            return Err(veil_core::Error::ShapeMismatch { op: "reshape", expected: shape.to_vec(), found: value.0 }.into());
+        }
+        Ok(ShapeOnly(shape.to_vec()))
+    }
+
+    fn add(&mut self, left: &ShapeOnly, right: &ShapeOnly) -> Result<ShapeOnly> {
+        same_shape("add", &left.0, &right.0)?;
+        Ok(left.clone())
+    }
+
+    fn add_bias(&mut self, value: &ShapeOnly, _bias: &()) -> Result<ShapeOnly> {
+        Ok(value.clone())
+    }
+
+    fn matmul_weight(&mut self, value: &ShapeOnly, mask: &Arc<RingTensor>) -> Result<ShapeOnly> {
+        let (m, k, n) = matmul_dimensions("matmul_weight", &value.0, mask.shape())?;
+        let (op, [_, mut client_stream]) = self.begin_op();
+        let draw = draw_weight_product(&mut client_stream, m * k, m * n);
+        let a = RingTensor::new(vec![m, k], draw.a)?;
+        // C₁ = A·B − C₀ goes to the server; the client re-derives A and C₀.
+        let mut c1 = a.matmul(mask)?;
+        for (value, c0) in c1.data_mut().iter_mut().zip(&draw.c0) {
+            *value = value.wrapping_sub(*c0);
+        }
+        self.outputs[0].push(MaterialItem::new(op, crate::material::MaterialKind::WeightProduct, c1.into_data()));
+        Ok(ShapeOnly(vec![m, n]))
+    }
+
+    fn mul(&mut self, left: &ShapeOnly, right: &ShapeOnly) -> Result<ShapeOnly> {
+        same_shape("mul", &left.0, &right.0)?;
+        let len = left.0.iter().product();
+        self.triple(MaterialKind::ElementwiseTriple, [len, len, len], elementwise_product)?;
+        Ok(left.clone())
+    }
+
+    fn matmul(&mut self, left: &ShapeOnly, right: &ShapeOnly) -> Result<ShapeOnly> {
+        let (m, k, n) = matmul_dimensions("matmul", &left.0, &right.0)?;
+        self.triple(MaterialKind::MatrixTriple, [m * k, k * n, m * n], |a, b| {
+            Ok(RingTensor::new(vec![m, k], a.to_vec())?.matmul(&RingTensor::new(vec![k, n], b.to_vec())?)?.into_data())
+        })?;
+        Ok(ShapeOnly(vec![m, n]))
+    }
+
+    fn truncate(&mut self, value: &ShapeOnly, bits: u32) -> Result<ShapeOnly> {
+        check_shift(bits)?;
+        let (op, [mut server_stream, mut client_stream]) = self.begin_op();
+        let len = value.0.iter().product();
+        let server = draw_truncation(&mut server_stream, PartyRole::Server, len);
+        let client = draw_truncation(&mut client_stream, PartyRole::Client, len);
+        let mut corrections = Vec::with_capacity(2 * len);
+        let mut msb_corrections = Vec::with_capacity(len);
+        for index in 0..len {
+            let r = server.r[index].wrapping_add(client.r[index]);
+            // Cookbook §1.4: r_c = (r mod 2^63) >> m, r_b = bit 63 of r.
+            let r_c = (r << 1) >> (bits + 1);
+            let r_b = r >> 63;
+            corrections.push(r_c.wrapping_sub(client.r_c[index]));
+            msb_corrections.push(r_b.wrapping_sub(client.r_b[index]));
+        }
+        corrections.extend_from_slice(&msb_corrections);
+        self.outputs[0].push(MaterialItem::new(op, MaterialKind::Truncation, corrections));
+        Ok(value.clone())
+    }
+
+    fn drelu(&mut self, value: &ShapeOnly, bits: u32) -> Result<ShapeOnly> {
+        check_bits("drelu", bits)?;
+        self.gate(value, bits, false)
+    }
+
+    fn relu(&mut self, value: &ShapeOnly, bits: u32) -> Result<ShapeOnly> {
+        check_bits("relu", bits)?;
+        self.gate(value, bits, true)
+    }
+
+    fn reveal_to_client(&mut self, _value: &ShapeOnly) -> Result<Option<RingTensor>> {
+        Ok(None)
+    }
+}

@@ -1,0 +1,56 @@
+//! veil-mpc: the [`Protocol`] trait and its settings, and the dealer's material
+//! generation.
+//!
+//! Settings:
+//! - [`Cleartext`]: the fixed-point simulation, the same ring semantics in the clear;
+//! - `dealer`: two computing parties ([`Party`], server P0 and client P1) with additive
+//!   shares over Z_2^64, helped by a non-colluding dealer whose [`MaterialGenerator`]
+//!   makes each query's correlated randomness ([`PartyMaterial`]) ahead of time.
+//!
+//! The executor in veil-exec is generic over [`Protocol`]; the dealer runs it with
+//! [`MaterialGenerator`] over the public plan, so the dealer and both parties agree op by
+//! op on what is consumed (each item is tagged and checked).
+//!
+//! ```
+//! use veil_core::{FixedPoint, RingTensor};
+//! use veil_mpc::{Cleartext, Protocol};
+//!
+//! let mut simulation = Cleartext::new(FixedPoint::default(), vec![], vec![]);
+//! let x = RingTensor::new(vec![3], vec![5, (-7i64) as u64, 0]).unwrap();
+//! let x = simulation.input(&[3], Some(&x)).unwrap();
+//! let y = simulation.relu(&x, 64).unwrap();
+//! assert_eq!(simulation.reveal_to_client(&y).unwrap().unwrap().data(), &[5, 0, 0]);
+//! ```
+//!
+//! # What this crate does not do
+//! No networking of its own (it talks through veil-net's `Channel`), no plan files, no
+//! sessions or pools (veil-serve).
+//!
+//! # Secrets
+//! Shares ([`Share`]), material, seeds and weights are secret: none of them implements a
+//! `Debug` that prints values, and errors name ops, tags and sizes only. Material and
+//! seeds are zeroised on drop.
+//!
+//! # Features
+//! - `testing`: deterministic seeds and raw share access for tests.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+
+mod cleartext;
+pub mod dcf;
+mod error;
+pub mod gates;
+mod generator;
+pub mod material;
+pub mod parameters;
+mod party;
+mod protocol;
+
+pub use cleartext::Cleartext;
+pub use error::{Error, PeerMisbehaved, Result};
+pub use generator::{MaterialGenerator, ShapeOnly};
+pub use material::{PartyMaterial, PartyRole, SessionId, SessionLedger};
+pub use parameters::{ClientParameters, DealerParameters, ServerParameters};
+pub use party::{Party, PartyParameters, PartyWeight, Share};
+pub use protocol::Protocol;

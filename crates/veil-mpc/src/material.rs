@@ -1,0 +1,469 @@
+//! Preprocessing material: what the dealer gives each party for one query, its wire
+//! form, and the draws each party makes from the seed it shares with the dealer
+//! (cookbook §7.4: the dealer derives one party's material from a seed and sends only
+//! corrections).
+//!
+//! Every item carries a [`Tag`] (op index, kind, size) that the consuming party checks.
+//! Items are moved out as they are consumed, a session's material is accepted once per
+//! process ([`SessionLedger`]), and leftovers at the end are an error, so no item can be
+//! used twice.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use veil_core::prg::{Prg, SEED_BYTES, Seed};
+use zeroize::Zeroize;
+
+use crate::{Error, PeerMisbehaved, Result};
+
+/// Which computing party: the server is P0, the client P1 (DESIGN.md §1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PartyRole {
+    /// P0, the model owner.
+    Server,
+    /// P1, the input owner; the only party that learns the output.
+    Client,
+}
+
+impl PartyRole {
+    /// 0 for the server, 1 for the client.
+    pub fn index(self) -> usize {
+        match self {
+            PartyRole::Server => 0,
+            PartyRole::Client => 1,
+        }
+    }
+}
+
+/// A random 128-bit session id.
+pub type SessionId = u128;
+
+/// What a material item is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum MaterialKind {
+    /// The one-sided product with a fixed weight mask (C₁ for the server).
+    WeightProduct = 1,
+    /// Precise truncation (r_c, r_b corrections for the server).
+    Truncation = 2,
+    /// An elementwise Beaver triple (C correction for the server).
+    ElementwiseTriple = 3,
+    /// A matrix triple (C correction for the server).
+    MatrixTriple = 4,
+    /// DReLU gate keys.
+    Drelu = 5,
+    /// ReLU gate keys.
+    Relu = 6,
+}
+
+impl MaterialKind {
+    fn from_byte(byte: u8) -> Option<Self> {
+        Some(match byte {
+            1 => Self::WeightProduct,
+            2 => Self::Truncation,
+            3 => Self::ElementwiseTriple,
+            4 => Self::MatrixTriple,
+            5 => Self::Drelu,
+            6 => Self::Relu,
+            _ => return None,
+        })
+    }
+}
+
+/// The label of a material item, checked by the consuming party.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tag {
+    /// The executor's op index within the query.
+    pub op_index: u32,
+    /// What the item is for.
+    pub kind: MaterialKind,
+    /// The number of 64-bit words.
+    pub words: u64,
+}
+
+impl std::fmt::Display for Tag {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "op {} {:?} ({} words)",
+            self.op_index, self.kind, self.words
+        )
+    }
+}
+
+/// One item of material. Zeroised on drop.
+pub struct MaterialItem {
+    tag: Tag,
+    words: Vec<u64>,
+}
+
+impl Drop for MaterialItem {
+    fn drop(&mut self) {
+        self.words.zeroize();
+    }
+}
+
+impl MaterialItem {
+    pub(crate) fn new(op_index: u32, kind: MaterialKind, words: Vec<u64>) -> Self {
+        Self {
+            tag: Tag {
+                op_index,
+                kind,
+                words: words.len() as u64,
+            },
+            words,
+        }
+    }
+
+    /// The item's tag.
+    pub fn tag(&self) -> Tag {
+        self.tag
+    }
+}
+
+/// One party's material for one query session.
+pub struct PartyMaterial {
+    session_id: SessionId,
+    role: PartyRole,
+    seed: Seed,
+    items: VecDeque<MaterialItem>,
+}
+
+impl std::fmt::Debug for PartyMaterial {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PartyMaterial")
+            .field("role", &self.role)
+            .field("items", &self.items.len())
+            .finish_non_exhaustive()
+    }
+}
+
+const MAGIC: &[u8; 4] = b"VMAT";
+const FORMAT_VERSION: u32 = 1;
+const HEADER_BYTES: usize = 4 + 4 + 16 + 1 + SEED_BYTES + 4;
+const ITEM_HEADER_BYTES: usize = 4 + 1 + 8;
+
+impl PartyMaterial {
+    pub(crate) fn new(session_id: SessionId, role: PartyRole, seed: Seed) -> Self {
+        Self {
+            session_id,
+            role,
+            seed,
+            items: VecDeque::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, item: MaterialItem) {
+        self.items.push_back(item);
+    }
+
+    /// The session id (public).
+    pub fn session_id(&self) -> SessionId {
+        self.session_id
+    }
+
+    /// The role this material is for.
+    pub fn role(&self) -> PartyRole {
+        self.role
+    }
+
+    /// The seed shared with the dealer for this session.
+    pub(crate) fn seed(&self) -> &Seed {
+        &self.seed
+    }
+
+    /// Items not yet consumed.
+    pub fn remaining_items(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Bytes of the wire form.
+    pub fn encoded_len(&self) -> usize {
+        HEADER_BYTES
+            + self
+                .items
+                .iter()
+                .map(|item| ITEM_HEADER_BYTES + 8 * item.words.len())
+                .sum::<usize>()
+    }
+
+    /// Takes the next item, which must carry `expected`'s tag.
+    pub(crate) fn take(&mut self, expected: Tag) -> Result<Vec<u64>> {
+        match self.items.front() {
+            Some(item) if item.tag == expected => {}
+            other => {
+                return Err(Error::MaterialMismatch {
+                    expected,
+                    found: other.map_or_else(|| "nothing".into(), |item| item.tag.to_string()),
+                });
+            }
+        }
+        let mut item = self.items.pop_front().ok_or(Error::MaterialMismatch {
+            expected,
+            found: "nothing".into(),
+        })?;
+        Ok(std::mem::take(&mut item.words))
+    }
+
+    /// The wire form (sent by the dealer to this material's party only).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.encoded_len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&self.session_id.to_le_bytes());
+        bytes.push(self.role.index() as u8);
+        bytes.extend_from_slice(&self.seed.to_bytes());
+        bytes.extend_from_slice(&(self.items.len() as u32).to_le_bytes());
+        for item in &self.items {
+            bytes.extend_from_slice(&item.tag.op_index.to_le_bytes());
+            bytes.push(item.tag.kind as u8);
+            bytes.extend_from_slice(&item.tag.words.to_le_bytes());
+            for word in &item.words {
+                bytes.extend_from_slice(&word.to_le_bytes());
+            }
+        }
+        bytes
+    }
+
+    /// Decodes the wire form, validating every length before allocating.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let malformed = |what| Error::PeerMisbehaved(PeerMisbehaved::MalformedMaterial(what));
+        if bytes.len() < HEADER_BYTES {
+            return Err(malformed("shorter than its header"));
+        }
+        if &bytes[..4] != MAGIC {
+            return Err(malformed("bad magic"));
+        }
+        let mut reader = Reader { bytes, position: 4 };
+        if reader.u32()? != FORMAT_VERSION {
+            return Err(malformed("unsupported format version"));
+        }
+        let session_id = u128::from_le_bytes(reader.array::<16>()?);
+        let role = match reader.u8()? {
+            0 => PartyRole::Server,
+            1 => PartyRole::Client,
+            _ => return Err(malformed("unknown role")),
+        };
+        let seed = Seed::from_bytes(reader.array::<SEED_BYTES>()?);
+        let count = reader.u32()? as usize;
+        let mut items = VecDeque::new();
+        for _ in 0..count {
+            let op_index = reader.u32()?;
+            let kind = MaterialKind::from_byte(reader.u8()?).ok_or(malformed("unknown item kind"))?;
+            let words = reader.u64()?;
+            let byte_len = usize::try_from(words)
+                .ok()
+                .and_then(|words| words.checked_mul(8))
+                .filter(|&len| len <= bytes.len() - reader.position)
+                .ok_or(malformed("an item is longer than the message"))?;
+            let data = bytes[reader.position..reader.position + byte_len]
+                .chunks_exact(8)
+                .map(|chunk| {
+                    let mut word = [0u8; 8];
+                    word.copy_from_slice(chunk);
+                    u64::from_le_bytes(word)
+                })
+                .collect();
+            reader.position += byte_len;
+            items.push_back(MaterialItem {
+                tag: Tag {
+                    op_index,
+                    kind,
+                    words,
+                },
+                words: data,
+            });
+        }
+        if reader.position != bytes.len() {
+            return Err(malformed("trailing bytes after the last item"));
+        }
+        Ok(Self {
+            session_id,
+            role,
+            seed,
+            items,
+        })
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    position: usize,
+}
+
+impl Reader<'_> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let end = self.position + N;
+        let slice = self.bytes.get(self.position..end).ok_or(Error::PeerMisbehaved(
+            PeerMisbehaved::MalformedMaterial("truncated"),
+        ))?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(slice);
+        self.position = end;
+        Ok(out)
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.array::<1>()?[0])
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+}
+
+/// The sessions whose material a party has accepted. A session id seen twice is
+/// refused, so material replayed (by a bug, a retry or an attacker) is never used again.
+#[derive(Clone, Debug, Default)]
+pub struct SessionLedger {
+    consumed: Arc<Mutex<HashSet<SessionId>>>,
+}
+
+impl SessionLedger {
+    /// Records `session_id` as consumed; an error if it already was.
+    pub fn consume(&self, session_id: SessionId) -> Result<()> {
+        let mut consumed = self
+            .consumed
+            .lock()
+            .map_err(|_| Error::MaterialReused)?;
+        if consumed.insert(session_id) {
+            Ok(())
+        } else {
+            Err(Error::MaterialReused)
+        }
+    }
+}
+
+/// The stream for one op of one session: the party's seed, domain-separated by op index.
+pub(crate) fn op_stream(seed: &Seed, op_index: u32) -> Prg {
+    Prg::new(&seed.derive("veil/op", &[u64::from(op_index)]))
+}
+
+/// Seed-derived shares of the one-sided weight product: the client's (A, C₀).
+pub(crate) struct WeightProductDraw {
+    pub a: Vec<u64>,
+    pub c0: Vec<u64>,
+}
+
+pub(crate) fn draw_weight_product(prg: &mut Prg, input_len: usize, output_len: usize) -> WeightProductDraw {
+    let a = prg.vec_u64(input_len);
+    let c0 = prg.vec_u64(output_len);
+    WeightProductDraw { a, c0 }
+}
+
+/// Seed-derived truncation shares: r for both; (r_c, r_b) for the client only (the
+/// server's come as corrections).
+pub(crate) struct TruncationDraw {
+    pub r: Vec<u64>,
+    pub r_c: Vec<u64>,
+    pub r_b: Vec<u64>,
+}
+
+pub(crate) fn draw_truncation(prg: &mut Prg, role: PartyRole, len: usize) -> TruncationDraw {
+    let r = prg.vec_u64(len);
+    let (r_c, r_b) = match role {
+        PartyRole::Client => (prg.vec_u64(len), prg.vec_u64(len)),
+        PartyRole::Server => (Vec::new(), Vec::new()),
+    };
+    TruncationDraw { r, r_c, r_b }
+}
+
+/// Seed-derived triple shares: A and B for both; C for the client only.
+pub(crate) struct TripleDraw {
+    pub a: Vec<u64>,
+    pub b: Vec<u64>,
+    pub c: Vec<u64>,
+}
+
+pub(crate) fn draw_triple(prg: &mut Prg, role: PartyRole, a_len: usize, b_len: usize, c_len: usize) -> TripleDraw {
+    let a = prg.vec_u64(a_len);
+    let b = prg.vec_u64(b_len);
+    let c = match role {
+        PartyRole::Client => prg.vec_u64(c_len),
+        PartyRole::Server => Vec::new(),
+    };
+    TripleDraw { a, b, c }
+}
+
+/// Seed-derived comparison-gate shares: DCF root seeds and mask shares for both; shares
+/// of the constants (m, m·r) for the client only.
+pub(crate) struct GateDraw {
+    pub roots: Vec<u128>,
+    pub mask: Vec<u64>,
+    pub constants: Vec<[u64; 2]>,
+}
+
+pub(crate) fn draw_gate(prg: &mut Prg, role: PartyRole, len: usize) -> GateDraw {
+    let roots = (0..len).map(|_| prg.next_u128()).collect();
+    let mask = prg.vec_u64(len);
+    let constants = match role {
+        PartyRole::Client => (0..len).map(|_| [prg.next_u64(), prg.next_u64()]).collect(),
+        PartyRole::Server => Vec::new(),
+    };
+    GateDraw { roots, mask, constants }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> PartyMaterial {
+        let mut material = PartyMaterial::new(42, PartyRole::Server, Seed::dangerous_from_test_value(1));
+        material.push(MaterialItem::new(0, MaterialKind::WeightProduct, vec![1, 2, 3]));
+        material.push(MaterialItem::new(1, MaterialKind::Truncation, vec![4, 5]));
+        material
+    }
+
+    #[test]
+    fn wire_form_round_trips_and_rejects_damage() {
+        let bytes = sample().encode();
+        let mut decoded = PartyMaterial::decode(&bytes).unwrap();
+        assert_eq!(decoded.session_id(), 42);
+        let tag = Tag { op_index: 0, kind: MaterialKind::WeightProduct, words: 3 };
+        assert_eq!(decoded.take(tag).unwrap(), vec![1, 2, 3]);
+        for cut in 0..bytes.len() {
+            assert!(PartyMaterial::decode(&bytes[..cut]).is_err(), "cut {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(PartyMaterial::decode(&longer).is_err());
+    }
+
+    #[test]
+    fn items_are_taken_once_and_in_order() {
+        let mut material = sample();
+        let first = Tag { op_index: 0, kind: MaterialKind::WeightProduct, words: 3 };
+        let second = Tag { op_index: 1, kind: MaterialKind::Truncation, words: 2 };
+        assert!(matches!(material.take(second), Err(Error::MaterialMismatch { .. })));
+        material.take(first).unwrap();
+        assert!(matches!(material.take(first), Err(Error::MaterialMismatch { .. })));
+        material.take(second).unwrap();
+        assert!(matches!(material.take(second), Err(Error::MaterialMismatch { .. })));
+    }
+
+    #[test]
+    fn the_ledger_refuses_a_session_twice() {
+        let ledger = SessionLedger::default();
+        ledger.consume(7).unwrap();
+        ledger.consume(8).unwrap();
+        assert!(matches!(ledger.consume(7), Err(Error::MaterialReused)));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut state = 1u64;
+        let base = sample().encode();
+        for round in 0..5000 {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let mut bytes = base.clone();
+            let position = (state >> 33) as usize % bytes.len();
+            bytes[position] ^= (state >> 7) as u8 | 1;
+            if round % 3 == 0 {
+                bytes.truncate((state >> 40) as usize % bytes.len());
+            }
+            let _ = PartyMaterial::decode(&bytes);
+        }
+    }
+}

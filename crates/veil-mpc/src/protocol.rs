@@ -1,0 +1,137 @@
+//! The [`Protocol`] trait: every secure operation the executors need, written once per
+//! setting. Executors are generic over it, so the fixed-point simulation
+//! ([`crate::Cleartext`]), the secure parties ([`crate::Party`]) and the dealer's
+//! material generation ([`crate::MaterialGenerator`]) run the very same code path.
+//!
+//! Values are in the ring Z_2^64 with the plan's fixed-point scale. Products
+//! (`matmul_weight`, `mul`, `matmul`) return untruncated results at twice the scale; the
+//! caller adds any bias at that scale and then calls `truncate` once per output element
+//! (cookbook §1.1: accumulate, then truncate).
+
+use veil_core::{FixedPoint, RingTensor};
+
+use crate::Result;
+
+/// One setting's implementation of the secure operations. A protocol instance is one
+/// role's view of one query.
+pub trait Protocol {
+    /// A secret tensor in this setting's form (a share, the clear value in simulation,
+    /// or a shape at the dealer).
+    type Shared;
+    /// A server-held weight in this role's form: W (and B) at the server, D = W + B at
+    /// the client, the mask B at the dealer.
+    type Weight;
+    /// A server-held bias in this role's form (the value at the server, nothing
+    /// elsewhere).
+    type Bias;
+
+    /// The fixed-point codec of the plan.
+    fn fixed_point(&self) -> FixedPoint;
+
+    /// The client's private input. `value` is `Some` where the input is known (the
+    /// client, the simulation) and `None` elsewhere.
+    fn input(&mut self, shape: &[usize], value: Option<&RingTensor>) -> Result<Self::Shared>;
+
+    /// Loads a server-held weight in this role's form (role-specific: DESIGN.md §3).
+    fn weight(&mut self, name: &str) -> Result<Self::Weight>;
+
+    /// Loads a server-held bias in this role's form.
+    fn bias(&mut self, name: &str) -> Result<Self::Bias>;
+
+    /// The (public) shape of a secret tensor.
+    fn shape_of(&self, value: &Self::Shared) -> Vec<usize>;
+
+    /// The same secret under another shape with as many elements (local).
+    fn reshape(&mut self, value: Self::Shared, shape: &[usize]) -> Result<Self::Shared>;
+
+    /// Sum of two secrets (local).
+    fn add(&mut self, left: &Self::Shared, right: &Self::Shared) -> Result<Self::Shared>;
+
+    /// Adds a server-held bias to every row (local; the server adds it to its share).
+    fn add_bias(&mut self, value: &Self::Shared, bias: &Self::Bias) -> Result<Self::Shared>;
+
+    /// X·W for a secret `[m, k]` X and a server-held `[k, n]` W: the one-sided product
+    /// with a fixed weight mask (DESIGN.md §4). Untruncated.
+    fn matmul_weight(&mut self, value: &Self::Shared, weight: &Self::Weight) -> Result<Self::Shared>;
+
+    /// Elementwise product of two secrets (Beaver triple). Untruncated.
+    fn mul(&mut self, left: &Self::Shared, right: &Self::Shared) -> Result<Self::Shared>;
+
+    /// Matrix product of two secrets, `[m, k]·[k, n]` (matrix triple). Untruncated.
+    fn matmul(&mut self, left: &Self::Shared, right: &Self::Shared) -> Result<Self::Shared>;
+
+    /// Arithmetic shift right by `bits` (precise truncation: floor, or floor + 1 ulp).
+    /// Requires |x| < 2^62.
+    fn truncate(&mut self, value: &Self::Shared, bits: u32) -> Result<Self::Shared>;
+
+    /// 1{x ≥ 0} as a ring integer (0 or 1, not fixed point), for the signed `bits`-bit
+    /// reduction of x (exact when x ∈ [−2^(bits−1), 2^(bits−1))).
+    fn drelu(&mut self, value: &Self::Shared, bits: u32) -> Result<Self::Shared>;
+
+    /// max(x, 0), deciding the sign on the `bits`-bit reduction as `drelu` does.
+    fn relu(&mut self, value: &Self::Shared, bits: u32) -> Result<Self::Shared>;
+
+    /// bit·x for a secret ring-integer bit (0 or 1) and a secret x.
+    fn select(&mut self, bit: &Self::Shared, value: &Self::Shared) -> Result<Self::Shared> {
+        self.mul(bit, value)
+    }
+
+    /// Opens a secret to the client only: `Some(value)` at the client (and in
+    /// simulation), `None` at every other role.
+    fn reveal_to_client(&mut self, value: &Self::Shared) -> Result<Option<RingTensor>>;
+}
+
+/// Checks that a `[m, k]` operand meets a `[k, n]` one; returns (m, k, n).
+pub(crate) fn matmul_dimensions(
+    op: &'static str,
+    left: &[usize],
+    right: &[usize],
+) -> Result<(usize, usize, usize)> {
+    match (left, right) {
+        (&[m, k], &[k2, n]) if k == k2 => Ok((m, k, n)),
+        _ => Err(veil_core::Error::ShapeMismatch {
+            op,
+            expected: left.to_vec(),
+            found: right.to_vec(),
+        }
+        .into()),
+    }
+}
+
+/// Checks that two operands have one shape.
+pub(crate) fn same_shape(op: &'static str, left: &[usize], right: &[usize]) -> Result<()> {
+    if left == right {
+        Ok(())
+    } else {
+        Err(veil_core::Error::ShapeMismatch {
+            op,
+            expected: left.to_vec(),
+            found: right.to_vec(),
+        }
+        .into())
+    }
+}
+
+/// Checks a comparison bit-width.
+pub(crate) fn check_bits(op: &'static str, bits: u32) -> Result<()> {
+    if (2..=64).contains(&bits) {
+        Ok(())
+    } else {
+        Err(crate::Error::ApiMisuse {
+            op,
+            detail: format!("comparison bit-width {bits} is outside 2..=64"),
+        })
+    }
+}
+
+/// Checks a truncation shift.
+pub(crate) fn check_shift(bits: u32) -> Result<()> {
+    if bits < 62 {
+        Ok(())
+    } else {
+        Err(crate::Error::ApiMisuse {
+            op: "truncate",
+            detail: format!("shift {bits} is outside 0..62"),
+        })
+    }
+}

@@ -1,0 +1,58 @@
+//! The one error type of veil-net.
+
+/// What can go wrong on a channel. Messages name sizes and addresses, never contents.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The peer closed the connection between frames.
+    #[error("the peer closed the connection; its process may have stopped or failed, check its log")]
+    PeerClosed,
+    /// The connection ended inside a frame.
+    #[error(
+        "the connection ended inside a frame ({received} of {expected} bytes arrived); \
+         the peer stopped mid-message"
+    )]
+    Truncated {
+        /// Bytes the frame (or its header) should have had.
+        expected: usize,
+        /// Bytes that arrived.
+        received: usize,
+    },
+    /// A frame header announced more bytes than the cap allows.
+    #[error(
+        "a frame of {length} bytes exceeds the cap of {cap} bytes; the peer is misbehaving or \
+         speaks another protocol"
+    )]
+    FrameTooLarge {
+        /// The announced length.
+        length: u64,
+        /// The configured cap.
+        cap: usize,
+    },
+    /// No frame arrived within the configured timeout.
+    #[error("no message from the peer within {seconds} s; the peer is stuck or gone")]
+    Timeout {
+        /// The timeout in seconds.
+        seconds: u64,
+    },
+    /// Plain TCP was asked for on an address that is not loopback.
+    #[error(
+        "refusing insecure plain TCP on non-loopback address {address}; plain TCP is for \
+         loopback testing only"
+    )]
+    InsecureNonLoopback {
+        /// The refused address.
+        address: String,
+    },
+    /// An operating-system I/O error.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// veil-net's result type.
+pub type Result<T> = std::result::Result<T, Error>;

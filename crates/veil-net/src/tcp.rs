@@ -1,0 +1,292 @@
+//! TCP channels: one I/O thread per connection writes queued frames, so `send` never
+//! blocks on the peer and `exchange` is full duplex.
+
+use std::io::{BufReader, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::frame::{DEFAULT_MAX_FRAME_BYTES, header, read_frame};
+use crate::{Channel, ChannelStats, Error, Result};
+
+/// Options for a TCP channel.
+#[derive(Clone, Copy, Debug)]
+pub struct TcpOptions {
+    /// The cap on one received frame's payload.
+    pub max_frame_bytes: usize,
+    /// How long a receive waits for the peer before failing.
+    pub read_timeout: Duration,
+}
+
+impl Default for TcpOptions {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            read_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+fn refuse_non_loopback(address: &SocketAddr) -> Result<()> {
+    if address.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(Error::InsecureNonLoopback {
+            address: address.to_string(),
+        })
+    }
+}
+
+fn resolve(address: &str) -> Result<Vec<SocketAddr>> {
+    let addresses: Vec<SocketAddr> = address
+        .to_socket_addrs()
+        .map_err(|source| Error::Io {
+            context: "resolving the address",
+            source,
+        })?
+        .collect();
+    for resolved in &addresses {
+        refuse_non_loopback(resolved)?;
+    }
+    Ok(addresses)
+}
+
+/// Binds a plain-TCP listener. Refuses any address that is not loopback: plain TCP
+/// carries no authentication and exists for local testing only.
+pub fn dangerous_listen_insecure(address: &str) -> Result<TcpListener> {
+    let addresses = resolve(address)?;
+    TcpListener::bind(addresses.as_slice()).map_err(|source| Error::Io {
+        context: "binding the listener",
+        source,
+    })
+}
+
+/// A framed TCP connection with a writer thread.
+pub struct TcpChannel {
+    reader: BufReader<TcpStream>,
+    stream: TcpStream,
+    outgoing: Option<Sender<Vec<u8>>>,
+    writer: Option<JoinHandle<()>>,
+    writer_error: Arc<Mutex<Option<String>>>,
+    stats: ChannelStats,
+    options: TcpOptions,
+}
+
+impl std::fmt::Debug for TcpChannel {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("TcpChannel")
+            .field("peer", &self.stream.peer_addr().ok())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl TcpChannel {
+    /// Connects with plain TCP to a loopback address (refuses any other).
+    pub fn dangerous_connect_insecure(address: &str, options: TcpOptions) -> Result<Self> {
+        let addresses = resolve(address)?;
+        let stream = TcpStream::connect(addresses.as_slice()).map_err(|source| Error::Io {
+            context: "connecting to the peer",
+            source,
+        })?;
+        Self::from_stream(stream, options)
+    }
+
+    /// Accepts one plain-TCP connection on a listener made by
+    /// [`dangerous_listen_insecure`]; refuses a non-loopback peer.
+    pub fn dangerous_accept_insecure(listener: &TcpListener, options: TcpOptions) -> Result<Self> {
+        let (stream, peer) = listener.accept().map_err(|source| Error::Io {
+            context: "accepting a connection",
+            source,
+        })?;
+        refuse_non_loopback(&peer)?;
+        Self::from_stream(stream, options)
+    }
+
+    fn from_stream(stream: TcpStream, options: TcpOptions) -> Result<Self> {
+        let io_error = |context| move |source| Error::Io { context, source };
+        stream
+            .set_nodelay(true)
+            .map_err(io_error("configuring the socket"))?;
+        stream
+            .set_read_timeout(Some(options.read_timeout))
+            .map_err(io_error("configuring the socket"))?;
+        let mut write_half = stream
+            .try_clone()
+            .map_err(io_error("cloning the socket"))?;
+        let read_half = stream
+            .try_clone()
+            .map_err(io_error("cloning the socket"))?;
+        let (outgoing, queue) = channel::<Vec<u8>>();
+        let writer_error = Arc::new(Mutex::new(None));
+        let error_slot = Arc::clone(&writer_error);
+        let writer = std::thread::Builder::new()
+            .name("veil-net-writer".into())
+            .spawn(move || {
+                for frame in queue {
+                    if let Err(error) = write_half.write_all(&frame) {
+                        if let Ok(mut slot) = error_slot.lock() {
+                            *slot = Some(error.to_string());
+                        }
+                        return;
+                    }
+                }
+                let _ = write_half.flush();
+            })
+            .map_err(io_error("starting the writer thread"))?;
+        Ok(Self {
+            reader: BufReader::with_capacity(1 << 16, read_half),
+            stream,
+            outgoing: Some(outgoing),
+            writer: Some(writer),
+            writer_error,
+            stats: ChannelStats::default(),
+            options,
+        })
+    }
+
+    fn check_writer(&self) -> Result<()> {
+        let failed = self
+            .writer_error
+            .lock()
+            .map(|slot| slot.is_some())
+            .unwrap_or(true);
+        if failed {
+            return Err(Error::PeerClosed);
+        }
+        Ok(())
+    }
+
+    /// The peer's address.
+    pub fn peer_address(&self) -> Option<SocketAddr> {
+        self.stream.peer_addr().ok()
+    }
+}
+
+impl Channel for TcpChannel {
+    fn send(&mut self, payload: &[u8]) -> Result<()> {
+        self.check_writer()?;
+        let mut frame = Vec::with_capacity(payload.len() + crate::FRAME_HEADER_BYTES);
+        frame.extend_from_slice(&header(payload.len()));
+        frame.extend_from_slice(payload);
+        self.outgoing
+            .as_ref()
+            .ok_or(Error::PeerClosed)?
+            .send(frame)
+            .map_err(|_| Error::PeerClosed)?;
+        self.stats.record_send(payload.len());
+        Ok(())
+    }
+
+    fn recv(&mut self) -> Result<Vec<u8>> {
+        let payload = read_frame(
+            &mut self.reader,
+            self.options.max_frame_bytes,
+            self.options.read_timeout.as_secs(),
+        )?;
+        self.stats.record_receive(payload.len());
+        Ok(payload)
+    }
+
+    fn stats(&self) -> ChannelStats {
+        self.stats
+    }
+}
+
+impl Drop for TcpChannel {
+    fn drop(&mut self) {
+        // Let the writer drain what was queued, then tell the peer we are done.
+        drop(self.outgoing.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connected_pair() -> (TcpChannel, TcpChannel) {
+        let listener = dangerous_listen_insecure("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let accept = std::thread::spawn(move || {
+            TcpChannel::dangerous_accept_insecure(&listener, TcpOptions::default()).unwrap()
+        });
+        let client = TcpChannel::dangerous_connect_insecure(&address, TcpOptions::default()).unwrap();
+        (client, accept.join().unwrap())
+    }
+
+    #[test]
+    fn exchanges_64_megabytes_each_way_without_deadlock() {
+        let (mut first, mut second) = connected_pair();
+        let size = 64 << 20;
+        let first_payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let second_payload: Vec<u8> = (0..size).map(|i| (i % 241) as u8).collect();
+        let expected_at_second = first_payload.clone();
+        let peer = std::thread::spawn(move || {
+            let got = second.exchange(&second_payload).unwrap();
+            assert!(got == expected_at_second);
+            second.stats()
+        });
+        let got = first.exchange(&first_payload).unwrap();
+        let second_stats = peer.join().unwrap();
+        assert!(got.iter().enumerate().all(|(i, &b)| b == (i % 241) as u8));
+        let stats = first.stats();
+        assert_eq!(stats.payload_bytes_sent, size as u64);
+        assert_eq!(stats.bytes_sent, size as u64 + 4);
+        assert_eq!(stats.rounds, 1);
+        assert_eq!(second_stats.bytes_received, size as u64 + 4);
+    }
+
+    #[test]
+    fn non_loopback_addresses_are_refused() {
+        assert!(matches!(
+            dangerous_listen_insecure("0.0.0.0:0"),
+            Err(Error::InsecureNonLoopback { .. })
+        ));
+        assert!(matches!(
+            TcpChannel::dangerous_connect_insecure("192.0.2.1:9", TcpOptions::default()),
+            Err(Error::InsecureNonLoopback { .. })
+        ));
+    }
+
+    #[test]
+    fn a_vanished_peer_is_a_clear_error() {
+        let (mut first, second) = connected_pair();
+        drop(second);
+        assert!(matches!(first.recv(), Err(Error::PeerClosed)));
+    }
+
+    #[test]
+    fn a_peer_that_stops_mid_frame_is_truncation() {
+        let listener = dangerous_listen_insecure("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let raw = std::thread::spawn(move || {
+            let mut stream = TcpStream::connect(address).unwrap();
+            stream.write_all(&header(100)).unwrap();
+            stream.write_all(&[1, 2, 3]).unwrap();
+        });
+        let mut channel =
+            TcpChannel::dangerous_accept_insecure(&listener, TcpOptions::default()).unwrap();
+        raw.join().unwrap();
+        assert!(matches!(channel.recv(), Err(Error::Truncated { .. })));
+    }
+
+    #[test]
+    fn a_silent_peer_times_out() {
+        let listener = dangerous_listen_insecure("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let options = TcpOptions {
+            read_timeout: Duration::from_millis(200),
+            ..TcpOptions::default()
+        };
+        let _peer = TcpStream::connect(&address).unwrap();
+        let mut channel = TcpChannel::dangerous_accept_insecure(&listener, options).unwrap();
+        assert!(matches!(channel.recv(), Err(Error::Timeout { .. })));
+    }
+}
