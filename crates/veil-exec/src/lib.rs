@@ -1,1 +1,278 @@
-//! placeholder
+//! veil-exec: runs a plan's graph over any [`Protocol`].
+//!
+//! [`run`] is the one executor: with [`veil_mpc::Cleartext`] it is the fixed-point
+//! simulation, with [`veil_mpc::Party`] it is one side of the secure computation, and
+//! with [`veil_mpc::MaterialGenerator`] it is the dealer's preprocessing schedule (the
+//! dry run over the public plan that makes each party's tagged material). Every
+//! operation is therefore written once.
+//!
+//! The module also builds each role's form of the parameters from a plan
+//! ([`server_parameters`], [`dealer_parameters`], [`cleartext`]) and encodes inputs.
+//!
+//! # What this crate does not do
+//! No processes, sessions or sockets (veil-serve).
+//!
+//! # Secrets
+//! Inputs, weights and shares pass through here; nothing is logged and errors carry
+//! shapes and names only.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+
+use veil_core::prg::Seed;
+use veil_core::{FixedPoint, RingTensor};
+use veil_model::ir::Op;
+use veil_model::plan::ParameterKind;
+use veil_model::{Plan, PublicPlan};
+use veil_mpc::{Cleartext, DealerParameters, Protocol, ServerParameters};
+
+/// What can go wrong running a plan.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A model-level error (shapes, plan).
+    #[error(transparent)]
+    Model(#[from] veil_model::Error),
+    /// A protocol error.
+    #[error(transparent)]
+    Mpc(#[from] veil_mpc::Error),
+    /// A tensor-level error (e.g. an input out of the fixed-point range).
+    #[error(transparent)]
+    Core(#[from] veil_core::Error),
+}
+
+/// veil-exec's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Runs the plan's graph on a batch of `batch` samples. `input` is the encoded input
+/// where this role knows it (the client, the simulation), `None` elsewhere. Returns the
+/// output at the client (and in simulation), `None` at other roles.
+pub fn run<P: Protocol>(
+    protocol: &mut P,
+    plan: &PublicPlan,
+    batch: usize,
+    input: Option<&RingTensor>,
+) -> Result<Option<RingTensor>> {
+    let graph = &plan.graph;
+    let shapes = graph.infer_shapes(batch)?;
+    let fractional_bits = plan.fractional_bits;
+    let mut values: Vec<Option<P::Shared>> = Vec::with_capacity(graph.nodes.len());
+    // The last node that reads each value, so values are dropped once dead.
+    let mut last_use = vec![0usize; graph.nodes.len()];
+    for (index, node) in graph.nodes.iter().enumerate() {
+        for &input in &node.inputs {
+            last_use[input] = index;
+        }
+    }
+    last_use[graph.output] = usize::MAX;
+    for (index, node) in graph.nodes.iter().enumerate() {
+        let operand = |which: usize, values: &[Option<P::Shared>]| -> Result<usize> {
+            let source = node.inputs[which];
+            if values[source].is_none() {
+                return Err(veil_model::Error::InvalidGraph {
+                    node: index,
+                    reason: format!("input {source} was already released"),
+                }
+                .into());
+            }
+            Ok(source)
+        };
+        let value = match &node.op {
+            Op::Input { .. } => protocol.input(&shapes[index], input)?,
+            Op::Linear { weight, bias, .. } => {
+                let x = operand(0, &values)?;
+                let weight = protocol.weight(weight)?;
+                let x = values[x]
+                    .as_ref()
+                    .ok_or_else(|| unreachable_release(index))?;
+                let mut product = protocol.matmul_weight(x, &weight)?;
+                if let Some(bias) = bias {
+                    let bias = protocol.bias(bias)?;
+                    product = protocol.add_bias(&product, &bias)?;
+                }
+                // One truncation per output element, after accumulating (cookbook §1.1).
+                protocol.truncate(&product, fractional_bits)?
+            }
+            Op::Relu { bits } => {
+                let x = operand(0, &values)?;
+                let x = values[x]
+                    .as_ref()
+                    .ok_or_else(|| unreachable_release(index))?;
+                protocol.relu(x, *bits)?
+            }
+            Op::Flatten => {
+                let x = operand(0, &values)?;
+                if last_use[x] > index {
+                    // Reshaping moves the value; the IR keeps flatten's input single-use.
+                    return Err(veil_model::Error::InvalidGraph {
+                        node: index,
+                        reason: "a flattened value is read again".into(),
+                    }
+                    .into());
+                }
+                let x = values[x].take().ok_or_else(|| unreachable_release(index))?;
+                protocol.reshape(x, &shapes[index])?
+            }
+            Op::Add => {
+                let (left, right) = (operand(0, &values)?, operand(1, &values)?);
+                let left = values[left]
+                    .as_ref()
+                    .ok_or_else(|| unreachable_release(index))?;
+                let right = values[right]
+                    .as_ref()
+                    .ok_or_else(|| unreachable_release(index))?;
+                protocol.add(left, right)?
+            }
+        };
+        values.push(Some(value));
+        for &source in &node.inputs {
+            if last_use[source] == index {
+                values[source] = None;
+            }
+        }
+    }
+    let output = values[graph.output]
+        .as_ref()
+        .ok_or_else(|| unreachable_release(graph.output))?;
+    Ok(protocol.reveal_to_client(output)?)
+}
+
+fn unreachable_release(node: usize) -> Error {
+    veil_model::Error::InvalidGraph {
+        node,
+        reason: "an operand was released before its last use".into(),
+    }
+    .into()
+}
+
+/// Encodes a batch of inputs (row-major, `batch × input_len` values), checking its
+/// length and range.
+pub fn encode_input(plan: &PublicPlan, values: &[f32], batch: usize) -> Result<RingTensor> {
+    let per_sample = plan.input_len();
+    if values.len() != per_sample * batch || batch == 0 {
+        return Err(veil_model::Error::InputShape {
+            expected: per_sample,
+            found: values.len(),
+            shape: plan.graph.input_shape().to_vec(),
+        }
+        .into());
+    }
+    let codec = plan.fixed_point()?;
+    let mut shape = vec![batch];
+    shape.extend_from_slice(plan.graph.input_shape());
+    Ok(RingTensor::new(shape, codec.encode_slice(values)?)?)
+}
+
+/// Decodes an output tensor to reals.
+pub fn decode_output(plan: &PublicPlan, output: &RingTensor) -> Result<Vec<f32>> {
+    Ok(plan.fixed_point()?.decode_slice(output.data()))
+}
+
+/// (weights at scale f, biases at scale 2f) of a plan, encoded.
+fn encoded_parameters(
+    plan: &Plan,
+) -> Result<(Vec<(String, RingTensor)>, Vec<(String, RingTensor)>)> {
+    let codec: FixedPoint = plan.public.fixed_point()?;
+    let bits = codec.fractional_bits();
+    let mut weights = Vec::new();
+    let mut biases = Vec::new();
+    for info in &plan.public.parameters {
+        let values = &plan.weights[&info.name];
+        match info.kind {
+            ParameterKind::Weight => {
+                weights.push((
+                    info.name.clone(),
+                    RingTensor::new(info.shape.clone(), codec.encode_slice(values)?)?,
+                ));
+            }
+            ParameterKind::Bias => {
+                // Added to a product before its truncation, so at scale 2f.
+                let encoded = values
+                    .iter()
+                    .map(|&v| codec.encode_scaled(f64::from(v), 2 * bits))
+                    .collect::<veil_core::Result<Vec<u64>>>()?;
+                biases.push((
+                    info.name.clone(),
+                    RingTensor::new(info.shape.clone(), encoded)?,
+                ));
+            }
+        }
+    }
+    Ok((weights, biases))
+}
+
+/// The server's parameters for one mask epoch.
+pub fn server_parameters(plan: &Plan, weight_seed: &Seed, epoch: u64) -> Result<ServerParameters> {
+    let (weights, biases) = encoded_parameters(plan)?;
+    Ok(ServerParameters::new(weight_seed, epoch, weights, biases))
+}
+
+/// The dealer's parameters (masks only) for one mask epoch, from the public plan.
+pub fn dealer_parameters(plan: &PublicPlan, weight_seed: &Seed, epoch: u64) -> DealerParameters {
+    let shapes: Vec<(String, Vec<usize>)> = plan
+        .parameters
+        .iter()
+        .filter(|info| info.kind == ParameterKind::Weight)
+        .map(|info| (info.name.clone(), info.shape.clone()))
+        .collect();
+    DealerParameters::new(weight_seed, epoch, &shapes)
+}
+
+/// The fixed-point simulation of a plan.
+pub fn cleartext(plan: &Plan) -> Result<Cleartext> {
+    let (weights, biases) = encoded_parameters(plan)?;
+    Ok(Cleartext::new(plan.public.fixed_point()?, weights, biases))
+}
+
+/// A bound on |fixed-point result − f32 result| at the output for this input, from the
+/// error sources: input and weight encoding (½ ulp each), bias encoding (½ ulp at 2f),
+/// and truncation (floor, plus at most 1 ulp from the secure truncation), propagated
+/// through each linear layer by its largest absolute column sum. ReLU and flatten do not
+/// grow errors; add sums them.
+pub fn error_bound(plan: &Plan, input: &[f32]) -> Result<f64> {
+    let graph = &plan.public.graph;
+    let ulp = 1.0 / plan.public.fixed_point()?.scale();
+    let mut bounds: Vec<f64> = Vec::with_capacity(graph.nodes.len());
+    let mut magnitudes: Vec<f64> = Vec::with_capacity(graph.nodes.len());
+    for node in &graph.nodes {
+        let (bound, magnitude) = match &node.op {
+            Op::Input { .. } => (
+                0.5 * ulp,
+                input.iter().fold(0f64, |m, &v| m.max(f64::from(v).abs())),
+            ),
+            Op::Linear {
+                weight,
+                bias,
+                in_features,
+                out_features,
+            } => {
+                let w = &plan.weights[weight];
+                let (e_in, x_max) = (bounds[node.inputs[0]], magnitudes[node.inputs[0]]);
+                let column_sum = (0..*out_features)
+                    .map(|c| {
+                        (0..*in_features)
+                            .map(|k| f64::from(w[k * out_features + c]).abs())
+                            .sum::<f64>()
+                    })
+                    .fold(0f64, f64::max);
+                let bias_max = bias.as_ref().map_or(0.0, |b| {
+                    plan.weights[b]
+                        .iter()
+                        .fold(0f64, |m, &v| m.max(f64::from(v).abs()))
+                });
+                let bound = column_sum * e_in
+                    + (x_max + e_in) * (*in_features as f64) * 0.5 * ulp
+                    + 2.5 * ulp;
+                (bound, column_sum * x_max + bias_max)
+            }
+            Op::Relu { .. } | Op::Flatten => (bounds[node.inputs[0]], magnitudes[node.inputs[0]]),
+            Op::Add => (
+                bounds[node.inputs[0]] + bounds[node.inputs[1]],
+                magnitudes[node.inputs[0]] + magnitudes[node.inputs[1]],
+            ),
+        };
+        bounds.push(bound);
+        magnitudes.push(magnitude);
+    }
+    Ok(bounds[graph.output])
+}

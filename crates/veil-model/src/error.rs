@@ -17,7 +17,9 @@ pub enum Error {
     #[error("not a veil plan file (bad magic bytes); pass a file made by `veil compile`")]
     BadMagic,
     /// The plan was written by an incompatible version.
-    #[error("plan format version {found} is not supported (this build reads {supported}); recompile the plan")]
+    #[error(
+        "plan format version {found} is not supported (this build reads {supported}); recompile the plan"
+    )]
     UnsupportedVersion {
         /// The file's version.
         found: u32,
@@ -85,7 +87,9 @@ pub enum Error {
         reason: String,
     },
     /// An input has the wrong shape.
-    #[error("input has {found} values, but the plan expects {expected} per sample (shape {shape:?}) times the batch")]
+    #[error(
+        "input has {found} values, but the plan expects {expected} per sample (shape {shape:?}) times the batch"
+    )]
     InputShape {
         /// Values per sample the plan expects.
         expected: usize,

@@ -76,7 +76,10 @@ impl Graph {
         for (index, node) in self.nodes.iter().enumerate() {
             for &input in &node.inputs {
                 if input >= index {
-                    return Err(invalid(index, format!("input {input} is not an earlier node")));
+                    return Err(invalid(
+                        index,
+                        format!("input {input} is not an earlier node"),
+                    ));
                 }
             }
             let arity = match node.op {
@@ -85,7 +88,10 @@ impl Graph {
                 _ => 1,
             };
             if node.inputs.len() != arity {
-                return Err(invalid(index, format!("expects {arity} inputs, has {}", node.inputs.len())));
+                return Err(invalid(
+                    index,
+                    format!("expects {arity} inputs, has {}", node.inputs.len()),
+                ));
             }
             let input_shape = |which: usize| shapes[node.inputs[which]].clone();
             let shape = match &node.op {
@@ -97,16 +103,26 @@ impl Graph {
                     full.extend_from_slice(shape);
                     full
                 }
-                Op::Linear { in_features, out_features, .. } => {
+                Op::Linear {
+                    in_features,
+                    out_features,
+                    ..
+                } => {
                     let shape = input_shape(0);
                     if shape.len() != 2 || shape[1] != *in_features {
-                        return Err(invalid(index, format!("linear expects [batch, {in_features}], gets {shape:?}")));
+                        return Err(invalid(
+                            index,
+                            format!("linear expects [batch, {in_features}], gets {shape:?}"),
+                        ));
                     }
                     vec![batch, *out_features]
                 }
                 Op::Relu { bits } => {
                     if !(2..=64).contains(bits) {
-                        return Err(invalid(index, format!("relu bit-width {bits} outside 2..=64")));
+                        return Err(invalid(
+                            index,
+                            format!("relu bit-width {bits} outside 2..=64"),
+                        ));
                     }
                     input_shape(0)
                 }

@@ -72,7 +72,9 @@ pub struct PublicPlan {
 
 impl PublicPlan {
     fn header_bytes(&self) -> Result<Vec<u8>> {
-        serde_json::to_vec(self).map_err(|error| Error::InvalidHeader { reason: error.to_string() })
+        serde_json::to_vec(self).map_err(|error| Error::InvalidHeader {
+            reason: error.to_string(),
+        })
     }
 
     /// The public-plan hash (hex), compared in every handshake.
@@ -91,15 +93,30 @@ impl PublicPlan {
         self.graph.infer_shapes(1)?;
         let find = |name: &str| self.parameters.iter().find(|p| p.name == name);
         for (index, node) in self.graph.nodes.iter().enumerate() {
-            if let Op::Linear { weight, bias, in_features, out_features } = &node.op {
+            if let Op::Linear {
+                weight,
+                bias,
+                in_features,
+                out_features,
+            } = &node.op
+            {
                 let expect = |name: &str, shape: Vec<usize>, kind: ParameterKind| -> Result<()> {
-                    let info = find(name).ok_or_else(|| Error::MissingParameter { name: name.into() })?;
+                    let info =
+                        find(name).ok_or_else(|| Error::MissingParameter { name: name.into() })?;
                     if info.shape != shape || info.kind != kind {
-                        return Err(Error::ParameterShape { name: name.into(), expected: shape, found: info.shape.clone() });
+                        return Err(Error::ParameterShape {
+                            name: name.into(),
+                            expected: shape,
+                            found: info.shape.clone(),
+                        });
                     }
                     Ok(())
                 };
-                expect(weight, vec![*in_features, *out_features], ParameterKind::Weight)?;
+                expect(
+                    weight,
+                    vec![*in_features, *out_features],
+                    ParameterKind::Weight,
+                )?;
                 if let Some(bias) = bias {
                     expect(bias, vec![*out_features], ParameterKind::Bias)?;
                 }
@@ -129,7 +146,10 @@ impl std::fmt::Debug for Plan {
         formatter
             .debug_struct("Plan")
             .field("public", &self.public)
-            .field("weights", &format_args!("<{} secret tensors>", self.weights.len()))
+            .field(
+                "weights",
+                &format_args!("<{} secret tensors>", self.weights.len()),
+            )
             .finish()
     }
 }
@@ -158,23 +178,51 @@ fn decode(bytes: &[u8]) -> Result<(u8, &[u8], &[u8])> {
     }
     let mut position = MAGIC.len();
     let mut take = |len: usize, what: &'static str| -> Result<&[u8]> {
-        let end = position.checked_add(len).filter(|&end| end <= bytes.len()).ok_or(Error::Truncated { what })?;
+        let end = position
+            .checked_add(len)
+            .filter(|&end| end <= bytes.len())
+            .ok_or(Error::Truncated { what })?;
         let slice = &bytes[position..end];
         position = end;
         Ok(slice)
     };
-    let version = u32::from_le_bytes(take(4, "version")?.try_into().map_err(|_| Error::Truncated { what: "version" })?);
+    let version = u32::from_le_bytes(
+        take(4, "version")?
+            .try_into()
+            .map_err(|_| Error::Truncated { what: "version" })?,
+    );
     if version != FORMAT_VERSION {
-        return Err(Error::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
+        return Err(Error::UnsupportedVersion {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
     }
     let kind = take(1, "kind")?[0];
-    let header_len = u64::from_le_bytes(take(8, "header length")?.try_into().map_err(|_| Error::Truncated { what: "header length" })?);
-    let header = take(usize::try_from(header_len).map_err(|_| Error::Truncated { what: "header" })?, "header")?;
-    let weights_len = u64::from_le_bytes(take(8, "weights length")?.try_into().map_err(|_| Error::Truncated { what: "weights length" })?);
-    let weights = take(usize::try_from(weights_len).map_err(|_| Error::Truncated { what: "weights" })?, "weights")?;
-    let body_end = position;
+    let header_len =
+        u64::from_le_bytes(
+            take(8, "header length")?
+                .try_into()
+                .map_err(|_| Error::Truncated {
+                    what: "header length",
+                })?,
+        );
+    let header = take(
+        usize::try_from(header_len).map_err(|_| Error::Truncated { what: "header" })?,
+        "header",
+    )?;
+    let weights_len = u64::from_le_bytes(take(8, "weights length")?.try_into().map_err(|_| {
+        Error::Truncated {
+            what: "weights length",
+        }
+    })?);
+    let weights = take(
+        usize::try_from(weights_len).map_err(|_| Error::Truncated { what: "weights" })?,
+        "weights",
+    )?;
     let checksum = take(32, "checksum")?;
-    if position != bytes.len() {
+    let body_end = bytes.len() - 32;
+    if checksum.as_ptr() != bytes[body_end..].as_ptr() {
+        // Bytes after the checksum: the file was damaged or concatenated.
         return Err(Error::ChecksumMismatch);
     }
     if Sha256::digest(&bytes[..body_end]).as_slice() != checksum {
@@ -185,17 +233,25 @@ fn decode(bytes: &[u8]) -> Result<(u8, &[u8], &[u8])> {
 
 fn parse_header(header: &[u8]) -> Result<PublicPlan> {
     let public: PublicPlan =
-        serde_json::from_slice(header).map_err(|error| Error::InvalidHeader { reason: error.to_string() })?;
+        serde_json::from_slice(header).map_err(|error| Error::InvalidHeader {
+            reason: error.to_string(),
+        })?;
     public.validate()?;
     Ok(public)
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })
+    std::fs::read(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).map_err(|source| Error::Io { path: path.display().to_string(), source })
+    std::fs::write(path, bytes).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 impl PublicPlan {
@@ -226,9 +282,17 @@ impl Plan {
     pub fn new(public: PublicPlan, weights: BTreeMap<String, Vec<f32>>) -> Result<Self> {
         public.validate()?;
         for info in &public.parameters {
-            let values = weights.get(&info.name).ok_or_else(|| Error::MissingParameter { name: info.name.clone() })?;
+            let values = weights
+                .get(&info.name)
+                .ok_or_else(|| Error::MissingParameter {
+                    name: info.name.clone(),
+                })?;
             if values.len() != info.shape.iter().product::<usize>() {
-                return Err(Error::ParameterShape { name: info.name.clone(), expected: info.shape.clone(), found: vec![values.len()] });
+                return Err(Error::ParameterShape {
+                    name: info.name.clone(),
+                    expected: info.shape.clone(),
+                    found: vec![values.len()],
+                });
             }
         }
         Ok(Self { public, weights })
@@ -249,14 +313,28 @@ impl Plan {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let (kind, header, weight_bytes) = decode(bytes)?;
         if kind != KIND_FULL {
-            return Err(Error::WrongPlanKind { expected: "full", found: "public" });
+            return Err(Error::WrongPlanKind {
+                expected: "full",
+                found: "public",
+            });
         }
         let public = parse_header(header)?;
-        let total: usize = public.parameters.iter().map(|p| p.shape.iter().product::<usize>()).sum();
+        let total: usize = public
+            .parameters
+            .iter()
+            .map(|p| p.shape.iter().product::<usize>())
+            .sum();
         if weight_bytes.len() != total * 4 {
-            return Err(Error::InvalidHeader { reason: format!("the header describes {total} weights but the file holds {} bytes of them", weight_bytes.len()) });
+            return Err(Error::InvalidHeader {
+                reason: format!(
+                    "the header describes {total} weights but the file holds {} bytes of them",
+                    weight_bytes.len()
+                ),
+            });
         }
-        let mut values = weight_bytes.chunks_exact(4).map(|chunk| f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]));
+        let mut values = weight_bytes
+            .chunks_exact(4)
+            .map(|chunk| f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]));
         let mut weights = BTreeMap::new();
         for info in &public.parameters {
             let count: usize = info.shape.iter().product();

@@ -83,7 +83,11 @@ impl Protocol for Cleartext {
         Ok(value.broadcast_add_row(bias)?)
     }
 
-    fn matmul_weight(&mut self, value: &RingTensor, weight: &Arc<RingTensor>) -> Result<RingTensor> {
+    fn matmul_weight(
+        &mut self,
+        value: &RingTensor,
+        weight: &Arc<RingTensor>,
+    ) -> Result<RingTensor> {
         matmul_dimensions("matmul_weight", value.shape(), weight.shape())?;
         Ok(value.matmul(weight)?)
     }

@@ -89,12 +89,20 @@ pub struct DcfCorrections {
 
 impl std::fmt::Debug for DcfCorrections {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(formatter, "DcfCorrections {{ levels: {} }}", self.levels.len())
+        write!(
+            formatter,
+            "DcfCorrections {{ levels: {} }}",
+            self.levels.len()
+        )
     }
 }
 
 fn signed(negative: bool, value: u64) -> u64 {
-    if negative { value.wrapping_neg() } else { value }
+    if negative {
+        value.wrapping_neg()
+    } else {
+        value
+    }
 }
 
 /// Gen (BCG+21 Fig. 3): correction words for f(x) = β·1{x < α} on `bits`-bit inputs,
@@ -298,10 +306,23 @@ mod tests {
             let roots = [prg.next_u128(), prg.next_u128()];
             let beta = [1, prg.next_u64()];
             let corrections = generate(bits, alpha, beta, roots);
-            for &x in &[0, 1, top, top - 1, 1 << 62, alpha, alpha.wrapping_sub(1) & top, (alpha + 1) & top] {
+            for &x in &[
+                0,
+                1,
+                top,
+                top - 1,
+                1 << 62,
+                alpha,
+                alpha.wrapping_sub(1) & top,
+                (alpha + 1) & top,
+            ] {
                 let sum = evaluate(0, roots[0], &corrections, x)[1]
                     .wrapping_add(evaluate(1, roots[1], &corrections, x)[1]);
-                assert_eq!(sum, if x < alpha { beta[1] } else { 0 }, "alpha {alpha} x {x}");
+                assert_eq!(
+                    sum,
+                    if x < alpha { beta[1] } else { 0 },
+                    "alpha {alpha} x {x}"
+                );
             }
         }
     }

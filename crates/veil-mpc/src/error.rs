@@ -43,7 +43,9 @@ pub enum Error {
         found: String,
     },
     /// Preprocessing material was left over when the query ended.
-    #[error("{left} preprocessing items were left unused at the end of the query; the plans differ")]
+    #[error(
+        "{left} preprocessing items were left unused at the end of the query; the plans differ"
+    )]
     MaterialLeftOver {
         /// Unused items.
         left: usize,

@@ -46,7 +46,11 @@ pub fn generate(mask: u64, bits: u32, with_product: bool, root_seeds: [u128; 2])
 }
 
 fn low_mask(bits: u32) -> u64 {
-    if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 }
+    if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    }
 }
 
 /// Splits an opened value into (c, y): bit k−1 and the low k−1 bits.
@@ -143,13 +147,24 @@ mod tests {
                 bits,
             );
             drelu = drelu.wrapping_add(drelu_share(party, opened, bits, t[0]));
-            relu = relu.wrapping_add(relu_share(party, opened, bits, t[0], t[1], mask_shares[party]));
+            relu = relu.wrapping_add(relu_share(
+                party,
+                opened,
+                bits,
+                t[0],
+                t[1],
+                mask_shares[party],
+            ));
         }
         (drelu, relu)
     }
 
     fn expected(x: u64, bits: u32) -> (u64, u64) {
-        if signed_reduction(x, bits) >= 0 { (1, x) } else { (0, 0) }
+        if signed_reduction(x, bits) >= 0 {
+            (1, x)
+        } else {
+            (0, 0)
+        }
     }
 
     #[test]
@@ -162,7 +177,11 @@ mod tests {
                 // and ReLU must remove all 64 bits of it.
                 let mask = (prg.next_u64() & !0xff) | mask_low;
                 let x_ring = x as u64;
-                assert_eq!(run_gate(x_ring, mask, bits, &mut prg), expected(x_ring, bits), "x {x} r {mask_low}");
+                assert_eq!(
+                    run_gate(x_ring, mask, bits, &mut prg),
+                    expected(x_ring, bits),
+                    "x {x} r {mask_low}"
+                );
             }
         }
     }
@@ -170,10 +189,23 @@ mod tests {
     #[test]
     fn sixty_four_bit_boundaries() {
         let mut prg = Prg::new(&Seed::dangerous_from_test_value(22));
-        let values = [0u64, 1, u64::MAX, i64::MAX as u64, (i64::MIN + 1) as u64, i64::MIN as u64, 1 << 62, (-(1i64 << 62)) as u64];
+        let values = [
+            0u64,
+            1,
+            u64::MAX,
+            i64::MAX as u64,
+            (i64::MIN + 1) as u64,
+            i64::MIN as u64,
+            1 << 62,
+            (-(1i64 << 62)) as u64,
+        ];
         for &x in &values {
             for &mask in &[0u64, 1, u64::MAX, 1 << 63, (1 << 63) - 1] {
-                assert_eq!(run_gate(x, mask, 64, &mut prg), expected(x, 64), "x {x} r {mask}");
+                assert_eq!(
+                    run_gate(x, mask, 64, &mut prg),
+                    expected(x, 64),
+                    "x {x} r {mask}"
+                );
             }
             for _ in 0..20 {
                 let mask = prg.next_u64();
@@ -189,7 +221,11 @@ mod tests {
             for _ in 0..200 {
                 let x = (signed_reduction(prg.next_u64(), bits)) as u64;
                 let mask = prg.next_u64();
-                assert_eq!(run_gate(x, mask, bits, &mut prg), expected(x, bits), "bits {bits}");
+                assert_eq!(
+                    run_gate(x, mask, bits, &mut prg),
+                    expected(x, bits),
+                    "bits {bits}"
+                );
             }
         }
     }

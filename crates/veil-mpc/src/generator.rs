@@ -66,7 +66,10 @@ impl MaterialGenerator {
     fn begin_op(&mut self) -> (u32, [veil_core::prg::Prg; 2]) {
         let op = self.next_op;
         self.next_op += 1;
-        (op, [op_stream(&self.seeds[0], op), op_stream(&self.seeds[1], op)])
+        (
+            op,
+            [op_stream(&self.seeds[0], op), op_stream(&self.seeds[1], op)],
+        )
     }
 
     /// A Beaver triple (elementwise or matrix): A and B from both parties' seeds, the
@@ -103,13 +106,22 @@ impl MaterialGenerator {
         let mut constants = Vec::with_capacity(len * payload);
         for index in 0..len {
             let mask = server.mask[index].wrapping_add(client.mask[index]);
-            let key = gates::generate(mask, bits, with_product, [server.roots[index], client.roots[index]]);
+            let key = gates::generate(
+                mask,
+                bits,
+                with_product,
+                [server.roots[index], client.roots[index]],
+            );
             dcf::encode(&key.corrections, payload, &mut corrections);
             for lane in 0..payload {
                 constants.push(key.constants[lane].wrapping_sub(client.constants[index][lane]));
             }
         }
-        let kind = if with_product { MaterialKind::Relu } else { MaterialKind::Drelu };
+        let kind = if with_product {
+            MaterialKind::Relu
+        } else {
+            MaterialKind::Drelu
+        };
         let mut server_words = corrections.clone();
         server_words.extend_from_slice(&constants);
         self.outputs[0].push(MaterialItem::new(op, kind, server_words));
@@ -119,7 +131,10 @@ impl MaterialGenerator {
 }
 
 fn add_words(left: &[u64], right: &[u64]) -> Vec<u64> {
-    left.iter().zip(right).map(|(x, y)| x.wrapping_add(*y)).collect()
+    left.iter()
+        .zip(right)
+        .map(|(x, y)| x.wrapping_add(*y))
+        .collect()
 }
 
 fn elementwise_product(a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
@@ -155,7 +170,12 @@ impl Protocol for MaterialGenerator {
         let have: usize = value.0.iter().product();
         let want: usize = shape.iter().product();
         if have != want {
-            return Err(veil_core::Error::ShapeMismatch { op: "reshape", expected: shape.to_vec(), found: value.0 }.into());
+            return Err(veil_core::Error::ShapeMismatch {
+                op: "reshape",
+                expected: shape.to_vec(),
+                found: value.0,
+            }
+            .into());
         }
         Ok(ShapeOnly(shape.to_vec()))
     }
@@ -179,21 +199,31 @@ impl Protocol for MaterialGenerator {
         for (value, c0) in c1.data_mut().iter_mut().zip(&draw.c0) {
             *value = value.wrapping_sub(*c0);
         }
-        self.outputs[0].push(MaterialItem::new(op, crate::material::MaterialKind::WeightProduct, c1.into_data()));
+        self.outputs[0].push(MaterialItem::new(
+            op,
+            crate::material::MaterialKind::WeightProduct,
+            c1.into_data(),
+        ));
         Ok(ShapeOnly(vec![m, n]))
     }
 
     fn mul(&mut self, left: &ShapeOnly, right: &ShapeOnly) -> Result<ShapeOnly> {
         same_shape("mul", &left.0, &right.0)?;
         let len = left.0.iter().product();
-        self.triple(MaterialKind::ElementwiseTriple, [len, len, len], elementwise_product)?;
+        self.triple(
+            MaterialKind::ElementwiseTriple,
+            [len, len, len],
+            elementwise_product,
+        )?;
         Ok(left.clone())
     }
 
     fn matmul(&mut self, left: &ShapeOnly, right: &ShapeOnly) -> Result<ShapeOnly> {
         let (m, k, n) = matmul_dimensions("matmul", &left.0, &right.0)?;
         self.triple(MaterialKind::MatrixTriple, [m * k, k * n, m * n], |a, b| {
-            Ok(RingTensor::new(vec![m, k], a.to_vec())?.matmul(&RingTensor::new(vec![k, n], b.to_vec())?)?.into_data())
+            Ok(RingTensor::new(vec![m, k], a.to_vec())?
+                .matmul(&RingTensor::new(vec![k, n], b.to_vec())?)?
+                .into_data())
         })?;
         Ok(ShapeOnly(vec![m, n]))
     }

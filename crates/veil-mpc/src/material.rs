@@ -250,7 +250,8 @@ impl PartyMaterial {
         let mut items = VecDeque::new();
         for _ in 0..count {
             let op_index = reader.u32()?;
-            let kind = MaterialKind::from_byte(reader.u8()?).ok_or(malformed("unknown item kind"))?;
+            let kind =
+                MaterialKind::from_byte(reader.u8()?).ok_or(malformed("unknown item kind"))?;
             let words = reader.u64()?;
             let byte_len = usize::try_from(words)
                 .ok()
@@ -295,9 +296,12 @@ struct Reader<'a> {
 impl Reader<'_> {
     fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
         let end = self.position + N;
-        let slice = self.bytes.get(self.position..end).ok_or(Error::PeerMisbehaved(
-            PeerMisbehaved::MalformedMaterial("truncated"),
-        ))?;
+        let slice = self
+            .bytes
+            .get(self.position..end)
+            .ok_or(Error::PeerMisbehaved(PeerMisbehaved::MalformedMaterial(
+                "truncated",
+            )))?;
         let mut out = [0u8; N];
         out.copy_from_slice(slice);
         self.position = end;
@@ -324,10 +328,7 @@ pub struct SessionLedger {
 impl SessionLedger {
     /// Records `session_id` as consumed; an error if it already was.
     pub fn consume(&self, session_id: SessionId) -> Result<()> {
-        let mut consumed = self
-            .consumed
-            .lock()
-            .map_err(|_| Error::MaterialReused)?;
+        let mut consumed = self.consumed.lock().map_err(|_| Error::MaterialReused)?;
         if consumed.insert(session_id) {
             Ok(())
         } else {
@@ -347,7 +348,11 @@ pub(crate) struct WeightProductDraw {
     pub c0: Vec<u64>,
 }
 
-pub(crate) fn draw_weight_product(prg: &mut Prg, input_len: usize, output_len: usize) -> WeightProductDraw {
+pub(crate) fn draw_weight_product(
+    prg: &mut Prg,
+    input_len: usize,
+    output_len: usize,
+) -> WeightProductDraw {
     let a = prg.vec_u64(input_len);
     let c0 = prg.vec_u64(output_len);
     WeightProductDraw { a, c0 }
@@ -377,7 +382,13 @@ pub(crate) struct TripleDraw {
     pub c: Vec<u64>,
 }
 
-pub(crate) fn draw_triple(prg: &mut Prg, role: PartyRole, a_len: usize, b_len: usize, c_len: usize) -> TripleDraw {
+pub(crate) fn draw_triple(
+    prg: &mut Prg,
+    role: PartyRole,
+    a_len: usize,
+    b_len: usize,
+    c_len: usize,
+) -> TripleDraw {
     let a = prg.vec_u64(a_len);
     let b = prg.vec_u64(b_len);
     let c = match role {
@@ -402,7 +413,11 @@ pub(crate) fn draw_gate(prg: &mut Prg, role: PartyRole, len: usize) -> GateDraw 
         PartyRole::Client => (0..len).map(|_| [prg.next_u64(), prg.next_u64()]).collect(),
         PartyRole::Server => Vec::new(),
     };
-    GateDraw { roots, mask, constants }
+    GateDraw {
+        roots,
+        mask,
+        constants,
+    }
 }
 
 #[cfg(test)]
@@ -410,8 +425,13 @@ mod tests {
     use super::*;
 
     fn sample() -> PartyMaterial {
-        let mut material = PartyMaterial::new(42, PartyRole::Server, Seed::dangerous_from_test_value(1));
-        material.push(MaterialItem::new(0, MaterialKind::WeightProduct, vec![1, 2, 3]));
+        let mut material =
+            PartyMaterial::new(42, PartyRole::Server, Seed::dangerous_from_test_value(1));
+        material.push(MaterialItem::new(
+            0,
+            MaterialKind::WeightProduct,
+            vec![1, 2, 3],
+        ));
         material.push(MaterialItem::new(1, MaterialKind::Truncation, vec![4, 5]));
         material
     }
@@ -421,7 +441,11 @@ mod tests {
         let bytes = sample().encode();
         let mut decoded = PartyMaterial::decode(&bytes).unwrap();
         assert_eq!(decoded.session_id(), 42);
-        let tag = Tag { op_index: 0, kind: MaterialKind::WeightProduct, words: 3 };
+        let tag = Tag {
+            op_index: 0,
+            kind: MaterialKind::WeightProduct,
+            words: 3,
+        };
         assert_eq!(decoded.take(tag).unwrap(), vec![1, 2, 3]);
         for cut in 0..bytes.len() {
             assert!(PartyMaterial::decode(&bytes[..cut]).is_err(), "cut {cut}");
@@ -434,13 +458,30 @@ mod tests {
     #[test]
     fn items_are_taken_once_and_in_order() {
         let mut material = sample();
-        let first = Tag { op_index: 0, kind: MaterialKind::WeightProduct, words: 3 };
-        let second = Tag { op_index: 1, kind: MaterialKind::Truncation, words: 2 };
-        assert!(matches!(material.take(second), Err(Error::MaterialMismatch { .. })));
+        let first = Tag {
+            op_index: 0,
+            kind: MaterialKind::WeightProduct,
+            words: 3,
+        };
+        let second = Tag {
+            op_index: 1,
+            kind: MaterialKind::Truncation,
+            words: 2,
+        };
+        assert!(matches!(
+            material.take(second),
+            Err(Error::MaterialMismatch { .. })
+        ));
         material.take(first).unwrap();
-        assert!(matches!(material.take(first), Err(Error::MaterialMismatch { .. })));
+        assert!(matches!(
+            material.take(first),
+            Err(Error::MaterialMismatch { .. })
+        ));
         material.take(second).unwrap();
-        assert!(matches!(material.take(second), Err(Error::MaterialMismatch { .. })));
+        assert!(matches!(
+            material.take(second),
+            Err(Error::MaterialMismatch { .. })
+        ));
     }
 
     #[test]
@@ -456,7 +497,9 @@ mod tests {
         let mut state = 1u64;
         let base = sample().encode();
         for round in 0..5000 {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let mut bytes = base.clone();
             let position = (state >> 33) as usize % bytes.len();
             bytes[position] ^= (state >> 7) as u8 | 1;

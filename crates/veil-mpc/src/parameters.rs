@@ -75,11 +75,17 @@ impl ServerParameters {
     }
 
     pub(crate) fn weight(&self, name: &str) -> Result<Arc<ServerWeight>> {
-        self.weights.get(name).cloned().ok_or_else(|| Error::MissingParameter { name: name.into() })
+        self.weights
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::MissingParameter { name: name.into() })
     }
 
     pub(crate) fn bias(&self, name: &str) -> Result<Arc<RingTensor>> {
-        self.biases.get(name).cloned().ok_or_else(|| Error::MissingParameter { name: name.into() })
+        self.biases
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::MissingParameter { name: name.into() })
     }
 }
 
@@ -92,12 +98,18 @@ impl ClientParameters {
     /// Wraps the masked weights received from the server.
     pub fn new(masked: Vec<(String, RingTensor)>) -> Self {
         Self {
-            masked: masked.into_iter().map(|(name, d)| (name, Arc::new(d))).collect(),
+            masked: masked
+                .into_iter()
+                .map(|(name, d)| (name, Arc::new(d)))
+                .collect(),
         }
     }
 
     pub(crate) fn weight(&self, name: &str) -> Result<Arc<RingTensor>> {
-        self.masked.get(name).cloned().ok_or_else(|| Error::MissingParameter { name: name.into() })
+        self.masked
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::MissingParameter { name: name.into() })
     }
 }
 
@@ -111,12 +123,20 @@ impl DealerParameters {
     pub fn new(weight_seed: &Seed, epoch: u64, weight_shapes: &[(String, Vec<usize>)]) -> Self {
         let masks = weight_shapes
             .iter()
-            .map(|(name, shape)| (name.clone(), Arc::new(weight_mask(weight_seed, epoch, name, shape))))
+            .map(|(name, shape)| {
+                (
+                    name.clone(),
+                    Arc::new(weight_mask(weight_seed, epoch, name, shape)),
+                )
+            })
             .collect();
         Self { masks }
     }
 
     pub(crate) fn mask(&self, name: &str) -> Result<Arc<RingTensor>> {
-        self.masks.get(name).cloned().ok_or_else(|| Error::MissingParameter { name: name.into() })
+        self.masks
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::MissingParameter { name: name.into() })
     }
 }

@@ -119,7 +119,12 @@ fn pack_low_bytes(words: &[u64], bytes_per: usize) -> Vec<u8> {
     bytes
 }
 
-fn unpack_low_bytes(op: &'static str, bytes: &[u8], count: usize, bytes_per: usize) -> Result<Vec<u64>> {
+fn unpack_low_bytes(
+    op: &'static str,
+    bytes: &[u8],
+    count: usize,
+    bytes_per: usize,
+) -> Result<Vec<u64>> {
     if bytes.len() != count * bytes_per {
         return Err(PeerMisbehaved::WrongMessageLength {
             op,
@@ -139,7 +144,11 @@ fn unpack_low_bytes(op: &'static str, bytes: &[u8], count: usize, bytes_per: usi
 }
 
 fn low_mask(bits: u32) -> u64 {
-    if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 }
+    if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    }
 }
 
 impl<C: Channel> Party<C> {
@@ -157,7 +166,10 @@ impl<C: Channel> Party<C> {
             PartyParameters::Client(_) => PartyRole::Client,
         };
         if material.role() != role {
-            return Err(PeerMisbehaved::MalformedMaterial("the material was made for the other role").into());
+            return Err(PeerMisbehaved::MalformedMaterial(
+                "the material was made for the other role",
+            )
+            .into());
         }
         ledger.consume(material.session_id())?;
         Ok(Self {
@@ -218,7 +230,11 @@ impl<C: Channel> Party<C> {
     fn open_words(&mut self, op: &'static str, mine: &[u64]) -> Result<Vec<u64>> {
         let theirs = self.channel.exchange(&words_to_bytes(mine))?;
         let theirs = bytes_to_words(op, &theirs, mine.len())?;
-        Ok(mine.iter().zip(&theirs).map(|(a, b)| a.wrapping_add(*b)).collect())
+        Ok(mine
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| a.wrapping_add(*b))
+            .collect())
     }
 
     fn comparison(&mut self, value: &Share, bits: u32, with_product: bool) -> Result<Share> {
@@ -227,7 +243,11 @@ impl<C: Channel> Party<C> {
         let payload = if with_product { 2 } else { 1 };
         let draw = draw_gate(&mut stream, self.role, len);
         let key_words = dcf::encoded_words(bits - 1, payload);
-        let kind = if with_product { MaterialKind::Relu } else { MaterialKind::Drelu };
+        let kind = if with_product {
+            MaterialKind::Relu
+        } else {
+            MaterialKind::Drelu
+        };
         let constant_words = if self.is_server() { len * payload } else { 0 };
         let item = self.take(op, kind, len * key_words + constant_words)?;
         let role = self.role;
@@ -265,9 +285,22 @@ impl<C: Channel> Party<C> {
         let party = self.role.index();
         let mut output = Vec::with_capacity(len);
         for index in 0..len {
-            let corrections = dcf::decode(&item[index * key_words..(index + 1) * key_words], bits - 1, payload)
-                .ok_or(PeerMisbehaved::MalformedMaterial("a comparison key does not decode"))?;
-            let t = gates::evaluate_t(party, draw.roots[index], &corrections, constant_at(index), opened[index], bits);
+            let corrections = dcf::decode(
+                &item[index * key_words..(index + 1) * key_words],
+                bits - 1,
+                payload,
+            )
+            .ok_or(PeerMisbehaved::MalformedMaterial(
+                "a comparison key does not decode",
+            ))?;
+            let t = gates::evaluate_t(
+                party,
+                draw.roots[index],
+                &corrections,
+                constant_at(index),
+                opened[index],
+                bits,
+            );
             output.push(if with_product {
                 gates::relu_share(party, opened[index], bits, t[0], t[1], draw.mask[index])
             } else {
@@ -291,7 +324,11 @@ impl<C: Channel> Party<C> {
         let (a_len, b_len) = (left.value.len(), right.value.len());
         let c_len: usize = output_shape.iter().product();
         let draw = draw_triple(&mut stream, self.role, a_len, b_len, c_len);
-        let c = if self.is_server() { self.take(op, kind, c_len)? } else { draw.c };
+        let c = if self.is_server() {
+            self.take(op, kind, c_len)?
+        } else {
+            draw.c
+        };
         let a = RingTensor::new(left.value.shape().to_vec(), draw.a)?;
         let b = RingTensor::new(right.value.shape().to_vec(), draw.b)?;
         let mut masked = left.value.sub(&a)?.into_data();
@@ -402,12 +439,24 @@ impl<C: Channel> Protocol for Party<C> {
     fn mul(&mut self, left: &Share, right: &Share) -> Result<Share> {
         same_shape("mul", left.value.shape(), right.value.shape())?;
         let shape = left.value.shape().to_vec();
-        self.beaver(MaterialKind::ElementwiseTriple, left, right, shape, |x, y| Ok(x.mul(y)?))
+        self.beaver(
+            MaterialKind::ElementwiseTriple,
+            left,
+            right,
+            shape,
+            |x, y| Ok(x.mul(y)?),
+        )
     }
 
     fn matmul(&mut self, left: &Share, right: &Share) -> Result<Share> {
         let (m, _, n) = matmul_dimensions("matmul", left.value.shape(), right.value.shape())?;
-        self.beaver(MaterialKind::MatrixTriple, left, right, vec![m, n], |x, y| Ok(x.matmul(y)?))
+        self.beaver(
+            MaterialKind::MatrixTriple,
+            left,
+            right,
+            vec![m, n],
+            |x, y| Ok(x.matmul(y)?),
+        )
     }
 
     fn truncate(&mut self, value: &Share, bits: u32) -> Result<Share> {

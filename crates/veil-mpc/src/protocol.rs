@@ -52,7 +52,11 @@ pub trait Protocol {
 
     /// X·W for a secret `[m, k]` X and a server-held `[k, n]` W: the one-sided product
     /// with a fixed weight mask (DESIGN.md §4). Untruncated.
-    fn matmul_weight(&mut self, value: &Self::Shared, weight: &Self::Weight) -> Result<Self::Shared>;
+    fn matmul_weight(
+        &mut self,
+        value: &Self::Shared,
+        weight: &Self::Weight,
+    ) -> Result<Self::Shared>;
 
     /// Elementwise product of two secrets (Beaver triple). Untruncated.
     fn mul(&mut self, left: &Self::Shared, right: &Self::Shared) -> Result<Self::Shared>;

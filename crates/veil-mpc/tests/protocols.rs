@@ -8,14 +8,18 @@ use std::thread;
 use veil_core::prg::{Prg, Seed};
 use veil_core::{FixedPoint, RingTensor};
 use veil_mpc::{
-    Cleartext, ClientParameters, DealerParameters, Error, MaterialGenerator, Party,
-    PartyMaterial, PartyParameters, Protocol, Result, ServerParameters, SessionLedger,
+    Cleartext, ClientParameters, DealerParameters, Error, MaterialGenerator, Party, PartyMaterial,
+    PartyParameters, Protocol, Result, ServerParameters, SessionLedger,
 };
 use veil_net::{Channel, ChannelStats, MemoryChannel, memory_pair};
 
 /// A computation written once over the Protocol trait.
 trait Program: Sync {
-    fn run<P: Protocol>(&self, protocol: &mut P, input: Option<&RingTensor>) -> Result<Option<RingTensor>>;
+    fn run<P: Protocol>(
+        &self,
+        protocol: &mut P,
+        input: Option<&RingTensor>,
+    ) -> Result<Option<RingTensor>>;
 }
 
 struct Fixture {
@@ -27,7 +31,12 @@ struct Fixture {
 
 impl Fixture {
     fn new(weights: Vec<(String, RingTensor)>, biases: Vec<(String, RingTensor)>) -> Self {
-        Self { fixed_point: FixedPoint::default(), weights, biases, weight_seed: Seed::random().unwrap() }
+        Self {
+            fixed_point: FixedPoint::default(),
+            weights,
+            biases,
+            weight_seed: Seed::random().unwrap(),
+        }
     }
 
     fn empty() -> Self {
@@ -35,13 +44,17 @@ impl Fixture {
     }
 
     fn simulate(&self, program: &impl Program, input: &RingTensor) -> RingTensor {
-        let mut cleartext = Cleartext::new(self.fixed_point, self.weights.clone(), self.biases.clone());
+        let mut cleartext =
+            Cleartext::new(self.fixed_point, self.weights.clone(), self.biases.clone());
         program.run(&mut cleartext, Some(input)).unwrap().unwrap()
     }
 
     fn material(&self, program: &impl Program) -> (PartyMaterial, PartyMaterial) {
-        let shapes: Vec<(String, Vec<usize>)> =
-            self.weights.iter().map(|(n, w)| (n.clone(), w.shape().to_vec())).collect();
+        let shapes: Vec<(String, Vec<usize>)> = self
+            .weights
+            .iter()
+            .map(|(n, w)| (n.clone(), w.shape().to_vec()))
+            .collect();
         let dealer_parameters = Arc::new(DealerParameters::new(&self.weight_seed, 1, &shapes));
         let mut generator = MaterialGenerator::new(self.fixed_point, dealer_parameters).unwrap();
         assert!(program.run(&mut generator, None).unwrap().is_none());
@@ -49,9 +62,17 @@ impl Fixture {
     }
 
     fn parameters(&self) -> (PartyParameters, PartyParameters) {
-        let server = ServerParameters::new(&self.weight_seed, 1, self.weights.clone(), self.biases.clone());
+        let server = ServerParameters::new(
+            &self.weight_seed,
+            1,
+            self.weights.clone(),
+            self.biases.clone(),
+        );
         let client = ClientParameters::new(server.masked_weights());
-        (PartyParameters::Server(Arc::new(server)), PartyParameters::Client(Arc::new(client)))
+        (
+            PartyParameters::Server(Arc::new(server)),
+            PartyParameters::Client(Arc::new(client)),
+        )
     }
 
     /// Runs server and client on two threads; returns the client's output and the
@@ -69,30 +90,61 @@ impl Fixture {
         let server_program = program.clone();
         let server = thread::spawn(move || -> Result<()> {
             let ledger = SessionLedger::default();
-            let mut party = Party::new(server_channel, fixed_point, server_material, server_parameters, &ledger)?;
+            let mut party = Party::new(
+                server_channel,
+                fixed_point,
+                server_material,
+                server_parameters,
+                &ledger,
+            )?;
             assert!(server_program.run(&mut party, None)?.is_none());
             party.finish()?;
             Ok(())
         });
         let ledger = SessionLedger::default();
-        let mut party = Party::new(client_channel, fixed_point, client_material, client_parameters, &ledger)?;
-        let output = program.run(&mut party, Some(input))?.expect("the client learns the output");
+        let mut party = Party::new(
+            client_channel,
+            fixed_point,
+            client_material,
+            client_parameters,
+            &ledger,
+        )?;
+        let output = program
+            .run(&mut party, Some(input))?
+            .expect("the client learns the output");
         let channel = party.finish()?;
         server.join().expect("server thread")?;
         Ok((output, channel.stats()))
     }
 
-    fn secure_in_memory(&self, program: &(impl Program + Clone + Send + 'static), input: &RingTensor) -> RingTensor {
+    fn secure_in_memory(
+        &self,
+        program: &(impl Program + Clone + Send + 'static),
+        input: &RingTensor,
+    ) -> RingTensor {
         self.secure(program, input, memory_pair()).unwrap().0
     }
 }
 
 fn adversarial_values(count: usize, limit_bits: u32, prg: &mut Prg) -> Vec<u64> {
     let limit = (1u64 << limit_bits) - 1;
-    let mut values = vec![0, 1, u64::MAX, limit, limit.wrapping_neg(), 1 << 20, (-(1i64 << 20)) as u64];
+    let mut values = vec![
+        0,
+        1,
+        u64::MAX,
+        limit,
+        limit.wrapping_neg(),
+        1 << 20,
+        (-(1i64 << 20)) as u64,
+    ];
     while values.len() < count {
-        let magnitude = prg.next_u64() >> (64 - limit_bits) >> (prg.next_u64() % u64::from(limit_bits));
-        values.push(if prg.next_u64() & 1 == 1 { magnitude.wrapping_neg() } else { magnitude });
+        let magnitude =
+            prg.next_u64() >> (64 - limit_bits) >> (prg.next_u64() % u64::from(limit_bits));
+        values.push(if prg.next_u64() & 1 == 1 {
+            magnitude.wrapping_neg()
+        } else {
+            magnitude
+        });
     }
     values.truncate(count);
     values
@@ -102,7 +154,10 @@ fn assert_within_one_ulp_above(secure: &RingTensor, simulated: &RingTensor) {
     assert_eq!(secure.shape(), simulated.shape());
     for (index, (s, c)) in secure.data().iter().zip(simulated.data()).enumerate() {
         let difference = s.wrapping_sub(*c) as i64;
-        assert!(difference == 0 || difference == 1, "element {index}: secure − floor = {difference}");
+        assert!(
+            difference == 0 || difference == 1,
+            "element {index}: secure − floor = {difference}"
+        );
     }
 }
 
@@ -112,21 +167,37 @@ struct Linear {
 }
 
 impl Program for Linear {
-    fn run<P: Protocol>(&self, p: &mut P, input: Option<&RingTensor>) -> Result<Option<RingTensor>> {
+    fn run<P: Protocol>(
+        &self,
+        p: &mut P,
+        input: Option<&RingTensor>,
+    ) -> Result<Option<RingTensor>> {
         let x = p.input(&[3, 5], input)?;
         let w = p.weight("w")?;
         let b = p.bias("b")?;
         let y = p.matmul_weight(&x, &w)?;
         let y = p.add_bias(&y, &b)?;
-        let y = if self.truncate { p.truncate(&y, 16)? } else { y };
+        let y = if self.truncate {
+            p.truncate(&y, 16)?
+        } else {
+            y
+        };
         p.reveal_to_client(&y)
     }
 }
 
 fn linear_fixture(prg: &mut Prg) -> Fixture {
     let codec = FixedPoint::default();
-    let weights: Vec<u64> = (0..5 * 4).map(|_| codec.encode((prg.next_u64() % 2000) as f64 / 1000.0 - 1.0).unwrap()).collect();
-    let bias: Vec<u64> = (0..4).map(|i| codec.encode_scaled(i as f64 - 1.5, 32).unwrap()).collect();
+    let weights: Vec<u64> = (0..5 * 4)
+        .map(|_| {
+            codec
+                .encode((prg.next_u64() % 2000) as f64 / 1000.0 - 1.0)
+                .unwrap()
+        })
+        .collect();
+    let bias: Vec<u64> = (0..4)
+        .map(|i| codec.encode_scaled(i as f64 - 1.5, 32).unwrap())
+        .collect();
     Fixture::new(
         vec![("w".into(), RingTensor::new(vec![5, 4], weights).unwrap())],
         vec![("b".into(), RingTensor::new(vec![4], bias).unwrap())],
@@ -141,9 +212,15 @@ fn weight_product_is_exact_and_truncation_within_one_ulp() {
         let bits = if round == 0 { 40 } else { 24 };
         let input = RingTensor::new(vec![3, 5], adversarial_values(15, bits, &mut prg)).unwrap();
         let exact = Linear { truncate: false };
-        assert_eq!(fixture.secure_in_memory(&exact, &input), fixture.simulate(&exact, &input));
+        assert_eq!(
+            fixture.secure_in_memory(&exact, &input),
+            fixture.simulate(&exact, &input)
+        );
         let truncated = Linear { truncate: true };
-        assert_within_one_ulp_above(&fixture.secure_in_memory(&truncated, &input), &fixture.simulate(&truncated, &input));
+        assert_within_one_ulp_above(
+            &fixture.secure_in_memory(&truncated, &input),
+            &fixture.simulate(&truncated, &input),
+        );
     }
 }
 
@@ -154,7 +231,11 @@ struct Truncate {
 }
 
 impl Program for Truncate {
-    fn run<P: Protocol>(&self, p: &mut P, input: Option<&RingTensor>) -> Result<Option<RingTensor>> {
+    fn run<P: Protocol>(
+        &self,
+        p: &mut P,
+        input: Option<&RingTensor>,
+    ) -> Result<Option<RingTensor>> {
         let x = p.input(&[self.len], input)?;
         let y = p.truncate(&x, self.bits)?;
         p.reveal_to_client(&y)
@@ -166,16 +247,30 @@ fn truncation_error_is_zero_or_one_ulp_up_to_two_to_the_62() {
     let mut prg = Prg::new(&Seed::random().unwrap());
     let fixture = Fixture::empty();
     let edge = (1u64 << 62) - 1;
-    let mut values = vec![0, 1, u64::MAX, edge, edge.wrapping_neg(), (1u64 << 62).wrapping_neg()];
+    let mut values = vec![
+        0,
+        1,
+        u64::MAX,
+        edge,
+        edge.wrapping_neg(),
+        (1u64 << 62).wrapping_neg(),
+    ];
     values.extend(adversarial_values(400, 62, &mut prg));
     for &bits in &[1u32, 16, 32, 61] {
-        let program = Truncate { len: values.len(), bits };
+        let program = Truncate {
+            len: values.len(),
+            bits,
+        };
         let input = RingTensor::new(vec![values.len()], values.clone()).unwrap();
         let secure = fixture.secure_in_memory(&program, &input);
         for (x, y) in values.iter().zip(secure.data()) {
             let floor = (*x as i64) >> bits;
             let difference = (*y as i64).wrapping_sub(floor);
-            assert!(difference == 0 || difference == 1, "x {} bits {bits}: {difference}", *x as i64);
+            assert!(
+                difference == 0 || difference == 1,
+                "x {} bits {bits}: {difference}",
+                *x as i64
+            );
         }
     }
 }
@@ -184,7 +279,11 @@ fn truncation_error_is_zero_or_one_ulp_up_to_two_to_the_62() {
 struct Products;
 
 impl Program for Products {
-    fn run<P: Protocol>(&self, p: &mut P, input: Option<&RingTensor>) -> Result<Option<RingTensor>> {
+    fn run<P: Protocol>(
+        &self,
+        p: &mut P,
+        input: Option<&RingTensor>,
+    ) -> Result<Option<RingTensor>> {
         let x = p.input(&[4, 4], input)?;
         let square = p.mul(&x, &x)?;
         let product = p.matmul(&x, &square)?;
@@ -199,7 +298,10 @@ fn beaver_and_matrix_triples_are_exact() {
     let fixture = Fixture::empty();
     for _ in 0..3 {
         let input = RingTensor::new(vec![4, 4], prg.vec_u64(16)).unwrap();
-        assert_eq!(fixture.secure_in_memory(&Products, &input), fixture.simulate(&Products, &input));
+        assert_eq!(
+            fixture.secure_in_memory(&Products, &input),
+            fixture.simulate(&Products, &input)
+        );
     }
 }
 
@@ -210,7 +312,11 @@ struct Comparisons {
 }
 
 impl Program for Comparisons {
-    fn run<P: Protocol>(&self, p: &mut P, input: Option<&RingTensor>) -> Result<Option<RingTensor>> {
+    fn run<P: Protocol>(
+        &self,
+        p: &mut P,
+        input: Option<&RingTensor>,
+    ) -> Result<Option<RingTensor>> {
         let x = p.input(&[self.len], input)?;
         let bit = p.drelu(&x, self.bits)?;
         let relu = p.relu(&x, self.bits)?;
@@ -223,10 +329,13 @@ impl Program for Comparisons {
         for value in [out, relu, selected] {
             columns.push(p.reveal_to_client(&value)?);
         }
-        Ok(columns.into_iter().collect::<Option<Vec<_>>>().map(|parts| {
-            let data = parts.iter().flat_map(|t| t.data().to_vec()).collect();
-            RingTensor::new(vec![3, self.len], data).unwrap()
-        }))
+        Ok(columns
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .map(|parts| {
+                let data = parts.iter().flat_map(|t| t.data().to_vec()).collect();
+                RingTensor::new(vec![3, self.len], data).unwrap()
+            }))
     }
 }
 
@@ -234,14 +343,24 @@ impl Program for Comparisons {
 fn drelu_relu_and_select_match_the_simulation() {
     let mut prg = Prg::new(&Seed::random().unwrap());
     let fixture = Fixture::empty();
-    let boundaries = vec![0u64, 1, u64::MAX, i64::MAX as u64, i64::MIN as u64, (i64::MIN + 1) as u64];
+    let boundaries = vec![
+        0u64,
+        1,
+        u64::MAX,
+        i64::MAX as u64,
+        i64::MIN as u64,
+        (i64::MIN + 1) as u64,
+    ];
     for &bits in &[64u32, 40, 8] {
         let mut values = boundaries.clone();
         values.extend(adversarial_values(200, bits.min(63), &mut prg));
         if bits == 8 {
             values = (-128i64..128).map(|x| x as u64).collect();
         }
-        let program = Comparisons { len: values.len(), bits };
+        let program = Comparisons {
+            len: values.len(),
+            bits,
+        };
         let input = RingTensor::new(vec![values.len()], values).unwrap();
         let secure = fixture.secure_in_memory(&program, &input);
         assert_eq!(secure, fixture.simulate(&program, &input), "bits {bits}");
@@ -257,11 +376,24 @@ fn material_is_consumed_once() {
     let bytes = server_material.encode();
     let ledger = SessionLedger::default();
     let (channel, _peer) = memory_pair();
-    Party::new(channel, fixture.fixed_point, server_material, server_parameters.clone(), &ledger).unwrap();
+    Party::new(
+        channel,
+        fixture.fixed_point,
+        server_material,
+        server_parameters.clone(),
+        &ledger,
+    )
+    .unwrap();
     // The same material again (a replay of its bytes) is refused.
     let replay = PartyMaterial::decode(&bytes).unwrap();
     let (channel, _peer) = memory_pair();
-    let again = Party::new(channel, fixture.fixed_point, replay, server_parameters, &ledger);
+    let again = Party::new(
+        channel,
+        fixture.fixed_point,
+        replay,
+        server_parameters,
+        &ledger,
+    );
     assert!(matches!(again, Err(Error::MaterialReused)));
 }
 
@@ -272,14 +404,34 @@ fn material_for_another_plan_or_left_over_is_an_error() {
     let (server_parameters, _) = fixture.parameters();
     let (channel, _peer) = memory_pair();
     let ledger = SessionLedger::default();
-    let mut party = Party::new(channel, fixture.fixed_point, server_material, server_parameters.clone(), &ledger).unwrap();
+    let mut party = Party::new(
+        channel,
+        fixture.fixed_point,
+        server_material,
+        server_parameters.clone(),
+        &ledger,
+    )
+    .unwrap();
     // A different plan (truncation first) finds comparison material: out of step.
     let x = party.input(&[3], None).unwrap();
-    assert!(matches!(party.truncate(&x, 16), Err(Error::MaterialMismatch { .. })));
+    assert!(matches!(
+        party.truncate(&x, 16),
+        Err(Error::MaterialMismatch { .. })
+    ));
     let (server_material, _) = fixture.material(&Comparisons { len: 3, bits: 64 });
     let (channel, _peer) = memory_pair();
-    let party = Party::new(channel, fixture.fixed_point, server_material, server_parameters, &ledger).unwrap();
-    assert!(matches!(party.finish(), Err(Error::MaterialLeftOver { .. })));
+    let party = Party::new(
+        channel,
+        fixture.fixed_point,
+        server_material,
+        server_parameters,
+        &ledger,
+    )
+    .unwrap();
+    assert!(matches!(
+        party.finish(),
+        Err(Error::MaterialLeftOver { .. })
+    ));
 }
 
 #[test]
@@ -288,7 +440,13 @@ fn the_server_party_cannot_take_client_material() {
     let (_, client_material) = fixture.material(&Truncate { len: 2, bits: 16 });
     let (server_parameters, _) = fixture.parameters();
     let (channel, _peer) = memory_pair();
-    let result = Party::new(channel, fixture.fixed_point, client_material, server_parameters, &SessionLedger::default());
+    let result = Party::new(
+        channel,
+        fixture.fixed_point,
+        client_material,
+        server_parameters,
+        &SessionLedger::default(),
+    );
     assert!(result.is_err());
 }
 
@@ -315,7 +473,11 @@ impl Channel for Recording {
 struct Layer;
 
 impl Program for Layer {
-    fn run<P: Protocol>(&self, p: &mut P, input: Option<&RingTensor>) -> Result<Option<RingTensor>> {
+    fn run<P: Protocol>(
+        &self,
+        p: &mut P,
+        input: Option<&RingTensor>,
+    ) -> Result<Option<RingTensor>> {
         let x = p.input(&[3, 5], input)?;
         let w = p.weight("w")?;
         let b = p.bias("b")?;
@@ -339,8 +501,14 @@ fn opened_values_are_uniform_over_a_thousand_runs() {
     let server_sent = Arc::new(std::sync::Mutex::new(Vec::new()));
     for _ in 0..runs {
         let (first, second) = memory_pair();
-        let server = Recording { inner: first, sent: Arc::clone(&server_sent) };
-        let client = Recording { inner: second, sent: Arc::clone(&client_sent) };
+        let server = Recording {
+            inner: first,
+            sent: Arc::clone(&server_sent),
+        };
+        let client = Recording {
+            inner: second,
+            sent: Arc::clone(&client_sent),
+        };
         fixture.secure(&Layer, &input, (server, client)).unwrap();
     }
     for (who, sent) in [("client", client_sent), ("server", server_sent)] {
@@ -355,9 +523,15 @@ fn opened_values_are_uniform_over_a_thousand_runs() {
                 buckets[(frame[7] >> 4) as usize] += 1.0;
             }
             let expected = runs as f64 / 16.0;
-            let chi_squared: f64 = buckets.iter().map(|o| (o - expected).powi(2) / expected).sum();
+            let chi_squared: f64 = buckets
+                .iter()
+                .map(|o| (o - expected).powi(2) / expected)
+                .sum();
             // 15 degrees of freedom: P(χ² > 45) ≈ 7·10⁻⁵.
-            assert!(chi_squared < 45.0, "{who} message {message}: χ² = {chi_squared:.1}");
+            assert!(
+                chi_squared < 45.0,
+                "{who} message {message}: χ² = {chi_squared:.1}"
+            );
         }
     }
 }
@@ -370,18 +544,38 @@ fn a_peer_that_sends_the_wrong_length_or_vanishes_is_an_error() {
     let (_, client_parameters) = fixture.parameters();
     let (channel, mut peer) = memory_pair();
     let ledger = SessionLedger::default();
-    let mut party = Party::new(channel, fixture.fixed_point, client_material, client_parameters.clone(), &ledger).unwrap();
+    let mut party = Party::new(
+        channel,
+        fixture.fixed_point,
+        client_material,
+        client_parameters.clone(),
+        &ledger,
+    )
+    .unwrap();
     peer.send(&[1, 2, 3]).unwrap();
     let input = RingTensor::new(vec![4], vec![1, 2, 3, 4]).unwrap();
     let x = party.input(&[4], Some(&input)).unwrap();
-    assert!(matches!(party.truncate(&x, 16), Err(Error::PeerMisbehaved(_))));
+    assert!(matches!(
+        party.truncate(&x, 16),
+        Err(Error::PeerMisbehaved(_))
+    ));
 
     let (_, client_material) = fixture.material(&program);
     let (channel, peer) = memory_pair();
-    let mut party = Party::new(channel, fixture.fixed_point, client_material, client_parameters, &ledger).unwrap();
+    let mut party = Party::new(
+        channel,
+        fixture.fixed_point,
+        client_material,
+        client_parameters,
+        &ledger,
+    )
+    .unwrap();
     drop(peer);
     let x = party.input(&[4], Some(&input)).unwrap();
-    assert!(matches!(party.truncate(&x, 16), Err(Error::Net(veil_net::Error::PeerClosed))));
+    assert!(matches!(
+        party.truncate(&x, 16),
+        Err(Error::Net(veil_net::Error::PeerClosed))
+    ));
 }
 
 #[test]
@@ -390,7 +584,14 @@ fn shares_do_not_print_values() {
     let (_, client_material) = fixture.material(&Truncate { len: 1, bits: 16 });
     let (_, client_parameters) = fixture.parameters();
     let (channel, _peer) = memory_pair();
-    let mut party = Party::new(channel, fixture.fixed_point, client_material, client_parameters, &SessionLedger::default()).unwrap();
+    let mut party = Party::new(
+        channel,
+        fixture.fixed_point,
+        client_material,
+        client_parameters,
+        &SessionLedger::default(),
+    )
+    .unwrap();
     let secret = RingTensor::new(vec![1], vec![987_654_321]).unwrap();
     let share = party.input(&[1], Some(&secret)).unwrap();
     assert!(!format!("{share:?}").contains("987654321"));

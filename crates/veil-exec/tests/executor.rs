@@ -1,0 +1,212 @@
+//! The executor over every protocol: plain f32, fixed-point simulation and the secure
+//! `dealer` setting (two parties on in-memory channels) agree within the documented
+//! bound, on random weights and adversarial inputs; bad input is a clear error.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread;
+
+use veil_core::prg::{Prg, Seed};
+use veil_model::Plan;
+use veil_model::import::{Architecture, compile, write_safetensors};
+use veil_model::plain::run_plain;
+use veil_mpc::{ClientParameters, MaterialGenerator, Party, PartyParameters, SessionLedger};
+use veil_net::memory_pair;
+
+fn gaussian(prg: &mut Prg) -> f32 {
+    let u1 = ((prg.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+    let u2 = (prg.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+}
+
+/// A residual MLP: 12 → 16 → relu → 16 (+ skip) → relu → 5, random weights.
+fn residual_plan(prg: &mut Prg) -> Plan {
+    let mut tensors = Vec::new();
+    for (name, out, inp) in [("fc1", 16, 12), ("fc2", 16, 16), ("fc3", 5, 16)] {
+        let scale = 1.0 / (inp as f32).sqrt();
+        tensors.push((
+            format!("{name}.weight"),
+            vec![out, inp],
+            (0..out * inp).map(|_| gaussian(prg) * scale).collect(),
+        ));
+        tensors.push((
+            format!("{name}.bias"),
+            vec![out],
+            (0..out).map(|_| gaussian(prg) * 0.02).collect(),
+        ));
+    }
+    let architecture = Architecture::from_json(
+        r#"{"name": "residual", "input": [3, 4], "layers": [
+            {"op": "flatten"},
+            {"op": "linear", "name": "fc1", "weight": "fc1.weight", "bias": "fc1.bias"},
+            {"op": "relu", "name": "h1"},
+            {"op": "linear", "weight": "fc2.weight", "bias": "fc2.bias"},
+            {"op": "add", "with": "h1"},
+            {"op": "relu"},
+            {"op": "linear", "weight": "fc3.weight", "bias": "fc3.bias"}]}"#,
+    )
+    .unwrap();
+    compile(
+        &architecture,
+        &write_safetensors(&tensors).unwrap(),
+        "exact",
+    )
+    .unwrap()
+}
+
+fn secure(plan: &Plan, input: &[f32], batch: usize) -> Vec<f32> {
+    let weight_seed = Seed::random().unwrap();
+    let public = plan.public.clone();
+    let fixed_point = public.fixed_point().unwrap();
+    let dealer = Arc::new(veil_exec::dealer_parameters(&public, &weight_seed, 3));
+    let mut generator = MaterialGenerator::new(fixed_point, dealer).unwrap();
+    assert!(
+        veil_exec::run(&mut generator, &public, batch, None)
+            .unwrap()
+            .is_none()
+    );
+    let (server_material, client_material) = generator.finish();
+    let server_parameters = veil_exec::server_parameters(plan, &weight_seed, 3).unwrap();
+    let client_parameters = ClientParameters::new(server_parameters.masked_weights());
+    let (server_channel, client_channel) = memory_pair();
+    let server_public = public.clone();
+    let server = thread::spawn(move || {
+        let ledger = SessionLedger::default();
+        let mut party = Party::new(
+            server_channel,
+            fixed_point,
+            server_material,
+            PartyParameters::Server(Arc::new(server_parameters)),
+            &ledger,
+        )
+        .unwrap();
+        assert!(
+            veil_exec::run(&mut party, &server_public, batch, None)
+                .unwrap()
+                .is_none()
+        );
+        party.finish().unwrap();
+    });
+    let encoded = veil_exec::encode_input(&public, input, batch).unwrap();
+    let ledger = SessionLedger::default();
+    let mut party = Party::new(
+        client_channel,
+        fixed_point,
+        client_material,
+        PartyParameters::Client(Arc::new(client_parameters)),
+        &ledger,
+    )
+    .unwrap();
+    let output = veil_exec::run(&mut party, &public, batch, Some(&encoded))
+        .unwrap()
+        .unwrap();
+    party.finish().unwrap();
+    server.join().unwrap();
+    veil_exec::decode_output(&public, &output).unwrap()
+}
+
+#[test]
+fn secure_simulated_and_plain_agree_within_the_bound() {
+    let mut prg = Prg::new(&Seed::random().unwrap());
+    let plan = residual_plan(&mut prg);
+    let batch = 4;
+    let mut inputs: Vec<Vec<f32>> = vec![
+        (0..12 * batch).map(|_| gaussian(&mut prg)).collect(),
+        vec![0.0; 12 * batch],
+        (0..12 * batch)
+            .map(|i| if i % 2 == 0 { -1000.0 } else { 1000.0 })
+            .collect(),
+    ];
+    inputs.push(
+        (0..12 * batch)
+            .map(|_| -gaussian(&mut prg).abs() * 50.0)
+            .collect(),
+    );
+    for input in inputs {
+        let plain = run_plain(&plan, &input, batch).unwrap();
+        let bound = veil_exec::error_bound(&plan, &input).unwrap();
+        let encoded = veil_exec::encode_input(&plan.public, &input, batch).unwrap();
+        let mut simulation = veil_exec::cleartext(&plan).unwrap();
+        let simulated = veil_exec::run(&mut simulation, &plan.public, batch, Some(&encoded))
+            .unwrap()
+            .unwrap();
+        let simulated = veil_exec::decode_output(&plan.public, &simulated).unwrap();
+        let secure = secure(&plan, &input, batch);
+        for ((p, s), c) in plain.iter().zip(&secure).zip(&simulated) {
+            assert!(
+                (f64::from(*p) - f64::from(*s)).abs() <= bound,
+                "secure {s} plain {p} bound {bound}"
+            );
+            assert!(
+                (f64::from(*p) - f64::from(*c)).abs() <= bound,
+                "simulated {c} plain {p} bound {bound}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let mut prg = Prg::new(&Seed::random().unwrap());
+    let plan = residual_plan(&mut prg);
+    let wrong_shape = veil_exec::encode_input(&plan.public, &[0.0; 11], 1).unwrap_err();
+    assert!(
+        wrong_shape.to_string().contains("expects 12"),
+        "{wrong_shape}"
+    );
+    let mut huge = vec![0.0f32; 12];
+    huge[3] = 1e30;
+    let out_of_range = veil_exec::encode_input(&plan.public, &huge, 1).unwrap_err();
+    assert!(
+        out_of_range
+            .to_string()
+            .contains("outside the representable range"),
+        "{out_of_range}"
+    );
+    let mut not_a_number = vec![0.0f32; 12];
+    not_a_number[0] = f32::NAN;
+    assert!(veil_exec::encode_input(&plan.public, &not_a_number, 1).is_err());
+}
+
+#[test]
+fn plans_round_trip_and_damage_is_detected() {
+    let mut prg = Prg::new(&Seed::random().unwrap());
+    let plan = residual_plan(&mut prg);
+    let bytes = plan.to_bytes().unwrap();
+    assert_eq!(Plan::from_bytes(&bytes).unwrap(), plan);
+    let public = plan.public.to_bytes().unwrap();
+    assert_eq!(
+        veil_model::PublicPlan::from_bytes(&public).unwrap(),
+        plan.public
+    );
+    assert!(
+        Plan::from_bytes(&public).is_err(),
+        "a public plan has no weights"
+    );
+    for cut in [0, 5, 20, bytes.len() / 2, bytes.len() - 1] {
+        let error = Plan::from_bytes(&bytes[..cut]).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                veil_model::Error::Truncated { .. }
+                    | veil_model::Error::ChecksumMismatch
+                    | veil_model::Error::BadMagic
+            ),
+            "cut {cut}: {error}"
+        );
+    }
+    for position in [
+        8,
+        13,
+        40,
+        bytes.len() / 2,
+        bytes.len() - 40,
+        bytes.len() - 1,
+    ] {
+        let mut damaged = bytes.clone();
+        damaged[position] ^= 0x10;
+        assert!(Plan::from_bytes(&damaged).is_err(), "flip at {position}");
+    }
+    let weights: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    assert!(Plan::new(plan.public.clone(), weights).is_err());
+}
