@@ -96,7 +96,9 @@ mod tests {
     #[test]
     fn round_trips_within_half_an_ulp() {
         let codec = FixedPoint::default();
-        for &x in &[0.0, 1.0, -1.0, 0.5, -0.5, 3.14159, -2.71828, 1e6, -1e6, 1e-5] {
+        for &x in &[
+            0.0, 1.0, -1.0, 0.5, -0.5, 3.14159, -2.71828, 1e6, -1e6, 1e-5,
+        ] {
             let back = codec.decode(codec.encode(x).unwrap());
             assert!((back - x).abs() <= 0.5 / codec.scale(), "{x} -> {back}");
         }
@@ -112,11 +114,20 @@ mod tests {
     #[test]
     fn out_of_range_and_non_finite_are_errors() {
         let codec = FixedPoint::default();
-        assert!(matches!(codec.encode(codec.limit()), Err(Error::OutOfRange { .. })));
-        assert!(matches!(codec.encode(-codec.limit()), Err(Error::OutOfRange { .. })));
+        assert!(matches!(
+            codec.encode(codec.limit()),
+            Err(Error::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            codec.encode(-codec.limit()),
+            Err(Error::OutOfRange { .. })
+        ));
         assert!(codec.encode(codec.limit() * 0.99).is_ok());
         assert!(matches!(codec.encode(f64::NAN), Err(Error::NotFinite)));
         assert!(matches!(codec.encode(f64::INFINITY), Err(Error::NotFinite)));
-        assert!(matches!(FixedPoint::new(31), Err(Error::BadFractionalBits { .. })));
+        assert!(matches!(
+            FixedPoint::new(31),
+            Err(Error::BadFractionalBits { .. })
+        ));
     }
 }

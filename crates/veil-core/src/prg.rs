@@ -237,6 +237,9 @@ mod tests {
         let ones: u32 = prg.vec_u64(4096).iter().map(|w| w.count_ones()).sum();
         let total = 4096.0 * 64.0;
         // Binomial standard deviation is 128 bits; allow 6 sigma.
-        assert!((f64::from(ones) - total / 2.0).abs() < 6.0 * 128.0, "{ones}");
+        assert!(
+            (f64::from(ones) - total / 2.0).abs() < 6.0 * 128.0,
+            "{ones}"
+        );
     }
 }

@@ -145,7 +145,12 @@ impl RingTensor {
         }
     }
 
-    fn zip_with(&self, other: &Self, op: &'static str, function: fn(u64, u64) -> u64) -> Result<Self> {
+    fn zip_with(
+        &self,
+        other: &Self,
+        op: &'static str,
+        function: fn(u64, u64) -> u64,
+    ) -> Result<Self> {
         self.check_same_shape(other, op)?;
         Ok(Self {
             shape: self.shape.clone(),

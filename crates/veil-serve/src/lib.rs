@@ -1,1 +1,16 @@
-//! placeholder
+//! veil-serve: the server, dealer and client processes of the `dealer` setting.
+//!
+//! [`roles::run_dealer`], [`roles::run_server`] and [`roles::Client`] are the three roles;
+//! each connection starts with [`handshake::handshake`], which checks protocol version,
+//! setting, role and public-plan hash before any share moves.
+//!
+//! # What this crate does not do (yet)
+//! Mutual TLS with role-bound certificates, concurrent sessions, a preprocessing pool,
+//! metrics: the serving issue adds them. Plain TCP is loopback-only.
+//!
+//! # Secrets
+//! Logs carry counts, sizes and times only: never a share, weight, input, seed or key.
+#![forbid(unsafe_code)]
+
+pub mod handshake;
+pub mod roles;

@@ -1,0 +1,106 @@
+//! The handshake every connection starts with: protocol version, role, setting,
+//! public-plan hash and mask epoch are checked before any share moves.
+
+use anyhow::{Context, Result, bail};
+use veil_net::Channel;
+
+/// The wire protocol version.
+pub const PROTOCOL_VERSION: u32 = 1;
+const MAGIC: &[u8; 4] = b"VEIL";
+/// The `dealer` setting's code.
+pub const SETTING_DEALER: u8 = 1;
+
+/// A party's role on a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The model owner.
+    Server,
+    /// The input owner.
+    Client,
+    /// The third party making correlated randomness.
+    Dealer,
+}
+
+impl Role {
+    fn code(self) -> u8 {
+        match self {
+            Role::Server => 1,
+            Role::Client => 2,
+            Role::Dealer => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            1 => Role::Server,
+            2 => Role::Client,
+            3 => Role::Dealer,
+            _ => return None,
+        })
+    }
+}
+
+/// What one side announces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    /// The sender's role.
+    pub role: Role,
+    /// The public-plan hash (hex).
+    pub plan_hash: String,
+    /// The mask epoch (0 when the sender does not know it yet).
+    pub epoch: u64,
+    /// Extra bytes for this pair of roles (the server's weight seed to the dealer, the
+    /// client's batch size to the dealer); empty otherwise.
+    pub extension: Vec<u8>,
+}
+
+impl Hello {
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+        bytes.push(SETTING_DEALER);
+        bytes.push(self.role.code());
+        bytes.extend_from_slice(&self.epoch.to_le_bytes());
+        bytes.extend_from_slice(&(self.plan_hash.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(self.plan_hash.as_bytes());
+        bytes.extend_from_slice(&self.extension);
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() < 20 || &bytes[..4] != MAGIC {
+            bail!("the peer does not speak the veil protocol (bad handshake); check the address");
+        }
+        let version = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+        if version != PROTOCOL_VERSION {
+            bail!("the peer speaks protocol version {version}, this build speaks {PROTOCOL_VERSION}; upgrade the older side");
+        }
+        if bytes[8] != SETTING_DEALER {
+            bail!("the peer runs setting {}, this build runs the dealer setting", bytes[8]);
+        }
+        let role = Role::from_code(bytes[9]).context("the peer announced an unknown role")?;
+        let epoch = u64::from_le_bytes(bytes[10..18].try_into().context("short handshake")?);
+        let hash_len = usize::from(u16::from_le_bytes([bytes[18], bytes[19]]));
+        let hash = bytes.get(20..20 + hash_len).context("the handshake is truncated")?;
+        let plan_hash = String::from_utf8(hash.to_vec()).context("the plan hash is not text")?;
+        Ok(Self { role, plan_hash, epoch, extension: bytes[20 + hash_len..].to_vec() })
+    }
+}
+
+/// Sends ours and checks theirs: version, setting, the expected role and the plan hash.
+/// (Over plain TCP roles are claimed, not proven; mutual TLS with role-bound
+/// certificates is the serving issue's work.)
+pub fn handshake(channel: &mut impl Channel, ours: &Hello, expected_peer: Role) -> Result<Hello> {
+    let theirs = channel.exchange(&ours.encode()).context("handshake")?;
+    let theirs = Hello::decode(&theirs)?;
+    if theirs.role != expected_peer {
+        bail!("expected a {expected_peer:?} on this connection, the peer says it is a {:?}", theirs.role);
+    }
+    if theirs.plan_hash != ours.plan_hash {
+        bail!(
+            "public-plan hash mismatch (ours {}, theirs {}): both sides must load the same compiled plan",
+            ours.plan_hash, theirs.plan_hash
+        );
+    }
+    Ok(theirs)
+}

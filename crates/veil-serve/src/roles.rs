@@ -1,0 +1,313 @@
+//! The three roles of the `dealer` setting as long-running loops over TCP.
+//!
+//! - The **dealer** first accepts the server (which hands it the weight seed in its
+//!   handshake), then serves clients one at a time: for every empty frame a client sends
+//!   ("next query") it runs the executor over the public plan with the generating
+//!   protocol and delivers each half to its own role: the server's half over the
+//!   server connection, the client's over the client connection.
+//! - The **server** connects to the dealer, then serves clients one at a time: a client
+//!   session starts by sending D = W + B once (set-up); each query names its session id,
+//!   the server takes the matching half from the dealer (burning stale halves), answers
+//!   "ready" and runs the query. A failed session ends that client's connection only.
+//! - The **client** connects to the server (learning the epoch and receiving D) and to
+//!   the dealer directly, never through the server.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tracing::{info, warn};
+use veil_core::RingTensor;
+use veil_core::prg::{SEED_BYTES, Seed};
+use veil_exec::{dealer_parameters, run, server_parameters};
+use veil_model::plan::ParameterKind;
+use veil_model::{Plan, PublicPlan};
+use veil_mpc::{
+    ClientParameters, MaterialGenerator, Party, PartyMaterial, PartyParameters, SessionLedger,
+};
+use veil_net::{Channel, ChannelStats, TcpChannel, TcpOptions};
+
+use crate::handshake::{Hello, Role, handshake};
+
+/// How many stale server halves the server burns while looking for a session's half.
+const MAX_STALE_HALVES: usize = 64;
+
+fn connect_with_retry(address: &str, options: TcpOptions) -> Result<TcpChannel> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match TcpChannel::dangerous_connect_insecure(address, options) {
+            Ok(channel) => return Ok(channel),
+            Err(error @ veil_net::Error::InsecureNonLoopback { .. }) => return Err(error.into()),
+            Err(error) if Instant::now() > deadline => {
+                return Err(error).with_context(|| format!("connecting to {address}"));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Runs the dealer: one server, then up to `max_clients` client connections (forever
+/// when `None`).
+pub fn run_dealer(listener: TcpListener, plan: PublicPlan, max_clients: Option<usize>, options: TcpOptions) -> Result<()> {
+    let plan_hash = plan.hash_hex()?;
+    let fixed_point = plan.fixed_point()?;
+    let ours = |epoch| Hello { role: Role::Dealer, plan_hash: plan_hash.clone(), epoch, extension: vec![] };
+    let mut server = TcpChannel::dangerous_accept_insecure(&listener, options)?;
+    let server_hello = handshake(&mut server, &ours(0), Role::Server)?;
+    let seed_bytes: [u8; SEED_BYTES] = server_hello
+        .extension
+        .as_slice()
+        .try_into()
+        .context("the server's handshake must carry the 16-byte weight seed")?;
+    let epoch = server_hello.epoch;
+    let parameters = Arc::new(dealer_parameters(&plan, &Seed::from_bytes(seed_bytes), epoch));
+    info!(epoch, "dealer: server connected");
+    let mut served = 0;
+    while max_clients.is_none_or(|max| served < max) {
+        served += 1;
+        let mut client = match TcpChannel::dangerous_accept_insecure(&listener, options) {
+            Ok(client) => client,
+            Err(error) => {
+                warn!(%error, "dealer: accepting a client failed");
+                continue;
+            }
+        };
+        let result = (|| -> Result<u64> {
+            let hello = handshake(&mut client, &ours(epoch), Role::Client)?;
+            if hello.epoch != epoch {
+                bail!("the client holds mask epoch {}, the dealer serves epoch {epoch}; reconnect to the server", hello.epoch);
+            }
+            let batch = hello.extension.as_slice().try_into().map(u64::from_le_bytes).context("the client's handshake must carry its batch size")?;
+            let batch = usize::try_from(batch).ok().filter(|&b| (1..=1 << 16).contains(&b)).context("batch size out of range 1..=65536")?;
+            let after_handshake = client.stats();
+            let mut queries = 0;
+            loop {
+                match client.recv() {
+                    Ok(request) if request.is_empty() => {}
+                    Ok(_) => bail!("the client sent a payload after the handshake; only empty flow-control frames are allowed"),
+                    Err(veil_net::Error::PeerClosed) => break,
+                    Err(error) => return Err(error.into()),
+                }
+                let mut generator = MaterialGenerator::new(fixed_point, Arc::clone(&parameters))?;
+                run(&mut generator, &plan, batch, None)?;
+                let (server_half, client_half) = generator.finish();
+                server.send(&server_half.encode())?;
+                client.send(&client_half.encode())?;
+                queries += 1;
+            }
+            let received = client.stats().since(&after_handshake);
+            info!(queries, payload_bytes_received = received.payload_bytes_received, "dealer: client session ended");
+            Ok(received.payload_bytes_received)
+        })();
+        if let Err(error) = result {
+            warn!("dealer: client session failed: {error:#}");
+        }
+    }
+    Ok(())
+}
+
+/// The server's state for one plan and epoch.
+pub struct ServerState {
+    plan: Plan,
+    parameters: PartyParameters,
+    masked_weights: Vec<u8>,
+    epoch: u64,
+    weight_seed: Seed,
+}
+
+impl ServerState {
+    /// Loads a plan with a fresh weight seed and a new epoch.
+    pub fn new(plan: Plan, epoch: u64) -> Result<Self> {
+        let weight_seed = Seed::random()?;
+        let parameters = server_parameters(&plan, &weight_seed, epoch)?;
+        // D in plan order, so the client can read it without names.
+        let masked: std::collections::HashMap<String, RingTensor> = parameters.masked_weights().into_iter().collect();
+        let mut masked_weights = Vec::new();
+        for info in plan.public.parameters.iter().filter(|info| info.kind == ParameterKind::Weight) {
+            for word in masked[&info.name].data() {
+                masked_weights.extend_from_slice(&word.to_le_bytes());
+            }
+        }
+        Ok(Self { plan, parameters: PartyParameters::Server(Arc::new(parameters)), masked_weights, epoch, weight_seed })
+    }
+}
+
+/// Runs the server: connects to the dealer, then serves up to `max_clients` clients.
+pub fn run_server(listener: TcpListener, dealer_address: &str, state: ServerState, max_clients: Option<usize>, options: TcpOptions) -> Result<()> {
+    let public = &state.plan.public;
+    let plan_hash = public.hash_hex()?;
+    let fixed_point = public.fixed_point()?;
+    let mut dealer = connect_with_retry(dealer_address, options)?;
+    let hello = Hello { role: Role::Server, plan_hash: plan_hash.clone(), epoch: state.epoch, extension: state.weight_seed.to_bytes().to_vec() };
+    handshake(&mut dealer, &hello, Role::Dealer)?;
+    let after_handshake = dealer.stats();
+    let ledger = SessionLedger::default();
+    let mut served = 0;
+    while max_clients.is_none_or(|max| served < max) {
+        served += 1;
+        let mut client = match TcpChannel::dangerous_accept_insecure(&listener, options) {
+            Ok(client) => client,
+            Err(error) => {
+                warn!(%error, "server: accepting a client failed");
+                continue;
+            }
+        };
+        let result = (|| -> Result<()> {
+            let ours = Hello { role: Role::Server, plan_hash: plan_hash.clone(), epoch: state.epoch, extension: vec![] };
+            handshake(&mut client, &ours, Role::Client)?;
+            // Client session set-up: D = W + B, once.
+            client.send(&state.masked_weights)?;
+            loop {
+                let request = match client.recv() {
+                    Ok(request) => request,
+                    Err(veil_net::Error::PeerClosed) => return Ok(()),
+                    Err(error) => return Err(error.into()),
+                };
+                let (session_id, batch) = parse_query_start(&request)?;
+                let material = take_server_half(&mut dealer, session_id)?;
+                client.send(&[])?;
+                let started = Instant::now();
+                let before = client.stats();
+                let mut party = Party::new(&mut client, fixed_point, material, state.parameters.clone(), &ledger)?;
+                run(&mut party, public, batch, None)?;
+                party.finish()?;
+                let used = client.stats().since(&before);
+                info!(batch, seconds = started.elapsed().as_secs_f64(), bytes_sent = used.bytes_sent, "server: query done");
+            }
+        })();
+        if let Err(error) = result {
+            warn!("server: client session failed: {error:#}");
+        }
+    }
+    let sent_to_dealer = dealer.stats().since(&after_handshake).payload_bytes_sent;
+    info!(sent_to_dealer, "server: done");
+    Ok(())
+}
+
+fn parse_query_start(request: &[u8]) -> Result<(u128, usize)> {
+    if request.len() != 24 {
+        bail!("a query must start with a 24-byte header (session id, batch), got {} bytes", request.len());
+    }
+    let session_id = u128::from_le_bytes(request[..16].try_into().context("short header")?);
+    let batch = u64::from_le_bytes(request[16..].try_into().context("short header")?);
+    let batch = usize::try_from(batch).ok().filter(|&b| (1..=1 << 16).contains(&b)).context("batch size out of range 1..=65536")?;
+    Ok((session_id, batch))
+}
+
+/// Reads server halves from the dealer until the one for `session_id`; stale halves
+/// (sessions whose client vanished) are burnt.
+fn take_server_half(dealer: &mut TcpChannel, session_id: u128) -> Result<PartyMaterial> {
+    for _ in 0..MAX_STALE_HALVES {
+        let material = PartyMaterial::decode(&dealer.recv().context("waiting for the dealer's material")?)?;
+        if material.session_id() == session_id {
+            return Ok(material);
+        }
+        warn!("server: burning a stale preprocessing half");
+    }
+    bail!("the dealer did not deliver this session's material; the client may be talking to another dealer")
+}
+
+/// What the client measured for one query (DESIGN.md §7 definitions).
+#[derive(Clone, Debug)]
+pub struct QueryReport {
+    /// Decoded output values.
+    pub output: Vec<f32>,
+    /// Wall time from input encoded to output reconstructed.
+    pub online_seconds: f64,
+    /// Client → server bytes in that window (payload + frame headers).
+    pub client_sent_bytes: u64,
+    /// Server → client bytes in that window.
+    pub server_sent_bytes: u64,
+    /// Times the client blocked on a receive in that window.
+    pub rounds: u64,
+    /// Bytes of this query's material at the client.
+    pub client_material_bytes: usize,
+    /// Time to get this query's material from the dealer.
+    pub offline_seconds: f64,
+}
+
+/// A connected client: one client session with the server and one with the dealer.
+pub struct Client {
+    plan: PublicPlan,
+    server: TcpChannel,
+    dealer: TcpChannel,
+    parameters: PartyParameters,
+    ledger: SessionLedger,
+    batch: usize,
+    /// Bytes received from the server during set-up (D).
+    pub setup_bytes: u64,
+}
+
+impl Client {
+    /// Connects to the server (set-up: receives D) and to the dealer.
+    pub fn connect(plan: PublicPlan, server_address: &str, dealer_address: &str, batch: usize, options: TcpOptions) -> Result<Self> {
+        let plan_hash = plan.hash_hex()?;
+        let mut server = connect_with_retry(server_address, options)?;
+        let hello = Hello { role: Role::Client, plan_hash: plan_hash.clone(), epoch: 0, extension: vec![] };
+        let server_hello = handshake(&mut server, &hello, Role::Server)?;
+        let before = server.stats();
+        let masked = server.recv().context("receiving the masked weights")?;
+        let setup_bytes = server.stats().since(&before).bytes_received;
+        let mut offset = 0;
+        let mut weights = Vec::new();
+        for info in plan.parameters.iter().filter(|info| info.kind == ParameterKind::Weight) {
+            let count: usize = info.shape.iter().product();
+            let bytes = masked.get(offset..offset + 8 * count).context("the server's masked weights are shorter than the plan says")?;
+            let data = bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())).collect();
+            weights.push((info.name.clone(), RingTensor::new(info.shape.clone(), data)?));
+            offset += 8 * count;
+        }
+        if offset != masked.len() {
+            bail!("the server's masked weights are longer than the plan says");
+        }
+        let mut dealer = connect_with_retry(dealer_address, options)?;
+        let hello = Hello { role: Role::Client, plan_hash, epoch: server_hello.epoch, extension: (batch as u64).to_le_bytes().to_vec() };
+        handshake(&mut dealer, &hello, Role::Dealer)?;
+        Ok(Self {
+            plan,
+            server,
+            dealer,
+            parameters: PartyParameters::Client(Arc::new(ClientParameters::new(weights))),
+            ledger: SessionLedger::default(),
+            batch,
+            setup_bytes,
+        })
+    }
+
+    /// Runs one query on a batch of inputs (row-major).
+    pub fn query(&mut self, input: &[f32]) -> Result<QueryReport> {
+        // Preprocessing first: both parties hold their halves before the timed window.
+        let offline_start = Instant::now();
+        self.dealer.send(&[])?;
+        let material = PartyMaterial::decode(&self.dealer.recv().context("waiting for the dealer's material")?)?;
+        let offline_seconds = offline_start.elapsed().as_secs_f64();
+        let client_material_bytes = material.encoded_len();
+        let mut start = material.session_id().to_le_bytes().to_vec();
+        start.extend_from_slice(&(self.batch as u64).to_le_bytes());
+        self.server.send(&start)?;
+        let ready = self.server.recv().context("waiting for the server to take its half")?;
+        if !ready.is_empty() {
+            bail!("the server's ready message is malformed");
+        }
+        let fixed_point = self.plan.fixed_point()?;
+        let before: ChannelStats = self.server.stats();
+        let started = Instant::now();
+        let encoded = veil_exec::encode_input(&self.plan, input, self.batch)?;
+        let mut party = Party::new(&mut self.server, fixed_point, material, self.parameters.clone(), &self.ledger)?;
+        let output = run(&mut party, &self.plan, self.batch, Some(&encoded))?.context("the client receives the output")?;
+        party.finish()?;
+        let output = veil_exec::decode_output(&self.plan, &output)?;
+        let online_seconds = started.elapsed().as_secs_f64();
+        let used = self.server.stats().since(&before);
+        Ok(QueryReport {
+            output,
+            online_seconds,
+            client_sent_bytes: used.bytes_sent,
+            server_sent_bytes: used.bytes_received,
+            rounds: used.rounds,
+            client_material_bytes,
+            offline_seconds,
+        })
+    }
+}
