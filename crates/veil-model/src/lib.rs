@@ -21,6 +21,7 @@ pub mod import;
 pub mod ir;
 pub mod plain;
 pub mod plan;
+pub mod zoo;
 
 pub use error::{Error, Result};
 pub use plan::{Plan, PublicPlan};

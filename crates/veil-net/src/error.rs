@@ -5,7 +5,9 @@
 #[non_exhaustive]
 pub enum Error {
     /// The peer closed the connection between frames.
-    #[error("the peer closed the connection; its process may have stopped or failed, check its log")]
+    #[error(
+        "the peer closed the connection; its process may have stopped or failed, check its log"
+    )]
     PeerClosed,
     /// The connection ended inside a frame.
     #[error(

@@ -30,9 +30,7 @@ fn read_full(reader: &mut impl Read, buffer: &mut [u8], timeout_seconds: u64) ->
             }
             Ok(read) => filled += read,
             Err(error) if error.kind() == ErrorKind::Interrupted => {}
-            Err(error)
-                if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
-            {
+            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 return Err(Error::Timeout {
                     seconds: timeout_seconds,
                 });
@@ -96,7 +94,10 @@ mod tests {
         let mut reader = bytes.as_slice();
         assert_eq!(read_frame(&mut reader, 100, 1).unwrap(), b"hello");
         assert_eq!(read_frame(&mut reader, 100, 1).unwrap(), b"");
-        assert!(matches!(read_frame(&mut reader, 100, 1), Err(Error::PeerClosed)));
+        assert!(matches!(
+            read_frame(&mut reader, 100, 1),
+            Err(Error::PeerClosed)
+        ));
     }
 
     #[test]
@@ -105,7 +106,10 @@ mod tests {
         for cut in 1..bytes.len() {
             let mut reader = &bytes[..cut];
             assert!(
-                matches!(read_frame(&mut reader, 100, 1), Err(Error::Truncated { .. })),
+                matches!(
+                    read_frame(&mut reader, 100, 1),
+                    Err(Error::Truncated { .. })
+                ),
                 "cut at {cut}"
             );
         }
@@ -125,7 +129,9 @@ mod tests {
     fn arbitrary_bytes_never_panic() {
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         for _ in 0..2000 {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let len = (state >> 58) as usize;
             let bytes: Vec<u8> = (0..len).map(|i| (state >> (i % 56)) as u8).collect();
             let mut reader = bytes.as_slice();

@@ -114,12 +114,8 @@ impl TcpChannel {
         stream
             .set_read_timeout(Some(options.read_timeout))
             .map_err(io_error("configuring the socket"))?;
-        let mut write_half = stream
-            .try_clone()
-            .map_err(io_error("cloning the socket"))?;
-        let read_half = stream
-            .try_clone()
-            .map_err(io_error("cloning the socket"))?;
+        let mut write_half = stream.try_clone().map_err(io_error("cloning the socket"))?;
+        let read_half = stream.try_clone().map_err(io_error("cloning the socket"))?;
         let (outgoing, queue) = channel::<Vec<u8>>();
         let writer_error = Arc::new(Mutex::new(None));
         let error_slot = Arc::clone(&writer_error);
@@ -217,7 +213,8 @@ mod tests {
         let accept = std::thread::spawn(move || {
             TcpChannel::dangerous_accept_insecure(&listener, TcpOptions::default()).unwrap()
         });
-        let client = TcpChannel::dangerous_connect_insecure(&address, TcpOptions::default()).unwrap();
+        let client =
+            TcpChannel::dangerous_connect_insecure(&address, TcpOptions::default()).unwrap();
         (client, accept.join().unwrap())
     }
 

@@ -47,9 +47,19 @@ fn connect_with_retry(address: &str, options: TcpOptions) -> Result<TcpChannel> 
     }
 }
 
+/// What the dealer saw over its life.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DealerSummary {
+    /// Queries whose material it made.
+    pub queries: u64,
+    /// Payload bytes received from clients and the server after their handshakes (the
+    /// dealer receives nothing but empty flow-control frames: this must be 0).
+    pub payload_bytes_received_after_handshake: u64,
+}
+
 /// Runs the dealer: one server, then up to `max_clients` client connections (forever
 /// when `None`).
-pub fn run_dealer(listener: TcpListener, plan: PublicPlan, max_clients: Option<usize>, options: TcpOptions) -> Result<()> {
+pub fn run_dealer(listener: TcpListener, plan: PublicPlan, max_clients: Option<usize>, options: TcpOptions) -> Result<DealerSummary> {
     let plan_hash = plan.hash_hex()?;
     let fixed_point = plan.fixed_point()?;
     let ours = |epoch| Hello { role: Role::Dealer, plan_hash: plan_hash.clone(), epoch, extension: vec![] };
@@ -63,6 +73,8 @@ pub fn run_dealer(listener: TcpListener, plan: PublicPlan, max_clients: Option<u
     let epoch = server_hello.epoch;
     let parameters = Arc::new(dealer_parameters(&plan, &Seed::from_bytes(seed_bytes), epoch));
     info!(epoch, "dealer: server connected");
+    let server_after_handshake = server.stats();
+    let mut summary = DealerSummary::default();
     let mut served = 0;
     while max_clients.is_none_or(|max| served < max) {
         served += 1;
@@ -73,6 +85,7 @@ pub fn run_dealer(listener: TcpListener, plan: PublicPlan, max_clients: Option<u
                 continue;
             }
         };
+        let mut queries = 0;
         let result = (|| -> Result<u64> {
             let hello = handshake(&mut client, &ours(epoch), Role::Client)?;
             if hello.epoch != epoch {
@@ -81,7 +94,6 @@ pub fn run_dealer(listener: TcpListener, plan: PublicPlan, max_clients: Option<u
             let batch = hello.extension.as_slice().try_into().map(u64::from_le_bytes).context("the client's handshake must carry its batch size")?;
             let batch = usize::try_from(batch).ok().filter(|&b| (1..=1 << 16).contains(&b)).context("batch size out of range 1..=65536")?;
             let after_handshake = client.stats();
-            let mut queries = 0;
             loop {
                 match client.recv() {
                     Ok(request) if request.is_empty() => {}
@@ -100,11 +112,14 @@ pub fn run_dealer(listener: TcpListener, plan: PublicPlan, max_clients: Option<u
             info!(queries, payload_bytes_received = received.payload_bytes_received, "dealer: client session ended");
             Ok(received.payload_bytes_received)
         })();
-        if let Err(error) = result {
-            warn!("dealer: client session failed: {error:#}");
+        summary.queries += queries;
+        match result {
+            Ok(received) => summary.payload_bytes_received_after_handshake += received,
+            Err(error) => warn!("dealer: client session failed: {error:#}"),
         }
     }
-    Ok(())
+    summary.payload_bytes_received_after_handshake += server.stats().since(&server_after_handshake).payload_bytes_received;
+    Ok(summary)
 }
 
 /// The server's state for one plan and epoch.
@@ -133,8 +148,21 @@ impl ServerState {
     }
 }
 
+/// What the server saw over its life.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServerSummary {
+    /// Queries answered.
+    pub queries: u64,
+    /// Client sessions that ended in an error.
+    pub failed_sessions: u64,
+    /// Bytes of the last query's material at the server.
+    pub material_bytes: usize,
+    /// Payload bytes sent to the dealer after the handshake (must be 0).
+    pub payload_bytes_sent_to_dealer: u64,
+}
+
 /// Runs the server: connects to the dealer, then serves up to `max_clients` clients.
-pub fn run_server(listener: TcpListener, dealer_address: &str, state: ServerState, max_clients: Option<usize>, options: TcpOptions) -> Result<()> {
+pub fn run_server(listener: TcpListener, dealer_address: &str, state: ServerState, max_clients: Option<usize>, options: TcpOptions) -> Result<ServerSummary> {
     let public = &state.plan.public;
     let plan_hash = public.hash_hex()?;
     let fixed_point = public.fixed_point()?;
@@ -143,6 +171,7 @@ pub fn run_server(listener: TcpListener, dealer_address: &str, state: ServerStat
     handshake(&mut dealer, &hello, Role::Dealer)?;
     let after_handshake = dealer.stats();
     let ledger = SessionLedger::default();
+    let mut summary = ServerSummary::default();
     let mut served = 0;
     while max_clients.is_none_or(|max| served < max) {
         served += 1;
@@ -166,6 +195,7 @@ pub fn run_server(listener: TcpListener, dealer_address: &str, state: ServerStat
                 };
                 let (session_id, batch) = parse_query_start(&request)?;
                 let material = take_server_half(&mut dealer, session_id)?;
+                summary.material_bytes = material.encoded_len();
                 client.send(&[])?;
                 let started = Instant::now();
                 let before = client.stats();
@@ -173,16 +203,26 @@ pub fn run_server(listener: TcpListener, dealer_address: &str, state: ServerStat
                 run(&mut party, public, batch, None)?;
                 party.finish()?;
                 let used = client.stats().since(&before);
+                summary.queries += 1;
                 info!(batch, seconds = started.elapsed().as_secs_f64(), bytes_sent = used.bytes_sent, "server: query done");
             }
         })();
         if let Err(error) = result {
+            summary.failed_sessions += 1;
             warn!("server: client session failed: {error:#}");
         }
     }
-    let sent_to_dealer = dealer.stats().since(&after_handshake).payload_bytes_sent;
-    info!(sent_to_dealer, "server: done");
-    Ok(())
+    summary.payload_bytes_sent_to_dealer = dealer.stats().since(&after_handshake).payload_bytes_sent;
+    info!(queries = summary.queries, "server: done");
+    Ok(summary)
+}
+
+/// This process's peak resident set size (Linux `VmHWM`), in bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kilobytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kilobytes * 1024)
 }
 
 fn parse_query_start(request: &[u8]) -> Result<(u128, usize)> {

@@ -1,1 +1,433 @@
-fn main() {}
+//! The `veil` command line: parses arguments and calls library code.
+#![forbid(unsafe_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+use veil_model::plain::{argmax_rows, run_plain};
+use veil_model::{Plan, PublicPlan};
+use veil_net::{TcpOptions, dangerous_listen_insecure};
+use veil_serve::roles::{Client, QueryReport, ServerState, peak_rss_bytes, run_dealer, run_server};
+
+/// The bundled digits model and data, relative to the repository root.
+const BUNDLED_MODEL_DIR: &str = "models/digits-mlp";
+const BUNDLED_MODEL_NAME: &str = "digits-mlp";
+const DIGITS_DATA: &str = "data/digits/digits.csv.gz";
+/// The train/test split of the digits set (seed and test fraction) used by training and the demo.
+const DIGITS_SPLIT_SEED: u64 = 0;
+const DIGITS_TEST_FRACTION: f64 = 0.2;
+
+#[derive(Parser)]
+#[command(name = "veil", version, about = "Secure model serving: the server keeps its weights, the client keeps its input")]
+struct Arguments {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum RoleArgument {
+    Client,
+    Server,
+    Dealer,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Runs every role on this machine over loopback and serves the bundled digits test set securely.
+    Demo {
+        /// The directory holding digits-mlp.plan and digits-mlp.public.plan.
+        #[arg(long, default_value = BUNDLED_MODEL_DIR)]
+        model_dir: PathBuf,
+        /// The digits data file.
+        #[arg(long, default_value = DIGITS_DATA)]
+        data: PathBuf,
+        /// Serve only the first N test samples.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Compiles an architecture description and safetensors weights into NAME.plan and NAME.public.plan.
+    Compile {
+        /// Architecture description (JSON).
+        #[arg(long)]
+        arch: PathBuf,
+        /// Weights (safetensors, F32).
+        #[arg(long)]
+        weights: PathBuf,
+        /// Approximation policy.
+        #[arg(long, default_value = "exact")]
+        approx: String,
+        /// Output directory.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+    /// Trains the digits MLP on the bundled data and compiles it.
+    TrainDigits {
+        /// Output directory for the safetensors, the architecture and the plans.
+        #[arg(long, default_value = BUNDLED_MODEL_DIR)]
+        out: PathBuf,
+        /// The digits data file.
+        #[arg(long, default_value = DIGITS_DATA)]
+        data: PathBuf,
+    },
+    /// Runs one party of the dealer setting as its own process.
+    Party {
+        /// Which party.
+        #[arg(long, value_enum)]
+        role: RoleArgument,
+        /// Address to listen on (server, dealer).
+        #[arg(long)]
+        listen: Option<String>,
+        /// The dealer's address (server, client).
+        #[arg(long)]
+        dealer: Option<String>,
+        /// The server's address (client).
+        #[arg(long)]
+        server: Option<String>,
+        /// The full plan (server).
+        #[arg(long)]
+        plan: Option<PathBuf>,
+        /// The public plan (client, dealer).
+        #[arg(long)]
+        public_plan: Option<PathBuf>,
+        /// Input file: whitespace- or comma-separated numbers, batch × input length (client).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Samples per query (client).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Queries to run (client), the first one a warm-up when reporting medians.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        /// Serve this many client connections, then exit (server, dealer).
+        #[arg(long)]
+        max_clients: Option<usize>,
+        /// Print a JSON report.
+        #[arg(long)]
+        json: bool,
+        /// Required: plain TCP without TLS, loopback addresses only.
+        #[arg(long)]
+        insecure_plain_tcp: bool,
+    },
+    /// Measures a model end to end with each role in its own process on loopback.
+    Bench {
+        /// Benchmark model: `mlp` (784-128-128-10, random weights).
+        #[arg(long, default_value = "mlp")]
+        model: String,
+        /// Samples per query.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Setting (only `dealer` so far).
+        #[arg(long, default_value = "dealer")]
+        setting: String,
+        /// Network profile (only `local` so far).
+        #[arg(long, default_value = "local")]
+        profile: String,
+        /// Measured repetitions after one warm-up.
+        #[arg(long, default_value_t = 5)]
+        repetitions: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(error) = run_command(Arguments::parse()) {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run_command(arguments: Arguments) -> Result<()> {
+    if veil_core::prg::DANGEROUS_TESTING_SEEDS && !cfg!(debug_assertions) {
+        bail!("this release binary was built with the `testing` feature (deterministic seeds); rebuild without it");
+    }
+    match arguments.command {
+        Commands::Demo { model_dir, data, limit } => demo(&model_dir, &data, limit),
+        Commands::Compile { arch, weights, approx, out } => {
+            let architecture = veil_model::import::Architecture::from_json(&read_text(&arch)?)?;
+            let weights = std::fs::read(&weights).with_context(|| format!("reading {}", weights.display()))?;
+            let plan = veil_model::import::compile(&architecture, &weights, &approx)?;
+            let (full, public) = plan.save(&out)?;
+            println!("wrote {} (server) and {} (client, dealer); public-plan hash {}", full.display(), public.display(), plan.public.hash_hex()?);
+            Ok(())
+        }
+        Commands::TrainDigits { out, data } => train_digits(&out, &data),
+        Commands::Party { role, listen, dealer, server, plan, public_plan, input, batch, repeat, max_clients, json, insecure_plain_tcp } => {
+            if !insecure_plain_tcp {
+                bail!("TLS is not available yet: pass --insecure-plain-tcp to run over plain TCP on loopback addresses");
+            }
+            let options = TcpOptions::default();
+            let need = |value: Option<String>, flag: &str| value.with_context(|| format!("--{flag} is required for this role"));
+            match role {
+                RoleArgument::Dealer => {
+                    let plan = PublicPlan::load(&public_plan.context("--public-plan is required")?)?;
+                    let listener = dangerous_listen_insecure(&need(listen, "listen")?)?;
+                    let summary = run_dealer(listener, plan, max_clients, options)?;
+                    if json {
+                        println!("{}", json!({"role": "dealer", "queries": summary.queries, "payload_bytes_received_after_handshake": summary.payload_bytes_received_after_handshake, "peak_rss_bytes": peak_rss_bytes()}));
+                    }
+                }
+                RoleArgument::Server => {
+                    let plan = Plan::load(&plan.context("--plan is required")?)?;
+                    let listener = dangerous_listen_insecure(&need(listen, "listen")?)?;
+                    let state = ServerState::new(plan, new_epoch())?;
+                    let summary = run_server(listener, &need(dealer, "dealer")?, state, max_clients, options)?;
+                    if json {
+                        println!("{}", json!({"role": "server", "queries": summary.queries, "failed_sessions": summary.failed_sessions, "material_bytes": summary.material_bytes, "payload_bytes_sent_to_dealer": summary.payload_bytes_sent_to_dealer, "peak_rss_bytes": peak_rss_bytes()}));
+                    }
+                }
+                RoleArgument::Client => {
+                    let plan = PublicPlan::load(&public_plan.context("--public-plan is required")?)?;
+                    let input = read_numbers(&input.context("--input is required")?)?;
+                    let mut client = Client::connect(plan.clone(), &need(server, "server")?, &need(dealer, "dealer")?, batch, options)?;
+                    let mut reports = Vec::new();
+                    for _ in 0..repeat.max(1) {
+                        reports.push(client.query(&input)?);
+                    }
+                    if json {
+                        println!("{}", client_report_json(&reports, client.setup_bytes));
+                    } else {
+                        let output = &reports[reports.len() - 1].output;
+                        let columns = output.len() / batch.max(1);
+                        println!("prediction: {:?}", argmax_rows(output, columns));
+                        println!("output: {output:?}");
+                    }
+                }
+            }
+            Ok(())
+        }
+        Commands::Bench { model, batch, setting, profile, repetitions, json } => bench(&model, batch, &setting, &profile, repetitions, json),
+    }
+}
+
+/// A new mask epoch: seconds since the Unix epoch, so a restarted server never reuses one.
+fn new_epoch() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(1)
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn read_numbers(path: &Path) -> Result<Vec<f32>> {
+    read_text(path)?
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|token| !token.is_empty())
+        .map(|token| token.parse::<f32>().with_context(|| format!("{}: {token:?} is not a number", path.display())))
+        .collect()
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    let n = values.len();
+    if n == 0 { 0.0 } else if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
+}
+
+/// Medians over all reports after the first (the warm-up), or the only one.
+fn client_report_json(reports: &[QueryReport], setup_bytes: u64) -> serde_json::Value {
+    let measured = if reports.len() > 1 { &reports[1..] } else { reports };
+    let pick = |f: &dyn Fn(&QueryReport) -> f64| median(&mut measured.iter().map(f).collect::<Vec<_>>());
+    let last = &measured[measured.len() - 1];
+    json!({
+        "role": "client",
+        "runs": measured.len(),
+        "online_s": pick(&|r| r.online_seconds),
+        "offline_s": pick(&|r| r.offline_seconds),
+        "client_sent_bytes": last.client_sent_bytes,
+        "server_sent_bytes": last.server_sent_bytes,
+        "rounds": last.rounds,
+        "setup_bytes": setup_bytes,
+        "client_material_bytes": last.client_material_bytes,
+        "output": last.output,
+        "peak_rss_bytes": peak_rss_bytes(),
+    })
+}
+
+fn train_digits(out: &Path, data: &Path) -> Result<()> {
+    let dataset = veil_train::digits::load(data)?;
+    let (train, test) = veil_train::digits::split(&dataset, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED);
+    let config = veil_train::mlp::TrainingConfig::default();
+    let started = Instant::now();
+    let (model, losses) = veil_train::mlp::train(&train, &config);
+    println!(
+        "trained {:?} for {} epochs in {:.1} s: final loss {:.4}, train accuracy {:.4}, test accuracy {:.4}",
+        model.sizes,
+        config.epochs,
+        started.elapsed().as_secs_f64(),
+        losses.last().copied().unwrap_or(f32::NAN),
+        model.accuracy(&train),
+        model.accuracy(&test)
+    );
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let weights = model.to_safetensors()?;
+    let architecture_text = model.architecture_json(BUNDLED_MODEL_NAME);
+    std::fs::write(out.join(format!("{BUNDLED_MODEL_NAME}.safetensors")), &weights)?;
+    std::fs::write(out.join(format!("{BUNDLED_MODEL_NAME}.arch.json")), &architecture_text)?;
+    let architecture = veil_model::import::Architecture::from_json(&architecture_text)?;
+    let plan = veil_model::import::compile(&architecture, &weights, "exact")?;
+    let (full, public) = plan.save(out)?;
+    println!("wrote {} and {}", full.display(), public.display());
+    Ok(())
+}
+
+/// Binds a loopback listener on a free port.
+fn loopback_listener() -> Result<(TcpListener, String)> {
+    let listener = dangerous_listen_insecure("127.0.0.1:0")?;
+    let address = listener.local_addr()?.to_string();
+    Ok((listener, address))
+}
+
+fn demo(model_dir: &Path, data: &Path, limit: Option<usize>) -> Result<()> {
+    let plan = Plan::load(&model_dir.join(format!("{BUNDLED_MODEL_NAME}.plan")))
+        .with_context(|| format!("loading the bundled model from {} (run from the repository root, or `veil train-digits`)", model_dir.display()))?;
+    let public = PublicPlan::load(&model_dir.join(format!("{BUNDLED_MODEL_NAME}.public.plan")))?;
+    if public.hash_hex()? != plan.public.hash_hex()? {
+        bail!("the bundled plan and public plan differ; recompile them with `veil train-digits`");
+    }
+    let dataset = veil_train::digits::load(data)?;
+    let (_, test) = veil_train::digits::split(&dataset, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED);
+    let count = limit.unwrap_or(test.len()).min(test.len());
+    println!("veil demo: {} ({} parameters) on {count} digits test images; server, dealer and client on loopback (plain TCP: a demonstration, not a deployment)", plan.public.name, plan.weights.values().map(Vec::len).sum::<usize>());
+
+    let options = TcpOptions::default();
+    let (dealer_listener, dealer_address) = loopback_listener()?;
+    let (server_listener, server_address) = loopback_listener()?;
+    let dealer_plan = public.clone();
+    let dealer = std::thread::spawn(move || run_dealer(dealer_listener, dealer_plan, Some(1), options));
+    let state = ServerState::new(plan.clone(), new_epoch())?;
+    let server_dealer_address = dealer_address.clone();
+    let server = std::thread::spawn(move || run_server(server_listener, &server_dealer_address, state, Some(1), options));
+
+    let mut client = Client::connect(public.clone(), &server_address, &dealer_address, 1, options)?;
+    let classes = public.graph.infer_shapes(1)?[public.graph.output][1];
+    let (mut plain_correct, mut secure_correct, mut agree) = (0usize, 0usize, 0usize);
+    let mut reports = Vec::with_capacity(count);
+    let mut max_error = 0f32;
+    for index in 0..count {
+        let sample = test.sample(index);
+        let plain = run_plain(&plan, sample, 1)?;
+        let report = client.query(sample)?;
+        let plain_label = argmax_rows(&plain, classes)[0];
+        let secure_label = argmax_rows(&report.output, classes)[0];
+        let truth = usize::from(test.labels[index]);
+        plain_correct += usize::from(plain_label == truth);
+        secure_correct += usize::from(secure_label == truth);
+        agree += usize::from(plain_label == secure_label);
+        max_error = plain.iter().zip(&report.output).fold(max_error, |m, (p, s)| m.max((p - s).abs()));
+        reports.push(report);
+    }
+    let setup_bytes = client.setup_bytes;
+    drop(client);
+    let dealer_summary = dealer.join().map_err(|_| anyhow::anyhow!("the dealer thread panicked"))??;
+    let server_summary = server.join().map_err(|_| anyhow::anyhow!("the server thread panicked"))??;
+    let total = count.max(1) as f64;
+    let mut online: Vec<f64> = reports.iter().map(|r| r.online_seconds * 1e3).collect();
+    let last = reports.last().context("no test images")?;
+    println!("plaintext accuracy  {:.4}", plain_correct as f64 / total);
+    println!("secure accuracy     {:.4}", secure_correct as f64 / total);
+    println!("agreement           {:.4} ({agree}/{count} predictions equal)", agree as f64 / total);
+    println!("max |secure − plain| {max_error:.2e} on the logits");
+    println!(
+        "per query (batch 1): online median {:.3} ms, client sent {} B, server sent {} B, {} rounds; set-up {} B of masked weights once per client",
+        median(&mut online),
+        last.client_sent_bytes,
+        last.server_sent_bytes,
+        last.rounds,
+        setup_bytes
+    );
+    println!(
+        "preprocessing per query: client {} B, server {} B; the dealer received {} payload bytes after the handshakes",
+        last.client_material_bytes, server_summary.material_bytes, dealer_summary.payload_bytes_received_after_handshake
+    );
+    Ok(())
+}
+
+fn bench(model: &str, batch: usize, setting: &str, profile: &str, repetitions: usize, print_json: bool) -> Result<()> {
+    if setting != "dealer" {
+        bail!("setting {setting:?} is not available yet (have: dealer)");
+    }
+    if profile != "local" {
+        bail!("network profile {profile:?} is not available yet (have: local)");
+    }
+    let plan = match model {
+        "mlp" => veil_model::zoo::random_mlp("mlp", &[784, 128, 128, 10], 0)?,
+        other => bail!("unknown bench model {other:?} (have: mlp)"),
+    };
+    let directory = std::env::temp_dir().join(format!("veil-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&directory)?;
+    let (full, public) = plan.save(&directory)?;
+    let mut sampler = veil_model::zoo::GaussianSampler::new(0);
+    let input = sampler.normal_vec(plan.public.input_len() * batch, 1.0);
+    let input_path = directory.join("input.txt");
+    std::fs::write(&input_path, input.iter().map(f32::to_string).collect::<Vec<_>>().join(" "))?;
+    let executable = std::env::current_exe()?;
+    let (dealer_address, server_address) = {
+        let (a, address_a) = loopback_listener()?;
+        let (b, address_b) = loopback_listener()?;
+        drop((a, b));
+        (address_a, address_b)
+    };
+    let spawn = |arguments: Vec<String>| {
+        Command::new(&executable).args(arguments).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()
+    };
+    let text = |path: &Path| path.display().to_string();
+    let dealer = spawn(vec!["party".into(), "--role".into(), "dealer".into(), "--listen".into(), dealer_address.clone(), "--public-plan".into(), text(&public), "--max-clients".into(), "1".into(), "--json".into(), "--insecure-plain-tcp".into()])?;
+    let server = spawn(vec!["party".into(), "--role".into(), "server".into(), "--listen".into(), server_address.clone(), "--dealer".into(), dealer_address.clone(), "--plan".into(), text(&full), "--max-clients".into(), "1".into(), "--json".into(), "--insecure-plain-tcp".into()])?;
+    let client = spawn(vec!["party".into(), "--role".into(), "client".into(), "--server".into(), server_address, "--dealer".into(), dealer_address, "--public-plan".into(), text(&public), "--input".into(), text(&input_path), "--batch".into(), batch.to_string(), "--repeat".into(), (repetitions + 1).to_string(), "--json".into(), "--insecure-plain-tcp".into()])?;
+    let read = |child: std::process::Child, who: &str| -> Result<serde_json::Value> {
+        let output = child.wait_with_output()?;
+        if !output.status.success() {
+            bail!("the {who} process failed ({})", output.status);
+        }
+        serde_json::from_slice(&output.stdout).with_context(|| format!("reading the {who}'s report"))
+    };
+    let client_report = read(client, "client")?;
+    let server_report = read(server, "server")?;
+    let dealer_report = read(dealer, "dealer")?;
+    let _ = std::fs::remove_dir_all(&directory);
+    let plain = run_plain(&plan, &input, batch)?;
+    let secure: Vec<f64> = client_report["output"].as_array().context("client output")?.iter().filter_map(|v| v.as_f64()).collect();
+    let max_abs_err = plain.iter().zip(&secure).fold(0f64, |m, (p, s)| m.max((f64::from(*p) - s).abs()));
+    let client_sent = client_report["client_sent_bytes"].as_u64().unwrap_or(0);
+    let server_sent = client_report["server_sent_bytes"].as_u64().unwrap_or(0);
+    let peak = [&client_report, &server_report, &dealer_report].iter().filter_map(|r| r["peak_rss_bytes"].as_u64()).max();
+    let report = json!({
+        "model": model,
+        "setting": setting,
+        "profile": profile,
+        "batch": batch,
+        "runs": client_report["runs"],
+        "online_s": client_report["online_s"],
+        "online_bytes_per_party": client_sent.max(server_sent),
+        "online_bytes_total": client_sent + server_sent,
+        "online_bytes_client": client_sent,
+        "online_bytes_server": server_sent,
+        "rounds": client_report["rounds"],
+        "setup_bytes": client_report["setup_bytes"],
+        "preprocessing_bytes_per_party": {"client": client_report["client_material_bytes"], "server": server_report["material_bytes"]},
+        "offline_s": client_report["offline_s"],
+        "dealer_payload_bytes_received": dealer_report["payload_bytes_received_after_handshake"],
+        "peak_rss_bytes": peak,
+        "tls": false,
+        "threads_compute": 1,
+        "threads_io": 1,
+        "kernel": veil_core::kernels::Kernel::detect().name(),
+        "max_abs_err": max_abs_err,
+    });
+    if print_json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(())
+}

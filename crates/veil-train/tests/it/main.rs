@@ -1,0 +1,20 @@
+//! veil-train's integration tests: one binary, one module per topic.
+
+mod compile;
+mod digits;
+mod training;
+
+use std::path::PathBuf;
+
+/// The digits file carried in the repository.
+pub(crate) fn digits_path() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../data/digits/digits.csv.gz"
+    ))
+}
+
+/// A scratch file path unique to this test process and `name`.
+pub(crate) fn temp_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("veil-train-{}-{name}", std::process::id()))
+}
