@@ -63,8 +63,15 @@ pub fn run_dealer(listener: TcpListener, plan: PublicPlan, max_clients: Option<u
     let plan_hash = plan.hash_hex()?;
     let fixed_point = plan.fixed_point()?;
     let ours = |epoch| Hello { role: Role::Dealer, plan_hash: plan_hash.clone(), epoch, extension: vec![] };
-    let mut server = TcpChannel::dangerous_accept_insecure(&listener, options)?;
-    let server_hello = handshake(&mut server, &ours(0), Role::Server)?;
+    // The first connection that completes a server handshake is the server; anything
+    // else that arrives before it is turned away.
+    let (mut server, server_hello) = loop {
+        let mut candidate = TcpChannel::dangerous_accept_insecure(&listener, options)?;
+        match handshake(&mut candidate, &ours(0), Role::Server) {
+            Ok(hello) => break (candidate, hello),
+            Err(error) => warn!("dealer: refused a connection while waiting for the server: {error:#}"),
+        }
+    };
     let seed_bytes: [u8; SEED_BYTES] = server_hello
         .extension
         .as_slice()
