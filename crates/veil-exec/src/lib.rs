@@ -168,10 +168,11 @@ pub fn decode_output(plan: &PublicPlan, output: &RingTensor) -> Result<Vec<f32>>
     Ok(plan.fixed_point()?.decode_slice(output.data()))
 }
 
+/// Named encoded tensors.
+type NamedTensors = Vec<(String, RingTensor)>;
+
 /// (weights at scale f, biases at scale 2f) of a plan, encoded.
-fn encoded_parameters(
-    plan: &Plan,
-) -> Result<(Vec<(String, RingTensor)>, Vec<(String, RingTensor)>)> {
+fn encoded_parameters(plan: &Plan) -> Result<(NamedTensors, NamedTensors)> {
     let codec: FixedPoint = plan.public.fixed_point()?;
     let bits = codec.fractional_bits();
     let mut weights = Vec::new();

@@ -82,8 +82,11 @@ impl Architecture {
 /// The approximation policies `compile` accepts.
 pub const APPROXIMATIONS: &[&str] = &["exact"];
 
+/// A tensor's shape and row-major values.
+pub type ShapedValues = (Vec<usize>, Vec<f32>);
+
 /// Reads the named f32 tensors of a safetensors file.
-pub fn read_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>> {
+pub fn read_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, ShapedValues>> {
     let tensors =
         safetensors::SafeTensors::deserialize(bytes).map_err(|error| Error::Safetensors {
             reason: error.to_string(),

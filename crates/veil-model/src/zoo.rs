@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::Result;
 use crate::ir::{Graph, Node, Op};
 use crate::plan::{OutputPolicy, ParameterInfo, ParameterKind, Plan, PublicPlan};
-use crate::Result;
 
 /// A deterministic Gaussian sampler (SplitMix64 + Box–Muller) for public test data.
 #[derive(Clone, Debug)]
@@ -44,22 +44,52 @@ impl GaussianSampler {
 /// An MLP with ReLU between layers, e.g. sizes `[784, 128, 128, 10]` for `mlp`.
 pub fn random_mlp(name: &str, sizes: &[usize], seed: u64) -> Result<Plan> {
     let mut sampler = GaussianSampler::new(seed);
-    let mut nodes = vec![Node { name: "input".into(), op: Op::Input { shape: vec![sizes[0]] }, inputs: vec![] }];
+    let mut nodes = vec![Node {
+        name: "input".into(),
+        op: Op::Input {
+            shape: vec![sizes[0]],
+        },
+        inputs: vec![],
+    }];
     let mut parameters = Vec::new();
     let mut weights = BTreeMap::new();
     for (layer, pair) in sizes.windows(2).enumerate() {
         let (fan_in, fan_out) = (pair[0], pair[1]);
         let weight = format!("fc{}.weight", layer + 1);
         let bias = format!("fc{}.bias", layer + 1);
-        weights.insert(weight.clone(), sampler.normal_vec(fan_in * fan_out, 1.0 / (fan_in as f32).sqrt()));
+        weights.insert(
+            weight.clone(),
+            sampler.normal_vec(fan_in * fan_out, 1.0 / (fan_in as f32).sqrt()),
+        );
         weights.insert(bias.clone(), sampler.normal_vec(fan_out, 0.02));
-        parameters.push(ParameterInfo { name: weight.clone(), shape: vec![fan_in, fan_out], kind: ParameterKind::Weight });
-        parameters.push(ParameterInfo { name: bias.clone(), shape: vec![fan_out], kind: ParameterKind::Bias });
+        parameters.push(ParameterInfo {
+            name: weight.clone(),
+            shape: vec![fan_in, fan_out],
+            kind: ParameterKind::Weight,
+        });
+        parameters.push(ParameterInfo {
+            name: bias.clone(),
+            shape: vec![fan_out],
+            kind: ParameterKind::Bias,
+        });
         let previous = nodes.len() - 1;
-        nodes.push(Node { name: format!("fc{}", layer + 1), op: Op::Linear { weight, bias: Some(bias), in_features: fan_in, out_features: fan_out }, inputs: vec![previous] });
+        nodes.push(Node {
+            name: format!("fc{}", layer + 1),
+            op: Op::Linear {
+                weight,
+                bias: Some(bias),
+                in_features: fan_in,
+                out_features: fan_out,
+            },
+            inputs: vec![previous],
+        });
         if layer + 2 < sizes.len() {
             let previous = nodes.len() - 1;
-            nodes.push(Node { name: format!("relu{}", layer + 1), op: Op::Relu { bits: 64 }, inputs: vec![previous] });
+            nodes.push(Node {
+                name: format!("relu{}", layer + 1),
+                op: Op::Relu { bits: 64 },
+                inputs: vec![previous],
+            });
         }
     }
     let output = nodes.len() - 1;

@@ -19,6 +19,9 @@
 //! bytes, of which only the correction words travel (the root seed is derived from the
 //! seed the party shares with the dealer).
 
+// Lanes index several parallel arrays at once, as in the paper's notation.
+#![allow(clippy::needless_range_loop)]
+
 use std::sync::OnceLock;
 
 use aes::Aes128;

@@ -73,17 +73,29 @@ impl Hello {
         }
         let version = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
         if version != PROTOCOL_VERSION {
-            bail!("the peer speaks protocol version {version}, this build speaks {PROTOCOL_VERSION}; upgrade the older side");
+            bail!(
+                "the peer speaks protocol version {version}, this build speaks {PROTOCOL_VERSION}; upgrade the older side"
+            );
         }
         if bytes[8] != SETTING_DEALER {
-            bail!("the peer runs setting {}, this build runs the dealer setting", bytes[8]);
+            bail!(
+                "the peer runs setting {}, this build runs the dealer setting",
+                bytes[8]
+            );
         }
         let role = Role::from_code(bytes[9]).context("the peer announced an unknown role")?;
         let epoch = u64::from_le_bytes(bytes[10..18].try_into().context("short handshake")?);
         let hash_len = usize::from(u16::from_le_bytes([bytes[18], bytes[19]]));
-        let hash = bytes.get(20..20 + hash_len).context("the handshake is truncated")?;
+        let hash = bytes
+            .get(20..20 + hash_len)
+            .context("the handshake is truncated")?;
         let plan_hash = String::from_utf8(hash.to_vec()).context("the plan hash is not text")?;
-        Ok(Self { role, plan_hash, epoch, extension: bytes[20 + hash_len..].to_vec() })
+        Ok(Self {
+            role,
+            plan_hash,
+            epoch,
+            extension: bytes[20 + hash_len..].to_vec(),
+        })
     }
 }
 
@@ -94,12 +106,16 @@ pub fn handshake(channel: &mut impl Channel, ours: &Hello, expected_peer: Role) 
     let theirs = channel.exchange(&ours.encode()).context("handshake")?;
     let theirs = Hello::decode(&theirs)?;
     if theirs.role != expected_peer {
-        bail!("expected a {expected_peer:?} on this connection, the peer says it is a {:?}", theirs.role);
+        bail!(
+            "expected a {expected_peer:?} on this connection, the peer says it is a {:?}",
+            theirs.role
+        );
     }
     if theirs.plan_hash != ours.plan_hash {
         bail!(
             "public-plan hash mismatch (ours {}, theirs {}): both sides must load the same compiled plan",
-            ours.plan_hash, theirs.plan_hash
+            ours.plan_hash,
+            theirs.plan_hash
         );
     }
     Ok(theirs)

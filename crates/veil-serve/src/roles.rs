@@ -59,17 +59,29 @@ pub struct DealerSummary {
 
 /// Runs the dealer: one server, then up to `max_clients` client connections (forever
 /// when `None`).
-pub fn run_dealer(listener: TcpListener, plan: PublicPlan, max_clients: Option<usize>, options: TcpOptions) -> Result<DealerSummary> {
+pub fn run_dealer(
+    listener: TcpListener,
+    plan: PublicPlan,
+    max_clients: Option<usize>,
+    options: TcpOptions,
+) -> Result<DealerSummary> {
     let plan_hash = plan.hash_hex()?;
     let fixed_point = plan.fixed_point()?;
-    let ours = |epoch| Hello { role: Role::Dealer, plan_hash: plan_hash.clone(), epoch, extension: vec![] };
+    let ours = |epoch| Hello {
+        role: Role::Dealer,
+        plan_hash: plan_hash.clone(),
+        epoch,
+        extension: vec![],
+    };
     // The first connection that completes a server handshake is the server; anything
     // else that arrives before it is turned away.
     let (mut server, server_hello) = loop {
         let mut candidate = TcpChannel::dangerous_accept_insecure(&listener, options)?;
         match handshake(&mut candidate, &ours(0), Role::Server) {
             Ok(hello) => break (candidate, hello),
-            Err(error) => warn!("dealer: refused a connection while waiting for the server: {error:#}"),
+            Err(error) => {
+                warn!("dealer: refused a connection while waiting for the server: {error:#}")
+            }
         }
     };
     let seed_bytes: [u8; SEED_BYTES] = server_hello
@@ -78,7 +90,11 @@ pub fn run_dealer(listener: TcpListener, plan: PublicPlan, max_clients: Option<u
         .try_into()
         .context("the server's handshake must carry the 16-byte weight seed")?;
     let epoch = server_hello.epoch;
-    let parameters = Arc::new(dealer_parameters(&plan, &Seed::from_bytes(seed_bytes), epoch));
+    let parameters = Arc::new(dealer_parameters(
+        &plan,
+        &Seed::from_bytes(seed_bytes),
+        epoch,
+    ));
     info!(epoch, "dealer: server connected");
     let server_after_handshake = server.stats();
     let mut summary = DealerSummary::default();
@@ -96,15 +112,28 @@ pub fn run_dealer(listener: TcpListener, plan: PublicPlan, max_clients: Option<u
         let result = (|| -> Result<u64> {
             let hello = handshake(&mut client, &ours(epoch), Role::Client)?;
             if hello.epoch != epoch {
-                bail!("the client holds mask epoch {}, the dealer serves epoch {epoch}; reconnect to the server", hello.epoch);
+                bail!(
+                    "the client holds mask epoch {}, the dealer serves epoch {epoch}; reconnect to the server",
+                    hello.epoch
+                );
             }
-            let batch = hello.extension.as_slice().try_into().map(u64::from_le_bytes).context("the client's handshake must carry its batch size")?;
-            let batch = usize::try_from(batch).ok().filter(|&b| (1..=1 << 16).contains(&b)).context("batch size out of range 1..=65536")?;
+            let batch = hello
+                .extension
+                .as_slice()
+                .try_into()
+                .map(u64::from_le_bytes)
+                .context("the client's handshake must carry its batch size")?;
+            let batch = usize::try_from(batch)
+                .ok()
+                .filter(|&b| (1..=1 << 16).contains(&b))
+                .context("batch size out of range 1..=65536")?;
             let after_handshake = client.stats();
             loop {
                 match client.recv() {
                     Ok(request) if request.is_empty() => {}
-                    Ok(_) => bail!("the client sent a payload after the handshake; only empty flow-control frames are allowed"),
+                    Ok(_) => bail!(
+                        "the client sent a payload after the handshake; only empty flow-control frames are allowed"
+                    ),
                     Err(veil_net::Error::PeerClosed) => break,
                     Err(error) => return Err(error.into()),
                 }
@@ -116,7 +145,11 @@ pub fn run_dealer(listener: TcpListener, plan: PublicPlan, max_clients: Option<u
                 queries += 1;
             }
             let received = client.stats().since(&after_handshake);
-            info!(queries, payload_bytes_received = received.payload_bytes_received, "dealer: client session ended");
+            info!(
+                queries,
+                payload_bytes_received = received.payload_bytes_received,
+                "dealer: client session ended"
+            );
             Ok(received.payload_bytes_received)
         })();
         summary.queries += queries;
@@ -125,7 +158,10 @@ pub fn run_dealer(listener: TcpListener, plan: PublicPlan, max_clients: Option<u
             Err(error) => warn!("dealer: client session failed: {error:#}"),
         }
     }
-    summary.payload_bytes_received_after_handshake += server.stats().since(&server_after_handshake).payload_bytes_received;
+    summary.payload_bytes_received_after_handshake += server
+        .stats()
+        .since(&server_after_handshake)
+        .payload_bytes_received;
     Ok(summary)
 }
 
@@ -144,14 +180,26 @@ impl ServerState {
         let weight_seed = Seed::random()?;
         let parameters = server_parameters(&plan, &weight_seed, epoch)?;
         // D in plan order, so the client can read it without names.
-        let masked: std::collections::HashMap<String, RingTensor> = parameters.masked_weights().into_iter().collect();
+        let masked: std::collections::HashMap<String, RingTensor> =
+            parameters.masked_weights().into_iter().collect();
         let mut masked_weights = Vec::new();
-        for info in plan.public.parameters.iter().filter(|info| info.kind == ParameterKind::Weight) {
+        for info in plan
+            .public
+            .parameters
+            .iter()
+            .filter(|info| info.kind == ParameterKind::Weight)
+        {
             for word in masked[&info.name].data() {
                 masked_weights.extend_from_slice(&word.to_le_bytes());
             }
         }
-        Ok(Self { plan, parameters: PartyParameters::Server(Arc::new(parameters)), masked_weights, epoch, weight_seed })
+        Ok(Self {
+            plan,
+            parameters: PartyParameters::Server(Arc::new(parameters)),
+            masked_weights,
+            epoch,
+            weight_seed,
+        })
     }
 }
 
@@ -169,12 +217,23 @@ pub struct ServerSummary {
 }
 
 /// Runs the server: connects to the dealer, then serves up to `max_clients` clients.
-pub fn run_server(listener: TcpListener, dealer_address: &str, state: ServerState, max_clients: Option<usize>, options: TcpOptions) -> Result<ServerSummary> {
+pub fn run_server(
+    listener: TcpListener,
+    dealer_address: &str,
+    state: ServerState,
+    max_clients: Option<usize>,
+    options: TcpOptions,
+) -> Result<ServerSummary> {
     let public = &state.plan.public;
     let plan_hash = public.hash_hex()?;
     let fixed_point = public.fixed_point()?;
     let mut dealer = connect_with_retry(dealer_address, options)?;
-    let hello = Hello { role: Role::Server, plan_hash: plan_hash.clone(), epoch: state.epoch, extension: state.weight_seed.to_bytes().to_vec() };
+    let hello = Hello {
+        role: Role::Server,
+        plan_hash: plan_hash.clone(),
+        epoch: state.epoch,
+        extension: state.weight_seed.to_bytes().to_vec(),
+    };
     handshake(&mut dealer, &hello, Role::Dealer)?;
     let after_handshake = dealer.stats();
     let ledger = SessionLedger::default();
@@ -190,7 +249,12 @@ pub fn run_server(listener: TcpListener, dealer_address: &str, state: ServerStat
             }
         };
         let result = (|| -> Result<()> {
-            let ours = Hello { role: Role::Server, plan_hash: plan_hash.clone(), epoch: state.epoch, extension: vec![] };
+            let ours = Hello {
+                role: Role::Server,
+                plan_hash: plan_hash.clone(),
+                epoch: state.epoch,
+                extension: vec![],
+            };
             handshake(&mut client, &ours, Role::Client)?;
             // Client session set-up: D = W + B, once.
             client.send(&state.masked_weights)?;
@@ -206,12 +270,23 @@ pub fn run_server(listener: TcpListener, dealer_address: &str, state: ServerStat
                 client.send(&[])?;
                 let started = Instant::now();
                 let before = client.stats();
-                let mut party = Party::new(&mut client, fixed_point, material, state.parameters.clone(), &ledger)?;
+                let mut party = Party::new(
+                    &mut client,
+                    fixed_point,
+                    material,
+                    state.parameters.clone(),
+                    &ledger,
+                )?;
                 run(&mut party, public, batch, None)?;
                 party.finish()?;
                 let used = client.stats().since(&before);
                 summary.queries += 1;
-                info!(batch, seconds = started.elapsed().as_secs_f64(), bytes_sent = used.bytes_sent, "server: query done");
+                info!(
+                    batch,
+                    seconds = started.elapsed().as_secs_f64(),
+                    bytes_sent = used.bytes_sent,
+                    "server: query done"
+                );
             }
         })();
         if let Err(error) = result {
@@ -219,7 +294,8 @@ pub fn run_server(listener: TcpListener, dealer_address: &str, state: ServerStat
             warn!("server: client session failed: {error:#}");
         }
     }
-    summary.payload_bytes_sent_to_dealer = dealer.stats().since(&after_handshake).payload_bytes_sent;
+    summary.payload_bytes_sent_to_dealer =
+        dealer.stats().since(&after_handshake).payload_bytes_sent;
     info!(queries = summary.queries, "server: done");
     Ok(summary)
 }
@@ -234,11 +310,17 @@ pub fn peak_rss_bytes() -> Option<u64> {
 
 fn parse_query_start(request: &[u8]) -> Result<(u128, usize)> {
     if request.len() != 24 {
-        bail!("a query must start with a 24-byte header (session id, batch), got {} bytes", request.len());
+        bail!(
+            "a query must start with a 24-byte header (session id, batch), got {} bytes",
+            request.len()
+        );
     }
     let session_id = u128::from_le_bytes(request[..16].try_into().context("short header")?);
     let batch = u64::from_le_bytes(request[16..].try_into().context("short header")?);
-    let batch = usize::try_from(batch).ok().filter(|&b| (1..=1 << 16).contains(&b)).context("batch size out of range 1..=65536")?;
+    let batch = usize::try_from(batch)
+        .ok()
+        .filter(|&b| (1..=1 << 16).contains(&b))
+        .context("batch size out of range 1..=65536")?;
     Ok((session_id, batch))
 }
 
@@ -246,13 +328,16 @@ fn parse_query_start(request: &[u8]) -> Result<(u128, usize)> {
 /// (sessions whose client vanished) are burnt.
 fn take_server_half(dealer: &mut TcpChannel, session_id: u128) -> Result<PartyMaterial> {
     for _ in 0..MAX_STALE_HALVES {
-        let material = PartyMaterial::decode(&dealer.recv().context("waiting for the dealer's material")?)?;
+        let material =
+            PartyMaterial::decode(&dealer.recv().context("waiting for the dealer's material")?)?;
         if material.session_id() == session_id {
             return Ok(material);
         }
         warn!("server: burning a stale preprocessing half");
     }
-    bail!("the dealer did not deliver this session's material; the client may be talking to another dealer")
+    bail!(
+        "the dealer did not deliver this session's material; the client may be talking to another dealer"
+    )
 }
 
 /// What the client measured for one query (DESIGN.md §7 definitions).
@@ -288,28 +373,56 @@ pub struct Client {
 
 impl Client {
     /// Connects to the server (set-up: receives D) and to the dealer.
-    pub fn connect(plan: PublicPlan, server_address: &str, dealer_address: &str, batch: usize, options: TcpOptions) -> Result<Self> {
+    pub fn connect(
+        plan: PublicPlan,
+        server_address: &str,
+        dealer_address: &str,
+        batch: usize,
+        options: TcpOptions,
+    ) -> Result<Self> {
         let plan_hash = plan.hash_hex()?;
         let mut server = connect_with_retry(server_address, options)?;
-        let hello = Hello { role: Role::Client, plan_hash: plan_hash.clone(), epoch: 0, extension: vec![] };
+        let hello = Hello {
+            role: Role::Client,
+            plan_hash: plan_hash.clone(),
+            epoch: 0,
+            extension: vec![],
+        };
         let server_hello = handshake(&mut server, &hello, Role::Server)?;
         let before = server.stats();
         let masked = server.recv().context("receiving the masked weights")?;
         let setup_bytes = server.stats().since(&before).bytes_received;
         let mut offset = 0;
         let mut weights = Vec::new();
-        for info in plan.parameters.iter().filter(|info| info.kind == ParameterKind::Weight) {
+        for info in plan
+            .parameters
+            .iter()
+            .filter(|info| info.kind == ParameterKind::Weight)
+        {
             let count: usize = info.shape.iter().product();
-            let bytes = masked.get(offset..offset + 8 * count).context("the server's masked weights are shorter than the plan says")?;
-            let data = bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())).collect();
-            weights.push((info.name.clone(), RingTensor::new(info.shape.clone(), data)?));
+            let bytes = masked
+                .get(offset..offset + 8 * count)
+                .context("the server's masked weights are shorter than the plan says")?;
+            let data = bytes
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+                .collect();
+            weights.push((
+                info.name.clone(),
+                RingTensor::new(info.shape.clone(), data)?,
+            ));
             offset += 8 * count;
         }
         if offset != masked.len() {
             bail!("the server's masked weights are longer than the plan says");
         }
         let mut dealer = connect_with_retry(dealer_address, options)?;
-        let hello = Hello { role: Role::Client, plan_hash, epoch: server_hello.epoch, extension: (batch as u64).to_le_bytes().to_vec() };
+        let hello = Hello {
+            role: Role::Client,
+            plan_hash,
+            epoch: server_hello.epoch,
+            extension: (batch as u64).to_le_bytes().to_vec(),
+        };
         handshake(&mut dealer, &hello, Role::Dealer)?;
         Ok(Self {
             plan,
@@ -327,13 +440,21 @@ impl Client {
         // Preprocessing first: both parties hold their halves before the timed window.
         let offline_start = Instant::now();
         self.dealer.send(&[])?;
-        let material = PartyMaterial::decode(&self.dealer.recv().context("waiting for the dealer's material")?)?;
+        let material = PartyMaterial::decode(
+            &self
+                .dealer
+                .recv()
+                .context("waiting for the dealer's material")?,
+        )?;
         let offline_seconds = offline_start.elapsed().as_secs_f64();
         let client_material_bytes = material.encoded_len();
         let mut start = material.session_id().to_le_bytes().to_vec();
         start.extend_from_slice(&(self.batch as u64).to_le_bytes());
         self.server.send(&start)?;
-        let ready = self.server.recv().context("waiting for the server to take its half")?;
+        let ready = self
+            .server
+            .recv()
+            .context("waiting for the server to take its half")?;
         if !ready.is_empty() {
             bail!("the server's ready message is malformed");
         }
@@ -341,8 +462,15 @@ impl Client {
         let before: ChannelStats = self.server.stats();
         let started = Instant::now();
         let encoded = veil_exec::encode_input(&self.plan, input, self.batch)?;
-        let mut party = Party::new(&mut self.server, fixed_point, material, self.parameters.clone(), &self.ledger)?;
-        let output = run(&mut party, &self.plan, self.batch, Some(&encoded))?.context("the client receives the output")?;
+        let mut party = Party::new(
+            &mut self.server,
+            fixed_point,
+            material,
+            self.parameters.clone(),
+            &self.ledger,
+        )?;
+        let output = run(&mut party, &self.plan, self.batch, Some(&encoded))?
+            .context("the client receives the output")?;
         party.finish()?;
         let output = veil_exec::decode_output(&self.plan, &output)?;
         let online_seconds = started.elapsed().as_secs_f64();

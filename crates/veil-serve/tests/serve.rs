@@ -9,14 +9,19 @@ use std::thread::JoinHandle;
 use veil_model::plain::{argmax_rows, run_plain};
 use veil_model::{Plan, PublicPlan};
 use veil_net::{Channel, TcpChannel, TcpOptions, dangerous_listen_insecure};
-use veil_serve::roles::{Client, DealerSummary, ServerState, ServerSummary, run_dealer, run_server};
+use veil_serve::roles::{
+    Client, DealerSummary, ServerState, ServerSummary, run_dealer, run_server,
+};
 
 fn repository_file(relative: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(relative)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(relative)
 }
 
 fn bundled_plan() -> Plan {
-    Plan::load(&repository_file("models/digits-mlp/digits-mlp.plan")).expect("the bundled digits model")
+    Plan::load(&repository_file("models/digits-mlp/digits-mlp.plan"))
+        .expect("the bundled digits model")
 }
 
 fn listener() -> (TcpListener, String) {
@@ -37,11 +42,26 @@ fn deploy(plan: &Plan, server_clients: usize, dealer_clients: usize) -> Deployme
     let (server_listener, server_address) = listener();
     let public = plan.public.clone();
     let options = TcpOptions::default();
-    let dealer = std::thread::spawn(move || run_dealer(dealer_listener, public, Some(dealer_clients), options));
+    let dealer = std::thread::spawn(move || {
+        run_dealer(dealer_listener, public, Some(dealer_clients), options)
+    });
     let state = ServerState::new(plan.clone(), 7).unwrap();
     let address = dealer_address.clone();
-    let server = std::thread::spawn(move || run_server(server_listener, &address, state, Some(server_clients), options));
-    Deployment { dealer, server, dealer_address, server_address }
+    let server = std::thread::spawn(move || {
+        run_server(
+            server_listener,
+            &address,
+            state,
+            Some(server_clients),
+            options,
+        )
+    });
+    Deployment {
+        dealer,
+        server,
+        dealer_address,
+        server_address,
+    }
 }
 
 #[test]
@@ -50,7 +70,14 @@ fn digits_model_agrees_with_plaintext_and_the_dealer_receives_nothing() {
     let data = veil_train::digits::load(&repository_file("data/digits/digits.csv.gz")).unwrap();
     let (_, test) = veil_train::digits::split(&data, 0.2, 0);
     let deployment = deploy(&plan, 1, 1);
-    let mut client = Client::connect(plan.public.clone(), &deployment.server_address, &deployment.dealer_address, 1, TcpOptions::default()).unwrap();
+    let mut client = Client::connect(
+        plan.public.clone(),
+        &deployment.server_address,
+        &deployment.dealer_address,
+        1,
+        TcpOptions::default(),
+    )
+    .unwrap();
     let mut agree = 0;
     for index in 0..test.len() {
         let plain = run_plain(&plan, test.sample(index), 1).unwrap();
@@ -78,14 +105,31 @@ fn a_client_that_vanishes_mid_query_ends_only_its_session() {
     // First client: gets its material, starts the query, sends half of the first
     // layer's message, and disappears.
     {
-        let mut server = TcpChannel::dangerous_connect_insecure(&deployment.server_address, options).unwrap();
+        let mut server =
+            TcpChannel::dangerous_connect_insecure(&deployment.server_address, options).unwrap();
         let hash = plan.public.hash_hex().unwrap();
-        let hello = veil_serve::handshake::Hello { role: veil_serve::handshake::Role::Client, plan_hash: hash.clone(), epoch: 0, extension: vec![] };
-        let server_hello = veil_serve::handshake::handshake(&mut server, &hello, veil_serve::handshake::Role::Server).unwrap();
+        let hello = veil_serve::handshake::Hello {
+            role: veil_serve::handshake::Role::Client,
+            plan_hash: hash.clone(),
+            epoch: 0,
+            extension: vec![],
+        };
+        let server_hello = veil_serve::handshake::handshake(
+            &mut server,
+            &hello,
+            veil_serve::handshake::Role::Server,
+        )
+        .unwrap();
         let _masked_weights = server.recv().unwrap();
-        let mut dealer = TcpChannel::dangerous_connect_insecure(&deployment.dealer_address, options).unwrap();
-        let hello = veil_serve::handshake::Hello { extension: 1u64.to_le_bytes().to_vec(), epoch: server_hello.epoch, ..hello };
-        veil_serve::handshake::handshake(&mut dealer, &hello, veil_serve::handshake::Role::Dealer).unwrap();
+        let mut dealer =
+            TcpChannel::dangerous_connect_insecure(&deployment.dealer_address, options).unwrap();
+        let hello = veil_serve::handshake::Hello {
+            extension: 1u64.to_le_bytes().to_vec(),
+            epoch: server_hello.epoch,
+            ..hello
+        };
+        veil_serve::handshake::handshake(&mut dealer, &hello, veil_serve::handshake::Role::Dealer)
+            .unwrap();
         dealer.send(&[]).unwrap();
         let material = veil_mpc::PartyMaterial::decode(&dealer.recv().unwrap()).unwrap();
         let mut start = material.session_id().to_le_bytes().to_vec();
@@ -97,9 +141,25 @@ fn a_client_that_vanishes_mid_query_ends_only_its_session() {
     // Second client: a wrong public plan is refused at the handshake.
     let mut other = plan.public.clone();
     other.name = "another-model".into();
-    assert!(Client::connect(other, &deployment.server_address, &deployment.dealer_address, 1, options).is_err());
+    assert!(
+        Client::connect(
+            other,
+            &deployment.server_address,
+            &deployment.dealer_address,
+            1,
+            options
+        )
+        .is_err()
+    );
     // Third client: served normally, with the right answer.
-    let mut client = Client::connect(plan.public.clone(), &deployment.server_address, &deployment.dealer_address, 1, options).unwrap();
+    let mut client = Client::connect(
+        plan.public.clone(),
+        &deployment.server_address,
+        &deployment.dealer_address,
+        1,
+        options,
+    )
+    .unwrap();
     let secure = client.query(&input).unwrap().output;
     let plain = run_plain(&plan, &input, 1).unwrap();
     assert_eq!(argmax_rows(&secure, 10), argmax_rows(&plain, 10));
@@ -113,10 +173,25 @@ fn a_client_that_vanishes_mid_query_ends_only_its_session() {
 #[test]
 fn a_truncated_or_corrupted_plan_is_a_clear_error() {
     let bytes = std::fs::read(repository_file("models/digits-mlp/digits-mlp.plan")).unwrap();
-    let truncated = Plan::from_bytes(&bytes[..bytes.len() - 10]).unwrap_err().to_string();
-    assert!(truncated.contains("truncated") || truncated.contains("corrupted"), "{truncated}");
+    let truncated = Plan::from_bytes(&bytes[..bytes.len() - 10])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        truncated.contains("truncated") || truncated.contains("corrupted"),
+        "{truncated}"
+    );
     let mut corrupted = bytes.clone();
     corrupted[200] ^= 1;
-    assert!(Plan::from_bytes(&corrupted).unwrap_err().to_string().contains("corrupted"));
-    assert!(PublicPlan::from_bytes(b"not a plan at all").unwrap_err().to_string().contains("not a veil plan"));
+    assert!(
+        Plan::from_bytes(&corrupted)
+            .unwrap_err()
+            .to_string()
+            .contains("corrupted")
+    );
+    assert!(
+        PublicPlan::from_bytes(b"not a plan at all")
+            .unwrap_err()
+            .to_string()
+            .contains("not a veil plan")
+    );
 }

@@ -23,7 +23,11 @@ const DIGITS_SPLIT_SEED: u64 = 0;
 const DIGITS_TEST_FRACTION: f64 = 0.2;
 
 #[derive(Parser)]
-#[command(name = "veil", version, about = "Secure model serving: the server keeps its weights, the client keeps its input")]
+#[command(
+    name = "veil",
+    version,
+    about = "Secure model serving: the server keeps its weights, the client keeps its input"
+)]
 struct Arguments {
     #[command(subcommand)]
     command: Commands,
@@ -138,7 +142,9 @@ enum Commands {
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     if let Err(error) = run_command(Arguments::parse()) {
@@ -149,47 +155,101 @@ fn main() {
 
 fn run_command(arguments: Arguments) -> Result<()> {
     if veil_core::prg::DANGEROUS_TESTING_SEEDS && !cfg!(debug_assertions) {
-        bail!("this release binary was built with the `testing` feature (deterministic seeds); rebuild without it");
+        bail!(
+            "this release binary was built with the `testing` feature (deterministic seeds); rebuild without it"
+        );
     }
     match arguments.command {
-        Commands::Demo { model_dir, data, limit } => demo(&model_dir, &data, limit),
-        Commands::Compile { arch, weights, approx, out } => {
+        Commands::Demo {
+            model_dir,
+            data,
+            limit,
+        } => demo(&model_dir, &data, limit),
+        Commands::Compile {
+            arch,
+            weights,
+            approx,
+            out,
+        } => {
             let architecture = veil_model::import::Architecture::from_json(&read_text(&arch)?)?;
-            let weights = std::fs::read(&weights).with_context(|| format!("reading {}", weights.display()))?;
+            let weights = std::fs::read(&weights)
+                .with_context(|| format!("reading {}", weights.display()))?;
             let plan = veil_model::import::compile(&architecture, &weights, &approx)?;
             let (full, public) = plan.save(&out)?;
-            println!("wrote {} (server) and {} (client, dealer); public-plan hash {}", full.display(), public.display(), plan.public.hash_hex()?);
+            println!(
+                "wrote {} (server) and {} (client, dealer); public-plan hash {}",
+                full.display(),
+                public.display(),
+                plan.public.hash_hex()?
+            );
             Ok(())
         }
         Commands::TrainDigits { out, data } => train_digits(&out, &data),
-        Commands::Party { role, listen, dealer, server, plan, public_plan, input, batch, repeat, max_clients, json, insecure_plain_tcp } => {
+        Commands::Party {
+            role,
+            listen,
+            dealer,
+            server,
+            plan,
+            public_plan,
+            input,
+            batch,
+            repeat,
+            max_clients,
+            json,
+            insecure_plain_tcp,
+        } => {
             if !insecure_plain_tcp {
-                bail!("TLS is not available yet: pass --insecure-plain-tcp to run over plain TCP on loopback addresses");
+                bail!(
+                    "TLS is not available yet: pass --insecure-plain-tcp to run over plain TCP on loopback addresses"
+                );
             }
             let options = TcpOptions::default();
-            let need = |value: Option<String>, flag: &str| value.with_context(|| format!("--{flag} is required for this role"));
+            let need = |value: Option<String>, flag: &str| {
+                value.with_context(|| format!("--{flag} is required for this role"))
+            };
             match role {
                 RoleArgument::Dealer => {
-                    let plan = PublicPlan::load(&public_plan.context("--public-plan is required")?)?;
+                    let plan =
+                        PublicPlan::load(&public_plan.context("--public-plan is required")?)?;
                     let listener = dangerous_listen_insecure(&need(listen, "listen")?)?;
                     let summary = run_dealer(listener, plan, max_clients, options)?;
                     if json {
-                        println!("{}", json!({"role": "dealer", "queries": summary.queries, "payload_bytes_received_after_handshake": summary.payload_bytes_received_after_handshake, "peak_rss_bytes": peak_rss_bytes()}));
+                        println!(
+                            "{}",
+                            json!({"role": "dealer", "queries": summary.queries, "payload_bytes_received_after_handshake": summary.payload_bytes_received_after_handshake, "peak_rss_bytes": peak_rss_bytes()})
+                        );
                     }
                 }
                 RoleArgument::Server => {
                     let plan = Plan::load(&plan.context("--plan is required")?)?;
                     let listener = dangerous_listen_insecure(&need(listen, "listen")?)?;
                     let state = ServerState::new(plan, new_epoch())?;
-                    let summary = run_server(listener, &need(dealer, "dealer")?, state, max_clients, options)?;
+                    let summary = run_server(
+                        listener,
+                        &need(dealer, "dealer")?,
+                        state,
+                        max_clients,
+                        options,
+                    )?;
                     if json {
-                        println!("{}", json!({"role": "server", "queries": summary.queries, "failed_sessions": summary.failed_sessions, "material_bytes": summary.material_bytes, "payload_bytes_sent_to_dealer": summary.payload_bytes_sent_to_dealer, "peak_rss_bytes": peak_rss_bytes()}));
+                        println!(
+                            "{}",
+                            json!({"role": "server", "queries": summary.queries, "failed_sessions": summary.failed_sessions, "material_bytes": summary.material_bytes, "payload_bytes_sent_to_dealer": summary.payload_bytes_sent_to_dealer, "peak_rss_bytes": peak_rss_bytes()})
+                        );
                     }
                 }
                 RoleArgument::Client => {
-                    let plan = PublicPlan::load(&public_plan.context("--public-plan is required")?)?;
+                    let plan =
+                        PublicPlan::load(&public_plan.context("--public-plan is required")?)?;
                     let input = read_numbers(&input.context("--input is required")?)?;
-                    let mut client = Client::connect(plan.clone(), &need(server, "server")?, &need(dealer, "dealer")?, batch, options)?;
+                    let mut client = Client::connect(
+                        plan.clone(),
+                        &need(server, "server")?,
+                        &need(dealer, "dealer")?,
+                        batch,
+                        options,
+                    )?;
                     let mut reports = Vec::new();
                     for _ in 0..repeat.max(1) {
                         reports.push(client.query(&input)?);
@@ -206,13 +266,23 @@ fn run_command(arguments: Arguments) -> Result<()> {
             }
             Ok(())
         }
-        Commands::Bench { model, batch, setting, profile, repetitions, json } => bench(&model, batch, &setting, &profile, repetitions, json),
+        Commands::Bench {
+            model,
+            batch,
+            setting,
+            profile,
+            repetitions,
+            json,
+        } => bench(&model, batch, &setting, &profile, repetitions, json),
     }
 }
 
 /// A new mask epoch: seconds since the Unix epoch, so a restarted server never reuses one.
 fn new_epoch() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(1)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(1)
 }
 
 fn read_text(path: &Path) -> Result<String> {
@@ -223,20 +293,35 @@ fn read_numbers(path: &Path) -> Result<Vec<f32>> {
     read_text(path)?
         .split(|c: char| c.is_whitespace() || c == ',')
         .filter(|token| !token.is_empty())
-        .map(|token| token.parse::<f32>().with_context(|| format!("{}: {token:?} is not a number", path.display())))
+        .map(|token| {
+            token
+                .parse::<f32>()
+                .with_context(|| format!("{}: {token:?} is not a number", path.display()))
+        })
         .collect()
 }
 
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     let n = values.len();
-    if n == 0 { 0.0 } else if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
 }
 
 /// Medians over all reports after the first (the warm-up), or the only one.
 fn client_report_json(reports: &[QueryReport], setup_bytes: u64) -> serde_json::Value {
-    let measured = if reports.len() > 1 { &reports[1..] } else { reports };
-    let pick = |f: &dyn Fn(&QueryReport) -> f64| median(&mut measured.iter().map(f).collect::<Vec<_>>());
+    let measured = if reports.len() > 1 {
+        &reports[1..]
+    } else {
+        reports
+    };
+    let pick =
+        |f: &dyn Fn(&QueryReport) -> f64| median(&mut measured.iter().map(f).collect::<Vec<_>>());
     let last = &measured[measured.len() - 1];
     json!({
         "role": "client",
@@ -255,7 +340,8 @@ fn client_report_json(reports: &[QueryReport], setup_bytes: u64) -> serde_json::
 
 fn train_digits(out: &Path, data: &Path) -> Result<()> {
     let dataset = veil_train::digits::load(data)?;
-    let (train, test) = veil_train::digits::split(&dataset, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED);
+    let (train, test) =
+        veil_train::digits::split(&dataset, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED);
     let config = veil_train::mlp::TrainingConfig::default();
     let started = Instant::now();
     let (model, losses) = veil_train::mlp::train(&train, &config);
@@ -271,8 +357,14 @@ fn train_digits(out: &Path, data: &Path) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let weights = model.to_safetensors()?;
     let architecture_text = model.architecture_json(BUNDLED_MODEL_NAME);
-    std::fs::write(out.join(format!("{BUNDLED_MODEL_NAME}.safetensors")), &weights)?;
-    std::fs::write(out.join(format!("{BUNDLED_MODEL_NAME}.arch.json")), &architecture_text)?;
+    std::fs::write(
+        out.join(format!("{BUNDLED_MODEL_NAME}.safetensors")),
+        &weights,
+    )?;
+    std::fs::write(
+        out.join(format!("{BUNDLED_MODEL_NAME}.arch.json")),
+        &architecture_text,
+    )?;
     let architecture = veil_model::import::Architecture::from_json(&architecture_text)?;
     let plan = veil_model::import::compile(&architecture, &weights, "exact")?;
     let (full, public) = plan.save(out)?;
@@ -297,16 +389,29 @@ fn demo(model_dir: &Path, data: &Path, limit: Option<usize>) -> Result<()> {
     let dataset = veil_train::digits::load(data)?;
     let (_, test) = veil_train::digits::split(&dataset, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED);
     let count = limit.unwrap_or(test.len()).min(test.len());
-    println!("veil demo: {} ({} parameters) on {count} digits test images; server, dealer and client on loopback (plain TCP: a demonstration, not a deployment)", plan.public.name, plan.weights.values().map(Vec::len).sum::<usize>());
+    println!(
+        "veil demo: {} ({} parameters) on {count} digits test images; server, dealer and client on loopback (plain TCP: a demonstration, not a deployment)",
+        plan.public.name,
+        plan.weights.values().map(Vec::len).sum::<usize>()
+    );
 
     let options = TcpOptions::default();
     let (dealer_listener, dealer_address) = loopback_listener()?;
     let (server_listener, server_address) = loopback_listener()?;
     let dealer_plan = public.clone();
-    let dealer = std::thread::spawn(move || run_dealer(dealer_listener, dealer_plan, Some(1), options));
+    let dealer =
+        std::thread::spawn(move || run_dealer(dealer_listener, dealer_plan, Some(1), options));
     let state = ServerState::new(plan.clone(), new_epoch())?;
     let server_dealer_address = dealer_address.clone();
-    let server = std::thread::spawn(move || run_server(server_listener, &server_dealer_address, state, Some(1), options));
+    let server = std::thread::spawn(move || {
+        run_server(
+            server_listener,
+            &server_dealer_address,
+            state,
+            Some(1),
+            options,
+        )
+    });
 
     let mut client = Client::connect(public.clone(), &server_address, &dealer_address, 1, options)?;
     let classes = public.graph.infer_shapes(1)?[public.graph.output][1];
@@ -323,19 +428,29 @@ fn demo(model_dir: &Path, data: &Path, limit: Option<usize>) -> Result<()> {
         plain_correct += usize::from(plain_label == truth);
         secure_correct += usize::from(secure_label == truth);
         agree += usize::from(plain_label == secure_label);
-        max_error = plain.iter().zip(&report.output).fold(max_error, |m, (p, s)| m.max((p - s).abs()));
+        max_error = plain
+            .iter()
+            .zip(&report.output)
+            .fold(max_error, |m, (p, s)| m.max((p - s).abs()));
         reports.push(report);
     }
     let setup_bytes = client.setup_bytes;
     drop(client);
-    let dealer_summary = dealer.join().map_err(|_| anyhow::anyhow!("the dealer thread panicked"))??;
-    let server_summary = server.join().map_err(|_| anyhow::anyhow!("the server thread panicked"))??;
+    let dealer_summary = dealer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the dealer thread panicked"))??;
+    let server_summary = server
+        .join()
+        .map_err(|_| anyhow::anyhow!("the server thread panicked"))??;
     let total = count.max(1) as f64;
     let mut online: Vec<f64> = reports.iter().map(|r| r.online_seconds * 1e3).collect();
     let last = reports.last().context("no test images")?;
     println!("plaintext accuracy  {:.4}", plain_correct as f64 / total);
     println!("secure accuracy     {:.4}", secure_correct as f64 / total);
-    println!("agreement           {:.4} ({agree}/{count} predictions equal)", agree as f64 / total);
+    println!(
+        "agreement           {:.4} ({agree}/{count} predictions equal)",
+        agree as f64 / total
+    );
     println!("max |secure − plain| {max_error:.2e} on the logits");
     println!(
         "per query (batch 1): online median {:.3} ms, client sent {} B, server sent {} B, {} rounds; set-up {} B of masked weights once per client",
@@ -347,12 +462,21 @@ fn demo(model_dir: &Path, data: &Path, limit: Option<usize>) -> Result<()> {
     );
     println!(
         "preprocessing per query: client {} B, server {} B; the dealer received {} payload bytes after the handshakes",
-        last.client_material_bytes, server_summary.material_bytes, dealer_summary.payload_bytes_received_after_handshake
+        last.client_material_bytes,
+        server_summary.material_bytes,
+        dealer_summary.payload_bytes_received_after_handshake
     );
     Ok(())
 }
 
-fn bench(model: &str, batch: usize, setting: &str, profile: &str, repetitions: usize, print_json: bool) -> Result<()> {
+fn bench(
+    model: &str,
+    batch: usize,
+    setting: &str,
+    profile: &str,
+    repetitions: usize,
+    print_json: bool,
+) -> Result<()> {
     if setting != "dealer" {
         bail!("setting {setting:?} is not available yet (have: dealer)");
     }
@@ -369,7 +493,14 @@ fn bench(model: &str, batch: usize, setting: &str, profile: &str, repetitions: u
     let mut sampler = veil_model::zoo::GaussianSampler::new(0);
     let input = sampler.normal_vec(plan.public.input_len() * batch, 1.0);
     let input_path = directory.join("input.txt");
-    std::fs::write(&input_path, input.iter().map(f32::to_string).collect::<Vec<_>>().join(" "))?;
+    std::fs::write(
+        &input_path,
+        input
+            .iter()
+            .map(f32::to_string)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )?;
     let executable = std::env::current_exe()?;
     let (dealer_address, server_address) = {
         let (a, address_a) = loopback_listener()?;
@@ -378,29 +509,89 @@ fn bench(model: &str, batch: usize, setting: &str, profile: &str, repetitions: u
         (address_a, address_b)
     };
     let spawn = |arguments: Vec<String>| {
-        Command::new(&executable).args(arguments).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()
+        Command::new(&executable)
+            .args(arguments)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
     };
     let text = |path: &Path| path.display().to_string();
-    let dealer = spawn(vec!["party".into(), "--role".into(), "dealer".into(), "--listen".into(), dealer_address.clone(), "--public-plan".into(), text(&public), "--max-clients".into(), "1".into(), "--json".into(), "--insecure-plain-tcp".into()])?;
-    let server = spawn(vec!["party".into(), "--role".into(), "server".into(), "--listen".into(), server_address.clone(), "--dealer".into(), dealer_address.clone(), "--plan".into(), text(&full), "--max-clients".into(), "1".into(), "--json".into(), "--insecure-plain-tcp".into()])?;
-    let client = spawn(vec!["party".into(), "--role".into(), "client".into(), "--server".into(), server_address, "--dealer".into(), dealer_address, "--public-plan".into(), text(&public), "--input".into(), text(&input_path), "--batch".into(), batch.to_string(), "--repeat".into(), (repetitions + 1).to_string(), "--json".into(), "--insecure-plain-tcp".into()])?;
+    let dealer = spawn(vec![
+        "party".into(),
+        "--role".into(),
+        "dealer".into(),
+        "--listen".into(),
+        dealer_address.clone(),
+        "--public-plan".into(),
+        text(&public),
+        "--max-clients".into(),
+        "1".into(),
+        "--json".into(),
+        "--insecure-plain-tcp".into(),
+    ])?;
+    let server = spawn(vec![
+        "party".into(),
+        "--role".into(),
+        "server".into(),
+        "--listen".into(),
+        server_address.clone(),
+        "--dealer".into(),
+        dealer_address.clone(),
+        "--plan".into(),
+        text(&full),
+        "--max-clients".into(),
+        "1".into(),
+        "--json".into(),
+        "--insecure-plain-tcp".into(),
+    ])?;
+    let client = spawn(vec![
+        "party".into(),
+        "--role".into(),
+        "client".into(),
+        "--server".into(),
+        server_address,
+        "--dealer".into(),
+        dealer_address,
+        "--public-plan".into(),
+        text(&public),
+        "--input".into(),
+        text(&input_path),
+        "--batch".into(),
+        batch.to_string(),
+        "--repeat".into(),
+        (repetitions + 1).to_string(),
+        "--json".into(),
+        "--insecure-plain-tcp".into(),
+    ])?;
     let read = |child: std::process::Child, who: &str| -> Result<serde_json::Value> {
         let output = child.wait_with_output()?;
         if !output.status.success() {
             bail!("the {who} process failed ({})", output.status);
         }
-        serde_json::from_slice(&output.stdout).with_context(|| format!("reading the {who}'s report"))
+        serde_json::from_slice(&output.stdout)
+            .with_context(|| format!("reading the {who}'s report"))
     };
     let client_report = read(client, "client")?;
     let server_report = read(server, "server")?;
     let dealer_report = read(dealer, "dealer")?;
     let _ = std::fs::remove_dir_all(&directory);
     let plain = run_plain(&plan, &input, batch)?;
-    let secure: Vec<f64> = client_report["output"].as_array().context("client output")?.iter().filter_map(|v| v.as_f64()).collect();
-    let max_abs_err = plain.iter().zip(&secure).fold(0f64, |m, (p, s)| m.max((f64::from(*p) - s).abs()));
+    let secure: Vec<f64> = client_report["output"]
+        .as_array()
+        .context("client output")?
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .collect();
+    let max_abs_err = plain
+        .iter()
+        .zip(&secure)
+        .fold(0f64, |m, (p, s)| m.max((f64::from(*p) - s).abs()));
     let client_sent = client_report["client_sent_bytes"].as_u64().unwrap_or(0);
     let server_sent = client_report["server_sent_bytes"].as_u64().unwrap_or(0);
-    let peak = [&client_report, &server_report, &dealer_report].iter().filter_map(|r| r["peak_rss_bytes"].as_u64()).max();
+    let peak = [&client_report, &server_report, &dealer_report]
+        .iter()
+        .filter_map(|r| r["peak_rss_bytes"].as_u64())
+        .max();
     let report = json!({
         "model": model,
         "setting": setting,
