@@ -96,9 +96,7 @@ mod tests {
     #[test]
     fn round_trips_within_half_an_ulp() {
         let codec = FixedPoint::default();
-        for &x in &[
-            0.0, 1.0, -1.0, 0.5, -0.5, 3.25, -2.75, 1e6, -1e6, 1e-5,
-        ] {
+        for &x in &[0.0, 1.0, -1.0, 0.5, -0.5, 3.25, -2.75, 1e6, -1e6, 1e-5] {
             let back = codec.decode(codec.encode(x).unwrap());
             assert!((back - x).abs() <= 0.5 / codec.scale(), "{x} -> {back}");
         }
