@@ -182,6 +182,98 @@ impl RingTensor {
         Ok(out)
     }
 
+    /// Adds a bias along dimension 1: a `[n]` row to every row of a `[m, n]` tensor, or a
+    /// `[c]` per-channel value to every position of a `[b, c, ...]` tensor.
+    pub fn broadcast_add_bias(&self, bias: &Self) -> Result<Self> {
+        if self.shape.len() == 2 {
+            return self.broadcast_add_row(bias);
+        }
+        let channels = bias.len();
+        if bias.shape.len() != 1 || self.shape.len() < 3 || self.shape[1] != channels {
+            return Err(Error::ShapeMismatch {
+                op: "broadcast_add_bias",
+                expected: self.shape.get(1).map(|&c| vec![c]).unwrap_or_default(),
+                found: bias.shape.clone(),
+            });
+        }
+        let plane: usize = self.shape[2..].iter().product();
+        let mut out = self.clone();
+        for (index, chunk) in out.data.chunks_mut(plane.max(1)).enumerate() {
+            let value = bias.data[index % channels];
+            for element in chunk.iter_mut() {
+                *element = element.wrapping_add(value);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The elements of `parts` one after another, as a 1-D tensor.
+    pub fn concat(parts: &[&Self]) -> Self {
+        let data: Vec<u64> = parts
+            .iter()
+            .flat_map(|part| part.data.iter().copied())
+            .collect();
+        Self {
+            shape: vec![data.len()],
+            data,
+        }
+    }
+
+    /// A tensor of `shape` whose element i is `self[indices[i]]`.
+    pub fn gather(&self, indices: &[usize], shape: &[usize]) -> Result<Self> {
+        if element_count(shape) != indices.len() || indices.iter().any(|&i| i >= self.data.len()) {
+            return Err(Error::ShapeMismatch {
+                op: "gather",
+                expected: shape.to_vec(),
+                found: vec![indices.len()],
+            });
+        }
+        Ok(Self {
+            shape: shape.to_vec(),
+            data: indices.iter().map(|&i| self.data[i]).collect(),
+        })
+    }
+
+    /// 2-D convolution of a `[n, c, h, w]` tensor with `[o, c, kh, kw]` weights, mod 2^64
+    /// (im2col + GEMM), zero padding.
+    pub fn conv2d(&self, weight: &Self, stride: usize, padding: usize) -> Result<Self> {
+        let geometry = match (self.shape.as_slice(), weight.shape.as_slice()) {
+            (
+                &[batch, in_channels, height, width],
+                &[out_channels, weight_channels, kernel_height, kernel_width],
+            ) if in_channels == weight_channels => crate::kernels::Conv2dShape {
+                batch,
+                in_channels,
+                height,
+                width,
+                out_channels,
+                kernel_height,
+                kernel_width,
+                stride,
+                padding,
+            },
+            _ => {
+                return Err(Error::ShapeMismatch {
+                    op: "conv2d",
+                    expected: self.shape.clone(),
+                    found: weight.shape.clone(),
+                });
+            }
+        };
+        geometry.validate()?;
+        let mut out = vec![0u64; geometry.output_len()];
+        crate::kernels::conv2d_u64(&geometry, &self.data, &weight.data, &mut out)?;
+        Ok(Self {
+            shape: vec![
+                geometry.batch,
+                geometry.out_channels,
+                geometry.output_height(),
+                geometry.output_width(),
+            ],
+            data: out,
+        })
+    }
+
     /// Matrix product of a `[m, k]` and a `[k, n]` tensor, mod 2^64.
     pub fn matmul(&self, other: &Self) -> Result<Self> {
         let (m, k, n) = match (self.shape.as_slice(), other.shape.as_slice()) {

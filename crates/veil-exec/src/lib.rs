@@ -21,7 +21,7 @@
 
 use veil_core::prg::Seed;
 use veil_core::{FixedPoint, RingTensor};
-use veil_model::ir::Op;
+use veil_model::ir::{Op, pooling_indices};
 use veil_model::plan::ParameterKind;
 use veil_model::{Plan, PublicPlan};
 use veil_mpc::{Cleartext, DealerParameters, Protocol, ServerParameters};
@@ -93,6 +93,65 @@ pub fn run<P: Protocol>(
                 // One truncation per output element, after accumulating (cookbook §1.1).
                 protocol.truncate(&product, fractional_bits)?
             }
+            Op::Conv2d {
+                weight,
+                bias,
+                stride,
+                padding,
+                ..
+            } => {
+                let x = operand(0, &values)?;
+                let weight = protocol.weight(weight)?;
+                let x = values[x]
+                    .as_ref()
+                    .ok_or_else(|| unreachable_release(index))?;
+                let mut product = protocol.conv2d_weight(x, &weight, *stride, *padding)?;
+                if let Some(bias) = bias {
+                    let bias = protocol.bias(bias)?;
+                    product = protocol.add_bias(&product, &bias)?;
+                }
+                protocol.truncate(&product, fractional_bits)?
+            }
+            Op::MaxPool2d {
+                kernel,
+                stride,
+                bits,
+            } => {
+                let x = operand(0, &values)?;
+                let x = values[x]
+                    .as_ref()
+                    .ok_or_else(|| unreachable_release(index))?;
+                max_pool(
+                    protocol,
+                    x,
+                    &shapes[node.inputs[0]],
+                    &shapes[index],
+                    *kernel,
+                    *stride,
+                    *bits,
+                )?
+            }
+            Op::AvgPool2d { kernel, stride } => {
+                let x = operand(0, &values)?;
+                let x = values[x]
+                    .as_ref()
+                    .ok_or_else(|| unreachable_release(index))?;
+                let offsets = pooling_indices(&shapes[node.inputs[0]], *kernel, *stride);
+                let mut sum: Option<P::Shared> = None;
+                for indices in &offsets {
+                    let window = protocol.gather(x, indices, &shapes[index])?;
+                    sum = Some(match sum {
+                        Some(total) => protocol.add(&total, &window)?,
+                        None => window,
+                    });
+                }
+                let sum = sum.ok_or_else(|| unreachable_release(index))?;
+                // The area is a power of two ≤ 2^f, so 2^f / area is exact: the mean is
+                // one public product and one truncation.
+                let area = (kernel * kernel) as u64;
+                let scaled = protocol.scale(&sum, (1u64 << fractional_bits) / area)?;
+                protocol.truncate(&scaled, fractional_bits)?
+            }
             Op::Relu { bits } => {
                 let x = operand(0, &values)?;
                 let x = values[x]
@@ -135,6 +194,43 @@ pub fn run<P: Protocol>(
         .as_ref()
         .ok_or_else(|| unreachable_release(graph.output))?;
     Ok(protocol.reveal_to_client(output)?)
+}
+
+/// Max pooling as a comparison tree: the window's k² candidates are stacked, and each
+/// level halves them with max(a, b) = b + ReLU(a − b), one round per level.
+fn max_pool<P: Protocol>(
+    protocol: &mut P,
+    value: &P::Shared,
+    input_shape: &[usize],
+    output_shape: &[usize],
+    kernel: usize,
+    stride: usize,
+    bits: u32,
+) -> Result<P::Shared> {
+    let offsets = pooling_indices(input_shape, kernel, stride);
+    let output_len: usize = output_shape.iter().product();
+    let stacked: Vec<usize> = offsets.concat();
+    let mut current = protocol.gather(value, &stacked, &[stacked.len()])?;
+    let mut count = offsets.len();
+    while count > 1 {
+        let half = count / 2;
+        let block = |range: std::ops::Range<usize>| -> Vec<usize> {
+            (range.start * output_len..range.end * output_len).collect()
+        };
+        let left = protocol.gather(&current, &block(0..half), &[half * output_len])?;
+        let right = protocol.gather(&current, &block(half..2 * half), &[half * output_len])?;
+        let difference = protocol.sub(&left, &right)?;
+        let positive = protocol.relu(&difference, bits)?;
+        let larger = protocol.add(&right, &positive)?;
+        current = if count % 2 == 1 {
+            let rest = protocol.gather(&current, &block(2 * half..count), &[output_len])?;
+            protocol.concat(&[&larger, &rest])?
+        } else {
+            larger
+        };
+        count = count.div_ceil(2);
+    }
+    Ok(protocol.reshape(current, output_shape)?)
 }
 
 fn unreachable_release(node: usize) -> Error {
@@ -266,7 +362,43 @@ pub fn error_bound(plan: &Plan, input: &[f32]) -> Result<f64> {
                     + 2.5 * ulp;
                 (bound, column_sum * x_max + bias_max)
             }
-            Op::Relu { .. } | Op::Flatten => (bounds[node.inputs[0]], magnitudes[node.inputs[0]]),
+            Op::Conv2d {
+                weight,
+                bias,
+                in_channels,
+                out_channels,
+                kernel,
+                ..
+            } => {
+                let w = &plan.weights[weight];
+                let (e_in, x_max) = (bounds[node.inputs[0]], magnitudes[node.inputs[0]]);
+                let per_output = in_channels * kernel * kernel;
+                let channel_sum = (0..*out_channels)
+                    .map(|o| {
+                        w[o * per_output..(o + 1) * per_output]
+                            .iter()
+                            .map(|v| f64::from(*v).abs())
+                            .sum::<f64>()
+                    })
+                    .fold(0f64, f64::max);
+                let bias_max = bias.as_ref().map_or(0.0, |b| {
+                    plan.weights[b]
+                        .iter()
+                        .fold(0f64, |m, &v| m.max(f64::from(v).abs()))
+                });
+                let bound = channel_sum * e_in
+                    + (x_max + e_in) * (per_output as f64) * 0.5 * ulp
+                    + 2.5 * ulp;
+                (bound, channel_sum * x_max + bias_max)
+            }
+            // A mean does not grow errors; its truncation adds up to 2 ulp.
+            Op::AvgPool2d { .. } => (
+                bounds[node.inputs[0]] + 2.0 * ulp,
+                magnitudes[node.inputs[0]],
+            ),
+            Op::Relu { .. } | Op::Flatten | Op::MaxPool2d { .. } => {
+                (bounds[node.inputs[0]], magnitudes[node.inputs[0]])
+            }
             Op::Add => (
                 bounds[node.inputs[0]] + bounds[node.inputs[1]],
                 magnitudes[node.inputs[0]] + magnitudes[node.inputs[1]],

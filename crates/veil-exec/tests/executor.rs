@@ -210,3 +210,132 @@ fn plans_round_trip_and_damage_is_detected() {
     let weights: BTreeMap<String, Vec<f32>> = BTreeMap::new();
     assert!(Plan::new(plan.public.clone(), weights).is_err());
 }
+
+/// A small CNN with every CNN op: conv (padding), ReLU before a max pool (rewritten to
+/// pool first), a folded batch norm, a strided conv, an average pool, flatten, linear.
+fn cnn_plan(prg: &mut Prg) -> Plan {
+    let mut tensors = Vec::new();
+    let mut normal = |count: usize, scale: f32| -> Vec<f32> {
+        (0..count).map(|_| gaussian(prg) * scale).collect()
+    };
+    tensors.push((
+        "c1.weight".to_string(),
+        vec![4, 2, 3, 3],
+        normal(72, 1.0 / 18f32.sqrt()),
+    ));
+    tensors.push(("c1.bias".to_string(), vec![4], normal(4, 0.02)));
+    tensors.push((
+        "bn.weight".to_string(),
+        vec![4],
+        normal(4, 0.1).iter().map(|g| 1.0 + g).collect(),
+    ));
+    tensors.push(("bn.bias".to_string(), vec![4], normal(4, 0.02)));
+    tensors.push(("bn.mean".to_string(), vec![4], normal(4, 0.1)));
+    tensors.push((
+        "bn.var".to_string(),
+        vec![4],
+        normal(4, 0.1).iter().map(|v| 1.0 + v.abs()).collect(),
+    ));
+    tensors.push((
+        "c2.weight".to_string(),
+        vec![6, 4, 3, 3],
+        normal(216, 1.0 / 36f32.sqrt()),
+    ));
+    tensors.push((
+        "fc.weight".to_string(),
+        vec![3, 6],
+        normal(18, 1.0 / 6f32.sqrt()),
+    ));
+    tensors.push(("fc.bias".to_string(), vec![3], normal(3, 0.02)));
+    let architecture = Architecture::from_json(
+        r#"{"name": "cnn", "input": [2, 8, 8], "layers": [
+            {"op": "conv2d", "weight": "c1.weight", "bias": "c1.bias", "padding": 1},
+            {"op": "batch_norm", "weight": "bn.weight", "bias": "bn.bias", "running_mean": "bn.mean", "running_var": "bn.var"},
+            {"op": "relu"},
+            {"op": "max_pool2d", "kernel": 2},
+            {"op": "conv2d", "weight": "c2.weight", "stride": 2, "padding": 1},
+            {"op": "relu"},
+            {"op": "avg_pool2d", "kernel": 2},
+            {"op": "flatten"},
+            {"op": "linear", "weight": "fc.weight", "bias": "fc.bias"}]}"#,
+    )
+    .unwrap();
+    compile(
+        &architecture,
+        &write_safetensors(&tensors).unwrap(),
+        "exact",
+    )
+    .unwrap()
+}
+
+#[test]
+fn cnn_ops_agree_within_the_bound_and_pool_precedes_relu() {
+    let mut prg = Prg::new(&Seed::random().unwrap());
+    let plan = cnn_plan(&mut prg);
+    let ops: Vec<String> = plan
+        .public
+        .graph
+        .nodes
+        .iter()
+        .map(|n| {
+            format!("{:?}", n.op)
+                .split([' ', '{'])
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let pool = ops.iter().position(|op| op == "MaxPool2d").unwrap();
+    assert_eq!(ops[pool + 1], "Relu", "{ops:?}");
+    assert!(!ops.iter().any(|op| op.contains("Batch")));
+    let batch = 2;
+    for scale in [1.0f32, 30.0] {
+        let input: Vec<f32> = (0..2 * 64 * batch)
+            .map(|_| gaussian(&mut prg) * scale)
+            .collect();
+        let plain = run_plain(&plan, &input, batch).unwrap();
+        let bound = veil_exec::error_bound(&plan, &input).unwrap();
+        let secure = secure(&plan, &input, batch);
+        for (p, s) in plain.iter().zip(&secure) {
+            assert!(
+                (f64::from(*p) - f64::from(*s)).abs() <= bound,
+                "secure {s} plain {p} bound {bound}"
+            );
+        }
+    }
+}
+
+/// Max pooling on an 8-bit comparison domain, exhaustively: every pair (a, b) of
+/// values in [−64, 63] sits in one 2×2 window with two copies of −64.
+#[test]
+fn max_pool_exhaustive_on_an_8_bit_domain() {
+    let values: Vec<i64> = (-64..64).collect();
+    let pairs: Vec<(i64, i64)> = values
+        .iter()
+        .flat_map(|&a| values.iter().map(move |&b| (a, b)))
+        .collect();
+    let width = 2 * pairs.len();
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let architecture = Architecture::from_json(&format!(
+        r#"{{"name": "max", "input": [1, 2, {width}], "layers": [{{"op": "max_pool2d", "kernel": 2, "bits": 8}}]}}"#
+    ))
+    .unwrap();
+    let plan = compile(
+        &architecture,
+        &write_safetensors(&tensors).unwrap(),
+        "exact",
+    )
+    .unwrap();
+    let ulp = 1.0 / 65536.0;
+    let mut input = vec![0f32; 2 * width];
+    for (index, (a, b)) in pairs.iter().enumerate() {
+        input[2 * index] = *a as f32 * ulp;
+        input[2 * index + 1] = *b as f32 * ulp;
+        input[width + 2 * index] = -64.0 * ulp;
+        input[width + 2 * index + 1] = -64.0 * ulp;
+    }
+    let secure = secure(&plan, &input, 1);
+    for (index, (a, b)) in pairs.iter().enumerate() {
+        assert_eq!(secure[index], (*a.max(b)) as f32 * ulp, "max({a}, {b})");
+    }
+}

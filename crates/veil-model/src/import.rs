@@ -26,7 +26,7 @@ use crate::{Error, Result};
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Layer {
-    /// A fully connected layer.
+    /// A fully connected layer (weight `[out, in]`).
     Linear {
         /// Optional name for residual references.
         name: Option<String>,
@@ -34,6 +34,53 @@ pub enum Layer {
         weight: String,
         /// The bias tensor's name, if any.
         bias: Option<String>,
+    },
+    /// A 2-D convolution (weight `[out, in, k, k]`).
+    Conv2d {
+        /// Optional name.
+        name: Option<String>,
+        /// The weight tensor's name.
+        weight: String,
+        /// The bias tensor's name, if any.
+        bias: Option<String>,
+        /// Stride (1 when absent).
+        stride: Option<usize>,
+        /// Zero padding (0 when absent).
+        padding: Option<usize>,
+    },
+    /// Batch normalisation (inference form), folded into the preceding convolution or
+    /// linear layer at compile time.
+    BatchNorm {
+        /// γ.
+        weight: String,
+        /// β.
+        bias: String,
+        /// The running mean.
+        running_mean: String,
+        /// The running variance.
+        running_var: String,
+        /// ε (1e-5 when absent).
+        eps: Option<f32>,
+    },
+    /// Max pooling over square windows.
+    MaxPool2d {
+        /// Optional name.
+        name: Option<String>,
+        /// Window size.
+        kernel: usize,
+        /// Stride (the window size when absent).
+        stride: Option<usize>,
+        /// Comparison bit-width (64 when absent).
+        bits: Option<u32>,
+    },
+    /// Average pooling over square windows.
+    AvgPool2d {
+        /// Optional name.
+        name: Option<String>,
+        /// Window size.
+        kernel: usize,
+        /// Stride (the window size when absent).
+        stride: Option<usize>,
     },
     /// ReLU.
     Relu {
@@ -112,6 +159,10 @@ pub fn read_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, ShapedValues>> 
 }
 
 /// Compiles an architecture and its weights into a plan.
+///
+/// Passes: batch normalisation is folded into the preceding convolution or linear
+/// layer; a ReLU directly followed by a max pool is moved after the pool
+/// (ReLU(maxpool(x)) = maxpool(ReLU(x)), with k² times fewer comparisons).
 pub fn compile(
     architecture: &Architecture,
     safetensors_bytes: &[u8],
@@ -125,82 +176,361 @@ pub fn compile(
         });
     }
     let tensors = read_safetensors(safetensors_bytes)?;
-    let mut nodes = vec![Node {
-        name: "input".into(),
-        op: Op::Input {
-            shape: architecture.input.clone(),
+    let layers = fold_batch_norms(&architecture.layers, &tensors)?;
+    let layers = pool_before_relu(layers);
+    let mut builder = GraphBuilder::new(architecture.input.clone());
+    for (position, (layer, folded)) in layers.iter().enumerate() {
+        builder.push(position, layer, folded.as_ref(), &tensors)?;
+    }
+    let output = builder.nodes.len() - 1;
+    let public = PublicPlan {
+        name: architecture.name.clone(),
+        fractional_bits: architecture
+            .fractional_bits
+            .unwrap_or(veil_core::fixed::DEFAULT_FRACTIONAL_BITS),
+        approximation: approximation.into(),
+        output_policy: OutputPolicy::Logits,
+        graph: Graph {
+            nodes: builder.nodes,
+            output,
         },
-        inputs: vec![],
-    }];
-    let mut names: BTreeMap<String, usize> = BTreeMap::from([("input".to_string(), 0)]);
-    let mut parameters = Vec::new();
-    let mut weights = BTreeMap::new();
-    let mut features: Option<usize> = match architecture.input.as_slice() {
-        [features] => Some(*features),
-        _ => None,
+        parameters: builder.parameters,
     };
-    for (position, layer) in architecture.layers.iter().enumerate() {
-        let current = nodes.len() - 1;
+    Plan::new(public, builder.weights)
+}
+
+/// Per-output-channel scale and shift from a folded batch normalisation.
+#[derive(Clone, Debug)]
+struct Folded {
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+}
+
+fn tensor<'a>(tensors: &'a BTreeMap<String, ShapedValues>, name: &str) -> Result<&'a ShapedValues> {
+    tensors
+        .get(name)
+        .ok_or_else(|| Error::MissingParameter { name: name.into() })
+}
+
+/// Attaches each batch normalisation to the layer before it, as y = scale·x + shift.
+fn fold_batch_norms(
+    layers: &[Layer],
+    tensors: &BTreeMap<String, ShapedValues>,
+) -> Result<Vec<(Layer, Option<Folded>)>> {
+    let mut out: Vec<(Layer, Option<Folded>)> = Vec::new();
+    for (position, layer) in layers.iter().enumerate() {
+        let Layer::BatchNorm {
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            eps,
+        } = layer
+        else {
+            out.push((layer.clone(), None));
+            continue;
+        };
+        let previous = out.last_mut().filter(|(layer, folded)| {
+            folded.is_none() && matches!(layer, Layer::Conv2d { .. } | Layer::Linear { .. })
+        });
+        let Some((_, folded)) = previous else {
+            return Err(Error::InvalidArchitecture {
+                reason: format!(
+                    "layer {position}: batch_norm must follow a conv2d or linear layer"
+                ),
+            });
+        };
+        let (gamma, beta) = (&tensor(tensors, weight)?.1, &tensor(tensors, bias)?.1);
+        let (mean, variance) = (
+            &tensor(tensors, running_mean)?.1,
+            &tensor(tensors, running_var)?.1,
+        );
+        let channels = gamma.len();
+        if [beta.len(), mean.len(), variance.len()]
+            .iter()
+            .any(|&len| len != channels)
+        {
+            return Err(Error::ParameterShape {
+                name: weight.clone(),
+                expected: vec![channels],
+                found: vec![beta.len(), mean.len(), variance.len()],
+            });
+        }
+        let eps = eps.unwrap_or(1e-5);
+        let scale: Vec<f32> = (0..channels)
+            .map(|c| gamma[c] / (variance[c] + eps).sqrt())
+            .collect();
+        let shift = (0..channels)
+            .map(|c| beta[c] - mean[c] * scale[c])
+            .collect();
+        *folded = Some(Folded { scale, shift });
+    }
+    Ok(out)
+}
+
+/// Moves each ReLU that directly precedes a max pool to after it.
+fn pool_before_relu(mut layers: Vec<(Layer, Option<Folded>)>) -> Vec<(Layer, Option<Folded>)> {
+    let mut index = 0;
+    while index + 1 < layers.len() {
+        let relu_then_pool = matches!(layers[index].0, Layer::Relu { name: None, .. })
+            && matches!(layers[index + 1].0, Layer::MaxPool2d { .. });
+        if relu_then_pool {
+            layers.swap(index, index + 1);
+            index += 2;
+        } else {
+            index += 1;
+        }
+    }
+    layers
+}
+
+struct GraphBuilder {
+    nodes: Vec<Node>,
+    names: BTreeMap<String, usize>,
+    parameters: Vec<ParameterInfo>,
+    weights: BTreeMap<String, Vec<f32>>,
+    /// The running per-sample shape.
+    shape: Vec<usize>,
+}
+
+impl GraphBuilder {
+    fn new(input: Vec<usize>) -> Self {
+        Self {
+            nodes: vec![Node {
+                name: "input".into(),
+                op: Op::Input {
+                    shape: input.clone(),
+                },
+                inputs: vec![],
+            }],
+            names: BTreeMap::from([("input".to_string(), 0)]),
+            parameters: Vec::new(),
+            weights: BTreeMap::new(),
+            shape: input,
+        }
+    }
+
+    fn add_parameter(
+        &mut self,
+        name: &str,
+        shape: Vec<usize>,
+        kind: ParameterKind,
+        values: Vec<f32>,
+    ) -> Result<()> {
+        if self.weights.contains_key(name) {
+            return Err(Error::InvalidArchitecture {
+                reason: format!("parameter {name:?} is used twice"),
+            });
+        }
+        self.parameters.push(ParameterInfo {
+            name: name.into(),
+            shape,
+            kind,
+        });
+        self.weights.insert(name.into(), values);
+        Ok(())
+    }
+
+    /// Adds the bias (with the folded shift) of a layer with `outputs` channels.
+    fn add_bias(
+        &mut self,
+        layer: &str,
+        bias: &Option<String>,
+        outputs: usize,
+        folded: Option<&Folded>,
+        tensors: &BTreeMap<String, ShapedValues>,
+    ) -> Result<Option<String>> {
+        let mut values = match bias {
+            Some(bias) => {
+                let (shape, values) = tensor(tensors, bias)?;
+                if shape != &vec![outputs] {
+                    return Err(Error::ParameterShape {
+                        name: bias.clone(),
+                        expected: vec![outputs],
+                        found: shape.clone(),
+                    });
+                }
+                values.clone()
+            }
+            None if folded.is_some() => vec![0.0; outputs],
+            None => return Ok(None),
+        };
+        if let Some(folded) = folded {
+            if folded.scale.len() != outputs {
+                return Err(Error::InvalidArchitecture {
+                    reason: format!(
+                        "batch_norm after {layer} has {} channels, the layer has {outputs}",
+                        folded.scale.len()
+                    ),
+                });
+            }
+            for (c, value) in values.iter_mut().enumerate() {
+                *value = *value * folded.scale[c] + folded.shift[c];
+            }
+        }
+        let name = bias
+            .clone()
+            .unwrap_or_else(|| format!("{layer}.folded_bias"));
+        self.add_parameter(&name, vec![outputs], ParameterKind::Bias, values)?;
+        Ok(Some(name))
+    }
+
+    fn push(
+        &mut self,
+        position: usize,
+        layer: &Layer,
+        folded: Option<&Folded>,
+        tensors: &BTreeMap<String, ShapedValues>,
+    ) -> Result<()> {
+        let current = self.nodes.len() - 1;
+        let shape_error =
+            |name: &str, expected: Vec<usize>, found: &Vec<usize>| Error::ParameterShape {
+                name: name.into(),
+                expected,
+                found: found.clone(),
+            };
         let (name, op, inputs) = match layer {
             Layer::Linear { name, weight, bias } => {
-                let (shape, values) =
-                    tensors.get(weight).ok_or_else(|| Error::MissingParameter {
-                        name: weight.clone(),
-                    })?;
-                let [out_features, in_features] = shape.as_slice() else {
-                    return Err(Error::ParameterShape {
-                        name: weight.clone(),
-                        expected: vec![0, 0],
-                        found: shape.clone(),
-                    });
+                let (shape, values) = tensor(tensors, weight)?;
+                let &[out_features, in_features] = shape.as_slice() else {
+                    return Err(shape_error(weight, vec![0, 0], shape));
                 };
-                let (out_features, in_features) = (*out_features, *in_features);
-                if features.is_some_and(|f| f != in_features) {
-                    return Err(Error::ParameterShape {
-                        name: weight.clone(),
-                        expected: vec![out_features, features.unwrap_or(0)],
-                        found: shape.clone(),
+                if self.shape != [in_features] {
+                    return Err(Error::InvalidArchitecture {
+                        reason: format!(
+                            "layer {position}: linear {weight:?} takes {in_features} features, its input has shape {:?} (flatten first?)",
+                            self.shape
+                        ),
                     });
                 }
-                // Transpose [out, in] → [in, out].
+                // Transpose [out, in] → [in, out], scaling each output column by a folded batch norm.
                 let mut transposed = vec![0f32; values.len()];
                 for o in 0..out_features {
+                    let scale = folded.map_or(1.0, |f| f.scale.get(o).copied().unwrap_or(1.0));
                     for i in 0..in_features {
-                        transposed[i * out_features + o] = values[o * in_features + i];
+                        transposed[i * out_features + o] = values[o * in_features + i] * scale;
                     }
                 }
-                parameters.push(ParameterInfo {
-                    name: weight.clone(),
-                    shape: vec![in_features, out_features],
-                    kind: ParameterKind::Weight,
-                });
-                weights.insert(weight.clone(), transposed);
-                if let Some(bias) = bias {
-                    let (bias_shape, bias_values) = tensors
-                        .get(bias)
-                        .ok_or_else(|| Error::MissingParameter { name: bias.clone() })?;
-                    if bias_shape != &vec![out_features] {
-                        return Err(Error::ParameterShape {
-                            name: bias.clone(),
-                            expected: vec![out_features],
-                            found: bias_shape.clone(),
-                        });
-                    }
-                    parameters.push(ParameterInfo {
-                        name: bias.clone(),
-                        shape: vec![out_features],
-                        kind: ParameterKind::Bias,
-                    });
-                    weights.insert(bias.clone(), bias_values.clone());
-                }
-                features = Some(out_features);
+                self.add_parameter(
+                    weight,
+                    vec![in_features, out_features],
+                    ParameterKind::Weight,
+                    transposed,
+                )?;
+                let bias = self.add_bias(weight, bias, out_features, folded, tensors)?;
+                self.shape = vec![out_features];
                 (
                     name.clone(),
                     Op::Linear {
                         weight: weight.clone(),
-                        bias: bias.clone(),
+                        bias,
                         in_features,
                         out_features,
+                    },
+                    vec![current],
+                )
+            }
+            Layer::Conv2d {
+                name,
+                weight,
+                bias,
+                stride,
+                padding,
+            } => {
+                let (shape, values) = tensor(tensors, weight)?;
+                let &[out_channels, in_channels, kernel_height, kernel_width] = shape.as_slice()
+                else {
+                    return Err(shape_error(weight, vec![0, 0, 0, 0], shape));
+                };
+                if kernel_height != kernel_width {
+                    return Err(Error::InvalidArchitecture {
+                        reason: format!(
+                            "layer {position}: only square kernels are supported, {weight:?} is {kernel_height}×{kernel_width}"
+                        ),
+                    });
+                }
+                let [channels, height, width] = self.shape[..] else {
+                    return Err(Error::InvalidArchitecture {
+                        reason: format!(
+                            "layer {position}: conv2d needs a [channels, height, width] input, has {:?}",
+                            self.shape
+                        ),
+                    });
+                };
+                if channels != in_channels {
+                    return Err(shape_error(
+                        weight,
+                        vec![out_channels, channels, kernel_height, kernel_width],
+                        shape,
+                    ));
+                }
+                let (stride, padding) = (stride.unwrap_or(1), padding.unwrap_or(0));
+                let (output_height, output_width) =
+                    crate::ir::window_output(height, width, kernel_height, stride, padding)
+                        .ok_or_else(|| Error::InvalidArchitecture {
+                            reason: format!(
+                                "layer {position}: the kernel does not fit the input {:?}",
+                                self.shape
+                            ),
+                        })?;
+                let per_output = in_channels * kernel_height * kernel_width;
+                let scaled: Vec<f32> = values
+                    .iter()
+                    .enumerate()
+                    .map(|(index, &value)| {
+                        value
+                            * folded.map_or(1.0, |f| {
+                                f.scale.get(index / per_output).copied().unwrap_or(1.0)
+                            })
+                    })
+                    .collect();
+                self.add_parameter(weight, shape.clone(), ParameterKind::Weight, scaled)?;
+                let bias = self.add_bias(weight, bias, out_channels, folded, tensors)?;
+                self.shape = vec![out_channels, output_height, output_width];
+                (
+                    name.clone(),
+                    Op::Conv2d {
+                        weight: weight.clone(),
+                        bias,
+                        in_channels,
+                        out_channels,
+                        kernel: kernel_height,
+                        stride,
+                        padding,
+                    },
+                    vec![current],
+                )
+            }
+            Layer::MaxPool2d {
+                name,
+                kernel,
+                stride,
+                bits,
+            } => {
+                let stride = stride.unwrap_or(*kernel);
+                self.shape = self.pooled(position, *kernel, stride)?;
+                (
+                    name.clone(),
+                    Op::MaxPool2d {
+                        kernel: *kernel,
+                        stride,
+                        bits: bits.unwrap_or(64),
+                    },
+                    vec![current],
+                )
+            }
+            Layer::AvgPool2d {
+                name,
+                kernel,
+                stride,
+            } => {
+                let stride = stride.unwrap_or(*kernel);
+                self.shape = self.pooled(position, *kernel, stride)?;
+                (
+                    name.clone(),
+                    Op::AvgPool2d {
+                        kernel: *kernel,
+                        stride,
                     },
                     vec![current],
                 )
@@ -213,41 +543,54 @@ pub fn compile(
                 vec![current],
             ),
             Layer::Flatten { name } => {
-                let per_sample = if position == 0 {
-                    architecture.input.iter().product()
-                } else {
-                    features.unwrap_or(0)
-                };
-                features = Some(per_sample);
+                self.shape = vec![self.shape.iter().product()];
                 (name.clone(), Op::Flatten, vec![current])
             }
             Layer::Add { name, with } => {
-                let other = *names.get(with).ok_or_else(|| Error::InvalidArchitecture {
-                    reason: format!("layer {position} adds unknown layer {with:?}"),
-                })?;
+                let other = *self
+                    .names
+                    .get(with)
+                    .ok_or_else(|| Error::InvalidArchitecture {
+                        reason: format!("layer {position} adds unknown layer {with:?}"),
+                    })?;
                 (name.clone(), Op::Add, vec![current, other])
+            }
+            Layer::BatchNorm { .. } => {
+                return Err(Error::InvalidArchitecture {
+                    reason: format!("layer {position}: batch_norm was not folded"),
+                });
             }
         };
         let name = name.unwrap_or_else(|| format!("layer{position}"));
-        if names.insert(name.clone(), nodes.len()).is_some() {
+        if self.names.insert(name.clone(), self.nodes.len()).is_some() {
             return Err(Error::InvalidArchitecture {
                 reason: format!("two layers are named {name:?}"),
             });
         }
-        nodes.push(Node { name, op, inputs });
+        self.nodes.push(Node { name, op, inputs });
+        Ok(())
     }
-    let output = nodes.len() - 1;
-    let public = PublicPlan {
-        name: architecture.name.clone(),
-        fractional_bits: architecture
-            .fractional_bits
-            .unwrap_or(veil_core::fixed::DEFAULT_FRACTIONAL_BITS),
-        approximation: approximation.into(),
-        output_policy: OutputPolicy::Logits,
-        graph: Graph { nodes, output },
-        parameters,
-    };
-    Plan::new(public, weights)
+
+    fn pooled(&self, position: usize, kernel: usize, stride: usize) -> Result<Vec<usize>> {
+        let [channels, height, width] = self.shape[..] else {
+            return Err(Error::InvalidArchitecture {
+                reason: format!(
+                    "layer {position}: pooling needs a [channels, height, width] input, has {:?}",
+                    self.shape
+                ),
+            });
+        };
+        let (output_height, output_width) =
+            crate::ir::window_output(height, width, kernel, stride, 0).ok_or_else(|| {
+                Error::InvalidArchitecture {
+                    reason: format!(
+                        "layer {position}: the pooling window does not fit {:?}",
+                        self.shape
+                    ),
+                }
+            })?;
+        Ok(vec![channels, output_height, output_width])
+    }
 }
 
 /// Writes f32 tensors as a safetensors file (used by the trainer and tests).

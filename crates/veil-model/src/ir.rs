@@ -28,6 +28,40 @@ pub enum Op {
         /// Output features.
         out_features: usize,
     },
+    /// 2-D convolution, NCHW, weight `[out_channels, in_channels, kernel, kernel]`, zero
+    /// padding.
+    Conv2d {
+        /// The weight's parameter name.
+        weight: String,
+        /// The bias's parameter name, if any.
+        bias: Option<String>,
+        /// Input channels.
+        in_channels: usize,
+        /// Output channels.
+        out_channels: usize,
+        /// Kernel height and width.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+        /// Zero padding on each side.
+        padding: usize,
+    },
+    /// Max over `kernel × kernel` windows of each channel; comparisons on `bits` bits.
+    MaxPool2d {
+        /// Window size.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+        /// Comparison bit-width (64 when absent).
+        bits: u32,
+    },
+    /// Mean over `kernel × kernel` windows of each channel.
+    AvgPool2d {
+        /// Window size.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+    },
     /// max(x, 0); the sign is decided on a `bits`-bit reduction (64 = none).
     Relu {
         /// Comparison bit-width from range analysis (64 when absent).
@@ -117,6 +151,66 @@ impl Graph {
                     }
                     vec![batch, *out_features]
                 }
+                Op::Conv2d {
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                    ..
+                } => {
+                    let shape = input_shape(0);
+                    let [_, channels, height, width] = shape[..] else {
+                        return Err(invalid(
+                            index,
+                            format!(
+                                "conv2d expects [batch, channels, height, width], gets {shape:?}"
+                            ),
+                        ));
+                    };
+                    if channels != *in_channels || *stride == 0 || *kernel == 0 {
+                        return Err(invalid(
+                            index,
+                            format!(
+                                "conv2d expects {in_channels} channels and a positive stride and kernel, gets {shape:?}"
+                            ),
+                        ));
+                    }
+                    let (output_height, output_width) = window_output(
+                        height, width, *kernel, *stride, *padding,
+                    )
+                    .ok_or_else(|| {
+                        invalid(
+                            index,
+                            format!("a {kernel}×{kernel} kernel does not fit {shape:?}"),
+                        )
+                    })?;
+                    vec![batch, *out_channels, output_height, output_width]
+                }
+                Op::MaxPool2d {
+                    kernel,
+                    stride,
+                    bits,
+                } => {
+                    if !(2..=64).contains(bits) {
+                        return Err(invalid(
+                            index,
+                            format!("max_pool2d bit-width {bits} outside 2..=64"),
+                        ));
+                    }
+                    pool_shape(&input_shape(0), *kernel, *stride)
+                        .ok_or_else(|| invalid(index, "max_pool2d window does not fit".into()))?
+                }
+                Op::AvgPool2d { kernel, stride } => {
+                    if !kernel.is_power_of_two() {
+                        return Err(invalid(
+                            index,
+                            format!("avg_pool2d needs a power-of-two window area, kernel {kernel}"),
+                        ));
+                    }
+                    pool_shape(&input_shape(0), *kernel, *stride)
+                        .ok_or_else(|| invalid(index, "avg_pool2d window does not fit".into()))?
+                }
                 Op::Relu { bits } => {
                     if !(2..=64).contains(bits) {
                         return Err(invalid(
@@ -128,7 +222,10 @@ impl Graph {
                 }
                 Op::Flatten => {
                     let shape = input_shape(0);
-                    vec![batch, shape[1..].iter().product()]
+                    vec![
+                        batch,
+                        shape.get(1..).map_or(1, |rest| rest.iter().product()),
+                    ]
                 }
                 Op::Add => {
                     let (left, right) = (input_shape(0), input_shape(1));
@@ -148,6 +245,66 @@ impl Graph {
         }
         Ok(shapes)
     }
+}
+
+/// The output size of a `kernel`-sized window sliding with `stride` over a padded plane.
+pub fn window_output(
+    height: usize,
+    width: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Option<(usize, usize)> {
+    if stride == 0 || kernel == 0 {
+        return None;
+    }
+    let extent = |size: usize| {
+        (size + 2 * padding)
+            .checked_sub(kernel)
+            .map(|span| span / stride + 1)
+    };
+    Some((extent(height)?, extent(width)?))
+}
+
+fn pool_shape(shape: &[usize], kernel: usize, stride: usize) -> Option<Vec<usize>> {
+    let [batch, channels, height, width] = shape[..] else {
+        return None;
+    };
+    let (output_height, output_width) = window_output(height, width, kernel, stride, 0)?;
+    Some(vec![batch, channels, output_height, output_width])
+}
+
+/// For each window offset (row, column) of a pooling window, the flat indices into the
+/// `[batch, channels, height, width]` input of that offset's element of every window, in
+/// output order.
+pub fn pooling_indices(input: &[usize], kernel: usize, stride: usize) -> Vec<Vec<usize>> {
+    let [batch, channels, height, width] = input[..] else {
+        return Vec::new();
+    };
+    let Some((output_height, output_width)) = window_output(height, width, kernel, stride, 0)
+    else {
+        return Vec::new();
+    };
+    let mut offsets = Vec::with_capacity(kernel * kernel);
+    for row in 0..kernel {
+        for column in 0..kernel {
+            let mut indices = Vec::with_capacity(batch * channels * output_height * output_width);
+            for plane in 0..batch * channels {
+                for y in 0..output_height {
+                    for x in 0..output_width {
+                        indices.push(
+                            plane * height * width
+                                + (y * stride + row) * width
+                                + x * stride
+                                + column,
+                        );
+                    }
+                }
+            }
+            offsets.push(indices);
+        }
+    }
+    offsets
 }
 
 fn index_out_of(index: usize, len: usize) -> bool {

@@ -1,6 +1,6 @@
 //! The plain f32 executor: the reference every secure result is measured against.
 
-use crate::ir::Op;
+use crate::ir::{Op, pooling_indices};
 use crate::plan::Plan;
 use crate::{Error, Result};
 
@@ -44,6 +44,85 @@ pub fn run_plain(plan: &Plan, input: &[f32], batch: usize) -> Result<Vec<f32>> {
                     }
                 }
                 out
+            }
+            Op::Conv2d {
+                weight,
+                bias,
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                padding,
+            } => {
+                let input_shape = &shapes[node.inputs[0]];
+                let output_shape = &shapes[index];
+                let (height, width) = (input_shape[2], input_shape[3]);
+                let (output_height, output_width) = (output_shape[2], output_shape[3]);
+                let x = &values[node.inputs[0]];
+                let w = &plan.weights[weight];
+                let mut out = vec![0f32; output_shape.iter().product()];
+                for n in 0..batch {
+                    for o in 0..*out_channels {
+                        let bias_value =
+                            bias.as_ref().map_or(0.0, |b| f64::from(plan.weights[b][o]));
+                        for y in 0..output_height {
+                            for x_out in 0..output_width {
+                                let mut sum = bias_value;
+                                for c in 0..*in_channels {
+                                    for ky in 0..*kernel {
+                                        for kx in 0..*kernel {
+                                            let row =
+                                                (y * stride + ky) as isize - *padding as isize;
+                                            let column =
+                                                (x_out * stride + kx) as isize - *padding as isize;
+                                            if row < 0
+                                                || column < 0
+                                                || row >= height as isize
+                                                || column >= width as isize
+                                            {
+                                                continue;
+                                            }
+                                            let input_index = ((n * in_channels + c) * height
+                                                + row as usize)
+                                                * width
+                                                + column as usize;
+                                            let weight_index =
+                                                ((o * in_channels + c) * kernel + ky) * kernel + kx;
+                                            sum += f64::from(x[input_index])
+                                                * f64::from(w[weight_index]);
+                                        }
+                                    }
+                                }
+                                out[((n * out_channels + o) * output_height + y) * output_width
+                                    + x_out] = sum as f32;
+                            }
+                        }
+                    }
+                }
+                out
+            }
+            Op::MaxPool2d { kernel, stride, .. } => {
+                let x = &values[node.inputs[0]];
+                let offsets = pooling_indices(&shapes[node.inputs[0]], *kernel, *stride);
+                let mut out = vec![f32::NEG_INFINITY; shapes[index].iter().product()];
+                for indices in &offsets {
+                    for (slot, &source) in out.iter_mut().zip(indices) {
+                        *slot = slot.max(x[source]);
+                    }
+                }
+                out
+            }
+            Op::AvgPool2d { kernel, stride } => {
+                let x = &values[node.inputs[0]];
+                let offsets = pooling_indices(&shapes[node.inputs[0]], *kernel, *stride);
+                let mut out = vec![0f64; shapes[index].iter().product()];
+                for indices in &offsets {
+                    for (slot, &source) in out.iter_mut().zip(indices) {
+                        *slot += f64::from(x[source]);
+                    }
+                }
+                let area = (kernel * kernel) as f64;
+                out.iter().map(|&sum| (sum / area) as f32).collect()
             }
             Op::Relu { .. } => values[node.inputs[0]].iter().map(|&v| v.max(0.0)).collect(),
             Op::Flatten => values[node.inputs[0]].clone(),

@@ -91,37 +91,54 @@ impl PublicPlan {
     /// Checks the graph against the parameter list.
     pub fn validate(&self) -> Result<()> {
         self.graph.infer_shapes(1)?;
-        let find = |name: &str| self.parameters.iter().find(|p| p.name == name);
-        for (index, node) in self.graph.nodes.iter().enumerate() {
-            if let Op::Linear {
-                weight,
-                bias,
-                in_features,
-                out_features,
-            } = &node.op
-            {
-                let expect = |name: &str, shape: Vec<usize>, kind: ParameterKind| -> Result<()> {
-                    let info =
-                        find(name).ok_or_else(|| Error::MissingParameter { name: name.into() })?;
-                    if info.shape != shape || info.kind != kind {
-                        return Err(Error::ParameterShape {
-                            name: name.into(),
-                            expected: shape,
-                            found: info.shape.clone(),
-                        });
-                    }
-                    Ok(())
-                };
-                expect(
+        for node in &self.graph.nodes {
+            let (weight, bias, weight_shape, outputs) = match &node.op {
+                Op::Linear {
                     weight,
+                    bias,
+                    in_features,
+                    out_features,
+                } => (
+                    weight,
+                    bias,
                     vec![*in_features, *out_features],
-                    ParameterKind::Weight,
-                )?;
-                if let Some(bias) = bias {
-                    expect(bias, vec![*out_features], ParameterKind::Bias)?;
-                }
-                let _ = index;
+                    *out_features,
+                ),
+                Op::Conv2d {
+                    weight,
+                    bias,
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    ..
+                } => (
+                    weight,
+                    bias,
+                    vec![*out_channels, *in_channels, *kernel, *kernel],
+                    *out_channels,
+                ),
+                _ => continue,
+            };
+            self.expect_parameter(weight, weight_shape, ParameterKind::Weight)?;
+            if let Some(bias) = bias {
+                self.expect_parameter(bias, vec![outputs], ParameterKind::Bias)?;
             }
+        }
+        Ok(())
+    }
+
+    fn expect_parameter(&self, name: &str, shape: Vec<usize>, kind: ParameterKind) -> Result<()> {
+        let info = self
+            .parameters
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| Error::MissingParameter { name: name.into() })?;
+        if info.shape != shape || info.kind != kind {
+            return Err(Error::ParameterShape {
+                name: name.into(),
+                expected: shape,
+                found: info.shape.clone(),
+            });
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::Result;
+use crate::import::{Architecture, Layer, compile};
 use crate::ir::{Graph, Node, Op};
 use crate::plan::{OutputPolicy, ParameterInfo, ParameterKind, Plan, PublicPlan};
 
@@ -102,4 +103,89 @@ pub fn random_mlp(name: &str, sizes: &[usize], seed: u64) -> Result<Plan> {
         parameters,
     };
     Plan::new(public, weights)
+}
+
+/// `cnn6`: conv3→32, conv32→32, maxpool2, conv32→64, conv64→64, maxpool2, linear
+/// 4096→128, linear 128→10; 3×3 convolutions with padding 1; ReLU after each convolution
+/// and the first linear layer; input 3×32×32. Compiled with the pool-before-ReLU rewrite.
+pub fn random_cnn6(seed: u64) -> Result<Plan> {
+    let mut sampler = GaussianSampler::new(seed);
+    let mut tensors = Vec::new();
+    let mut layers = Vec::new();
+    let convolution = |name: &str,
+                       input: usize,
+                       output: usize,
+                       sampler: &mut GaussianSampler,
+                       tensors: &mut Vec<(String, Vec<usize>, Vec<f32>)>| {
+        let fan_in = input * 9;
+        tensors.push((
+            format!("{name}.weight"),
+            vec![output, input, 3, 3],
+            sampler.normal_vec(output * fan_in, 1.0 / (fan_in as f32).sqrt()),
+        ));
+        tensors.push((
+            format!("{name}.bias"),
+            vec![output],
+            sampler.normal_vec(output, 0.02),
+        ));
+        Layer::Conv2d {
+            name: None,
+            weight: format!("{name}.weight"),
+            bias: Some(format!("{name}.bias")),
+            stride: Some(1),
+            padding: Some(1),
+        }
+    };
+    let relu = || Layer::Relu {
+        name: None,
+        bits: None,
+    };
+    let pool = || Layer::MaxPool2d {
+        name: None,
+        kernel: 2,
+        stride: Some(2),
+        bits: None,
+    };
+    layers.push(convolution("conv1", 3, 32, &mut sampler, &mut tensors));
+    layers.push(relu());
+    layers.push(convolution("conv2", 32, 32, &mut sampler, &mut tensors));
+    layers.push(relu());
+    layers.push(pool());
+    layers.push(convolution("conv3", 32, 64, &mut sampler, &mut tensors));
+    layers.push(relu());
+    layers.push(convolution("conv4", 64, 64, &mut sampler, &mut tensors));
+    layers.push(relu());
+    layers.push(pool());
+    layers.push(Layer::Flatten { name: None });
+    for (name, input, output) in [("fc1", 4096, 128), ("fc2", 128, 10)] {
+        tensors.push((
+            format!("{name}.weight"),
+            vec![output, input],
+            sampler.normal_vec(output * input, 1.0 / (input as f32).sqrt()),
+        ));
+        tensors.push((
+            format!("{name}.bias"),
+            vec![output],
+            sampler.normal_vec(output, 0.02),
+        ));
+        layers.push(Layer::Linear {
+            name: None,
+            weight: format!("{name}.weight"),
+            bias: Some(format!("{name}.bias")),
+        });
+        if name == "fc1" {
+            layers.push(relu());
+        }
+    }
+    let architecture = Architecture {
+        name: "cnn6".into(),
+        input: vec![3, 32, 32],
+        fractional_bits: None,
+        layers,
+    };
+    compile(
+        &architecture,
+        &crate::import::write_safetensors(&tensors)?,
+        "exact",
+    )
 }

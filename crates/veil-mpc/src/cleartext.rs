@@ -79,8 +79,39 @@ impl Protocol for Cleartext {
         Ok(left.add(right)?)
     }
 
+    fn sub(&mut self, left: &RingTensor, right: &RingTensor) -> Result<RingTensor> {
+        Ok(left.sub(right)?)
+    }
+
+    fn scale(&mut self, value: &RingTensor, factor: u64) -> Result<RingTensor> {
+        Ok(value.map(|x| x.wrapping_mul(factor)))
+    }
+
+    fn gather(
+        &mut self,
+        value: &RingTensor,
+        indices: &[usize],
+        shape: &[usize],
+    ) -> Result<RingTensor> {
+        Ok(value.gather(indices, shape)?)
+    }
+
+    fn concat(&mut self, parts: &[&RingTensor]) -> Result<RingTensor> {
+        Ok(RingTensor::concat(parts))
+    }
+
     fn add_bias(&mut self, value: &RingTensor, bias: &Arc<RingTensor>) -> Result<RingTensor> {
-        Ok(value.broadcast_add_row(bias)?)
+        Ok(value.broadcast_add_bias(bias)?)
+    }
+
+    fn conv2d_weight(
+        &mut self,
+        value: &RingTensor,
+        weight: &Arc<RingTensor>,
+        stride: usize,
+        padding: usize,
+    ) -> Result<RingTensor> {
+        Ok(value.conv2d(weight, stride, padding)?)
     }
 
     fn matmul_weight(

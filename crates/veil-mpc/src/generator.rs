@@ -17,7 +17,9 @@ use crate::material::{
     draw_truncation, draw_weight_product, op_stream,
 };
 use crate::parameters::DealerParameters;
-use crate::protocol::{check_bits, check_shift, matmul_dimensions, same_shape};
+use crate::protocol::{
+    check_bits, check_shift, conv2d_output_shape, matmul_dimensions, same_shape,
+};
 use crate::{Protocol, Result, dcf, gates};
 
 /// The dealer's view of a secret: its shape only.
@@ -70,6 +72,34 @@ impl MaterialGenerator {
             op,
             [op_stream(&self.seeds[0], op), op_stream(&self.seeds[1], op)],
         )
+    }
+
+    /// The one-sided product with a fixed weight mask for any bilinear map (matmul,
+    /// convolution): the client re-derives A and C₀ from its seed; the server gets
+    /// C₁ = bilinear(A, B) − C₀.
+    fn weight_product(
+        &mut self,
+        value: &ShapeOnly,
+        mask: &RingTensor,
+        output_shape: Vec<usize>,
+        bilinear: impl Fn(&RingTensor, &RingTensor) -> Result<RingTensor>,
+    ) -> Result<ShapeOnly> {
+        let (op, [_, mut client_stream]) = self.begin_op();
+        let input_len = value.0.iter().product();
+        let draw =
+            draw_weight_product(&mut client_stream, input_len, output_shape.iter().product());
+        let a = RingTensor::new(value.0.clone(), draw.a)?;
+        let mut c1 = bilinear(&a, mask)?;
+        same_shape("weight product", &output_shape, c1.shape())?;
+        for (value, c0) in c1.data_mut().iter_mut().zip(&draw.c0) {
+            *value = value.wrapping_sub(*c0);
+        }
+        self.outputs[0].push(MaterialItem::new(
+            op,
+            MaterialKind::WeightProduct,
+            c1.into_data(),
+        ));
+        Ok(ShapeOnly(output_shape))
     }
 
     /// A Beaver triple (elementwise or matrix): A and B from both parties' seeds, the
@@ -190,21 +220,57 @@ impl Protocol for MaterialGenerator {
     }
 
     fn matmul_weight(&mut self, value: &ShapeOnly, mask: &Arc<RingTensor>) -> Result<ShapeOnly> {
-        let (m, k, n) = matmul_dimensions("matmul_weight", &value.0, mask.shape())?;
-        let (op, [_, mut client_stream]) = self.begin_op();
-        let draw = draw_weight_product(&mut client_stream, m * k, m * n);
-        let a = RingTensor::new(vec![m, k], draw.a)?;
-        // C₁ = A·B − C₀ goes to the server; the client re-derives A and C₀.
-        let mut c1 = a.matmul(mask)?;
-        for (value, c0) in c1.data_mut().iter_mut().zip(&draw.c0) {
-            *value = value.wrapping_sub(*c0);
+        let (m, _, n) = matmul_dimensions("matmul_weight", &value.0, mask.shape())?;
+        self.weight_product(value, mask, vec![m, n], |a, b| Ok(a.matmul(b)?))
+    }
+
+    fn conv2d_weight(
+        &mut self,
+        value: &ShapeOnly,
+        mask: &Arc<RingTensor>,
+        stride: usize,
+        padding: usize,
+    ) -> Result<ShapeOnly> {
+        let output_shape = conv2d_output_shape(&value.0, mask.shape(), stride, padding)?;
+        self.weight_product(value, mask, output_shape, |a, b| {
+            Ok(a.conv2d(b, stride, padding)?)
+        })
+    }
+
+    fn sub(&mut self, left: &ShapeOnly, right: &ShapeOnly) -> Result<ShapeOnly> {
+        same_shape("sub", &left.0, &right.0)?;
+        Ok(left.clone())
+    }
+
+    fn scale(&mut self, value: &ShapeOnly, _factor: u64) -> Result<ShapeOnly> {
+        Ok(value.clone())
+    }
+
+    fn concat(&mut self, parts: &[&ShapeOnly]) -> Result<ShapeOnly> {
+        Ok(ShapeOnly(vec![
+            parts
+                .iter()
+                .map(|part| part.0.iter().product::<usize>())
+                .sum(),
+        ]))
+    }
+
+    fn gather(
+        &mut self,
+        value: &ShapeOnly,
+        indices: &[usize],
+        shape: &[usize],
+    ) -> Result<ShapeOnly> {
+        let len: usize = value.0.iter().product();
+        if shape.iter().product::<usize>() != indices.len() || indices.iter().any(|&i| i >= len) {
+            return Err(veil_core::Error::ShapeMismatch {
+                op: "gather",
+                expected: shape.to_vec(),
+                found: vec![indices.len()],
+            }
+            .into());
         }
-        self.outputs[0].push(MaterialItem::new(
-            op,
-            crate::material::MaterialKind::WeightProduct,
-            c1.into_data(),
-        ));
-        Ok(ShapeOnly(vec![m, n]))
+        Ok(ShapeOnly(shape.to_vec()))
     }
 
     fn mul(&mut self, left: &ShapeOnly, right: &ShapeOnly) -> Result<ShapeOnly> {

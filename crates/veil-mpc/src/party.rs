@@ -22,7 +22,9 @@ use crate::material::{
     draw_truncation, draw_weight_product, op_stream,
 };
 use crate::parameters::{ClientParameters, ServerParameters, ServerWeight};
-use crate::protocol::{check_bits, check_shift, matmul_dimensions, same_shape};
+use crate::protocol::{
+    check_bits, check_shift, conv2d_output_shape, matmul_dimensions, same_shape,
+};
 use crate::{Error, PeerMisbehaved, Protocol, Result, dcf, gates};
 
 /// One party's additive share of a secret tensor. It cannot be printed: `Debug` shows
@@ -71,6 +73,16 @@ pub enum PartyWeight {
     Server(Arc<ServerWeight>),
     /// D = W + B, at the client.
     Client(Arc<RingTensor>),
+}
+
+impl PartyWeight {
+    /// The weight's (public) shape.
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            PartyWeight::Server(weight) => weight.plain.shape(),
+            PartyWeight::Client(masked) => masked.shape(),
+        }
+    }
 }
 
 /// One computing party of the `dealer` setting, for one query session.
@@ -310,6 +322,45 @@ impl<C: Channel> Party<C> {
         Ok(self.share(RingTensor::new(value.value.shape().to_vec(), output)?))
     }
 
+    /// The one-sided product with a fixed weight mask (DESIGN.md §4) for any bilinear
+    /// map: the client sends E = X₁ + A_q, the only message, and keeps
+    /// bilinear(X₁, D) + C₀; the server keeps bilinear(X₀, W) − bilinear(E, B) + C₁.
+    fn weight_product(
+        &mut self,
+        value: &Share,
+        weight: &PartyWeight,
+        output_shape: Vec<usize>,
+        bilinear: impl Fn(&RingTensor, &RingTensor) -> Result<RingTensor>,
+    ) -> Result<Share> {
+        let (op, mut stream) = self.begin_op();
+        let output_len: usize = output_shape.iter().product();
+        let input_shape = value.value.shape().to_vec();
+        let product = match weight {
+            PartyWeight::Client(masked) => {
+                let draw = draw_weight_product(&mut stream, value.value.len(), output_len);
+                let a = RingTensor::new(input_shape, draw.a)?;
+                let e = value.value.add(&a)?;
+                self.channel.send(&words_to_bytes(e.data()))?;
+                let mut z = bilinear(&value.value, masked)?;
+                z.add_assign(&RingTensor::new(output_shape, draw.c0)?)?;
+                z
+            }
+            PartyWeight::Server(weight) => {
+                let c1 = self.take(op, MaterialKind::WeightProduct, output_len)?;
+                let e = self.channel.recv()?;
+                let e = RingTensor::new(
+                    input_shape,
+                    bytes_to_words("weight product", &e, value.value.len())?,
+                )?;
+                let mut z = bilinear(&value.value, &weight.plain)?;
+                z.sub_assign(&bilinear(&e, &weight.mask)?)?;
+                z.add_assign(&RingTensor::new(output_shape, c1)?)?;
+                z
+            }
+        };
+        Ok(self.share(product))
+    }
+
     /// Beaver's protocol: shares of A, B (from the seed), C (seed or correction); open
     /// ε = X − A and δ = Y − B together; Z = C + ε·B + A·δ (+ ε·δ at P0).
     fn beaver(
@@ -398,42 +449,45 @@ impl<C: Channel> Protocol for Party<C> {
 
     fn add_bias(&mut self, value: &Share, bias: &Option<Arc<RingTensor>>) -> Result<Share> {
         Ok(match bias {
-            Some(bias) => self.share(value.value.broadcast_add_row(bias)?),
+            Some(bias) => self.share(value.value.broadcast_add_bias(bias)?),
             None => self.share(value.value.clone()),
         })
     }
 
     fn matmul_weight(&mut self, value: &Share, weight: &PartyWeight) -> Result<Share> {
-        let weight_shape = match weight {
-            PartyWeight::Server(weight) => weight.plain.shape(),
-            PartyWeight::Client(masked) => masked.shape(),
-        };
-        let (m, k, n) = matmul_dimensions("matmul_weight", value.value.shape(), weight_shape)?;
-        let (op, mut stream) = self.begin_op();
-        let product = match weight {
-            PartyWeight::Client(masked) => {
-                let draw = draw_weight_product(&mut stream, m * k, m * n);
-                let a = RingTensor::new(vec![m, k], draw.a)?;
-                // E = X₁ + A_q: the layer's only message.
-                let e = value.value.add(&a)?;
-                self.channel.send(&words_to_bytes(e.data()))?;
-                // Client share: X₁·D + C₀.
-                let mut z = value.value.matmul(masked)?;
-                z.add_assign(&RingTensor::new(vec![m, n], draw.c0)?)?;
-                z
-            }
-            PartyWeight::Server(weight) => {
-                let c1 = self.take(op, MaterialKind::WeightProduct, m * n)?;
-                let e = self.channel.recv()?;
-                let e = RingTensor::new(vec![m, k], bytes_to_words("matmul_weight", &e, m * k)?)?;
-                // Server share: X₀·W − E·B + C₁.
-                let mut z = value.value.matmul(&weight.plain)?;
-                z.sub_assign(&e.matmul(&weight.mask)?)?;
-                z.add_assign(&RingTensor::new(vec![m, n], c1)?)?;
-                z
-            }
-        };
-        Ok(self.share(product))
+        let (m, _, n) = matmul_dimensions("matmul_weight", value.value.shape(), weight.shape())?;
+        self.weight_product(value, weight, vec![m, n], |x, w| Ok(x.matmul(w)?))
+    }
+
+    fn conv2d_weight(
+        &mut self,
+        value: &Share,
+        weight: &PartyWeight,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Share> {
+        let output_shape =
+            conv2d_output_shape(value.value.shape(), weight.shape(), stride, padding)?;
+        self.weight_product(value, weight, output_shape, |x, w| {
+            Ok(x.conv2d(w, stride, padding)?)
+        })
+    }
+
+    fn sub(&mut self, left: &Share, right: &Share) -> Result<Share> {
+        Ok(self.share(left.value.sub(&right.value)?))
+    }
+
+    fn scale(&mut self, value: &Share, factor: u64) -> Result<Share> {
+        Ok(self.share(value.value.map(|x| x.wrapping_mul(factor))))
+    }
+
+    fn concat(&mut self, parts: &[&Share]) -> Result<Share> {
+        let values: Vec<&RingTensor> = parts.iter().map(|part| &part.value).collect();
+        Ok(self.share(RingTensor::concat(&values)))
+    }
+
+    fn gather(&mut self, value: &Share, indices: &[usize], shape: &[usize]) -> Result<Share> {
+        Ok(self.share(value.value.gather(indices, shape)?))
     }
 
     fn mul(&mut self, left: &Share, right: &Share) -> Result<Share> {

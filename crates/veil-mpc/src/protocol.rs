@@ -47,7 +47,26 @@ pub trait Protocol {
     /// Sum of two secrets (local).
     fn add(&mut self, left: &Self::Shared, right: &Self::Shared) -> Result<Self::Shared>;
 
-    /// Adds a server-held bias to every row (local; the server adds it to its share).
+    /// Difference of two secrets (local).
+    fn sub(&mut self, left: &Self::Shared, right: &Self::Shared) -> Result<Self::Shared>;
+
+    /// Multiplies a secret by a public ring integer (local).
+    fn scale(&mut self, value: &Self::Shared, factor: u64) -> Result<Self::Shared>;
+
+    /// A secret of `shape` whose element i is element `indices[i]` of `value` (local: a
+    /// public rearrangement such as a pooling window).
+    fn gather(
+        &mut self,
+        value: &Self::Shared,
+        indices: &[usize],
+        shape: &[usize],
+    ) -> Result<Self::Shared>;
+
+    /// The elements of `parts` one after another, as a 1-D secret (local).
+    fn concat(&mut self, parts: &[&Self::Shared]) -> Result<Self::Shared>;
+
+    /// Adds a server-held bias along dimension 1 (every row of a matrix, or every
+    /// position of a channel); local, the server adds it to its share.
     fn add_bias(&mut self, value: &Self::Shared, bias: &Self::Bias) -> Result<Self::Shared>;
 
     /// X·W for a secret `[m, k]` X and a server-held `[k, n]` W: the one-sided product
@@ -56,6 +75,17 @@ pub trait Protocol {
         &mut self,
         value: &Self::Shared,
         weight: &Self::Weight,
+    ) -> Result<Self::Shared>;
+
+    /// conv2d(X, W) for a secret `[n, c, h, w]` X and a server-held `[o, c, kh, kw]` W:
+    /// the one-sided product with a fixed weight mask, E shaped like the input (never
+    /// im2col on the wire). Untruncated.
+    fn conv2d_weight(
+        &mut self,
+        value: &Self::Shared,
+        weight: &Self::Weight,
+        stride: usize,
+        padding: usize,
     ) -> Result<Self::Shared>;
 
     /// Elementwise product of two secrets (Beaver triple). Untruncated.
@@ -99,6 +129,42 @@ pub(crate) fn matmul_dimensions(
             found: right.to_vec(),
         }
         .into()),
+    }
+}
+
+/// The output shape of conv2d(`[n, c, h, w]`, `[o, c, kh, kw]`, stride, padding).
+pub(crate) fn conv2d_output_shape(
+    input: &[usize],
+    weight: &[usize],
+    stride: usize,
+    padding: usize,
+) -> Result<Vec<usize>> {
+    let mismatch = || -> crate::Error {
+        veil_core::Error::ShapeMismatch {
+            op: "conv2d_weight",
+            expected: input.to_vec(),
+            found: weight.to_vec(),
+        }
+        .into()
+    };
+    match (input, weight) {
+        (
+            &[batch, channels, height, width],
+            &[out_channels, weight_channels, kernel_height, kernel_width],
+        ) if channels == weight_channels && stride > 0 => {
+            let extent = |size: usize, kernel: usize| {
+                (size + 2 * padding)
+                    .checked_sub(kernel)
+                    .map(|span| span / stride + 1)
+            };
+            match (extent(height, kernel_height), extent(width, kernel_width)) {
+                (Some(output_height), Some(output_width)) => {
+                    Ok(vec![batch, out_channels, output_height, output_width])
+                }
+                _ => Err(mismatch()),
+            }
+        }
+        _ => Err(mismatch()),
     }
 }
 
