@@ -119,7 +119,7 @@ enum Commands {
     },
     /// Measures a model end to end with each role in its own process on loopback.
     Bench {
-        /// Benchmark model: `mlp` (784-128-128-10, random weights).
+        /// Benchmark model: `mlp` (784-128-128-10) or `cnn6` (DESIGN.md), random weights.
         #[arg(long, default_value = "mlp")]
         model: String,
         /// Samples per query.
@@ -485,7 +485,8 @@ fn bench(
     }
     let plan = match model {
         "mlp" => veil_model::zoo::random_mlp("mlp", &[784, 128, 128, 10], 0)?,
-        other => bail!("unknown bench model {other:?} (have: mlp)"),
+        "cnn6" => veil_model::zoo::random_cnn6(0)?,
+        other => bail!("unknown bench model {other:?} (have: mlp, cnn6)"),
     };
     let directory = std::env::temp_dir().join(format!("veil-bench-{}", std::process::id()));
     std::fs::create_dir_all(&directory)?;
