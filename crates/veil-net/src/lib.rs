@@ -5,13 +5,14 @@
 //! rounds, a round being one blocking receive). [`MemoryChannel`] joins two parties in
 //! one process (unit tests); [`TcpChannel`] joins two processes.
 //!
+//! [`NetworkProfile`] simulates `lan` and `wan` links on the receive side.
+//!
 //! `send` never waits for the peer (TCP writes happen on one I/O thread per
 //! connection), so [`Channel::exchange`] writes and reads concurrently and two parties
 //! that both send large messages before receiving cannot deadlock.
 //!
 //! # What this crate does not do
-//! No protocol logic and no serialisation beyond framing. TLS and traffic shaping come
-//! later; plain TCP is available only through `dangerous_*` constructors that refuse
+//! No protocol logic and no serialisation beyond framing. TLS comes later; plain TCP is available only through `dangerous_*` constructors that refuse
 //! non-loopback addresses.
 //!
 //! # Secrets
@@ -24,11 +25,13 @@
 mod error;
 mod frame;
 mod memory;
+mod shaping;
 mod tcp;
 
 pub use error::{Error, Result};
 pub use frame::{DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_BYTES};
 pub use memory::{MemoryChannel, memory_pair};
+pub use shaping::NetworkProfile;
 pub use tcp::{TcpChannel, TcpOptions, dangerous_listen_insecure};
 
 /// What crossed a channel, counted exactly.

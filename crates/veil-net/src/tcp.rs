@@ -3,12 +3,13 @@
 
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::mpsc::{Sender, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::frame::{DEFAULT_MAX_FRAME_BYTES, header, read_frame};
+use crate::frame::{DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_BYTES, header, read_frame};
+use crate::shaping::{LinkClock, NetworkProfile};
 use crate::{Channel, ChannelStats, Error, Result};
 
 /// Options for a TCP channel.
@@ -18,6 +19,8 @@ pub struct TcpOptions {
     pub max_frame_bytes: usize,
     /// How long a receive waits for the peer before failing.
     pub read_timeout: Duration,
+    /// The simulated network applied to received frames.
+    pub profile: NetworkProfile,
 }
 
 impl Default for TcpOptions {
@@ -25,6 +28,7 @@ impl Default for TcpOptions {
         Self {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             read_timeout: Duration::from_secs(60),
+            profile: NetworkProfile::Local,
         }
     }
 }
@@ -63,9 +67,20 @@ pub fn dangerous_listen_insecure(address: &str) -> Result<TcpListener> {
     })
 }
 
-/// A framed TCP connection with a writer thread.
+/// Where received frames come from: the socket itself, or (when shaped) a reader thread
+/// that stamps each frame's arrival.
+enum Incoming {
+    Direct(BufReader<TcpStream>),
+    Shaped {
+        frames: Receiver<Result<(Instant, Vec<u8>)>>,
+        clock: LinkClock,
+        _reader: JoinHandle<()>,
+    },
+}
+
+/// A framed TCP connection with a writer thread (and a reader thread when shaped).
 pub struct TcpChannel {
-    reader: BufReader<TcpStream>,
+    incoming: Incoming,
     stream: TcpStream,
     outgoing: Option<Sender<Vec<u8>>>,
     writer: Option<JoinHandle<()>>,
@@ -133,8 +148,37 @@ impl TcpChannel {
                 let _ = write_half.flush();
             })
             .map_err(io_error("starting the writer thread"))?;
+        let mut reader = BufReader::with_capacity(1 << 16, read_half);
+        let incoming = if options.profile == NetworkProfile::Local {
+            Incoming::Direct(reader)
+        } else {
+            // The reader thread waits indefinitely; `recv` applies the timeout.
+            stream
+                .set_read_timeout(None)
+                .map_err(io_error("configuring the socket"))?;
+            let (sink, frames) = channel();
+            let max_frame_bytes = options.max_frame_bytes;
+            let reader_thread = std::thread::Builder::new()
+                .name("veil-net-reader".into())
+                .spawn(move || {
+                    loop {
+                        let frame = read_frame(&mut reader, max_frame_bytes, 0)
+                            .map(|frame| (Instant::now(), frame));
+                        let failed = frame.is_err();
+                        if sink.send(frame).is_err() || failed {
+                            return;
+                        }
+                    }
+                })
+                .map_err(io_error("starting the reader thread"))?;
+            Incoming::Shaped {
+                frames,
+                clock: LinkClock::new(options.profile),
+                _reader: reader_thread,
+            }
+        };
         Ok(Self {
-            reader: BufReader::with_capacity(1 << 16, read_half),
+            incoming,
             stream,
             outgoing: Some(outgoing),
             writer: Some(writer),
@@ -178,11 +222,29 @@ impl Channel for TcpChannel {
     }
 
     fn recv(&mut self) -> Result<Vec<u8>> {
-        let payload = read_frame(
-            &mut self.reader,
-            self.options.max_frame_bytes,
-            self.options.read_timeout.as_secs(),
-        )?;
+        let timeout = self.options.read_timeout;
+        let payload = match &mut self.incoming {
+            Incoming::Direct(reader) => {
+                read_frame(reader, self.options.max_frame_bytes, timeout.as_secs())?
+            }
+            Incoming::Shaped { frames, clock, .. } => {
+                let (arrival, payload) = match frames.recv_timeout(timeout) {
+                    Ok(frame) => frame?,
+                    Err(RecvTimeoutError::Timeout) => {
+                        return Err(Error::Timeout {
+                            seconds: timeout.as_secs(),
+                        });
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return Err(Error::PeerClosed),
+                };
+                let ready = clock.readable_at(arrival, payload.len() + FRAME_HEADER_BYTES);
+                let now = Instant::now();
+                if ready > now {
+                    std::thread::sleep(ready - now);
+                }
+                payload
+            }
+        };
         self.stats.record_receive(payload.len());
         Ok(payload)
     }
@@ -238,6 +300,34 @@ mod tests {
         assert_eq!(stats.bytes_sent, size as u64 + 4);
         assert_eq!(stats.rounds, 1);
         assert_eq!(second_stats.bytes_received, size as u64 + 4);
+    }
+
+    #[test]
+    fn shaped_channels_delay_by_bandwidth_and_round_trip() {
+        let listener = dangerous_listen_insecure("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let options = TcpOptions {
+            profile: NetworkProfile::Wan,
+            ..TcpOptions::default()
+        };
+        let accept = std::thread::spawn(move || {
+            TcpChannel::dangerous_accept_insecure(&listener, options).unwrap()
+        });
+        let mut first = TcpChannel::dangerous_connect_insecure(&address, options).unwrap();
+        let mut second = accept.join().unwrap();
+        let payload = vec![7u8; 2_000_000 - 4];
+        let started = Instant::now();
+        let peer = std::thread::spawn(move || {
+            let got = second.recv().unwrap();
+            second.send(&[1]).unwrap();
+            got.len()
+        });
+        first.send(&payload).unwrap();
+        assert_eq!(first.recv().unwrap(), vec![1]);
+        assert_eq!(peer.join().unwrap(), payload.len());
+        // 2 MB at 400 Mbit/s = 40 ms, plus two half round trips of 20 ms.
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(80), "{elapsed:?}");
     }
 
     #[test]

@@ -224,6 +224,12 @@ pub fn run_server(
     max_clients: Option<usize>,
     options: TcpOptions,
 ) -> Result<ServerSummary> {
+    // `options.profile` shapes the client links only: dealer traffic is not online traffic.
+    let client_options = options;
+    let options = TcpOptions {
+        profile: veil_net::NetworkProfile::Local,
+        ..options
+    };
     let public = &state.plan.public;
     let plan_hash = public.hash_hex()?;
     let fixed_point = public.fixed_point()?;
@@ -241,7 +247,7 @@ pub fn run_server(
     let mut served = 0;
     while max_clients.is_none_or(|max| served < max) {
         served += 1;
-        let mut client = match TcpChannel::dangerous_accept_insecure(&listener, options) {
+        let mut client = match TcpChannel::dangerous_accept_insecure(&listener, client_options) {
             Ok(client) => client,
             Err(error) => {
                 warn!(%error, "server: accepting a client failed");
@@ -382,6 +388,11 @@ impl Client {
     ) -> Result<Self> {
         let plan_hash = plan.hash_hex()?;
         let mut server = connect_with_retry(server_address, options)?;
+        // `options.profile` shapes the server link only.
+        let options = TcpOptions {
+            profile: veil_net::NetworkProfile::Local,
+            ..options
+        };
         let hello = Hello {
             role: Role::Client,
             plan_hash: plan_hash.clone(),

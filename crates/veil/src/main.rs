@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use veil_model::plain::{argmax_rows, run_plain};
 use veil_model::{Plan, PublicPlan};
-use veil_net::{TcpOptions, dangerous_listen_insecure};
+use veil_net::{NetworkProfile, TcpOptions, dangerous_listen_insecure};
 use veil_serve::roles::{Client, QueryReport, ServerState, peak_rss_bytes, run_dealer, run_server};
 
 /// The bundled digits model and data, relative to the repository root.
@@ -116,6 +116,9 @@ enum Commands {
         /// Required: plain TCP without TLS, loopback addresses only.
         #[arg(long)]
         insecure_plain_tcp: bool,
+        /// Simulated network on the client–server link: local, lan or wan.
+        #[arg(long, default_value = "local")]
+        profile: String,
     },
     /// Measures a model end to end with each role in its own process on loopback.
     Bench {
@@ -198,13 +201,20 @@ fn run_command(arguments: Arguments) -> Result<()> {
             max_clients,
             json,
             insecure_plain_tcp,
+            profile,
         } => {
             if !insecure_plain_tcp {
                 bail!(
                     "TLS is not available yet: pass --insecure-plain-tcp to run over plain TCP on loopback addresses"
                 );
             }
-            let options = TcpOptions::default();
+            let profile = NetworkProfile::from_name(&profile).with_context(|| {
+                format!("unknown network profile {profile:?} (have: local, lan, wan)")
+            })?;
+            let options = TcpOptions {
+                profile,
+                ..TcpOptions::default()
+            };
             let need = |value: Option<String>, flag: &str| {
                 value.with_context(|| format!("--{flag} is required for this role"))
             };
@@ -480,9 +490,8 @@ fn bench(
     if setting != "dealer" {
         bail!("setting {setting:?} is not available yet (have: dealer)");
     }
-    if profile != "local" {
-        bail!("network profile {profile:?} is not available yet (have: local)");
-    }
+    let network = NetworkProfile::from_name(profile)
+        .with_context(|| format!("unknown network profile {profile:?} (have: local, lan, wan)"))?;
     let plan = match model {
         "mlp" => veil_model::zoo::random_mlp("mlp", &[784, 128, 128, 10], 0)?,
         "cnn6" => veil_model::zoo::random_cnn6(0)?,
@@ -544,6 +553,8 @@ fn bench(
         "1".into(),
         "--json".into(),
         "--insecure-plain-tcp".into(),
+        "--profile".into(),
+        profile.into(),
     ])?;
     let client = spawn(vec![
         "party".into(),
@@ -563,6 +574,8 @@ fn bench(
         (repetitions + 1).to_string(),
         "--json".into(),
         "--insecure-plain-tcp".into(),
+        "--profile".into(),
+        profile.into(),
     ])?;
     let read = |child: std::process::Child, who: &str| -> Result<serde_json::Value> {
         let output = child.wait_with_output()?;
@@ -612,7 +625,8 @@ fn bench(
         "peak_rss_bytes": peak,
         "tls": false,
         "threads_compute": 1,
-        "threads_io": 1,
+        "threads_io": if network == NetworkProfile::Local { 1 } else { 2 },
+        "rounds_times_rtt_s": client_report["rounds"].as_u64().unwrap_or(0) as f64 * network.round_trip().as_secs_f64(),
         "kernel": veil_core::kernels::Kernel::detect().name(),
         "max_abs_err": max_abs_err,
     });
