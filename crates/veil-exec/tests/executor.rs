@@ -339,3 +339,71 @@ fn max_pool_exhaustive_on_an_8_bit_domain() {
         assert_eq!(secure[index], (*a.max(b)) as f32 * ulp, "max({a}, {b})");
     }
 }
+
+/// Runs the client of `plan` against a fake server that receives `frames_before` frames
+/// then either vanishes or answers with garbage; returns the client's error.
+fn client_against_faulty_server(
+    plan: &Plan,
+    frames_before: usize,
+    garbage: Option<Vec<u8>>,
+) -> String {
+    use veil_net::Channel;
+    let weight_seed = Seed::random().unwrap();
+    let public = plan.public.clone();
+    let fixed_point = public.fixed_point().unwrap();
+    let dealer = Arc::new(veil_exec::dealer_parameters(&public, &weight_seed, 3));
+    let mut generator = MaterialGenerator::new(fixed_point, dealer).unwrap();
+    veil_exec::run(&mut generator, &public, 1, None).unwrap();
+    let (_, client_material) = generator.finish();
+    let server_parameters = veil_exec::server_parameters(plan, &weight_seed, 3).unwrap();
+    let client_parameters = ClientParameters::new(server_parameters.masked_weights());
+    let (mut server_channel, client_channel) = memory_pair();
+    let server = thread::spawn(move || {
+        for _ in 0..frames_before {
+            server_channel.recv().unwrap();
+        }
+        if let Some(garbage) = garbage {
+            server_channel.send(&garbage).unwrap();
+            // Stay until the client has read the garbage.
+            let _ = server_channel.recv();
+        }
+    });
+    let input = vec![0.25f32; public.input_len()];
+    let encoded = veil_exec::encode_input(&public, &input, 1).unwrap();
+    let mut party = Party::new(
+        client_channel,
+        fixed_point,
+        client_material,
+        PartyParameters::Client(Arc::new(client_parameters)),
+        &SessionLedger::default(),
+    )
+    .unwrap();
+    let error = veil_exec::run(&mut party, &public, 1, Some(&encoded))
+        .unwrap_err()
+        .to_string();
+    drop(party);
+    server.join().unwrap();
+    error
+}
+
+#[test]
+fn a_server_that_vanishes_mid_convolution_is_a_clear_error() {
+    let mut prg = Prg::new(&Seed::random().unwrap());
+    let plan = cnn_plan(&mut prg);
+    // The server takes the first convolution's masked input, then disappears.
+    let error = client_against_faulty_server(&plan, 1, None);
+    assert!(error.contains("peer closed"), "{error}");
+}
+
+#[test]
+fn garbage_from_the_server_is_a_clear_error() {
+    let mut prg = Prg::new(&Seed::random().unwrap());
+    let plan = cnn_plan(&mut prg);
+    for garbage in [vec![], vec![0xff; 3], vec![0x42; 1 << 16]] {
+        let error = client_against_faulty_server(&plan, 2, Some(garbage));
+        assert!(
+            error.contains("peer misbehaved") && error.contains("bytes"),
+            "{error}"
+        );
+    }
+}
