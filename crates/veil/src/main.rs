@@ -68,6 +68,10 @@ enum Commands {
         /// Output directory.
         #[arg(long, default_value = ".")]
         out: PathBuf,
+        /// Calibration inputs (numbers, a whole number of samples): comparison bit-widths
+        /// are set from the ranges they reach, with 8× headroom. 64 bits when absent.
+        #[arg(long)]
+        calibrate: Option<PathBuf>,
     },
     /// Trains the digits MLP on the bundled data and compiles it.
     TrainDigits {
@@ -134,6 +138,9 @@ enum Commands {
         /// Network profile (only `local` so far).
         #[arg(long, default_value = "local")]
         profile: String,
+        /// Set comparison bit-widths by calibration on 16 other random inputs.
+        #[arg(long)]
+        calibrated: bool,
         /// Measured repetitions after one warm-up.
         #[arg(long, default_value_t = 5)]
         repetitions: usize,
@@ -173,11 +180,16 @@ fn run_command(arguments: Arguments) -> Result<()> {
             weights,
             approx,
             out,
+            calibrate,
         } => {
             let architecture = veil_model::import::Architecture::from_json(&read_text(&arch)?)?;
             let weights = std::fs::read(&weights)
                 .with_context(|| format!("reading {}", weights.display()))?;
-            let plan = veil_model::import::compile(&architecture, &weights, &approx)?;
+            let mut plan = veil_model::import::compile(&architecture, &weights, &approx)?;
+            if let Some(path) = calibrate {
+                let samples = read_numbers(&path)?;
+                calibrate_plan(&mut plan, &samples)?;
+            }
             let (full, public) = plan.save(&out)?;
             println!(
                 "wrote {} (server) and {} (client, dealer); public-plan hash {}",
@@ -283,8 +295,44 @@ fn run_command(arguments: Arguments) -> Result<()> {
             profile,
             repetitions,
             json,
-        } => bench(&model, batch, &setting, &profile, repetitions, json),
+            calibrated,
+        } => bench(
+            &model,
+            batch,
+            &setting,
+            &profile,
+            repetitions,
+            calibrated,
+            json,
+        ),
     }
+}
+
+/// Headroom over the largest calibrated magnitude when choosing comparison bit-widths.
+const CALIBRATION_HEADROOM: f64 = 8.0;
+
+/// Sets comparison bit-widths from calibration samples (a whole number of inputs).
+fn calibrate_plan(plan: &mut Plan, samples: &[f32]) -> Result<()> {
+    let per_sample = plan.public.input_len();
+    if samples.is_empty() || samples.len() % per_sample != 0 {
+        bail!(
+            "calibration data holds {} numbers, not a whole number of {per_sample}-value samples",
+            samples.len()
+        );
+    }
+    let changes = veil_model::plain::calibrate_comparison_bits(
+        plan,
+        samples,
+        samples.len() / per_sample,
+        CALIBRATION_HEADROOM,
+    )?;
+    let widths: Vec<u32> = changes.iter().map(|(_, bits)| *bits).collect();
+    println!(
+        "calibrated {} comparisons on {} samples: bit-widths {widths:?}",
+        changes.len(),
+        samples.len() / per_sample
+    );
+    Ok(())
 }
 
 /// A new mask epoch: seconds since the Unix epoch, so a restarted server never reuses one.
@@ -376,7 +424,8 @@ fn train_digits(out: &Path, data: &Path) -> Result<()> {
         &architecture_text,
     )?;
     let architecture = veil_model::import::Architecture::from_json(&architecture_text)?;
-    let plan = veil_model::import::compile(&architecture, &weights, "exact")?;
+    let mut plan = veil_model::import::compile(&architecture, &weights, "exact")?;
+    calibrate_plan(&mut plan, &train.features)?;
     let (full, public) = plan.save(out)?;
     println!("wrote {} and {}", full.display(), public.display());
     Ok(())
@@ -485,6 +534,7 @@ fn bench(
     setting: &str,
     profile: &str,
     repetitions: usize,
+    calibrated: bool,
     print_json: bool,
 ) -> Result<()> {
     if setting != "dealer" {
@@ -497,6 +547,19 @@ fn bench(
         "cnn6" => veil_model::zoo::random_cnn6(0)?,
         other => bail!("unknown bench model {other:?} (have: mlp, cnn6)"),
     };
+    let mut plan = plan;
+    if calibrated {
+        // Calibration inputs from the bench's input distribution, another seed.
+        let mut calibration = veil_model::zoo::GaussianSampler::new(1);
+        let samples = calibration.normal_vec(plan.public.input_len() * 16, 1.0);
+        let per_sample = plan.public.input_len();
+        veil_model::plain::calibrate_comparison_bits(
+            &mut plan,
+            &samples,
+            samples.len() / per_sample,
+            CALIBRATION_HEADROOM,
+        )?;
+    }
     let directory = std::env::temp_dir().join(format!("veil-bench-{}", std::process::id()));
     std::fs::create_dir_all(&directory)?;
     let (full, public) = plan.save(&directory)?;
@@ -611,6 +674,7 @@ fn bench(
         "setting": setting,
         "profile": profile,
         "batch": batch,
+        "calibrated": calibrated,
         "runs": client_report["runs"],
         "online_s": client_report["online_s"],
         "online_bytes_per_party": client_sent.max(server_sent),
