@@ -22,7 +22,7 @@
 use veil_core::prg::Seed;
 use veil_core::{FixedPoint, RingTensor};
 use veil_model::ir::{Op, pooling_indices};
-use veil_model::plan::ParameterKind;
+use veil_model::plan::{OutputPolicy, ParameterKind};
 use veil_model::{Plan, PublicPlan};
 use veil_mpc::{Cleartext, DealerParameters, Protocol, ServerParameters};
 
@@ -193,7 +193,83 @@ pub fn run<P: Protocol>(
     let output = values[graph.output]
         .as_ref()
         .ok_or_else(|| unreachable_release(graph.output))?;
-    Ok(protocol.reveal_to_client(output)?)
+    match plan.output_policy {
+        OutputPolicy::Logits => Ok(protocol.reveal_to_client(output)?),
+        // Only the label is reconstructed, only at the client.
+        OutputPolicy::Label { bits } => {
+            let label = argmax_rows(protocol, output, &shapes[graph.output], bits)?;
+            Ok(protocol.reveal_to_client(&label)?)
+        }
+    }
+}
+
+/// The index of each row's largest element, as a secret ring integer per row (ties go
+/// to the lower index): a tournament over the columns; each level compares the left
+/// half with the right half (DReLU, one round) and moves the winners' values and indices
+/// with one product (one round).
+fn argmax_rows<P: Protocol>(
+    protocol: &mut P,
+    value: &P::Shared,
+    shape: &[usize],
+    bits: u32,
+) -> Result<P::Shared> {
+    let (rows, columns) = match shape {
+        &[rows, columns] if columns > 0 => (rows, columns),
+        _ => {
+            return Err(veil_model::Error::InvalidGraph {
+                node: 0,
+                reason: format!("the label policy needs a [batch, classes] output, has {shape:?}"),
+            }
+            .into());
+        }
+    };
+    // Column-major blocks: block c holds column c of every row.
+    let column_major: Vec<usize> = (0..columns)
+        .flat_map(|c| (0..rows).map(move |r| r * columns + c))
+        .collect();
+    let mut values = protocol.gather(value, &column_major, &[columns * rows])?;
+    let index_data: Vec<u64> = (0..columns)
+        .flat_map(|c| std::iter::repeat_n(c as u64, rows))
+        .collect();
+    let mut indices = protocol.public(&RingTensor::new(vec![columns * rows], index_data)?)?;
+    let mut count = columns;
+    while count > 1 {
+        let half = count / 2;
+        let block = |range: std::ops::Range<usize>| -> Vec<usize> {
+            (range.start * rows..range.end * rows).collect()
+        };
+        let (left, right) = (block(0..half), block(half..2 * half));
+        let paired = [half * rows];
+        let value_left = protocol.gather(&values, &left, &paired)?;
+        let value_right = protocol.gather(&values, &right, &paired)?;
+        let index_left = protocol.gather(&indices, &left, &paired)?;
+        let index_right = protocol.gather(&indices, &right, &paired)?;
+        let value_difference = protocol.sub(&value_left, &value_right)?;
+        let left_wins = protocol.drelu(&value_difference, bits)?;
+        let index_difference = protocol.sub(&index_left, &index_right)?;
+        // One product moves both: winner = right + d·(left − right).
+        let both_bits = protocol.concat(&[&left_wins, &left_wins])?;
+        let both_differences = protocol.concat(&[&value_difference, &index_difference])?;
+        let moves = protocol.mul(&both_bits, &both_differences)?;
+        let first = |n: usize| -> Vec<usize> { (0..n).collect() };
+        let value_moves = protocol.gather(&moves, &first(half * rows), &paired)?;
+        let index_moves: Vec<usize> = (half * rows..2 * half * rows).collect();
+        let index_moves = protocol.gather(&moves, &index_moves, &paired)?;
+        let value_winners = protocol.add(&value_right, &value_moves)?;
+        let index_winners = protocol.add(&index_right, &index_moves)?;
+        if count % 2 == 1 {
+            let rest = block(2 * half..count);
+            let value_rest = protocol.gather(&values, &rest, &[rows])?;
+            let index_rest = protocol.gather(&indices, &rest, &[rows])?;
+            values = protocol.concat(&[&value_winners, &value_rest])?;
+            indices = protocol.concat(&[&index_winners, &index_rest])?;
+        } else {
+            values = value_winners;
+            indices = index_winners;
+        }
+        count = count.div_ceil(2);
+    }
+    Ok(protocol.reshape(indices, &[rows])?)
 }
 
 /// Max pooling as a comparison tree: the window's k² candidates are stacked, and each
@@ -259,9 +335,12 @@ pub fn encode_input(plan: &PublicPlan, values: &[f32], batch: usize) -> Result<R
     Ok(RingTensor::new(shape, codec.encode_slice(values)?)?)
 }
 
-/// Decodes an output tensor to reals.
+/// Decodes an output tensor to reals (logits), or to class indices (labels).
 pub fn decode_output(plan: &PublicPlan, output: &RingTensor) -> Result<Vec<f32>> {
-    Ok(plan.fixed_point()?.decode_slice(output.data()))
+    Ok(match plan.output_policy {
+        OutputPolicy::Logits => plan.fixed_point()?.decode_slice(output.data()),
+        OutputPolicy::Label { .. } => output.data().iter().map(|&label| label as f32).collect(),
+    })
 }
 
 /// Named encoded tensors.

@@ -407,3 +407,40 @@ fn garbage_from_the_server_is_a_clear_error() {
         );
     }
 }
+
+/// The label policy reveals each row's argmax, equal to the plain argmax whenever the
+/// top two logits are further apart than the error bound; ties go to the lower index.
+#[test]
+fn secure_argmax_matches_the_plain_argmax() {
+    let mut prg = Prg::new(&Seed::random().unwrap());
+    let mut plan = residual_plan(&mut prg);
+    plan.public.output_policy = veil_model::plan::OutputPolicy::Label { bits: 40 };
+    let batch = 16;
+    let input: Vec<f32> = (0..12 * batch).map(|_| gaussian(&mut prg) * 3.0).collect();
+    let mut logits_plan = plan.clone();
+    logits_plan.public.output_policy = veil_model::plan::OutputPolicy::Logits;
+    let plain = run_plain(&logits_plan, &input, batch).unwrap();
+    let bound = veil_exec::error_bound(&plan, &input).unwrap();
+    let labels = secure(&plan, &input, batch);
+    assert_eq!(labels.len(), batch);
+    for (row, label) in plain.chunks(5).zip(&labels) {
+        let mut sorted = row.to_vec();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        if f64::from(sorted[0] - sorted[1]) > 2.0 * bound {
+            assert_eq!(
+                veil_model::plain::argmax_rows(row, 5)[0],
+                *label as usize,
+                "{row:?}"
+            );
+        }
+    }
+    // Exact ties: the lower index wins, as in the plain argmax.
+    let mut tied = plan.clone();
+    for name in ["fc3.weight", "fc3.bias"] {
+        for value in tied.weights.get_mut(name).unwrap() {
+            *value = 0.0;
+        }
+    }
+    let labels = secure(&tied, &input[..12], 1);
+    assert_eq!(labels, vec![0.0]);
+}

@@ -113,6 +113,9 @@ pub struct Architecture {
     pub input: Vec<usize>,
     /// Fixed-point fractional bits (16 when absent).
     pub fractional_bits: Option<u32>,
+    /// What the client learns: `"logits"` (when absent) or `{"label": {"bits": 64}}`.
+    #[serde(default)]
+    pub output: Option<OutputPolicy>,
     /// The layers, in order.
     pub layers: Vec<Layer>,
 }

@@ -196,5 +196,14 @@ pub fn calibrate_comparison_bits(
         }
         changes.push((index, bits));
     }
+    // The label policy compares differences of outputs.
+    if let crate::plan::OutputPolicy::Label { bits } = &mut plan.public.output_policy {
+        let largest = values[graph.output]
+            .iter()
+            .fold(0f64, |m, v| m.max(f64::from(*v).abs()));
+        let magnitude = (largest * 2.0 * headroom * scale).max(1.0);
+        *bits = ((magnitude.log2().ceil() as u32) + 1).clamp(2, 64);
+        changes.push((graph.output, *bits));
+    }
     Ok(changes)
 }

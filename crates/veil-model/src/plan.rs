@@ -51,6 +51,12 @@ pub struct ParameterInfo {
 pub enum OutputPolicy {
     /// The output tensor (logits), to the client only.
     Logits,
+    /// Only the index of each row's largest output (a secure argmax: a comparison tree
+    /// whose comparisons run on `bits` bits).
+    Label {
+        /// Comparison bit-width for the argmax.
+        bits: u32,
+    },
 }
 
 /// The public part of a plan: everything but the weights.

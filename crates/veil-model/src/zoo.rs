@@ -181,6 +181,7 @@ pub fn random_cnn6(seed: u64) -> Result<Plan> {
         name: "cnn6".into(),
         input: vec![3, 32, 32],
         fractional_bits: None,
+        output: None,
         layers,
     };
     compile(

@@ -53,6 +53,10 @@ impl Protocol for Cleartext {
         Ok(value.clone())
     }
 
+    fn public(&mut self, value: &RingTensor) -> Result<RingTensor> {
+        Ok(value.clone())
+    }
+
     fn weight(&mut self, name: &str) -> Result<Arc<RingTensor>> {
         self.weights
             .get(name)

@@ -184,6 +184,10 @@ impl Protocol for MaterialGenerator {
         Ok(ShapeOnly(shape.to_vec()))
     }
 
+    fn public(&mut self, value: &RingTensor) -> Result<ShapeOnly> {
+        Ok(ShapeOnly(value.shape().to_vec()))
+    }
+
     fn weight(&mut self, name: &str) -> Result<Arc<RingTensor>> {
         self.parameters.mask(name)
     }

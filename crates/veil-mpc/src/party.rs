@@ -421,6 +421,13 @@ impl<C: Channel> Protocol for Party<C> {
         }
     }
 
+    fn public(&mut self, value: &RingTensor) -> Result<Share> {
+        Ok(match self.role {
+            PartyRole::Server => self.share(value.clone()),
+            PartyRole::Client => self.share(RingTensor::zeros(value.shape())),
+        })
+    }
+
     fn weight(&mut self, name: &str) -> Result<PartyWeight> {
         Ok(match &self.parameters {
             PartyParameters::Server(parameters) => PartyWeight::Server(parameters.weight(name)?),

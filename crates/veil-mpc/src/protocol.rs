@@ -32,6 +32,9 @@ pub trait Protocol {
     /// client, the simulation) and `None` elsewhere.
     fn input(&mut self, shape: &[usize], value: Option<&RingTensor>) -> Result<Self::Shared>;
 
+    /// A public tensor as a secret (P0 holds it, P1 holds zero; local).
+    fn public(&mut self, value: &RingTensor) -> Result<Self::Shared>;
+
     /// Loads a server-held weight in this role's form (role-specific: DESIGN.md §3).
     fn weight(&mut self, name: &str) -> Result<Self::Weight>;
 

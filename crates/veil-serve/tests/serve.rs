@@ -96,6 +96,41 @@ fn digits_model_agrees_with_plaintext_and_the_dealer_receives_nothing() {
 }
 
 #[test]
+fn digits_cnn_labels_agree_with_plaintext() {
+    let plan = Plan::load(&repository_file("models/digits-cnn/digits-cnn.plan"))
+        .expect("the bundled digits CNN");
+    assert!(matches!(
+        plan.public.output_policy,
+        veil_model::plan::OutputPolicy::Label { .. }
+    ));
+    let data = veil_train::digits::load(&repository_file("data/digits/digits.csv.gz")).unwrap();
+    let (_, test) = veil_train::digits::split(&data, 0.2, 0);
+    let deployment = deploy(&plan, 1, 1);
+    let mut client = Client::connect(
+        plan.public.clone(),
+        &deployment.server_address,
+        &deployment.dealer_address,
+        1,
+        TcpOptions::default(),
+    )
+    .unwrap();
+    let mut agree = 0;
+    for index in 0..test.len() {
+        let plain = run_plain(&plan, test.sample(index), 1).unwrap();
+        let secure = client.query(test.sample(index)).unwrap().output;
+        // The label policy reveals one class index and nothing else.
+        assert_eq!(secure.len(), 1);
+        agree += usize::from(argmax_rows(&plain, 10)[0] == secure[0] as usize);
+    }
+    drop(client);
+    deployment.dealer.join().unwrap().unwrap();
+    let server = deployment.server.join().unwrap().unwrap();
+    assert_eq!(server.failed_sessions, 0);
+    let agreement = agree as f64 / test.len() as f64;
+    assert!(agreement >= 0.995, "agreement {agreement}");
+}
+
+#[test]
 fn a_client_that_vanishes_mid_query_ends_only_its_session() {
     let plan = bundled_plan();
     // The client with the wrong plan never reaches the dealer.

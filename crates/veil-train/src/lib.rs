@@ -1,11 +1,13 @@
-//! veil-train: trains veil's own small MLP classifier on scikit-learn's 8x8 digits, in
-//! pure Rust f32 with hand-written backpropagation, and exports it for `veil compile`.
+//! veil-train: trains veil's own small classifiers (an MLP and a CNN) on scikit-learn's
+//! 8x8 digits, in pure Rust f32 with hand-written backpropagation, and exports them for
+//! `veil compile`.
 //!
 //! # What this crate does not do
 //! No secure (MPC) training or inference, no GPU, no general-purpose autograd and no
-//! layers other than fully connected + ReLU. It uses no ML framework. It does not compile
-//! models: it writes the safetensors weights and the architecture JSON that
-//! [`veil_model::import`] reads.
+//! layers beyond the two fixed architectures: fully connected + ReLU, and the CNN of
+//! [`cnn`] (3×3 convolutions, ReLU, 2×2 max and average pools, one linear layer). It uses
+//! no ML framework. It does not compile models: it writes the safetensors weights and the
+//! architecture JSON that [`veil_model::import`] reads.
 //!
 //! # Overview
 //! - [`digits::load`] reads `data/digits/digits.csv.gz` into a [`digits::Dataset`]
@@ -16,6 +18,11 @@
 //! - [`mlp::Mlp::to_safetensors`] and [`mlp::Mlp::architecture_json`] produce the two
 //!   inputs of [`veil_model::import::compile`]; tensors are named `fc1.weight`,
 //!   `fc1.bias`, `fc2.weight`, … in PyTorch's `[out, in]` layout.
+//! - [`cnn::train`] trains a [`cnn::Cnn`] (`conv2d 1→8 → ReLU → max_pool2d → conv2d 8→16 →
+//!   ReLU → avg_pool2d → linear 64→10`) from a [`cnn::CnnConfig`] the same way (97.8% test
+//!   accuracy on the seed-0 split in about 3 s); [`cnn::Cnn::to_safetensors`] and
+//!   [`cnn::Cnn::architecture_json`] export it with `conv2d`, `max_pool2d` and
+//!   `avg_pool2d` layers, which veil's compiler must support to compile it.
 //!
 //! ```
 //! use veil_train::digits::{Dataset, FEATURES};
@@ -44,6 +51,7 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod cnn;
 pub mod digits;
 mod error;
 pub mod mlp;

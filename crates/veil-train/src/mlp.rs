@@ -182,7 +182,7 @@ impl Mlp {
 }
 
 /// The index of the largest value (the first one on ties; 0 for an empty slice).
-fn argmax(values: &[f32]) -> usize {
+pub(crate) fn argmax(values: &[f32]) -> usize {
     values
         .iter()
         .enumerate()

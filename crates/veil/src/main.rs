@@ -10,13 +10,15 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use veil_model::plain::{argmax_rows, run_plain};
+use veil_model::plan::OutputPolicy;
 use veil_model::{Plan, PublicPlan};
 use veil_net::{NetworkProfile, TcpOptions, dangerous_listen_insecure};
 use veil_serve::roles::{Client, QueryReport, ServerState, peak_rss_bytes, run_dealer, run_server};
 
-/// The bundled digits model and data, relative to the repository root.
-const BUNDLED_MODEL_DIR: &str = "models/digits-mlp";
-const BUNDLED_MODEL_NAME: &str = "digits-mlp";
+/// The bundled digits models and data, relative to the repository root; the demo serves
+/// the CNN.
+const BUNDLED_MODELS: &str = "models";
+const DEMO_MODEL: &str = "digits-cnn";
 const DIGITS_DATA: &str = "data/digits/digits.csv.gz";
 /// The train/test split of the digits set (seed and test fraction) used by training and the demo.
 const DIGITS_SPLIT_SEED: u64 = 0;
@@ -40,13 +42,22 @@ enum RoleArgument {
     Dealer,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DigitsModel {
+    Cnn,
+    Mlp,
+}
+
 #[derive(Subcommand)]
 enum Commands {
     /// Runs every role on this machine over loopback and serves the bundled digits test set securely.
     Demo {
-        /// The directory holding digits-mlp.plan and digits-mlp.public.plan.
-        #[arg(long, default_value = BUNDLED_MODEL_DIR)]
-        model_dir: PathBuf,
+        /// The bundled model to serve: digits-cnn or digits-mlp.
+        #[arg(long, default_value = DEMO_MODEL)]
+        model: String,
+        /// The directory holding the bundled models.
+        #[arg(long, default_value = BUNDLED_MODELS)]
+        models: PathBuf,
         /// The digits data file.
         #[arg(long, default_value = DIGITS_DATA)]
         data: PathBuf,
@@ -75,8 +86,14 @@ enum Commands {
     },
     /// Trains the digits MLP on the bundled data and compiles it.
     TrainDigits {
-        /// Output directory for the safetensors, the architecture and the plans.
-        #[arg(long, default_value = BUNDLED_MODEL_DIR)]
+        /// Which model: cnn or mlp.
+        #[arg(long, value_enum, default_value = "cnn")]
+        model: DigitsModel,
+        /// What the client learns: label or logits.
+        #[arg(long, default_value = "label")]
+        output: String,
+        /// Output directory (a folder digits-MODEL is made in it).
+        #[arg(long, default_value = BUNDLED_MODELS)]
         out: PathBuf,
         /// The digits data file.
         #[arg(long, default_value = DIGITS_DATA)]
@@ -171,10 +188,11 @@ fn run_command(arguments: Arguments) -> Result<()> {
     }
     match arguments.command {
         Commands::Demo {
-            model_dir,
+            model,
+            models,
             data,
             limit,
-        } => demo(&model_dir, &data, limit),
+        } => demo(&model, &models, &data, limit),
         Commands::Compile {
             arch,
             weights,
@@ -199,7 +217,12 @@ fn run_command(arguments: Arguments) -> Result<()> {
             );
             Ok(())
         }
-        Commands::TrainDigits { out, data } => train_digits(&out, &data),
+        Commands::TrainDigits {
+            model,
+            output,
+            out,
+            data,
+        } => train_digits(model, &output, &out, &data),
         Commands::Party {
             role,
             listen,
@@ -396,37 +419,58 @@ fn client_report_json(reports: &[QueryReport], setup_bytes: u64) -> serde_json::
     })
 }
 
-fn train_digits(out: &Path, data: &Path) -> Result<()> {
+fn train_digits(kind: DigitsModel, output: &str, out: &Path, data: &Path) -> Result<()> {
+    let output_policy = match output {
+        "label" => OutputPolicy::Label { bits: 64 },
+        "logits" => OutputPolicy::Logits,
+        other => bail!("unknown output policy {other:?} (have: label, logits)"),
+    };
     let dataset = veil_train::digits::load(data)?;
     let (train, test) =
         veil_train::digits::split(&dataset, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED);
-    let config = veil_train::mlp::TrainingConfig::default();
     let started = Instant::now();
-    let (model, losses) = veil_train::mlp::train(&train, &config);
+    let (name, weights, architecture_text, train_accuracy, test_accuracy) = match kind {
+        DigitsModel::Mlp => {
+            let (model, _) =
+                veil_train::mlp::train(&train, &veil_train::mlp::TrainingConfig::default());
+            let name = "digits-mlp";
+            (
+                name,
+                model.to_safetensors()?,
+                model.architecture_json(name),
+                model.accuracy(&train),
+                model.accuracy(&test),
+            )
+        }
+        DigitsModel::Cnn => {
+            let (model, _) = veil_train::cnn::train(&train, &veil_train::cnn::CnnConfig::default());
+            let name = "digits-cnn";
+            (
+                name,
+                model.to_safetensors()?,
+                model.architecture_json(name),
+                model.accuracy(&train),
+                model.accuracy(&test),
+            )
+        }
+    };
     println!(
-        "trained {:?} for {} epochs in {:.1} s: final loss {:.4}, train accuracy {:.4}, test accuracy {:.4}",
-        model.sizes,
-        config.epochs,
-        started.elapsed().as_secs_f64(),
-        losses.last().copied().unwrap_or(f32::NAN),
-        model.accuracy(&train),
-        model.accuracy(&test)
+        "trained {name} in {:.1} s: train accuracy {train_accuracy:.4}, test accuracy {test_accuracy:.4}",
+        started.elapsed().as_secs_f64()
     );
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let weights = model.to_safetensors()?;
-    let architecture_text = model.architecture_json(BUNDLED_MODEL_NAME);
+    let directory = out.join(name);
+    std::fs::create_dir_all(&directory)
+        .with_context(|| format!("creating {}", directory.display()))?;
+    std::fs::write(directory.join(format!("{name}.safetensors")), &weights)?;
     std::fs::write(
-        out.join(format!("{BUNDLED_MODEL_NAME}.safetensors")),
-        &weights,
-    )?;
-    std::fs::write(
-        out.join(format!("{BUNDLED_MODEL_NAME}.arch.json")),
+        directory.join(format!("{name}.arch.json")),
         &architecture_text,
     )?;
     let architecture = veil_model::import::Architecture::from_json(&architecture_text)?;
     let mut plan = veil_model::import::compile(&architecture, &weights, "exact")?;
+    plan.public.output_policy = output_policy;
     calibrate_plan(&mut plan, &train.features)?;
-    let (full, public) = plan.save(out)?;
+    let (full, public) = plan.save(&directory)?;
     println!("wrote {} and {}", full.display(), public.display());
     Ok(())
 }
@@ -438,10 +482,11 @@ fn loopback_listener() -> Result<(TcpListener, String)> {
     Ok((listener, address))
 }
 
-fn demo(model_dir: &Path, data: &Path, limit: Option<usize>) -> Result<()> {
-    let plan = Plan::load(&model_dir.join(format!("{BUNDLED_MODEL_NAME}.plan")))
+fn demo(model: &str, models: &Path, data: &Path, limit: Option<usize>) -> Result<()> {
+    let model_dir = models.join(model);
+    let plan = Plan::load(&model_dir.join(format!("{model}.plan")))
         .with_context(|| format!("loading the bundled model from {} (run from the repository root, or `veil train-digits`)", model_dir.display()))?;
-    let public = PublicPlan::load(&model_dir.join(format!("{BUNDLED_MODEL_NAME}.public.plan")))?;
+    let public = PublicPlan::load(&model_dir.join(format!("{model}.public.plan")))?;
     if public.hash_hex()? != plan.public.hash_hex()? {
         bail!("the bundled plan and public plan differ; recompile them with `veil train-digits`");
     }
@@ -477,20 +522,25 @@ fn demo(model_dir: &Path, data: &Path, limit: Option<usize>) -> Result<()> {
     let (mut plain_correct, mut secure_correct, mut agree) = (0usize, 0usize, 0usize);
     let mut reports = Vec::with_capacity(count);
     let mut max_error = 0f32;
+    let labels_only = matches!(public.output_policy, OutputPolicy::Label { .. });
     for index in 0..count {
         let sample = test.sample(index);
         let plain = run_plain(&plan, sample, 1)?;
         let report = client.query(sample)?;
         let plain_label = argmax_rows(&plain, classes)[0];
-        let secure_label = argmax_rows(&report.output, classes)[0];
+        let secure_label = if labels_only {
+            report.output[0] as usize
+        } else {
+            max_error = plain
+                .iter()
+                .zip(&report.output)
+                .fold(max_error, |m, (p, s)| m.max((p - s).abs()));
+            argmax_rows(&report.output, classes)[0]
+        };
         let truth = usize::from(test.labels[index]);
         plain_correct += usize::from(plain_label == truth);
         secure_correct += usize::from(secure_label == truth);
         agree += usize::from(plain_label == secure_label);
-        max_error = plain
-            .iter()
-            .zip(&report.output)
-            .fold(max_error, |m, (p, s)| m.max((p - s).abs()));
         reports.push(report);
     }
     let setup_bytes = client.setup_bytes;
@@ -510,7 +560,13 @@ fn demo(model_dir: &Path, data: &Path, limit: Option<usize>) -> Result<()> {
         "agreement           {:.4} ({agree}/{count} predictions equal)",
         agree as f64 / total
     );
-    println!("max |secure − plain| {max_error:.2e} on the logits");
+    if labels_only {
+        println!(
+            "output policy       label: the client learns only the predicted class (secure argmax)"
+        );
+    } else {
+        println!("max |secure − plain| {max_error:.2e} on the logits");
+    }
     println!(
         "per query (batch 1): online median {:.3} ms, client sent {} B, server sent {} B, {} rounds; set-up {} B of masked weights once per client",
         median(&mut online),

@@ -1,5 +1,6 @@
 //! veil-train's integration tests: one binary, one module per topic.
 
+mod cnn;
 mod compile;
 mod digits;
 mod training;
