@@ -27,22 +27,47 @@ pub struct GateKey {
     pub constants: [u64; MAX_PAYLOAD],
 }
 
-/// Generates one gate: `mask` is r (the sum of the parties' mask shares), `bits` is k,
+/// What the dealer derives from a gate's mask: the DCF's threshold α and payload β on
+/// k−1 bits, and the constants (m, m·r) to share.
+#[derive(Clone, Copy)]
+pub struct GateParameters {
+    /// α = r mod 2^(k−1).
+    pub alpha: u64,
+    /// β = (1 − 2m) (DReLU) or (1 − 2m, (1 − 2m)·r) (ReLU).
+    pub beta: [u64; MAX_PAYLOAD],
+    /// (m, m·r) with m = bit k−1 of r.
+    pub constants: [u64; MAX_PAYLOAD],
+}
+
+/// The gate parameters for mask r (the sum of the parties' mask shares) and width k;
 /// `with_product` selects ReLU (payload 2) over DReLU (payload 1).
-pub fn generate(mask: u64, bits: u32, with_product: bool, root_seeds: [u128; 2]) -> GateKey {
+pub fn parameters(mask: u64, bits: u32, with_product: bool) -> GateParameters {
     let low_bits = bits - 1;
     let msb = (mask >> low_bits) & 1;
-    let alpha = mask & low_mask(low_bits);
     let beta_one = 1u64.wrapping_sub(2 * msb);
-    let beta = if with_product {
-        [beta_one, beta_one.wrapping_mul(mask)]
-    } else {
-        [beta_one, 0]
-    };
-    GateKey {
-        corrections: dcf::generate(low_bits, alpha, beta, root_seeds),
+    GateParameters {
+        alpha: mask & low_mask(low_bits),
+        beta: if with_product {
+            [beta_one, beta_one.wrapping_mul(mask)]
+        } else {
+            [beta_one, 0]
+        },
         constants: [msb, msb.wrapping_mul(mask)],
     }
+}
+
+/// Generates one gate (see [`parameters`]) with the parties' DCF root seeds.
+pub fn generate(mask: u64, bits: u32, with_product: bool, root_seeds: [u128; 2]) -> GateKey {
+    let parameters = parameters(mask, bits, with_product);
+    GateKey {
+        corrections: dcf::generate(bits - 1, parameters.alpha, parameters.beta, root_seeds),
+        constants: parameters.constants,
+    }
+}
+
+/// The DCF input of an opened value: its low k−1 bits.
+pub fn dcf_input(opened: u64, bits: u32) -> u64 {
+    split_opened(opened, bits).1
 }
 
 fn low_mask(bits: u32) -> u64 {

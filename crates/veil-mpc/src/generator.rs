@@ -132,21 +132,32 @@ impl MaterialGenerator {
         let server = draw_gate(&mut server_stream, PartyRole::Server, len);
         let client = draw_gate(&mut client_stream, PartyRole::Client, len);
         let payload = if with_product { 2 } else { 1 };
-        let mut corrections = Vec::with_capacity(len * dcf::encoded_words(bits - 1, payload));
+        let mut alphas = Vec::with_capacity(len);
+        let mut betas = Vec::with_capacity(len);
         let mut constants = Vec::with_capacity(len * payload);
         for index in 0..len {
             let mask = server.mask[index].wrapping_add(client.mask[index]);
-            let key = gates::generate(
-                mask,
-                bits,
-                with_product,
-                [server.roots[index], client.roots[index]],
-            );
-            dcf::encode(&key.corrections, payload, &mut corrections);
+            let parameters = gates::parameters(mask, bits, with_product);
+            alphas.push(parameters.alpha);
+            betas.push(parameters.beta);
             for lane in 0..payload {
-                constants.push(key.constants[lane].wrapping_sub(client.constants[index][lane]));
+                constants
+                    .push(parameters.constants[lane].wrapping_sub(client.constants[index][lane]));
             }
         }
+        let mut corrections = Vec::with_capacity(len * dcf::encoded_words(bits - 1, payload));
+        dcf::generate_batch(
+            bits - 1,
+            payload,
+            &alphas,
+            &betas,
+            [&server.roots, &client.roots],
+            &mut corrections,
+        )
+        .ok_or_else(|| crate::Error::ApiMisuse {
+            op: "comparison",
+            detail: format!("no DCF keys for {bits}-bit comparisons"),
+        })?;
         let kind = if with_product {
             MaterialKind::Relu
         } else {

@@ -295,24 +295,26 @@ impl<C: Channel> Party<C> {
                 .collect()
         };
         let party = self.role.index();
+        // One level-synchronous pass over every key of the op.
+        let dcf_inputs: Vec<u64> = opened.iter().map(|&x| gates::dcf_input(x, bits)).collect();
+        let shares = dcf::evaluate_batch(
+            party,
+            bits - 1,
+            payload,
+            &draw.roots,
+            &item[..len * key_words],
+            &dcf_inputs,
+        )
+        .ok_or(PeerMisbehaved::MalformedMaterial(
+            "the comparison keys do not decode",
+        ))?;
         let mut output = Vec::with_capacity(len);
-        for index in 0..len {
-            let corrections = dcf::decode(
-                &item[index * key_words..(index + 1) * key_words],
-                bits - 1,
-                payload,
-            )
-            .ok_or(PeerMisbehaved::MalformedMaterial(
-                "a comparison key does not decode",
-            ))?;
-            let t = gates::evaluate_t(
-                party,
-                draw.roots[index],
-                &corrections,
-                constant_at(index),
-                opened[index],
-                bits,
-            );
+        for (index, share) in shares.iter().enumerate() {
+            let constants = constant_at(index);
+            let t = [
+                constants[0].wrapping_add(share[0]),
+                constants[1].wrapping_add(share[1]),
+            ];
             output.push(if with_product {
                 gates::relu_share(party, opened[index], bits, t[0], t[1], draw.mask[index])
             } else {

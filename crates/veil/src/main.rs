@@ -337,7 +337,7 @@ const CALIBRATION_HEADROOM: f64 = 8.0;
 /// Sets comparison bit-widths from calibration samples (a whole number of inputs).
 fn calibrate_plan(plan: &mut Plan, samples: &[f32]) -> Result<()> {
     let per_sample = plan.public.input_len();
-    if samples.is_empty() || samples.len() % per_sample != 0 {
+    if samples.is_empty() || !samples.len().is_multiple_of(per_sample) {
         bail!(
             "calibration data holds {} numbers, not a whole number of {per_sample}-value samples",
             samples.len()
