@@ -30,6 +30,50 @@ use veil_net::{Channel, ChannelStats, TcpChannel, TcpOptions};
 
 use crate::handshake::{Hello, Role, handshake};
 
+/// Material travels in frames of at most this many bytes, under the channel's frame cap.
+const MATERIAL_CHUNK_BYTES: usize = 64 << 20;
+
+/// The largest material a party accepts for one query (16 GiB).
+const MAX_MATERIAL_BYTES: u64 = 16 << 30;
+
+/// Sends one party's material: a frame with its length, then chunks.
+pub fn send_material(channel: &mut impl Channel, material: PartyMaterial) -> Result<()> {
+    let bytes = material.encode();
+    drop(material);
+    channel.send(&(bytes.len() as u64).to_le_bytes())?;
+    for chunk in bytes.chunks(MATERIAL_CHUNK_BYTES) {
+        channel.send(chunk)?;
+    }
+    Ok(())
+}
+
+/// Receives what [`send_material`] sent, checking the announced length against a cap
+/// before allocating.
+pub fn receive_material(channel: &mut impl Channel) -> Result<PartyMaterial> {
+    let header = channel.recv()?;
+    let length = u64::from_le_bytes(
+        header
+            .as_slice()
+            .try_into()
+            .context("the material header must be 8 bytes")?,
+    );
+    if length > MAX_MATERIAL_BYTES {
+        bail!(
+            "the dealer announced {length} bytes of material, over the cap of {MAX_MATERIAL_BYTES}"
+        );
+    }
+    let length = usize::try_from(length)?;
+    let mut bytes = Vec::with_capacity(length);
+    while bytes.len() < length {
+        let chunk = channel.recv()?;
+        if chunk.is_empty() || bytes.len() + chunk.len() > length {
+            bail!("the dealer's material chunks do not add up to the announced length");
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(PartyMaterial::decode(&bytes)?)
+}
+
 /// How many stale server halves the server burns while looking for a session's half.
 const MAX_STALE_HALVES: usize = 64;
 
@@ -140,8 +184,10 @@ pub fn run_dealer(
                 let mut generator = MaterialGenerator::new(fixed_point, Arc::clone(&parameters))?;
                 run(&mut generator, &plan, batch, None)?;
                 let (server_half, client_half) = generator.finish();
-                server.send(&server_half.encode())?;
-                client.send(&client_half.encode())?;
+                // Each half goes only to its own role; the halves are dropped (and
+                // zeroised) once sent.
+                send_material(&mut server, server_half)?;
+                send_material(&mut client, client_half)?;
                 queries += 1;
             }
             let received = client.stats().since(&after_handshake);
@@ -334,8 +380,7 @@ fn parse_query_start(request: &[u8]) -> Result<(u128, usize)> {
 /// (sessions whose client vanished) are burnt.
 fn take_server_half(dealer: &mut TcpChannel, session_id: u128) -> Result<PartyMaterial> {
     for _ in 0..MAX_STALE_HALVES {
-        let material =
-            PartyMaterial::decode(&dealer.recv().context("waiting for the dealer's material")?)?;
+        let material = receive_material(dealer).context("waiting for the dealer's material")?;
         if material.session_id() == session_id {
             return Ok(material);
         }
@@ -451,12 +496,8 @@ impl Client {
         // Preprocessing first: both parties hold their halves before the timed window.
         let offline_start = Instant::now();
         self.dealer.send(&[])?;
-        let material = PartyMaterial::decode(
-            &self
-                .dealer
-                .recv()
-                .context("waiting for the dealer's material")?,
-        )?;
+        let material =
+            receive_material(&mut self.dealer).context("waiting for the dealer's material")?;
         let offline_seconds = offline_start.elapsed().as_secs_f64();
         let client_material_bytes = material.encoded_len();
         let mut start = material.session_id().to_le_bytes().to_vec();

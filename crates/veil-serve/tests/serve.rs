@@ -166,7 +166,7 @@ fn a_client_that_vanishes_mid_query_ends_only_its_session() {
         veil_serve::handshake::handshake(&mut dealer, &hello, veil_serve::handshake::Role::Dealer)
             .unwrap();
         dealer.send(&[]).unwrap();
-        let material = veil_mpc::PartyMaterial::decode(&dealer.recv().unwrap()).unwrap();
+        let material = veil_serve::roles::receive_material(&mut dealer).unwrap();
         let mut start = material.session_id().to_le_bytes().to_vec();
         start.extend_from_slice(&1u64.to_le_bytes());
         server.send(&start).unwrap();
