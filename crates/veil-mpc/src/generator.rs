@@ -26,17 +26,45 @@ use crate::{Protocol, Result, dcf, gates};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShapeOnly(pub Vec<usize>);
 
+/// Where generated items go as they are made (streaming delivery).
+pub type MaterialSink<'a> = Box<dyn FnMut(PartyRole, MaterialItem) -> Result<()> + 'a>;
+
 /// Generates one query session's material for both parties.
-pub struct MaterialGenerator {
+pub struct MaterialGenerator<'a> {
     fixed_point: FixedPoint,
     parameters: Arc<DealerParameters>,
     /// Seeds shared with the server (index 0) and the client (index 1).
     seeds: [Seed; 2],
     next_op: u32,
     outputs: [PartyMaterial; 2],
+    /// When set, items are handed over as they are made instead of being kept.
+    sink: Option<MaterialSink<'a>>,
 }
 
-impl MaterialGenerator {
+impl<'a> MaterialGenerator<'a> {
+    /// From now on every item goes to `sink` as soon as it is made, so no process holds
+    /// a whole query's material; [`Self::finish`] then returns the halves' headers
+    /// (session, role, seed) without the streamed items.
+    pub fn stream_to(&mut self, sink: MaterialSink<'a>) {
+        self.sink = Some(sink);
+    }
+
+    /// The wire header of one half (its session, role and seed, no items), to send
+    /// before streamed items.
+    pub fn encoded_header(&self, role: PartyRole) -> Vec<u8> {
+        self.outputs[role.index()].encode()
+    }
+
+    fn emit(&mut self, role: PartyRole, item: MaterialItem) -> Result<()> {
+        match &mut self.sink {
+            Some(sink) => sink(role, item),
+            None => {
+                self.outputs[role.index()].push(item);
+                Ok(())
+            }
+        }
+    }
+
     /// A new session with fresh OS-random seeds and session id.
     pub fn new(fixed_point: FixedPoint, parameters: Arc<DealerParameters>) -> Result<Self> {
         let session_id = u128::from_le_bytes(Seed::random()?.to_bytes());
@@ -51,6 +79,7 @@ impl MaterialGenerator {
             seeds,
             next_op: 0,
             outputs,
+            sink: None,
         })
     }
 
@@ -94,11 +123,10 @@ impl MaterialGenerator {
         for (value, c0) in c1.data_mut().iter_mut().zip(&draw.c0) {
             *value = value.wrapping_sub(*c0);
         }
-        self.outputs[0].push(MaterialItem::new(
-            op,
-            MaterialKind::WeightProduct,
-            c1.into_data(),
-        ));
+        self.emit(
+            PartyRole::Server,
+            MaterialItem::new(op, MaterialKind::WeightProduct, c1.into_data()),
+        )?;
         Ok(ShapeOnly(output_shape))
     }
 
@@ -122,7 +150,7 @@ impl MaterialGenerator {
             .zip(&client.c)
             .map(|(c, c1)| c.wrapping_sub(*c1))
             .collect();
-        self.outputs[0].push(MaterialItem::new(op, kind, correction));
+        self.emit(PartyRole::Server, MaterialItem::new(op, kind, correction))?;
         Ok(())
     }
 
@@ -165,8 +193,8 @@ impl MaterialGenerator {
         };
         let mut server_words = corrections.clone();
         server_words.extend_from_slice(&constants);
-        self.outputs[0].push(MaterialItem::new(op, kind, server_words));
-        self.outputs[1].push(MaterialItem::new(op, kind, corrections));
+        self.emit(PartyRole::Server, MaterialItem::new(op, kind, server_words))?;
+        self.emit(PartyRole::Client, MaterialItem::new(op, kind, corrections))?;
         Ok(shape.clone())
     }
 }
@@ -182,7 +210,7 @@ fn elementwise_product(a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
     Ok(a.iter().zip(b).map(|(x, y)| x.wrapping_mul(*y)).collect())
 }
 
-impl Protocol for MaterialGenerator {
+impl Protocol for MaterialGenerator<'_> {
     type Shared = ShapeOnly;
     type Weight = Arc<RingTensor>;
     type Bias = ();
@@ -326,7 +354,10 @@ impl Protocol for MaterialGenerator {
             msb_corrections.push(r_b.wrapping_sub(client.r_b[index]));
         }
         corrections.extend_from_slice(&msb_corrections);
-        self.outputs[0].push(MaterialItem::new(op, MaterialKind::Truncation, corrections));
+        self.emit(
+            PartyRole::Server,
+            MaterialItem::new(op, MaterialKind::Truncation, corrections),
+        )?;
         Ok(value.clone())
     }
 

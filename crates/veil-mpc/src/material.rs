@@ -119,6 +119,37 @@ impl MaterialItem {
     pub fn tag(&self) -> Tag {
         self.tag
     }
+
+    /// The item's words, to send to the party it is for.
+    pub fn words(&self) -> &[u64] {
+        &self.words
+    }
+
+    /// The wire header of a streamed item: op index, kind, word count.
+    pub fn encoded_header(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(ITEM_HEADER_BYTES);
+        bytes.extend_from_slice(&self.tag.op_index.to_le_bytes());
+        bytes.push(self.tag.kind as u8);
+        bytes.extend_from_slice(&self.tag.words.to_le_bytes());
+        bytes
+    }
+
+    /// Reads a streamed item's header: (op index, kind, word count).
+    pub fn decode_header(bytes: &[u8]) -> Result<Tag> {
+        let malformed = |what| Error::PeerMisbehaved(PeerMisbehaved::MalformedMaterial(what));
+        if bytes.len() != ITEM_HEADER_BYTES {
+            return Err(malformed("an item header has the wrong length"));
+        }
+        let mut reader = Reader { bytes, position: 0 };
+        let op_index = reader.u32()?;
+        let kind = MaterialKind::from_byte(reader.u8()?).ok_or(malformed("unknown item kind"))?;
+        let words = reader.u64()?;
+        Ok(Tag {
+            op_index,
+            kind,
+            words,
+        })
+    }
 }
 
 /// One party's material for one query session.
@@ -156,6 +187,18 @@ impl PartyMaterial {
 
     pub(crate) fn push(&mut self, item: MaterialItem) {
         self.items.push_back(item);
+    }
+
+    /// Appends a streamed item whose words arrived after its header.
+    pub fn push_streamed(&mut self, tag: Tag, words: Vec<u64>) -> Result<()> {
+        if words.len() as u64 != tag.words {
+            return Err(PeerMisbehaved::MalformedMaterial(
+                "a streamed item's words do not match its header",
+            )
+            .into());
+        }
+        self.items.push_back(MaterialItem { tag, words });
+        Ok(())
     }
 
     /// The session id (public).

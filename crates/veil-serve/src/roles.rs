@@ -23,8 +23,10 @@ use veil_core::prg::{SEED_BYTES, Seed};
 use veil_exec::{dealer_parameters, run, server_parameters};
 use veil_model::plan::ParameterKind;
 use veil_model::{Plan, PublicPlan};
+use veil_mpc::material::MaterialItem;
 use veil_mpc::{
-    ClientParameters, MaterialGenerator, Party, PartyMaterial, PartyParameters, SessionLedger,
+    ClientParameters, MaterialGenerator, Party, PartyMaterial, PartyParameters, PartyRole,
+    SessionLedger,
 };
 use veil_net::{Channel, ChannelStats, TcpChannel, TcpOptions};
 
@@ -36,42 +38,47 @@ const MATERIAL_CHUNK_BYTES: usize = 64 << 20;
 /// The largest material a party accepts for one query (16 GiB).
 const MAX_MATERIAL_BYTES: u64 = 16 << 30;
 
-/// Sends one party's material: a frame with its length, then chunks.
-pub fn send_material(channel: &mut impl Channel, material: PartyMaterial) -> Result<()> {
-    let bytes = material.encode();
-    drop(material);
-    channel.send(&(bytes.len() as u64).to_le_bytes())?;
-    for chunk in bytes.chunks(MATERIAL_CHUNK_BYTES) {
-        channel.send(chunk)?;
+/// Sends one streamed item: a header frame, then its words in chunks under the frame cap.
+fn send_item(channel: &mut impl Channel, item: &MaterialItem) -> veil_net::Result<()> {
+    channel.send(&item.encoded_header())?;
+    for chunk in item.words().chunks(MATERIAL_CHUNK_BYTES / 8) {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|word| word.to_le_bytes()).collect();
+        channel.send(&bytes)?;
     }
     Ok(())
 }
 
-/// Receives what [`send_material`] sent, checking the announced length against a cap
-/// before allocating.
+/// Receives one party's streamed material: its header, then items until an empty frame.
+/// Every announced size is checked against a cap before allocating.
 pub fn receive_material(channel: &mut impl Channel) -> Result<PartyMaterial> {
-    let header = channel.recv()?;
-    let length = u64::from_le_bytes(
-        header
-            .as_slice()
-            .try_into()
-            .context("the material header must be 8 bytes")?,
-    );
-    if length > MAX_MATERIAL_BYTES {
-        bail!(
-            "the dealer announced {length} bytes of material, over the cap of {MAX_MATERIAL_BYTES}"
-        );
-    }
-    let length = usize::try_from(length)?;
-    let mut bytes = Vec::with_capacity(length);
-    while bytes.len() < length {
-        let chunk = channel.recv()?;
-        if chunk.is_empty() || bytes.len() + chunk.len() > length {
-            bail!("the dealer's material chunks do not add up to the announced length");
+    let mut material = PartyMaterial::decode(&channel.recv()?)?;
+    let mut total_words: u64 = 0;
+    loop {
+        let header = channel.recv()?;
+        if header.is_empty() {
+            return Ok(material);
         }
-        bytes.extend_from_slice(&chunk);
+        let tag = MaterialItem::decode_header(&header)?;
+        total_words = total_words.saturating_add(tag.words);
+        if total_words.saturating_mul(8) > MAX_MATERIAL_BYTES {
+            bail!("the dealer's material exceeds the cap of {MAX_MATERIAL_BYTES} bytes per query");
+        }
+        let expected = usize::try_from(tag.words)?;
+        let mut words = Vec::with_capacity(expected);
+        while words.len() < expected {
+            let chunk = channel.recv()?;
+            if chunk.is_empty() || chunk.len() % 8 != 0 || words.len() + chunk.len() / 8 > expected
+            {
+                bail!("the dealer's item chunks do not match the item's announced size");
+            }
+            words.extend(chunk.chunks_exact(8).map(|bytes| {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(bytes);
+                u64::from_le_bytes(word)
+            }));
+        }
+        material.push_streamed(tag, words)?;
     }
-    Ok(PartyMaterial::decode(&bytes)?)
 }
 
 /// How many stale server halves the server burns while looking for a session's half.
@@ -181,13 +188,23 @@ pub fn run_dealer(
                     Err(veil_net::Error::PeerClosed) => break,
                     Err(error) => return Err(error.into()),
                 }
+                // Material is generated and delivered op by op: each item goes only to
+                // its own role as soon as it is made, and is dropped (zeroised) once sent.
                 let mut generator = MaterialGenerator::new(fixed_point, Arc::clone(&parameters))?;
+                server.send(&generator.encoded_header(PartyRole::Server))?;
+                client.send(&generator.encoded_header(PartyRole::Client))?;
+                let (server_link, client_link) = (&mut server, &mut client);
+                generator.stream_to(Box::new(move |role, item| {
+                    let link: &mut TcpChannel = match role {
+                        PartyRole::Server => server_link,
+                        PartyRole::Client => client_link,
+                    };
+                    send_item(link, &item).map_err(veil_mpc::Error::from)
+                }));
                 run(&mut generator, &plan, batch, None)?;
-                let (server_half, client_half) = generator.finish();
-                // Each half goes only to its own role; the halves are dropped (and
-                // zeroised) once sent.
-                send_material(&mut server, server_half)?;
-                send_material(&mut client, client_half)?;
+                drop(generator);
+                server.send(&[])?;
+                client.send(&[])?;
                 queries += 1;
             }
             let received = client.stats().since(&after_handshake);
