@@ -1,10 +1,12 @@
-//! Throughput of the u64 GEMM and convolution kernels, every available kernel side by side.
+//! Throughput of the u64 GEMM and convolution kernels, every available kernel side by side
+//! (`scalar`, and `avx2` and `avx512` where the CPU has them; see `Kernel::available`).
 //!
 //! IDs read `gemm_u64/<kernel>/<m>x<k>x<n>` and `conv2d_u64/<kernel>/<geometry>`. The
 //! throughput is counted in multiply-accumulates, so criterion's `Melem/s` is MMAC/s.
+//! `VEIL_KERNEL` has no effect here: every kernel is benchmarked explicitly.
 //!
-//! Run with `cargo bench -p veil-core --bench gemm`; add `-- avx2` (or any ID substring) to
-//! filter.
+//! Run with `cargo bench -p veil-core --bench gemm`; add `-- avx512` (or any ID substring)
+//! to filter.
 
 use std::hint::black_box;
 use std::time::Duration;

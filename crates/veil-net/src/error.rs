@@ -46,6 +46,26 @@ pub enum Error {
         /// The refused address.
         address: String,
     },
+    /// A TLS failure: bad certificates, a failed handshake, a broken session.
+    #[error(
+        "TLS ({context}): {reason}; check that both parties use certificates from the same deployment CA"
+    )]
+    Tls {
+        /// What was being done.
+        context: &'static str,
+        /// The TLS library's message (no key material).
+        reason: String,
+    },
+    /// The peer's certificate states another role than this connection needs.
+    #[error(
+        "the peer's certificate is for role {found}, but this connection needs {expected}; refused"
+    )]
+    WrongPeerRole {
+        /// The roles that were acceptable.
+        expected: String,
+        /// The role the certificate states.
+        found: &'static str,
+    },
     /// An operating-system I/O error.
     #[error("{context}: {source}")]
     Io {

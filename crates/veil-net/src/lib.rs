@@ -27,6 +27,7 @@ mod frame;
 mod memory;
 mod shaping;
 mod tcp;
+pub mod tls;
 
 pub use error::{Error, Result};
 pub use frame::{DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_BYTES};

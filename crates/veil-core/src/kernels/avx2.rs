@@ -46,7 +46,7 @@ use super::scalar::{self, MR, NR, TileDestination};
 pub(super) fn gemm_u64(m: usize, k: usize, n: usize, a: &[u64], b: &[u64], c: &mut [u64]) {
     // The closure inherits this function's target features, and `blocked_gemm` is
     // `#[inline(always)]`, so the whole loop nest is compiled for AVX2.
-    scalar::blocked_gemm(m, k, n, a, b, c, |a_panel, b_panel, destination| {
+    scalar::blocked_gemm::<MR, NR, _>(m, k, n, a, b, c, |a_panel, b_panel, destination| {
         micro_kernel(a_panel, b_panel, destination);
     });
 }

@@ -12,28 +12,38 @@
 //! guarantees that, because it is taken as `&mut [u64]` and the inputs as `&[u64]`.
 //!
 //! # Kernels and dispatch
-//! [`gemm_u64`] is a Goto/BLIS-style blocked GEMM: it packs `B` into `k × 4` column
-//! panels and `A` into `6 × k` row panels (zero-padding ragged edges) and runs a 6×4
-//! register micro-kernel over them. Two micro-kernels exist, named by [`Kernel`]:
+//! [`gemm_u64`] is a Goto/BLIS-style blocked GEMM: it packs `B` into `k × NR` column
+//! panels and `A` into `MR × k` row panels (zero-padding ragged edges) and runs an
+//! `MR × NR` register micro-kernel over them. Three micro-kernels exist, named by
+//! [`Kernel`]:
 //!
-//! - [`Kernel::Scalar`]: portable Rust (`wrapping_mul`/`wrapping_add`), on every target.
-//! - [`Kernel::Avx2`]: x86_64 AVX2 intrinsics. AVX2 has no 64-bit multiply, so it splits
-//!   `a·b mod 2^64 = lo(a)·lo(b) + 2^32·(lo(a)·hi(b) + hi(a)·lo(b))`: the first term comes
-//!   from `vpmuludq` into 64-bit accumulators, both cross terms from one `vpmulld` into
-//!   32-bit accumulators, folded together once per tile.
+//! - [`Kernel::Scalar`]: portable Rust (`wrapping_mul`/`wrapping_add`), on every target;
+//!   6×4 tiles.
+//! - [`Kernel::Avx2`]: x86_64 AVX2 intrinsics, 6×4 tiles. AVX2 has no 64-bit multiply, so
+//!   it splits `a·b mod 2^64 = lo(a)·lo(b) + 2^32·(lo(a)·hi(b) + hi(a)·lo(b))`: the first
+//!   term comes from `vpmuludq` into 64-bit accumulators, both cross terms from one
+//!   `vpmulld` into 32-bit accumulators, folded together once per tile.
+//! - [`Kernel::Avx512`]: x86_64 AVX-512F + AVX-512DQ intrinsics, 8×16 tiles (two zmm
+//!   registers per row). AVX-512DQ multiplies 64-bit lanes directly (`vpmullq`), so each
+//!   8 multiply-accumulates are one `vpmullq` and one `vpaddq`.
 //!
-//! [`Kernel::detect`] picks the best kernel once per process (at run time, so one binary
-//! runs everywhere; the repository never sets `target-cpu=native`). Setting the
-//! environment variable `VEIL_KERNEL=scalar` forces the portable kernel, which is how CI
-//! exercises the fallback on AVX2 machines.
+//! [`Kernel::detect`] picks the fastest kernel the CPU supports (AVX-512, then AVX2, then
+//! scalar) once per process, at run time, so one binary runs everywhere; the repository
+//! never sets `target-cpu=native`. The environment variable `VEIL_KERNEL` overrides the
+//! choice: `VEIL_KERNEL=scalar` forces the portable kernel (how CI exercises the fallback
+//! on SIMD machines), `VEIL_KERNEL=avx2` forces the AVX2 kernel on an AVX-512 machine,
+//! and `VEIL_KERNEL=avx512` names the default there. A kernel the CPU lacks, or an unknown
+//! name, is ignored.
 //!
 //! Convolution ([`conv2d_u64`]) lowers to the same GEMM through im2col.
 //!
 //! # Unsafe code
 //! This module tree holds all of veil-core's `unsafe`. It is used for two things only:
-//! calling the `#[target_feature(enable = "avx2")]` kernel after [`Kernel::detect`] (or
-//! [`Kernel::available`]) has seen AVX2 on this CPU, and the vector loads and stores
-//! inside that kernel, each from or to a slice whose length has been checked.
+//! calling the `#[target_feature(enable = "avx2")]` and
+//! `#[target_feature(enable = "avx512f,avx512dq")]` kernels after the same run-time check
+//! that [`Kernel::detect`] and [`Kernel::available`] use has seen those features on this
+//! CPU, and the vector loads and stores inside the kernels, each from or to an array of
+//! exactly the vector's size.
 //!
 //! # Secrets
 //! The kernels run in time independent of the values (no branch or address depends on
@@ -44,6 +54,8 @@ mod scalar;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 use std::sync::OnceLock;
 
@@ -61,25 +73,32 @@ pub enum Kernel {
     Scalar,
     /// x86_64 AVX2 intrinsics (Intel Haswell, AMD Excavator/Zen and later).
     Avx2,
+    /// x86_64 AVX-512F + AVX-512DQ intrinsics (Intel Skylake-SP, Ice Lake, Sapphire
+    /// Rapids, AMD Zen 4 and later).
+    Avx512,
 }
 
 impl Kernel {
-    /// The kernel [`gemm_u64`] uses: the fastest one this CPU can run.
+    /// The kernel [`gemm_u64`] uses: the fastest one this CPU can run, i.e. the last of
+    /// [`Kernel::available`] ([`Kernel::Avx512`], else [`Kernel::Avx2`], else
+    /// [`Kernel::Scalar`]).
     ///
     /// It is detected once per process (the result is cached in a `OnceLock`) with
-    /// `is_x86_feature_detected!("avx2")`. If the environment variable `VEIL_KERNEL` is
-    /// `scalar` when it is first called, [`Kernel::Scalar`] is chosen instead; any other
-    /// value (including `avx2` on a CPU without AVX2) is ignored.
+    /// `is_x86_feature_detected!`. If the environment variable `VEIL_KERNEL` names an
+    /// available kernel (`scalar`, `avx2` or `avx512`, any case) when it is first called,
+    /// that kernel is chosen instead; any other value (including `avx512` on a CPU without
+    /// AVX-512) is ignored.
     #[must_use]
     pub fn detect() -> Kernel {
         static DETECTED: OnceLock<Kernel> = OnceLock::new();
         *DETECTED.get_or_init(|| {
             let requested = std::env::var("VEIL_KERNEL").ok();
-            select_kernel(requested.as_deref(), avx2_available())
+            select_kernel(requested.as_deref(), &Kernel::available())
         })
     }
 
-    /// Every kernel this CPU can run, [`Kernel::Scalar`] first. Unlike [`Kernel::detect`]
+    /// Every kernel this CPU can run, slowest first: [`Kernel::Scalar`], then
+    /// [`Kernel::Avx2`] and [`Kernel::Avx512`] where supported. Unlike [`Kernel::detect`]
     /// it ignores `VEIL_KERNEL`; benches and cross-check tests iterate over it.
     #[must_use]
     pub fn available() -> Vec<Kernel> {
@@ -87,28 +106,37 @@ impl Kernel {
         if avx2_available() {
             kernels.push(Kernel::Avx2);
         }
+        if avx512_available() {
+            kernels.push(Kernel::Avx512);
+        }
         kernels
     }
 
-    /// The kernel's lowercase name (`"scalar"`, `"avx2"`), as used by `VEIL_KERNEL` and
-    /// in benchmark IDs.
+    /// The kernel's lowercase name (`"scalar"`, `"avx2"`, `"avx512"`), as used by
+    /// `VEIL_KERNEL` and in benchmark IDs.
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Scalar => "scalar",
             Kernel::Avx2 => "avx2",
+            Kernel::Avx512 => "avx512",
         }
     }
 }
 
 /// The selection rule behind [`Kernel::detect`], kept pure so that it can be tested
-/// without touching the process environment.
-fn select_kernel(requested: Option<&str>, avx2: bool) -> Kernel {
-    match requested {
-        Some(name) if name.eq_ignore_ascii_case("scalar") => Kernel::Scalar,
-        _ if avx2 => Kernel::Avx2,
-        _ => Kernel::Scalar,
-    }
+/// without touching the process environment or the CPU: the `available` kernel that
+/// `requested` names (ignoring ASCII case), else the last (fastest) `available` one.
+fn select_kernel(requested: Option<&str>, available: &[Kernel]) -> Kernel {
+    let forced = requested.and_then(|name| {
+        available
+            .iter()
+            .copied()
+            .find(|kernel| kernel.name().eq_ignore_ascii_case(name))
+    });
+    forced
+        .or_else(|| available.last().copied())
+        .unwrap_or(Kernel::Scalar)
 }
 
 /// Whether this CPU supports AVX2. The standard library caches the answer, so this is a
@@ -117,6 +145,20 @@ fn avx2_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether this CPU (and OS) supports AVX-512F and AVX-512DQ, which the AVX-512 kernel
+/// needs (`vpmullq` is AVX-512DQ). Cached like [`avx2_available`].
+fn avx512_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512dq")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -140,9 +182,9 @@ pub fn gemm_u64(m: usize, k: usize, n: usize, a: &[u64], b: &[u64], c: &mut [u64
 
 /// `C = A·B mod 2^64` with an explicitly chosen kernel; otherwise exactly [`gemm_u64`].
 ///
-/// If `kernel` is not in [`Kernel::available`] (e.g. [`Kernel::Avx2`] on a CPU without
-/// AVX2, or on another architecture) the portable [`Kernel::Scalar`] runs instead, so
-/// the result is always the same.
+/// If `kernel` is not in [`Kernel::available`] (e.g. [`Kernel::Avx512`] on a CPU without
+/// AVX-512, or [`Kernel::Avx2`] on another architecture) the portable [`Kernel::Scalar`]
+/// runs instead, so the result is always the same.
 ///
 /// # Errors
 /// As [`gemm_u64`].
@@ -178,6 +220,14 @@ pub(crate) fn gemm_u64_unchecked(
 ) {
     match kernel {
         #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 if avx512_available() => {
+            // SAFETY: `avx512::gemm_u64` is a safe function apart from its
+            // `#[target_feature(enable = "avx512f,avx512dq")]`, and this arm runs only when
+            // `avx512_available()` (the same check `Kernel::detect` and
+            // `Kernel::available` use) has just seen AVX-512F and AVX-512DQ on this CPU.
+            unsafe { avx512::gemm_u64(m, k, n, a, b, c) }
+        }
+        #[cfg(target_arch = "x86_64")]
         Kernel::Avx2 if avx2_available() => {
             // SAFETY: `avx2::gemm_u64` is a safe function apart from its
             // `#[target_feature(enable = "avx2")]`, and this arm runs only when
@@ -185,7 +235,7 @@ pub(crate) fn gemm_u64_unchecked(
             // use) has just seen AVX2 on this CPU.
             unsafe { avx2::gemm_u64(m, k, n, a, b, c) }
         }
-        Kernel::Scalar | Kernel::Avx2 => scalar::gemm_u64(m, k, n, a, b, c),
+        Kernel::Scalar | Kernel::Avx2 | Kernel::Avx512 => scalar::gemm_u64(m, k, n, a, b, c),
     }
 }
 
@@ -281,13 +331,18 @@ mod tests {
 
     #[test]
     fn every_kernel_matches_naive_on_larger_shapes() {
-        // Cross several blocking boundaries: KC = 256, MC = 72, ragged MR = 6 / NR = 4.
+        // Cross several blocking boundaries: KC = 256, MC = 72, NC = 2048, ragged tiles of
+        // MR = 6 / NR = 4 (scalar, AVX2) and MR = 8 / NR = 16 (AVX-512).
         for (m, k, n) in [
             (130, 300, 75),
             (73, 513, 9),
             (1, 700, 1),
             (7, 1, 257),
             (200, 3, 2),
+            (8, 256, 16),
+            (16, 512, 32),
+            (9, 257, 17),
+            (81, 40, 2065),
         ] {
             for kernel in Kernel::available() {
                 check_against_naive(kernel, m, k, n, (m * k * n) as u64);
@@ -321,18 +376,43 @@ mod tests {
 
     #[test]
     fn selection_honours_environment_override() {
-        assert_eq!(select_kernel(None, true), Kernel::Avx2);
-        assert_eq!(select_kernel(None, false), Kernel::Scalar);
-        assert_eq!(select_kernel(Some("scalar"), true), Kernel::Scalar);
-        assert_eq!(select_kernel(Some("avx2"), false), Kernel::Scalar);
-        assert_eq!(select_kernel(Some("avx2"), true), Kernel::Avx2);
-        assert_eq!(select_kernel(Some("nonsense"), true), Kernel::Avx2);
+        use Kernel::{Avx2, Avx512, Scalar};
+        let all = [Scalar, Avx2, Avx512];
+        let avx2_only = [Scalar, Avx2];
+        let portable = [Scalar];
+        assert_eq!(select_kernel(None, &all), Avx512);
+        assert_eq!(select_kernel(None, &avx2_only), Avx2);
+        assert_eq!(select_kernel(None, &portable), Scalar);
+        assert_eq!(select_kernel(Some("scalar"), &all), Scalar);
+        assert_eq!(select_kernel(Some("SCALAR"), &avx2_only), Scalar);
+        assert_eq!(select_kernel(Some("avx2"), &all), Avx2);
+        assert_eq!(select_kernel(Some("avx2"), &portable), Scalar);
+        assert_eq!(select_kernel(Some("avx512"), &all), Avx512);
+        assert_eq!(select_kernel(Some("avx512"), &avx2_only), Avx2);
+        assert_eq!(select_kernel(Some("nonsense"), &all), Avx512);
+        assert_eq!(select_kernel(Some(""), &avx2_only), Avx2);
+        assert_eq!(select_kernel(None, &[]), Scalar);
     }
 
     #[test]
     fn detected_kernel_is_available() {
-        assert!(Kernel::available().contains(&Kernel::detect()));
-        assert_eq!(Kernel::available()[0], Kernel::Scalar);
+        let available = Kernel::available();
+        assert!(available.contains(&Kernel::detect()));
+        assert_eq!(available[0], Kernel::Scalar);
+        // `VEIL_KERNEL=avx2` (say) forces that kernel where it is available; otherwise
+        // (unset, unknown or unavailable) the fastest one is chosen.
+        let requested = std::env::var("VEIL_KERNEL").ok();
+        let forced = available.iter().find(|kernel| {
+            requested
+                .as_deref()
+                .is_some_and(|name| kernel.name().eq_ignore_ascii_case(name))
+        });
+        match forced {
+            Some(&kernel) => assert_eq!(Kernel::detect(), kernel),
+            None => assert_eq!(Some(&Kernel::detect()), available.last()),
+        }
+        assert_eq!(Kernel::Scalar.name(), "scalar");
         assert_eq!(Kernel::Avx2.name(), "avx2");
+        assert_eq!(Kernel::Avx512.name(), "avx512");
     }
 }

@@ -4,25 +4,28 @@
 //! # Blocking
 //! `C` is computed in column blocks of [`NC`] columns; for each, the depth is cut into
 //! slices of [`KC`]; each `KC × NC` slice of `B` is packed once into column panels of
-//! [`NR`] and reused for every [`MC`]-row block of `A`, which is packed into row panels of
-//! [`MR`]. The micro-kernel then multiplies one `MR × KC` panel of `A` by one `KC × NR`
-//! panel of `B` into an `MR × NR` tile of `C`. The `B` panel (8 KiB) stays in L1 and the
-//! packed `A` block (144 KiB) in L2 while the micro-kernel streams through them.
+//! `NR` and reused for every [`MC`]-row block of `A`, which is packed into row panels of
+//! `MR`. The micro-kernel then multiplies one `MR × KC` panel of `A` by one `KC × NR`
+//! panel of `B` into an `MR × NR` tile of `C`. The tile shape is a const parameter of
+//! [`blocked_gemm`]: the scalar and AVX2 kernels use [`MR`] × [`NR`] = 6×4, whose `B`
+//! panel (8 KiB) stays in L1 and whose packed `A` block (144 KiB) stays in L2 while the
+//! micro-kernel streams through them; the AVX-512 kernel uses a wider tile.
 //!
 //! Packing pads ragged edges with zeros, so the micro-kernel always sees full panels;
 //! only the store of an edge tile into `C` is clipped ([`store_tile`]).
 //!
 //! Everything here is safe code and wraps modulo 2^64.
 
-/// Rows of a micro-kernel tile (and of a packed `A` panel).
+/// Rows of the scalar and AVX2 micro-kernel tile (and of their packed `A` panels).
 pub(super) const MR: usize = 6;
-/// Columns of a micro-kernel tile (and of a packed `B` panel): one AVX2 vector of u64.
+/// Columns of the scalar and AVX2 micro-kernel tile (and of their packed `B` panels): one
+/// AVX2 vector of u64.
 pub(super) const NR: usize = 4;
 /// Depth of one packed slice of `A` and `B`.
 const KC: usize = 256;
-/// Rows of `A` packed at once; a multiple of [`MR`].
+/// Rows of `A` packed at once; a multiple of every kernel's tile height.
 const MC: usize = 72;
-/// Columns of `B` packed at once; a multiple of [`NR`].
+/// Columns of `B` packed at once; a multiple of every kernel's tile width.
 const NC: usize = 2048;
 
 /// Where a micro-kernel writes its tile: `C[row, col] (+)= tile[row][col]` for
@@ -40,7 +43,7 @@ pub(super) struct TileDestination<'a> {
     pub(super) accumulate: bool,
 }
 
-/// Blocked `C = A·B mod 2^64` around a micro-kernel.
+/// Blocked `C = A·B mod 2^64` around an `MR × NR` micro-kernel.
 ///
 /// `micro_kernel(a_panel, b_panel, destination)` receives an `MR × depth` panel of `A`
 /// packed depth-major (`a_panel[p * MR + r] = A[r, p]`, length `MR * depth`) and a
@@ -49,7 +52,7 @@ pub(super) struct TileDestination<'a> {
 ///
 /// Layout as in [`super::gemm_u64`]; panics if a buffer is shorter than its shape.
 #[inline(always)]
-pub(super) fn blocked_gemm<F>(
+pub(super) fn blocked_gemm<const MR: usize, const NR: usize, F>(
     m: usize,
     k: usize,
     n: usize,
@@ -60,6 +63,8 @@ pub(super) fn blocked_gemm<F>(
 ) where
     F: FnMut(&[u64], &[u64], TileDestination<'_>),
 {
+    // The blocks must hold whole panels (this also rules out an empty tile).
+    const { assert!(MC.is_multiple_of(MR) && NC.is_multiple_of(NR)) };
     assert!(
         a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
         "gemm buffers too short"
@@ -77,7 +82,7 @@ pub(super) fn blocked_gemm<F>(
         let columns = NC.min(n - column_block);
         for depth_block in (0..k).step_by(KC) {
             let depth = KC.min(k - depth_block);
-            pack_b(
+            pack_b::<NR>(
                 b,
                 n,
                 depth_block,
@@ -88,7 +93,7 @@ pub(super) fn blocked_gemm<F>(
             );
             for row_block in (0..m).step_by(MC) {
                 let rows = MC.min(m - row_block);
-                pack_a(a, k, row_block, rows, depth_block, depth, &mut packed_a);
+                pack_a::<MR>(a, k, row_block, rows, depth_block, depth, &mut packed_a);
                 let b_panels = packed_b.chunks_exact(NR * depth).take(columns.div_ceil(NR));
                 for (b_index, b_panel) in b_panels.enumerate() {
                     let column = column_block + b_index * NR;
@@ -113,7 +118,7 @@ pub(super) fn blocked_gemm<F>(
 /// Packs `A[row_block .. row_block + rows, depth_block .. depth_block + depth]` (`A` has
 /// `k` columns) into `MR`-row panels, depth-major inside a panel, zero-padding the last
 /// panel's missing rows.
-fn pack_a(
+fn pack_a<const MR: usize>(
     a: &[u64],
     k: usize,
     row_block: usize,
@@ -144,7 +149,7 @@ fn pack_a(
 /// Packs `B[depth_block .. depth_block + depth, column_block .. column_block + columns]`
 /// (`B` has `n` columns) into `NR`-column panels, depth-major inside a panel,
 /// zero-padding the last panel's missing columns.
-fn pack_b(
+fn pack_b<const NR: usize>(
     b: &[u64],
     n: usize,
     depth_block: usize,
@@ -177,7 +182,10 @@ fn pack_b(
 
 /// Stores (or adds, per `destination.accumulate`) the valid part of a computed tile.
 #[inline(always)]
-pub(super) fn store_tile(tile: &[[u64; NR]; MR], destination: TileDestination<'_>) {
+pub(super) fn store_tile<const MR: usize, const NR: usize>(
+    tile: &[[u64; NR]; MR],
+    destination: TileDestination<'_>,
+) {
     let TileDestination {
         c,
         row_stride,
@@ -199,7 +207,7 @@ pub(super) fn store_tile(tile: &[[u64; NR]; MR], destination: TileDestination<'_
 
 /// Portable packed `C = A·B mod 2^64`; contract as in [`super::gemm_u64`].
 pub(super) fn gemm_u64(m: usize, k: usize, n: usize, a: &[u64], b: &[u64], c: &mut [u64]) {
-    blocked_gemm(m, k, n, a, b, c, micro_kernel);
+    blocked_gemm::<MR, NR, _>(m, k, n, a, b, c, micro_kernel);
 }
 
 /// The portable 6×4 micro-kernel: `tile = a_panel · b_panel` with `wrapping_mul` and
@@ -272,13 +280,13 @@ mod tests {
         // A is 7×3: two panels, the second with one real row and five zero rows.
         let a: Vec<u64> = (1..=21).collect();
         let mut packed = vec![u64::MAX; 2 * MR * 3];
-        pack_a(&a, 3, 0, 7, 0, 3, &mut packed);
+        pack_a::<MR>(&a, 3, 0, 7, 0, 3, &mut packed);
         assert_eq!(&packed[..MR], &[1, 4, 7, 10, 13, 16]);
         assert_eq!(&packed[MR * 3..MR * 4], &[19, 0, 0, 0, 0, 0]);
         // B is 2×5: two panels, the second with one real column.
         let b: Vec<u64> = (1..=10).collect();
         let mut packed = vec![u64::MAX; 2 * NR * 2];
-        pack_b(&b, 5, 0, 2, 0, 5, &mut packed);
+        pack_b::<NR>(&b, 5, 0, 2, 0, 5, &mut packed);
         assert_eq!(
             packed,
             vec![1, 2, 3, 4, 6, 7, 8, 9, 5, 0, 0, 0, 10, 0, 0, 0]
