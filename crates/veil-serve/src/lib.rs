@@ -5,8 +5,9 @@
 //! setting, role and public-plan hash before any share moves.
 //!
 //! # What this crate does not do (yet)
-//! Mutual TLS with role-bound certificates, concurrent sessions, a preprocessing pool,
-//! metrics: the serving issue adds them. Plain TCP is loopback-only.
+//! Concurrent sessions, a preprocessing pool, metrics: the serving issue adds them.
+//! Connections are mutual TLS with role-bound certificates ([`transport::Transport`]),
+//! or plain TCP on loopback for tests.
 //!
 //! # Secrets
 //! Logs carry counts, sizes and times only: never a share, weight, input, seed or key.
@@ -14,3 +15,4 @@
 
 pub mod handshake;
 pub mod roles;
+pub mod transport;

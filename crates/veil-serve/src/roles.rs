@@ -14,7 +14,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use tracing::{info, warn};
@@ -28,7 +28,9 @@ use veil_mpc::{
     ClientParameters, MaterialGenerator, Party, PartyMaterial, PartyParameters, PartyRole,
     SessionLedger,
 };
-use veil_net::{Channel, ChannelStats, TcpChannel, TcpOptions};
+use veil_net::{Channel, ChannelStats};
+
+use crate::transport::{Link, Transport};
 
 use crate::handshake::{Hello, Role, handshake};
 
@@ -84,20 +86,6 @@ pub fn receive_material(channel: &mut impl Channel) -> Result<PartyMaterial> {
 /// How many stale server halves the server burns while looking for a session's half.
 const MAX_STALE_HALVES: usize = 64;
 
-fn connect_with_retry(address: &str, options: TcpOptions) -> Result<TcpChannel> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match TcpChannel::dangerous_connect_insecure(address, options) {
-            Ok(channel) => return Ok(channel),
-            Err(error @ veil_net::Error::InsecureNonLoopback { .. }) => return Err(error.into()),
-            Err(error) if Instant::now() > deadline => {
-                return Err(error).with_context(|| format!("connecting to {address}"));
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-}
-
 /// What the dealer saw over its life.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DealerSummary {
@@ -114,7 +102,7 @@ pub fn run_dealer(
     listener: TcpListener,
     plan: PublicPlan,
     max_clients: Option<usize>,
-    options: TcpOptions,
+    transport: &Transport,
 ) -> Result<DealerSummary> {
     let plan_hash = plan.hash_hex()?;
     let fixed_point = plan.fixed_point()?;
@@ -127,7 +115,13 @@ pub fn run_dealer(
     // The first connection that completes a server handshake is the server; anything
     // else that arrives before it is turned away.
     let (mut server, server_hello) = loop {
-        let mut candidate = TcpChannel::dangerous_accept_insecure(&listener, options)?;
+        let mut candidate = match transport.accept(&listener, Role::Server) {
+            Ok(candidate) => candidate,
+            Err(error) => {
+                warn!("dealer: refused a connection while waiting for the server: {error:#}");
+                continue;
+            }
+        };
         match handshake(&mut candidate, &ours(0), Role::Server) {
             Ok(hello) => break (candidate, hello),
             Err(error) => {
@@ -152,10 +146,10 @@ pub fn run_dealer(
     let mut served = 0;
     while max_clients.is_none_or(|max| served < max) {
         served += 1;
-        let mut client = match TcpChannel::dangerous_accept_insecure(&listener, options) {
+        let mut client = match transport.accept(&listener, Role::Client) {
             Ok(client) => client,
             Err(error) => {
-                warn!(%error, "dealer: accepting a client failed");
+                warn!("dealer: refused a client connection: {error:#}");
                 continue;
             }
         };
@@ -195,7 +189,7 @@ pub fn run_dealer(
                 client.send(&generator.encoded_header(PartyRole::Client))?;
                 let (server_link, client_link) = (&mut server, &mut client);
                 generator.stream_to(Box::new(move |role, item| {
-                    let link: &mut TcpChannel = match role {
+                    let link: &mut Link = match role {
                         PartyRole::Server => server_link,
                         PartyRole::Client => client_link,
                     };
@@ -285,18 +279,13 @@ pub fn run_server(
     dealer_address: &str,
     state: ServerState,
     max_clients: Option<usize>,
-    options: TcpOptions,
+    transport: &Transport,
 ) -> Result<ServerSummary> {
-    // `options.profile` shapes the client links only: dealer traffic is not online traffic.
-    let client_options = options;
-    let options = TcpOptions {
-        profile: veil_net::NetworkProfile::Local,
-        ..options
-    };
     let public = &state.plan.public;
     let plan_hash = public.hash_hex()?;
     let fixed_point = public.fixed_point()?;
-    let mut dealer = connect_with_retry(dealer_address, options)?;
+    // A simulated network shapes the client links only: dealer traffic is not online.
+    let mut dealer = transport.unshaped().connect(dealer_address, Role::Dealer)?;
     let hello = Hello {
         role: Role::Server,
         plan_hash: plan_hash.clone(),
@@ -310,10 +299,11 @@ pub fn run_server(
     let mut served = 0;
     while max_clients.is_none_or(|max| served < max) {
         served += 1;
-        let mut client = match TcpChannel::dangerous_accept_insecure(&listener, client_options) {
+        let mut client = match transport.accept(&listener, Role::Client) {
             Ok(client) => client,
             Err(error) => {
-                warn!(%error, "server: accepting a client failed");
+                summary.failed_sessions += 1;
+                warn!("server: refused a client connection: {error:#}");
                 continue;
             }
         };
@@ -395,7 +385,7 @@ fn parse_query_start(request: &[u8]) -> Result<(u128, usize)> {
 
 /// Reads server halves from the dealer until the one for `session_id`; stale halves
 /// (sessions whose client vanished) are burnt.
-fn take_server_half(dealer: &mut TcpChannel, session_id: u128) -> Result<PartyMaterial> {
+fn take_server_half(dealer: &mut Link, session_id: u128) -> Result<PartyMaterial> {
     for _ in 0..MAX_STALE_HALVES {
         let material = receive_material(dealer).context("waiting for the dealer's material")?;
         if material.session_id() == session_id {
@@ -430,8 +420,8 @@ pub struct QueryReport {
 /// A connected client: one client session with the server and one with the dealer.
 pub struct Client {
     plan: PublicPlan,
-    server: TcpChannel,
-    dealer: TcpChannel,
+    server: Link,
+    dealer: Link,
     parameters: PartyParameters,
     ledger: SessionLedger,
     batch: usize,
@@ -446,15 +436,10 @@ impl Client {
         server_address: &str,
         dealer_address: &str,
         batch: usize,
-        options: TcpOptions,
+        transport: &Transport,
     ) -> Result<Self> {
         let plan_hash = plan.hash_hex()?;
-        let mut server = connect_with_retry(server_address, options)?;
-        // `options.profile` shapes the server link only.
-        let options = TcpOptions {
-            profile: veil_net::NetworkProfile::Local,
-            ..options
-        };
+        let mut server = transport.connect(server_address, Role::Server)?;
         let hello = Hello {
             role: Role::Client,
             plan_hash: plan_hash.clone(),
@@ -489,7 +474,9 @@ impl Client {
         if offset != masked.len() {
             bail!("the server's masked weights are longer than the plan says");
         }
-        let mut dealer = connect_with_retry(dealer_address, options)?;
+        // The client dials the dealer itself, never through the server; a simulated
+        // network shapes the server link only.
+        let mut dealer = transport.unshaped().connect(dealer_address, Role::Dealer)?;
         let hello = Hello {
             role: Role::Client,
             plan_hash,

@@ -8,10 +8,33 @@ use std::thread::JoinHandle;
 
 use veil_model::plain::{argmax_rows, run_plain};
 use veil_model::{Plan, PublicPlan};
-use veil_net::{Channel, TcpChannel, TcpOptions, dangerous_listen_insecure};
+use veil_net::tls::{TlsIdentity, TlsRole, generate_certificates};
+use veil_net::{Channel, TcpOptions};
+use veil_serve::handshake::Role;
 use veil_serve::roles::{
     Client, DealerSummary, ServerState, ServerSummary, run_dealer, run_server,
 };
+use veil_serve::transport::Transport;
+
+/// Mutual-TLS transports for (dealer, server, client) of one fresh deployment.
+fn transports() -> (Transport, Transport, Transport) {
+    let certificates =
+        generate_certificates(&[TlsRole::Dealer, TlsRole::Server, TlsRole::Client]).unwrap();
+    let transport = |index: usize| {
+        let (_, certificate, key) = &certificates.parties[index];
+        let identity = TlsIdentity::from_pem(
+            certificates.ca_certificate.as_bytes(),
+            certificate.as_bytes(),
+            key.as_bytes(),
+        )
+        .unwrap();
+        Transport::Tls {
+            identity,
+            options: TcpOptions::default(),
+        }
+    };
+    (transport(0), transport(1), transport(2))
+}
 
 fn repository_file(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -25,12 +48,13 @@ fn bundled_plan() -> Plan {
 }
 
 fn listener() -> (TcpListener, String) {
-    let listener = dangerous_listen_insecure("127.0.0.1:0").unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap().to_string();
     (listener, address)
 }
 
 struct Deployment {
+    client: Transport,
     dealer: JoinHandle<anyhow::Result<DealerSummary>>,
     server: JoinHandle<anyhow::Result<ServerSummary>>,
     dealer_address: String,
@@ -41,9 +65,14 @@ fn deploy(plan: &Plan, server_clients: usize, dealer_clients: usize) -> Deployme
     let (dealer_listener, dealer_address) = listener();
     let (server_listener, server_address) = listener();
     let public = plan.public.clone();
-    let options = TcpOptions::default();
+    let (dealer_transport, server_transport, client) = transports();
     let dealer = std::thread::spawn(move || {
-        run_dealer(dealer_listener, public, Some(dealer_clients), options)
+        run_dealer(
+            dealer_listener,
+            public,
+            Some(dealer_clients),
+            &dealer_transport,
+        )
     });
     let state = ServerState::new(plan.clone(), 7).unwrap();
     let address = dealer_address.clone();
@@ -53,10 +82,11 @@ fn deploy(plan: &Plan, server_clients: usize, dealer_clients: usize) -> Deployme
             &address,
             state,
             Some(server_clients),
-            options,
+            &server_transport,
         )
     });
     Deployment {
+        client,
         dealer,
         server,
         dealer_address,
@@ -75,7 +105,7 @@ fn digits_model_agrees_with_plaintext_and_the_dealer_receives_nothing() {
         &deployment.server_address,
         &deployment.dealer_address,
         1,
-        TcpOptions::default(),
+        &deployment.client,
     )
     .unwrap();
     let mut agree = 0;
@@ -111,7 +141,7 @@ fn digits_cnn_labels_agree_with_plaintext() {
         &deployment.server_address,
         &deployment.dealer_address,
         1,
-        TcpOptions::default(),
+        &deployment.client,
     )
     .unwrap();
     let mut agree = 0;
@@ -135,36 +165,34 @@ fn a_client_that_vanishes_mid_query_ends_only_its_session() {
     let plan = bundled_plan();
     // The client with the wrong plan never reaches the dealer.
     let deployment = deploy(&plan, 3, 2);
-    let options = TcpOptions::default();
     let input = vec![0.5f32; 64];
     // First client: gets its material, starts the query, sends half of the first
     // layer's message, and disappears.
     {
-        let mut server =
-            TcpChannel::dangerous_connect_insecure(&deployment.server_address, options).unwrap();
+        let mut server = deployment
+            .client
+            .connect(&deployment.server_address, Role::Server)
+            .unwrap();
         let hash = plan.public.hash_hex().unwrap();
         let hello = veil_serve::handshake::Hello {
-            role: veil_serve::handshake::Role::Client,
+            role: Role::Client,
             plan_hash: hash.clone(),
             epoch: 0,
             extension: vec![],
         };
-        let server_hello = veil_serve::handshake::handshake(
-            &mut server,
-            &hello,
-            veil_serve::handshake::Role::Server,
-        )
-        .unwrap();
+        let server_hello =
+            veil_serve::handshake::handshake(&mut server, &hello, Role::Server).unwrap();
         let _masked_weights = server.recv().unwrap();
-        let mut dealer =
-            TcpChannel::dangerous_connect_insecure(&deployment.dealer_address, options).unwrap();
+        let mut dealer = deployment
+            .client
+            .connect(&deployment.dealer_address, Role::Dealer)
+            .unwrap();
         let hello = veil_serve::handshake::Hello {
             extension: 1u64.to_le_bytes().to_vec(),
             epoch: server_hello.epoch,
             ..hello
         };
-        veil_serve::handshake::handshake(&mut dealer, &hello, veil_serve::handshake::Role::Dealer)
-            .unwrap();
+        veil_serve::handshake::handshake(&mut dealer, &hello, Role::Dealer).unwrap();
         dealer.send(&[]).unwrap();
         let material = veil_serve::roles::receive_material(&mut dealer).unwrap();
         let mut start = material.session_id().to_le_bytes().to_vec();
@@ -182,7 +210,7 @@ fn a_client_that_vanishes_mid_query_ends_only_its_session() {
             &deployment.server_address,
             &deployment.dealer_address,
             1,
-            options
+            &deployment.client
         )
         .is_err()
     );
@@ -192,7 +220,7 @@ fn a_client_that_vanishes_mid_query_ends_only_its_session() {
         &deployment.server_address,
         &deployment.dealer_address,
         1,
-        options,
+        &deployment.client,
     )
     .unwrap();
     let secure = client.query(&input).unwrap().output;
@@ -229,4 +257,63 @@ fn a_truncated_or_corrupted_plan_is_a_clear_error() {
             .to_string()
             .contains("not a veil plan")
     );
+}
+
+/// A client certificate cannot claim the server's place at the dealer, a certificate
+/// from another deployment is refused by the server, and the real parties go on.
+#[test]
+fn certificates_bind_roles_and_deployments() {
+    let plan = bundled_plan();
+    let (dealer_listener, dealer_address) = listener();
+    let (server_listener, server_address) = listener();
+    let (dealer_transport, server_transport, client_transport) = transports();
+    let public = plan.public.clone();
+    let dealer =
+        std::thread::spawn(move || run_dealer(dealer_listener, public, Some(1), &dealer_transport));
+    // A client connects to the dealer before the server does, as if it were the server.
+    let impostor = client_transport.connect(&dealer_address, Role::Dealer);
+    if let Ok(mut link) = impostor {
+        let hello = veil_serve::handshake::Hello {
+            role: Role::Server,
+            plan_hash: plan.public.hash_hex().unwrap(),
+            epoch: 7,
+            extension: vec![0; 16],
+        };
+        assert!(veil_serve::handshake::handshake(&mut link, &hello, Role::Dealer).is_err());
+    }
+    let state = ServerState::new(plan.clone(), 7).unwrap();
+    let address = dealer_address.clone();
+    let server = std::thread::spawn(move || {
+        run_server(server_listener, &address, state, Some(2), &server_transport)
+    });
+    // A client of another deployment is refused by the server.
+    let (_, _, stranger) = transports();
+    assert!(
+        Client::connect(
+            plan.public.clone(),
+            &server_address,
+            &dealer_address,
+            1,
+            &stranger
+        )
+        .is_err()
+    );
+    // The real client is served.
+    let mut client = Client::connect(
+        plan.public.clone(),
+        &server_address,
+        &dealer_address,
+        1,
+        &client_transport,
+    )
+    .unwrap();
+    let input = vec![0.25f32; 64];
+    let secure = client.query(&input).unwrap().output;
+    let plain = run_plain(&plan, &input, 1).unwrap();
+    assert_eq!(argmax_rows(&secure, 10), argmax_rows(&plain, 10));
+    drop(client);
+    let server = server.join().unwrap().unwrap();
+    assert_eq!((server.queries, server.failed_sessions), (1, 1));
+    let dealer = dealer.join().unwrap().unwrap();
+    assert_eq!(dealer.payload_bytes_received_after_handshake, 0);
 }

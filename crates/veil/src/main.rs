@@ -12,8 +12,10 @@ use serde_json::json;
 use veil_model::plain::{argmax_rows, run_plain};
 use veil_model::plan::OutputPolicy;
 use veil_model::{Plan, PublicPlan};
-use veil_net::{NetworkProfile, TcpOptions, dangerous_listen_insecure};
+use veil_net::tls::{DeploymentCertificates, TlsIdentity, TlsRole, generate_certificates};
+use veil_net::{NetworkProfile, TcpOptions};
 use veil_serve::roles::{Client, QueryReport, ServerState, peak_rss_bytes, run_dealer, run_server};
+use veil_serve::transport::Transport;
 
 /// The bundled digits models and data, relative to the repository root; the demo serves
 /// the CNN.
@@ -134,12 +136,21 @@ enum Commands {
         /// Print a JSON report.
         #[arg(long)]
         json: bool,
-        /// Required: plain TCP without TLS, loopback addresses only.
+        /// Mutual TLS: a folder made by `veil certs` holding ca.pem and ROLE.pem/ROLE.key.
+        #[arg(long)]
+        tls_dir: Option<PathBuf>,
+        /// Instead of TLS: plain TCP, loopback addresses only (testing).
         #[arg(long)]
         insecure_plain_tcp: bool,
-        /// Simulated network on the client–server link: local, lan or wan.
+        /// Simulated network on the client–server link: local, lan or wan (plain TCP only).
         #[arg(long, default_value = "local")]
         profile: String,
+    },
+    /// Makes a deployment CA and one certificate per role (the role in a URI SAN).
+    Certs {
+        /// Output folder: ca.pem, and ROLE.pem + ROLE.key per role.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Measures a model end to end with each role in its own process on loopback.
     Bench {
@@ -158,6 +169,9 @@ enum Commands {
         /// Set comparison bit-widths by calibration on 16 other random inputs.
         #[arg(long)]
         calibrated: bool,
+        /// Mutual TLS between the parties (with the local profile only).
+        #[arg(long)]
+        tls: bool,
         /// Measured repetitions after one warm-up.
         #[arg(long, default_value_t = 5)]
         repetitions: usize,
@@ -217,6 +231,20 @@ fn run_command(arguments: Arguments) -> Result<()> {
             );
             Ok(())
         }
+        Commands::Certs { out } => {
+            let certificates = generate_certificates(&[
+                TlsRole::Server,
+                TlsRole::Client,
+                TlsRole::Dealer,
+                TlsRole::Helper,
+            ])?;
+            write_certificates(&out, &certificates)?;
+            println!(
+                "wrote {}/ca.pem and a certificate and key per role (server, client, dealer, helper); give each party only its own key",
+                out.display()
+            );
+            Ok(())
+        }
         Commands::TrainDigits {
             model,
             output,
@@ -235,20 +263,35 @@ fn run_command(arguments: Arguments) -> Result<()> {
             repeat,
             max_clients,
             json,
+            tls_dir,
             insecure_plain_tcp,
             profile,
         } => {
-            if !insecure_plain_tcp {
-                bail!(
-                    "TLS is not available yet: pass --insecure-plain-tcp to run over plain TCP on loopback addresses"
-                );
-            }
             let profile = NetworkProfile::from_name(&profile).with_context(|| {
                 format!("unknown network profile {profile:?} (have: local, lan, wan)")
             })?;
             let options = TcpOptions {
                 profile,
                 ..TcpOptions::default()
+            };
+            let role_name = match role {
+                RoleArgument::Dealer => TlsRole::Dealer,
+                RoleArgument::Server => TlsRole::Server,
+                RoleArgument::Client => TlsRole::Client,
+            };
+            let transport = match (tls_dir, insecure_plain_tcp) {
+                (Some(directory), false) => {
+                    if profile != NetworkProfile::Local {
+                        bail!(
+                            "network profiles are simulated on plain TCP only; drop --profile or use --insecure-plain-tcp"
+                        );
+                    }
+                    load_tls_transport(&directory, role_name, options)?
+                }
+                (None, true) => Transport::DangerousPlainTcp { options },
+                _ => bail!(
+                    "pass exactly one of --tls-dir DIR (mutual TLS, see `veil certs`) and --insecure-plain-tcp"
+                ),
             };
             let need = |value: Option<String>, flag: &str| {
                 value.with_context(|| format!("--{flag} is required for this role"))
@@ -257,8 +300,8 @@ fn run_command(arguments: Arguments) -> Result<()> {
                 RoleArgument::Dealer => {
                     let plan =
                         PublicPlan::load(&public_plan.context("--public-plan is required")?)?;
-                    let listener = dangerous_listen_insecure(&need(listen, "listen")?)?;
-                    let summary = run_dealer(listener, plan, max_clients, options)?;
+                    let listener = transport.listen(&need(listen, "listen")?)?;
+                    let summary = run_dealer(listener, plan, max_clients, &transport)?;
                     if json {
                         println!(
                             "{}",
@@ -268,14 +311,14 @@ fn run_command(arguments: Arguments) -> Result<()> {
                 }
                 RoleArgument::Server => {
                     let plan = Plan::load(&plan.context("--plan is required")?)?;
-                    let listener = dangerous_listen_insecure(&need(listen, "listen")?)?;
+                    let listener = transport.listen(&need(listen, "listen")?)?;
                     let state = ServerState::new(plan, new_epoch())?;
                     let summary = run_server(
                         listener,
                         &need(dealer, "dealer")?,
                         state,
                         max_clients,
-                        options,
+                        &transport,
                     )?;
                     if json {
                         println!(
@@ -293,7 +336,7 @@ fn run_command(arguments: Arguments) -> Result<()> {
                         &need(server, "server")?,
                         &need(dealer, "dealer")?,
                         batch,
-                        options,
+                        &transport,
                     )?;
                     let mut reports = Vec::new();
                     for _ in 0..repeat.max(1) {
@@ -319,6 +362,7 @@ fn run_command(arguments: Arguments) -> Result<()> {
             repetitions,
             json,
             calibrated,
+            tls,
         } => bench(
             &model,
             batch,
@@ -326,6 +370,7 @@ fn run_command(arguments: Arguments) -> Result<()> {
             &profile,
             repetitions,
             calibrated,
+            tls,
             json,
         ),
     }
@@ -356,6 +401,46 @@ fn calibrate_plan(plan: &mut Plan, samples: &[f32]) -> Result<()> {
         samples.len() / per_sample
     );
     Ok(())
+}
+
+/// Writes a deployment's certificates: ca.pem, and ROLE.pem + ROLE.key per role.
+fn write_certificates(directory: &Path, certificates: &DeploymentCertificates) -> Result<()> {
+    std::fs::create_dir_all(directory)
+        .with_context(|| format!("creating {}", directory.display()))?;
+    std::fs::write(directory.join("ca.pem"), &certificates.ca_certificate)?;
+    for (role, certificate, key) in &certificates.parties {
+        std::fs::write(directory.join(format!("{}.pem", role.name())), certificate)?;
+        let key_path = directory.join(format!("{}.key", role.name()));
+        std::fs::write(&key_path, key)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
+/// A mutual-TLS transport from a `veil certs` folder, for `role`.
+fn load_tls_transport(directory: &Path, role: TlsRole, options: TcpOptions) -> Result<Transport> {
+    let read = |name: String| {
+        std::fs::read(directory.join(&name))
+            .with_context(|| format!("reading {}/{name}", directory.display()))
+    };
+    let identity = TlsIdentity::from_pem(
+        &read("ca.pem".into())?,
+        &read(format!("{}.pem", role.name()))?,
+        &read(format!("{}.key", role.name()))?,
+    )?;
+    if identity.role() != role {
+        bail!(
+            "{}/{}.pem is a {} certificate",
+            directory.display(),
+            role.name(),
+            identity.role().name()
+        );
+    }
+    Ok(Transport::Tls { identity, options })
 }
 
 /// A new mask epoch: seconds since the Unix epoch, so a restarted server never reuses one.
@@ -477,7 +562,7 @@ fn train_digits(kind: DigitsModel, output: &str, out: &Path, data: &Path) -> Res
 
 /// Binds a loopback listener on a free port.
 fn loopback_listener() -> Result<(TcpListener, String)> {
-    let listener = dangerous_listen_insecure("127.0.0.1:0")?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
     let address = listener.local_addr()?.to_string();
     Ok((listener, address))
 }
@@ -494,17 +579,36 @@ fn demo(model: &str, models: &Path, data: &Path, limit: Option<usize>) -> Result
     let (_, test) = veil_train::digits::split(&dataset, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED);
     let count = limit.unwrap_or(test.len()).min(test.len());
     println!(
-        "veil demo: {} ({} parameters) on {count} digits test images; server, dealer and client on loopback (plain TCP: a demonstration, not a deployment)",
+        "veil demo: {} ({} parameters) on {count} digits test images; server, dealer and client on loopback over mutual TLS (a demonstration, not a deployment)",
         plan.public.name,
         plan.weights.values().map(Vec::len).sum::<usize>()
     );
 
-    let options = TcpOptions::default();
+    // Mutual TLS with a throwaway deployment CA made in memory for this run.
+    let certificates = generate_certificates(&[TlsRole::Dealer, TlsRole::Server, TlsRole::Client])?;
+    let mut transports = Vec::new();
+    for (_, certificate, key) in &certificates.parties {
+        let identity = TlsIdentity::from_pem(
+            certificates.ca_certificate.as_bytes(),
+            certificate.as_bytes(),
+            key.as_bytes(),
+        )?;
+        transports.push(Transport::Tls {
+            identity,
+            options: TcpOptions::default(),
+        });
+    }
+    let (client_transport, server_transport, dealer_transport) = (
+        transports.pop().context("client")?,
+        transports.pop().context("server")?,
+        transports.pop().context("dealer")?,
+    );
     let (dealer_listener, dealer_address) = loopback_listener()?;
     let (server_listener, server_address) = loopback_listener()?;
     let dealer_plan = public.clone();
-    let dealer =
-        std::thread::spawn(move || run_dealer(dealer_listener, dealer_plan, Some(1), options));
+    let dealer = std::thread::spawn(move || {
+        run_dealer(dealer_listener, dealer_plan, Some(1), &dealer_transport)
+    });
     let state = ServerState::new(plan.clone(), new_epoch())?;
     let server_dealer_address = dealer_address.clone();
     let server = std::thread::spawn(move || {
@@ -513,11 +617,17 @@ fn demo(model: &str, models: &Path, data: &Path, limit: Option<usize>) -> Result
             &server_dealer_address,
             state,
             Some(1),
-            options,
+            &server_transport,
         )
     });
 
-    let mut client = Client::connect(public.clone(), &server_address, &dealer_address, 1, options)?;
+    let mut client = Client::connect(
+        public.clone(),
+        &server_address,
+        &dealer_address,
+        1,
+        &client_transport,
+    )?;
     let classes = public.graph.infer_shapes(1)?[public.graph.output][1];
     let (mut plain_correct, mut secure_correct, mut agree) = (0usize, 0usize, 0usize);
     let mut reports = Vec::with_capacity(count);
@@ -584,6 +694,7 @@ fn demo(model: &str, models: &Path, data: &Path, limit: Option<usize>) -> Result
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)] // one argument per `veil bench` flag
 fn bench(
     model: &str,
     batch: usize,
@@ -591,6 +702,7 @@ fn bench(
     profile: &str,
     repetitions: usize,
     calibrated: bool,
+    tls: bool,
     print_json: bool,
 ) -> Result<()> {
     if setting != "dealer" {
@@ -637,7 +749,24 @@ fn bench(
         drop((a, b));
         (address_a, address_b)
     };
-    let spawn = |arguments: Vec<String>| {
+    let certificates_directory = directory.join("certificates");
+    if tls {
+        if network != NetworkProfile::Local {
+            bail!(
+                "network profiles are simulated on plain TCP only; run --tls with --profile local"
+            );
+        }
+        write_certificates(
+            &certificates_directory,
+            &generate_certificates(&[TlsRole::Server, TlsRole::Client, TlsRole::Dealer])?,
+        )?;
+    }
+    let spawn = |mut arguments: Vec<String>| {
+        if tls {
+            arguments.retain(|argument| argument != "--insecure-plain-tcp");
+            arguments.push("--tls-dir".into());
+            arguments.push(certificates_directory.display().to_string());
+        }
         Command::new(&executable)
             .args(arguments)
             .stdout(Stdio::piped())
@@ -743,7 +872,7 @@ fn bench(
         "offline_s": client_report["offline_s"],
         "dealer_payload_bytes_received": dealer_report["payload_bytes_received_after_handshake"],
         "peak_rss_bytes": peak,
-        "tls": false,
+        "tls": tls,
         "threads_compute": 1,
         "threads_io": if network == NetworkProfile::Local { 1 } else { 2 },
         "rounds_times_rtt_s": client_report["rounds"].as_u64().unwrap_or(0) as f64 * network.round_trip().as_secs_f64(),

@@ -1,0 +1,123 @@
+//! How parties reach each other: mutual TLS with role-bound certificates (the real
+//! thing), or plain TCP on loopback addresses (tests and local experiments only; roles
+//! are then claimed, not proven).
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use veil_net::tls::{TlsChannel, TlsIdentity, TlsRole};
+use veil_net::{Channel, NetworkProfile, TcpChannel, TcpOptions, dangerous_listen_insecure};
+
+use crate::handshake::Role;
+
+/// One connection to a peer.
+pub type Link = Box<dyn Channel>;
+
+/// How this party connects.
+#[derive(Clone, Debug)]
+pub enum Transport {
+    /// Mutual TLS: the peer proves its role with a certificate from the deployment CA.
+    Tls {
+        /// This party's identity.
+        identity: TlsIdentity,
+        /// Timeouts and frame cap.
+        options: TcpOptions,
+    },
+    /// Plain TCP, loopback addresses only.
+    DangerousPlainTcp {
+        /// Timeouts, frame cap and simulated network.
+        options: TcpOptions,
+    },
+}
+
+fn tls_role(role: Role) -> TlsRole {
+    match role {
+        Role::Server => TlsRole::Server,
+        Role::Client => TlsRole::Client,
+        Role::Dealer => TlsRole::Dealer,
+    }
+}
+
+impl Transport {
+    /// Whether connections are TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Transport::Tls { .. })
+    }
+
+    fn options(&self) -> TcpOptions {
+        match self {
+            Transport::Tls { options, .. } | Transport::DangerousPlainTcp { options } => *options,
+        }
+    }
+
+    /// The same transport with the simulated network removed (for links whose traffic
+    /// is not online traffic, such as the dealer's).
+    pub fn unshaped(&self) -> Transport {
+        let mut transport = self.clone();
+        match &mut transport {
+            Transport::Tls { options, .. } | Transport::DangerousPlainTcp { options } => {
+                options.profile = NetworkProfile::Local
+            }
+        }
+        transport
+    }
+
+    /// Binds a listener (plain TCP refuses non-loopback addresses).
+    pub fn listen(&self, address: &str) -> Result<TcpListener> {
+        match self {
+            Transport::Tls { .. } => {
+                TcpListener::bind(address).with_context(|| format!("listening on {address}"))
+            }
+            Transport::DangerousPlainTcp { .. } => Ok(dangerous_listen_insecure(address)?),
+        }
+    }
+
+    /// Accepts one connection from a peer that must be `expected`.
+    pub fn accept(&self, listener: &TcpListener, expected: Role) -> Result<Link> {
+        Ok(match self {
+            Transport::Tls { identity, options } => Box::new(TlsChannel::accept(
+                listener,
+                identity,
+                &[tls_role(expected)],
+                *options,
+            )?),
+            Transport::DangerousPlainTcp { options } => {
+                Box::new(TcpChannel::dangerous_accept_insecure(listener, *options)?)
+            }
+        })
+    }
+
+    /// Connects to a peer that must be `expected`, retrying for up to 20 s while it starts.
+    pub fn connect(&self, address: &str, expected: Role) -> Result<Link> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let attempt: std::result::Result<Link, veil_net::Error> = match self {
+                Transport::Tls { identity, options } => {
+                    TlsChannel::connect(address, identity, &[tls_role(expected)], *options)
+                        .map(|c| Box::new(c) as Link)
+                }
+                Transport::DangerousPlainTcp { options } => {
+                    TcpChannel::dangerous_connect_insecure(address, *options)
+                        .map(|c| Box::new(c) as Link)
+                }
+            };
+            match attempt {
+                Ok(link) => return Ok(link),
+                Err(error @ veil_net::Error::Io { .. }) if Instant::now() < deadline => {
+                    let _ = error;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(error) => {
+                    return Err(error)
+                        .with_context(|| format!("connecting to the {expected:?} at {address}"));
+                }
+            }
+        }
+    }
+
+    /// The read timeout in force.
+    pub fn read_timeout(&self) -> Duration {
+        self.options().read_timeout
+    }
+}
