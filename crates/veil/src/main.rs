@@ -346,9 +346,16 @@ fn run_command(arguments: Arguments) -> Result<()> {
                         println!("{}", client_report_json(&reports, client.setup_bytes));
                     } else {
                         let output = &reports[reports.len() - 1].output;
-                        let columns = output.len() / batch.max(1);
-                        println!("prediction: {:?}", argmax_rows(output, columns));
-                        println!("output: {output:?}");
+                        if let OutputPolicy::Label { .. } = plan.output_policy {
+                            // The label policy reveals the class index and nothing else.
+                            let labels: Vec<usize> =
+                                output.iter().map(|&label| label as usize).collect();
+                            println!("prediction: {labels:?}");
+                        } else {
+                            let columns = output.len() / batch.max(1);
+                            println!("prediction: {:?}", argmax_rows(output, columns));
+                            println!("logits: {output:?}");
+                        }
                     }
                 }
             }
