@@ -121,6 +121,19 @@ impl TcpChannel {
         Self::from_stream(stream, options)
     }
 
+    /// Wraps a connection accepted elsewhere; refuses a non-loopback peer.
+    pub fn dangerous_from_accepted_insecure(
+        stream: TcpStream,
+        options: TcpOptions,
+    ) -> Result<Self> {
+        let peer = stream.peer_addr().map_err(|source| Error::Io {
+            context: "reading the peer address",
+            source,
+        })?;
+        refuse_non_loopback(&peer)?;
+        Self::from_stream(stream, options)
+    }
+
     fn from_stream(stream: TcpStream, options: TcpOptions) -> Result<Self> {
         let io_error = |context| move |source| Error::Io { context, source };
         stream

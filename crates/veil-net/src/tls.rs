@@ -282,6 +282,17 @@ impl TlsChannel {
             context: "accepting a connection",
             source,
         })?;
+        Self::accept_stream(stream, identity, expected, options)
+    }
+
+    /// Runs the server side of the TLS handshake on a connection accepted elsewhere; the
+    /// peer must prove one of `expected` roles.
+    pub fn accept_stream(
+        stream: std::net::TcpStream,
+        identity: &TlsIdentity,
+        expected: &[TlsRole],
+        options: TcpOptions,
+    ) -> Result<Self> {
         let connection = rustls::ServerConnection::new(Arc::clone(&identity.server_config))
             .map_err(|e| Error::Tls {
                 context: "accepting",

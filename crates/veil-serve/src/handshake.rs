@@ -100,14 +100,18 @@ impl Hello {
 }
 
 /// Sends ours and checks theirs: version, setting, the expected role and the plan hash.
-/// (Over plain TCP roles are claimed, not proven; mutual TLS with role-bound
-/// certificates is the serving issue's work.)
+/// (Over plain TCP roles are claimed, not proven; over TLS the certificate proves them.)
 pub fn handshake(channel: &mut impl Channel, ours: &Hello, expected_peer: Role) -> Result<Hello> {
+    handshake_any(channel, ours, &[expected_peer])
+}
+
+/// Like [`handshake`], for a connection that may come from any of `expected` roles.
+pub fn handshake_any(channel: &mut impl Channel, ours: &Hello, expected: &[Role]) -> Result<Hello> {
     let theirs = channel.exchange(&ours.encode()).context("handshake")?;
     let theirs = Hello::decode(&theirs)?;
-    if theirs.role != expected_peer {
+    if !expected.contains(&theirs.role) {
         bail!(
-            "expected a {expected_peer:?} on this connection, the peer says it is a {:?}",
+            "expected a {expected:?} on this connection, the peer says it is a {:?}",
             theirs.role
         );
     }

@@ -1,20 +1,29 @@
-//! The three roles of the `dealer` setting as long-running loops over TCP.
+//! The three roles of the `dealer` setting as long-running services (DESIGN.md §6).
 //!
-//! - The **dealer** first accepts the server (which hands it the weight seed in its
-//!   handshake), then serves clients one at a time: for every empty frame a client sends
-//!   ("next query") it runs the executor over the public plan with the generating
-//!   protocol and delivers each half to its own role: the server's half over the
-//!   server connection, the client's over the client connection.
-//! - The **server** connects to the dealer, then serves clients one at a time: a client
-//!   session starts by sending D = W + B once (set-up); each query names its session id,
-//!   the server takes the matching half from the dealer (burning stale halves), answers
-//!   "ready" and runs the query. A failed session ends that client's connection only.
+//! - The **dealer** first waits for the server to register (its handshake carries the
+//!   weight seed), then serves client sessions concurrently, one thread each. For every
+//!   empty frame a client sends ("next query") it opens a query session with a fresh
+//!   random 128-bit id, sends the client its half's header, waits for the server to
+//!   claim the other half by that id on a connection of its own, and then runs the
+//!   executor over the public plan with the generating protocol, streaming each item to
+//!   its own role as it is made. An unclaimed session is burnt after a timeout.
+//! - The **server** registers with the dealer, then serves client sessions concurrently:
+//!   set-up sends D = W + B once; each query names its session id, the server claims
+//!   that half from the dealer, answers "ready" and runs the query. A failed session
+//!   ends that client's connection only.
 //! - The **client** connects to the server (learning the epoch and receiving D) and to
 //!   the dealer directly, never through the server.
+//!
+//! After their handshakes the server and the client send the dealer nothing but empty
+//! flow-control frames; a claim is a handshake of its own.
 
+use std::collections::HashMap;
 use std::net::TcpListener;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use tracing::{info, warn};
@@ -32,7 +41,7 @@ use veil_net::{Channel, ChannelStats};
 
 use crate::transport::{Link, Transport};
 
-use crate::handshake::{Hello, Role, handshake};
+use crate::handshake::{Hello, Role, handshake, handshake_any};
 
 /// Material travels in frames of at most this many bytes, under the channel's frame cap.
 const MATERIAL_CHUNK_BYTES: usize = 64 << 20;
@@ -54,11 +63,17 @@ fn send_item(channel: &mut impl Channel, item: &MaterialItem) -> veil_net::Resul
 /// Every announced size is checked against a cap before allocating.
 pub fn receive_material(channel: &mut impl Channel) -> Result<PartyMaterial> {
     let mut material = PartyMaterial::decode(&channel.recv()?)?;
+    receive_items(channel, &mut material)?;
+    Ok(material)
+}
+
+/// Receives streamed items into `material` until the empty end frame.
+pub fn receive_items(channel: &mut impl Channel, material: &mut PartyMaterial) -> Result<()> {
     let mut total_words: u64 = 0;
     loop {
         let header = channel.recv()?;
         if header.is_empty() {
-            return Ok(material);
+            return Ok(());
         }
         let tag = MaterialItem::decode_header(&header)?;
         total_words = total_words.saturating_add(tag.words);
@@ -83,8 +98,15 @@ pub fn receive_material(channel: &mut impl Channel) -> Result<PartyMaterial> {
     }
 }
 
-/// How many stale server halves the server burns while looking for a session's half.
-const MAX_STALE_HALVES: usize = 64;
+/// How long the dealer waits for the server to claim a session's half before burning it.
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often the accept loops look for new connections.
+const ACCEPT_POLL: Duration = Duration::from_millis(5);
+
+/// The first byte of a server-to-dealer handshake extension: what the connection is for.
+const SERVER_REGISTERS: u8 = 1;
+const SERVER_CLAIMS: u8 = 2;
 
 /// What the dealer saw over its life.
 #[derive(Clone, Copy, Debug, Default)]
@@ -94,10 +116,54 @@ pub struct DealerSummary {
     /// Payload bytes received from clients and the server after their handshakes (the
     /// dealer receives nothing but empty flow-control frames: this must be 0).
     pub payload_bytes_received_after_handshake: u64,
+    /// Sessions burnt because the server never claimed them.
+    pub burnt_sessions: u64,
 }
 
-/// Runs the dealer: one server, then up to `max_clients` client connections (forever
-/// when `None`).
+/// The dealer's state, shared by its session threads.
+struct Dealer {
+    plan: PublicPlan,
+    hello: Hello,
+    epoch: u64,
+    parameters: Arc<veil_mpc::DealerParameters>,
+    /// Sessions waiting for the server's claim: session id → the waiting client thread.
+    pending: Mutex<HashMap<u128, Sender<Link>>>,
+    summary: Mutex<DealerSummary>,
+}
+
+/// Accepts connections with a non-blocking poll, handing each to `handle` on its own
+/// thread, until `done` says so. Returns the session threads to join.
+fn accept_loop(
+    listener: &TcpListener,
+    done: impl Fn() -> bool,
+    mut handle: impl FnMut(std::net::TcpStream) -> Option<JoinHandle<()>>,
+) -> Result<Vec<JoinHandle<()>>> {
+    listener
+        .set_nonblocking(true)
+        .context("configuring the listener")?;
+    let mut threads = Vec::new();
+    while !done() {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream
+                    .set_nonblocking(false)
+                    .context("configuring a connection")?;
+                threads.extend(handle(stream));
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(ACCEPT_POLL)
+            }
+            Err(error) => warn!("accepting a connection failed: {error}"),
+        }
+    }
+    Ok(threads)
+}
+
+/// Runs the dealer: waits for the server to register (its handshake carries the weight
+/// seed), then serves client sessions concurrently, each on its own thread, until
+/// `max_clients` client sessions have ended (forever when `None`). For each query the
+/// client's half streams to the client and the server's half to the server's claim
+/// connection for that session id; each half goes only to its own role, once.
 pub fn run_dealer(
     listener: TcpListener,
     plan: PublicPlan,
@@ -105,89 +171,231 @@ pub fn run_dealer(
     transport: &Transport,
 ) -> Result<DealerSummary> {
     let plan_hash = plan.hash_hex()?;
-    let fixed_point = plan.fixed_point()?;
-    let ours = |epoch| Hello {
+    let hello = Hello {
         role: Role::Dealer,
-        plan_hash: plan_hash.clone(),
-        epoch,
+        plan_hash,
+        epoch: 0,
         extension: vec![],
     };
-    // The first connection that completes a server handshake is the server; anything
-    // else that arrives before it is turned away.
-    let (mut server, server_hello) = loop {
-        let mut candidate = match transport.accept(&listener, Role::Server) {
-            Ok(candidate) => candidate,
+    // The first connection that registers as the server is the server; anything else
+    // that arrives before it is turned away.
+    let (server, seed, epoch) = loop {
+        let (mut candidate, _) = match transport.accept_any(&listener, &[Role::Server]) {
+            Ok(accepted) => accepted,
             Err(error) => {
                 warn!("dealer: refused a connection while waiting for the server: {error:#}");
                 continue;
             }
         };
-        match handshake(&mut candidate, &ours(0), Role::Server) {
-            Ok(hello) => break (candidate, hello),
+        match handshake(&mut candidate, &hello, Role::Server) {
+            Ok(theirs)
+                if theirs.extension.len() == 1 + SEED_BYTES
+                    && theirs.extension[0] == SERVER_REGISTERS =>
+            {
+                let mut seed = [0u8; SEED_BYTES];
+                seed.copy_from_slice(&theirs.extension[1..]);
+                break (candidate, Seed::from_bytes(seed), theirs.epoch);
+            }
+            Ok(_) => {
+                warn!("dealer: a server connection did not register; waiting for the registration")
+            }
             Err(error) => {
                 warn!("dealer: refused a connection while waiting for the server: {error:#}")
             }
         }
     };
-    let seed_bytes: [u8; SEED_BYTES] = server_hello
+    let server_after_handshake = server.stats();
+    info!(epoch, "dealer: server registered");
+    let dealer = Arc::new(Dealer {
+        parameters: Arc::new(dealer_parameters(&plan, &seed, epoch)),
+        hello: Hello { epoch, ..hello },
+        plan,
+        epoch,
+        pending: Mutex::new(HashMap::new()),
+        summary: Mutex::new(DealerSummary::default()),
+    });
+    let clients_started = Arc::new(AtomicUsize::new(0));
+    let clients_ended = Arc::new(AtomicUsize::new(0));
+    let done = || max_clients.is_some_and(|max| clients_ended.load(Ordering::SeqCst) >= max);
+    let threads = accept_loop(&listener, done, |stream| {
+        let dealer = Arc::clone(&dealer);
+        let transport = transport.clone();
+        let (started, ended) = (Arc::clone(&clients_started), Arc::clone(&clients_ended));
+        std::thread::Builder::new()
+            .name("veil-dealer-session".into())
+            .spawn(move || {
+                let outcome = dealer_connection(&dealer, &transport, stream, || {
+                    // Admit a client session only while under the limit.
+                    let number = started.fetch_add(1, Ordering::SeqCst);
+                    max_clients.is_none_or(|max| number < max)
+                });
+                match outcome {
+                    Ok(ConnectionKind::Client) => {
+                        ended.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(ConnectionKind::Claim) => {}
+                    Err((error, was_client)) => {
+                        if was_client {
+                            ended.fetch_add(1, Ordering::SeqCst);
+                        }
+                        warn!("dealer: session failed: {error:#}");
+                    }
+                }
+            })
+            .ok()
+    })?;
+    for thread in threads {
+        let _ = thread.join();
+    }
+    let mut summary = *dealer
+        .summary
+        .lock()
+        .map_err(|_| anyhow::anyhow!("a dealer session thread panicked"))?;
+    summary.payload_bytes_received_after_handshake += server
+        .stats()
+        .since(&server_after_handshake)
+        .payload_bytes_received;
+    Ok(summary)
+}
+
+enum ConnectionKind {
+    Client,
+    Claim,
+}
+
+/// One connection at the dealer: a client session, or the server claiming a session's
+/// half. Errors carry whether the connection was a client session.
+fn dealer_connection(
+    dealer: &Dealer,
+    transport: &Transport,
+    stream: std::net::TcpStream,
+    admit_client: impl FnOnce() -> bool,
+) -> std::result::Result<ConnectionKind, (anyhow::Error, bool)> {
+    let (mut link, proven) = transport
+        .from_stream(stream, &[Role::Client, Role::Server])
+        .map_err(|error| (error, false))?;
+    let theirs = handshake_any(&mut link, &dealer.hello, &[Role::Client, Role::Server])
+        .map_err(|error| (error, false))?;
+    if proven.is_some_and(|proven| proven != theirs.role) {
+        return Err((
+            anyhow::anyhow!(
+                "the peer claims to be a {:?} but its certificate says otherwise",
+                theirs.role
+            ),
+            false,
+        ));
+    }
+    if theirs.epoch != dealer.epoch {
+        return Err((
+            anyhow::anyhow!(
+                "the peer holds mask epoch {}, the dealer serves epoch {}; reconnect to the server",
+                theirs.epoch,
+                dealer.epoch
+            ),
+            theirs.role == Role::Client,
+        ));
+    }
+    match theirs.role {
+        Role::Server => {
+            // A claim: hand the link to the client session that waits for it.
+            let session = match theirs.extension.as_slice() {
+                [SERVER_CLAIMS, id @ ..] if id.len() == 16 => {
+                    u128::from_le_bytes(id.try_into().unwrap_or_default())
+                }
+                _ => {
+                    return Err((
+                        anyhow::anyhow!(
+                            "a second server registration is refused; restart the dealer to change epochs"
+                        ),
+                        false,
+                    ));
+                }
+            };
+            let waiting = dealer
+                .pending
+                .lock()
+                .ok()
+                .and_then(|mut pending| pending.remove(&session));
+            match waiting {
+                Some(waiting) => {
+                    let _ = waiting.send(link);
+                    Ok(ConnectionKind::Claim)
+                }
+                None => Err((
+                    anyhow::anyhow!("the server claimed an unknown or already claimed session"),
+                    false,
+                )),
+            }
+        }
+        _ => {
+            if !admit_client() {
+                return Err((anyhow::anyhow!("the dealer is at its client limit"), false));
+            }
+            dealer_client_session(dealer, link, &theirs)
+                .map(|()| ConnectionKind::Client)
+                .map_err(|error| (error, true))
+        }
+    }
+}
+
+/// Serves one client session: one query per empty request frame.
+fn dealer_client_session(dealer: &Dealer, mut client: Link, hello: &Hello) -> Result<()> {
+    let batch = hello
         .extension
         .as_slice()
         .try_into()
-        .context("the server's handshake must carry the 16-byte weight seed")?;
-    let epoch = server_hello.epoch;
-    let parameters = Arc::new(dealer_parameters(
-        &plan,
-        &Seed::from_bytes(seed_bytes),
-        epoch,
-    ));
-    info!(epoch, "dealer: server connected");
-    let server_after_handshake = server.stats();
-    let mut summary = DealerSummary::default();
-    let mut served = 0;
-    while max_clients.is_none_or(|max| served < max) {
-        served += 1;
-        let mut client = match transport.accept(&listener, Role::Client) {
-            Ok(client) => client,
-            Err(error) => {
-                warn!("dealer: refused a client connection: {error:#}");
-                continue;
+        .map(u64::from_le_bytes)
+        .context("the client's handshake must carry its batch size")?;
+    let batch = usize::try_from(batch)
+        .ok()
+        .filter(|&b| (1..=1 << 16).contains(&b))
+        .context("batch size out of range 1..=65536")?;
+    let fixed_point = dealer.plan.fixed_point()?;
+    let after_handshake = client.stats();
+    let mut received_from_server = 0;
+    let result = (|| -> Result<()> {
+        loop {
+            match client.recv() {
+                Ok(request) if request.is_empty() => {}
+                Ok(_) => bail!(
+                    "the client sent a payload after the handshake; only empty flow-control frames are allowed"
+                ),
+                Err(veil_net::Error::PeerClosed) => return Ok(()),
+                Err(error) => return Err(error.into()),
             }
-        };
-        let mut queries = 0;
-        let result = (|| -> Result<u64> {
-            let hello = handshake(&mut client, &ours(epoch), Role::Client)?;
-            if hello.epoch != epoch {
-                bail!(
-                    "the client holds mask epoch {}, the dealer serves epoch {epoch}; reconnect to the server",
-                    hello.epoch
-                );
-            }
-            let batch = hello
-                .extension
-                .as_slice()
-                .try_into()
-                .map(u64::from_le_bytes)
-                .context("the client's handshake must carry its batch size")?;
-            let batch = usize::try_from(batch)
-                .ok()
-                .filter(|&b| (1..=1 << 16).contains(&b))
-                .context("batch size out of range 1..=65536")?;
-            let after_handshake = client.stats();
-            loop {
-                match client.recv() {
-                    Ok(request) if request.is_empty() => {}
-                    Ok(_) => bail!(
-                        "the client sent a payload after the handshake; only empty flow-control frames are allowed"
-                    ),
-                    Err(veil_net::Error::PeerClosed) => break,
-                    Err(error) => return Err(error.into()),
+            // Declared before the generator, which borrows it while streaming.
+            let mut server_slot: Option<Link> = None;
+            let mut generator =
+                MaterialGenerator::new(fixed_point, Arc::clone(&dealer.parameters))?;
+            let session = generator.session_id();
+            let (handoff, claim) = std::sync::mpsc::channel();
+            dealer
+                .pending
+                .lock()
+                .map_err(|_| anyhow::anyhow!("the dealer's session table is poisoned"))?
+                .insert(session, handoff);
+            client.send(&generator.encoded_header(PartyRole::Client))?;
+            let server = match claim.recv_timeout(CLAIM_TIMEOUT) {
+                Ok(server) => server_slot.insert(server),
+                Err(_) => {
+                    if let Ok(mut pending) = dealer.pending.lock() {
+                        pending.remove(&session);
+                    }
+                    if let Ok(mut summary) = dealer.summary.lock() {
+                        summary.burnt_sessions += 1;
+                    }
+                    bail!(
+                        "the server did not claim its half within {} s; the session is burnt",
+                        CLAIM_TIMEOUT.as_secs()
+                    );
                 }
-                // Material is generated and delivered op by op: each item goes only to
-                // its own role as soon as it is made, and is dropped (zeroised) once sent.
-                let mut generator = MaterialGenerator::new(fixed_point, Arc::clone(&parameters))?;
-                server.send(&generator.encoded_header(PartyRole::Server))?;
-                client.send(&generator.encoded_header(PartyRole::Client))?;
-                let (server_link, client_link) = (&mut server, &mut client);
+            };
+            let server_after_handshake = server.stats();
+            server.send(&generator.encoded_header(PartyRole::Server))?;
+            // Material is generated and delivered op by op: each item goes only to its
+            // own role as soon as it is made, and is dropped (zeroised) once sent.
+            {
+                let (server_link, client_link) = (&mut *server, &mut client);
                 generator.stream_to(Box::new(move |role, item| {
                     let link: &mut Link = match role {
                         PartyRole::Server => server_link,
@@ -195,31 +403,29 @@ pub fn run_dealer(
                     };
                     send_item(link, &item).map_err(veil_mpc::Error::from)
                 }));
-                run(&mut generator, &plan, batch, None)?;
-                drop(generator);
-                server.send(&[])?;
-                client.send(&[])?;
-                queries += 1;
+                run(&mut generator, &dealer.plan, batch, None)?;
             }
-            let received = client.stats().since(&after_handshake);
-            info!(
-                queries,
-                payload_bytes_received = received.payload_bytes_received,
-                "dealer: client session ended"
-            );
-            Ok(received.payload_bytes_received)
-        })();
-        summary.queries += queries;
-        match result {
-            Ok(received) => summary.payload_bytes_received_after_handshake += received,
-            Err(error) => warn!("dealer: client session failed: {error:#}"),
+            drop(generator);
+            server.send(&[])?;
+            client.send(&[])?;
+            received_from_server += server
+                .stats()
+                .since(&server_after_handshake)
+                .payload_bytes_received;
+            if let Ok(mut summary) = dealer.summary.lock() {
+                summary.queries += 1;
+            }
         }
-    }
-    summary.payload_bytes_received_after_handshake += server
+    })();
+    let received = client
         .stats()
-        .since(&server_after_handshake)
-        .payload_bytes_received;
-    Ok(summary)
+        .since(&after_handshake)
+        .payload_bytes_received
+        + received_from_server;
+    if let Ok(mut summary) = dealer.summary.lock() {
+        summary.payload_bytes_received_after_handshake += received;
+    }
+    result
 }
 
 /// The server's state for one plan and epoch.
@@ -273,7 +479,20 @@ pub struct ServerSummary {
     pub payload_bytes_sent_to_dealer: u64,
 }
 
-/// Runs the server: connects to the dealer, then serves up to `max_clients` clients.
+/// The server's state shared by its session threads.
+struct Server {
+    state: ServerState,
+    plan_hash: String,
+    dealer_address: String,
+    transport: Transport,
+    ledger: SessionLedger,
+    summary: Mutex<ServerSummary>,
+}
+
+/// Runs the server: registers with the dealer (handing it the weight seed), then serves
+/// client sessions concurrently, each on its own thread, until `max_clients` sessions
+/// have ended (forever when `None`). Each query claims its half from the dealer over a
+/// connection of its own, by the session id the client names.
 pub fn run_server(
     listener: TcpListener,
     dealer_address: &str,
@@ -281,82 +500,139 @@ pub fn run_server(
     max_clients: Option<usize>,
     transport: &Transport,
 ) -> Result<ServerSummary> {
-    let public = &state.plan.public;
-    let plan_hash = public.hash_hex()?;
-    let fixed_point = public.fixed_point()?;
+    let plan_hash = state.plan.public.hash_hex()?;
     // A simulated network shapes the client links only: dealer traffic is not online.
-    let mut dealer = transport.unshaped().connect(dealer_address, Role::Dealer)?;
+    let mut registration = transport.unshaped().connect(dealer_address, Role::Dealer)?;
+    let mut extension = vec![SERVER_REGISTERS];
+    extension.extend_from_slice(&state.weight_seed.to_bytes());
     let hello = Hello {
         role: Role::Server,
         plan_hash: plan_hash.clone(),
         epoch: state.epoch,
-        extension: state.weight_seed.to_bytes().to_vec(),
+        extension,
+    };
+    handshake(&mut registration, &hello, Role::Dealer)?;
+    let after_handshake = registration.stats();
+    let server = Arc::new(Server {
+        state,
+        plan_hash,
+        dealer_address: dealer_address.to_string(),
+        transport: transport.clone(),
+        ledger: SessionLedger::default(),
+        summary: Mutex::new(ServerSummary::default()),
+    });
+    let sessions_started = AtomicUsize::new(0);
+    let sessions_ended = Arc::new(AtomicUsize::new(0));
+    let done = || max_clients.is_some_and(|max| sessions_ended.load(Ordering::SeqCst) >= max);
+    let threads = accept_loop(&listener, done, |stream| {
+        if max_clients.is_some_and(|max| sessions_started.fetch_add(1, Ordering::SeqCst) >= max) {
+            return None;
+        }
+        let server = Arc::clone(&server);
+        let ended = Arc::clone(&sessions_ended);
+        std::thread::Builder::new()
+            .name("veil-server-session".into())
+            .spawn(move || {
+                if let Err(error) = server_client_session(&server, stream) {
+                    if let Ok(mut summary) = server.summary.lock() {
+                        summary.failed_sessions += 1;
+                    }
+                    warn!("server: client session failed: {error:#}");
+                }
+                ended.fetch_add(1, Ordering::SeqCst);
+            })
+            .ok()
+    })?;
+    for thread in threads {
+        let _ = thread.join();
+    }
+    let mut summary = *server
+        .summary
+        .lock()
+        .map_err(|_| anyhow::anyhow!("a server session thread panicked"))?;
+    summary.payload_bytes_sent_to_dealer += registration
+        .stats()
+        .since(&after_handshake)
+        .payload_bytes_sent;
+    info!(queries = summary.queries, "server: done");
+    Ok(summary)
+}
+
+/// One client session at the server: set-up (D), then queries until the client leaves.
+fn server_client_session(server: &Server, stream: std::net::TcpStream) -> Result<()> {
+    let state = &server.state;
+    let public = &state.plan.public;
+    let fixed_point = public.fixed_point()?;
+    let (mut client, _) = server.transport.from_stream(stream, &[Role::Client])?;
+    let ours = Hello {
+        role: Role::Server,
+        plan_hash: server.plan_hash.clone(),
+        epoch: state.epoch,
+        extension: vec![],
+    };
+    handshake(&mut client, &ours, Role::Client)?;
+    // Client session set-up: D = W + B, once.
+    client.send(&state.masked_weights)?;
+    loop {
+        let request = match client.recv() {
+            Ok(request) => request,
+            Err(veil_net::Error::PeerClosed) => return Ok(()),
+            Err(error) => return Err(error.into()),
+        };
+        let (session_id, batch) = parse_query_start(&request)?;
+        let material = claim_server_half(server, session_id)?;
+        client.send(&[])?;
+        let started = Instant::now();
+        let before = client.stats();
+        let mut party = Party::new(
+            &mut client,
+            fixed_point,
+            material,
+            state.parameters.clone(),
+            &server.ledger,
+        )?;
+        run(&mut party, public, batch, None)?;
+        party.finish()?;
+        let used = client.stats().since(&before);
+        if let Ok(mut summary) = server.summary.lock() {
+            summary.queries += 1;
+        }
+        info!(
+            batch,
+            seconds = started.elapsed().as_secs_f64(),
+            bytes_sent = used.bytes_sent,
+            "server: query done"
+        );
+    }
+}
+
+/// Claims the server's half of `session_id` from the dealer over a new connection; the
+/// claim is the handshake itself, after which the server sends the dealer nothing.
+fn claim_server_half(server: &Server, session_id: u128) -> Result<PartyMaterial> {
+    let mut dealer = server
+        .transport
+        .unshaped()
+        .connect(&server.dealer_address, Role::Dealer)?;
+    let mut extension = vec![SERVER_CLAIMS];
+    extension.extend_from_slice(&session_id.to_le_bytes());
+    let hello = Hello {
+        role: Role::Server,
+        plan_hash: server.plan_hash.clone(),
+        epoch: server.state.epoch,
+        extension,
     };
     handshake(&mut dealer, &hello, Role::Dealer)?;
     let after_handshake = dealer.stats();
-    let ledger = SessionLedger::default();
-    let mut summary = ServerSummary::default();
-    let mut served = 0;
-    while max_clients.is_none_or(|max| served < max) {
-        served += 1;
-        let mut client = match transport.accept(&listener, Role::Client) {
-            Ok(client) => client,
-            Err(error) => {
-                summary.failed_sessions += 1;
-                warn!("server: refused a client connection: {error:#}");
-                continue;
-            }
-        };
-        let result = (|| -> Result<()> {
-            let ours = Hello {
-                role: Role::Server,
-                plan_hash: plan_hash.clone(),
-                epoch: state.epoch,
-                extension: vec![],
-            };
-            handshake(&mut client, &ours, Role::Client)?;
-            // Client session set-up: D = W + B, once.
-            client.send(&state.masked_weights)?;
-            loop {
-                let request = match client.recv() {
-                    Ok(request) => request,
-                    Err(veil_net::Error::PeerClosed) => return Ok(()),
-                    Err(error) => return Err(error.into()),
-                };
-                let (session_id, batch) = parse_query_start(&request)?;
-                let material = take_server_half(&mut dealer, session_id)?;
-                summary.material_bytes = material.encoded_len();
-                client.send(&[])?;
-                let started = Instant::now();
-                let before = client.stats();
-                let mut party = Party::new(
-                    &mut client,
-                    fixed_point,
-                    material,
-                    state.parameters.clone(),
-                    &ledger,
-                )?;
-                run(&mut party, public, batch, None)?;
-                party.finish()?;
-                let used = client.stats().since(&before);
-                summary.queries += 1;
-                info!(
-                    batch,
-                    seconds = started.elapsed().as_secs_f64(),
-                    bytes_sent = used.bytes_sent,
-                    "server: query done"
-                );
-            }
-        })();
-        if let Err(error) = result {
-            summary.failed_sessions += 1;
-            warn!("server: client session failed: {error:#}");
-        }
+    let material = receive_material(&mut dealer).context("waiting for the dealer's material")?;
+    if material.session_id() != session_id || material.role() != PartyRole::Server {
+        bail!("the dealer delivered material for another session or role");
     }
-    summary.payload_bytes_sent_to_dealer =
-        dealer.stats().since(&after_handshake).payload_bytes_sent;
-    info!(queries = summary.queries, "server: done");
-    Ok(summary)
+    if let Ok(mut summary) = server.summary.lock() {
+        summary.material_bytes = material.encoded_len();
+        summary.payload_bytes_sent_to_dealer +=
+            dealer.stats().since(&after_handshake).payload_bytes_sent;
+    }
+    Ok(material)
 }
 
 /// This process's peak resident set size (Linux `VmHWM`), in bytes.
@@ -381,21 +657,6 @@ fn parse_query_start(request: &[u8]) -> Result<(u128, usize)> {
         .filter(|&b| (1..=1 << 16).contains(&b))
         .context("batch size out of range 1..=65536")?;
     Ok((session_id, batch))
-}
-
-/// Reads server halves from the dealer until the one for `session_id`; stale halves
-/// (sessions whose client vanished) are burnt.
-fn take_server_half(dealer: &mut Link, session_id: u128) -> Result<PartyMaterial> {
-    for _ in 0..MAX_STALE_HALVES {
-        let material = receive_material(dealer).context("waiting for the dealer's material")?;
-        if material.session_id() == session_id {
-            return Ok(material);
-        }
-        warn!("server: burning a stale preprocessing half");
-    }
-    bail!(
-        "the dealer did not deliver this session's material; the client may be talking to another dealer"
-    )
 }
 
 /// What the client measured for one query (DESIGN.md §7 definitions).
@@ -500,13 +761,21 @@ impl Client {
         // Preprocessing first: both parties hold their halves before the timed window.
         let offline_start = Instant::now();
         self.dealer.send(&[])?;
-        let material =
-            receive_material(&mut self.dealer).context("waiting for the dealer's material")?;
-        let offline_seconds = offline_start.elapsed().as_secs_f64();
-        let client_material_bytes = material.encoded_len();
+        // The session header first: the server claims its half by this id while our
+        // half streams in.
+        let mut material = PartyMaterial::decode(
+            &self
+                .dealer
+                .recv()
+                .context("waiting for the dealer's session")?,
+        )?;
         let mut start = material.session_id().to_le_bytes().to_vec();
         start.extend_from_slice(&(self.batch as u64).to_le_bytes());
         self.server.send(&start)?;
+        receive_items(&mut self.dealer, &mut material)
+            .context("waiting for the dealer's material")?;
+        let offline_seconds = offline_start.elapsed().as_secs_f64();
+        let client_material_bytes = material.encoded_len();
         let ready = self
             .server
             .recv()

@@ -75,16 +75,43 @@ impl Transport {
 
     /// Accepts one connection from a peer that must be `expected`.
     pub fn accept(&self, listener: &TcpListener, expected: Role) -> Result<Link> {
+        Ok(self.accept_any(listener, &[expected])?.0)
+    }
+
+    /// Accepts one connection from a peer of any of the `expected` roles; returns the
+    /// link and, over TLS, the role its certificate proves (plain TCP proves none).
+    pub fn accept_any(
+        &self,
+        listener: &TcpListener,
+        expected: &[Role],
+    ) -> Result<(Link, Option<Role>)> {
+        let (stream, _) = listener.accept().context("accepting a connection")?;
+        self.from_stream(stream, expected)
+    }
+
+    /// Takes a connection accepted elsewhere (e.g. by a polling accept loop): TLS runs
+    /// its handshake; returns the link and, over TLS, the role the certificate proves.
+    pub fn from_stream(
+        &self,
+        stream: std::net::TcpStream,
+        expected: &[Role],
+    ) -> Result<(Link, Option<Role>)> {
         Ok(match self {
-            Transport::Tls { identity, options } => Box::new(TlsChannel::accept(
-                listener,
-                identity,
-                &[tls_role(expected)],
-                *options,
-            )?),
-            Transport::DangerousPlainTcp { options } => {
-                Box::new(TcpChannel::dangerous_accept_insecure(listener, *options)?)
+            Transport::Tls { identity, options } => {
+                let roles: Vec<TlsRole> = expected.iter().map(|&role| tls_role(role)).collect();
+                let channel = TlsChannel::accept_stream(stream, identity, &roles, *options)?;
+                let proven = expected
+                    .iter()
+                    .copied()
+                    .find(|&role| tls_role(role) == channel.peer_role());
+                (Box::new(channel), proven)
             }
+            Transport::DangerousPlainTcp { options } => (
+                Box::new(TcpChannel::dangerous_from_accepted_insecure(
+                    stream, *options,
+                )?),
+                None,
+            ),
         })
     }
 

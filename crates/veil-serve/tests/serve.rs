@@ -194,10 +194,11 @@ fn a_client_that_vanishes_mid_query_ends_only_its_session() {
         };
         veil_serve::handshake::handshake(&mut dealer, &hello, Role::Dealer).unwrap();
         dealer.send(&[]).unwrap();
-        let material = veil_serve::roles::receive_material(&mut dealer).unwrap();
+        let mut material = veil_mpc::PartyMaterial::decode(&dealer.recv().unwrap()).unwrap();
         let mut start = material.session_id().to_le_bytes().to_vec();
         start.extend_from_slice(&1u64.to_le_bytes());
         server.send(&start).unwrap();
+        veil_serve::roles::receive_items(&mut dealer, &mut material).unwrap();
         assert!(server.recv().unwrap().is_empty());
         server.send(&[0u8; 100]).unwrap();
     }
@@ -316,4 +317,64 @@ fn certificates_bind_roles_and_deployments() {
     assert_eq!((server.queries, server.failed_sessions), (1, 1));
     let dealer = dealer.join().unwrap().unwrap();
     assert_eq!(dealer.payload_bytes_received_after_handshake, 0);
+}
+
+/// Eight clients at once over TLS, 25 queries each: every answer equals the plain
+/// executor's and no session fails.
+#[test]
+fn eight_concurrent_clients_are_all_served_correctly() {
+    let plan = Plan::load(&repository_file("models/digits-cnn/digits-cnn.plan")).unwrap();
+    let data = veil_train::digits::load(&repository_file("data/digits/digits.csv.gz")).unwrap();
+    let (_, test) = veil_train::digits::split(&data, 0.2, 0);
+    let clients = 8;
+    let queries = 25;
+    let deployment = deploy(&plan, clients, clients);
+    let started = std::time::Instant::now();
+    let workers: Vec<_> = (0..clients)
+        .map(|worker| {
+            let plan = plan.clone();
+            let transport = deployment.client.clone();
+            let (server, dealer) = (
+                deployment.server_address.clone(),
+                deployment.dealer_address.clone(),
+            );
+            let samples: Vec<Vec<f32>> = (0..queries)
+                .map(|q| test.sample((worker * queries + q) % test.len()).to_vec())
+                .collect();
+            std::thread::spawn(move || {
+                let mut client =
+                    Client::connect(plan.public.clone(), &server, &dealer, 1, &transport).unwrap();
+                let mut latencies = Vec::new();
+                for sample in &samples {
+                    let begin = std::time::Instant::now();
+                    let label = client.query(sample).unwrap().output[0] as usize;
+                    latencies.push(begin.elapsed().as_secs_f64());
+                    assert_eq!(
+                        label,
+                        argmax_rows(&run_plain(&plan, sample, 1).unwrap(), 10)[0]
+                    );
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies: Vec<f64> = workers
+        .into_iter()
+        .flat_map(|worker| worker.join().unwrap())
+        .collect();
+    let elapsed = started.elapsed().as_secs_f64();
+    let server = deployment.server.join().unwrap().unwrap();
+    let dealer = deployment.dealer.join().unwrap().unwrap();
+    assert_eq!(server.queries, (clients * queries) as u64);
+    assert_eq!(server.failed_sessions, 0);
+    assert_eq!(dealer.payload_bytes_received_after_handshake, 0);
+    assert_eq!(server.payload_bytes_sent_to_dealer, 0);
+    latencies.sort_by(f64::total_cmp);
+    eprintln!(
+        "{} queries from {clients} concurrent clients in {elapsed:.2} s ({:.1} queries/s); latency p50 {:.1} ms, p99 {:.1} ms (debug-profile test build)",
+        latencies.len(),
+        latencies.len() as f64 / elapsed,
+        latencies[latencies.len() / 2] * 1e3,
+        latencies[latencies.len() * 99 / 100] * 1e3
+    );
 }
