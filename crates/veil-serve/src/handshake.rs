@@ -124,3 +124,64 @@ pub fn handshake_any(channel: &mut impl Channel, ours: &Hello, expected: &[Role]
     }
     Ok(theirs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello() -> Hello {
+        Hello {
+            role: Role::Client,
+            plan_hash: "ab".repeat(32),
+            epoch: 9,
+            extension: vec![1, 2, 3],
+        }
+    }
+
+    #[test]
+    fn hellos_round_trip() {
+        assert_eq!(Hello::decode(&hello().encode()).unwrap(), hello());
+    }
+
+    #[test]
+    fn a_wrong_version_setting_or_magic_is_a_clear_error() {
+        let mut wrong_version = hello().encode();
+        wrong_version[4] = 99;
+        let error = Hello::decode(&wrong_version).unwrap_err().to_string();
+        assert!(error.contains("protocol version 99"), "{error}");
+        let mut wrong_setting = hello().encode();
+        wrong_setting[8] = 7;
+        assert!(
+            Hello::decode(&wrong_setting)
+                .unwrap_err()
+                .to_string()
+                .contains("setting")
+        );
+        let mut wrong_magic = hello().encode();
+        wrong_magic[0] = b'X';
+        assert!(
+            Hello::decode(&wrong_magic)
+                .unwrap_err()
+                .to_string()
+                .contains("veil protocol")
+        );
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let base = hello().encode();
+        let mut state = 7u64;
+        for round in 0..20_000 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let mut bytes = base.clone();
+            let position = (state >> 33) as usize % bytes.len();
+            bytes[position] = (state >> 17) as u8;
+            if round % 2 == 0 {
+                bytes.truncate((state >> 45) as usize % (bytes.len() + 1));
+            }
+            let _ = Hello::decode(&bytes);
+        }
+    }
+}

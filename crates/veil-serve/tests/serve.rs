@@ -378,3 +378,63 @@ fn eight_concurrent_clients_are_all_served_correctly() {
         latencies[latencies.len() * 99 / 100] * 1e3
     );
 }
+
+/// A client certificate posing as the server to claim a half, and a client with a stale
+/// mask epoch, are refused by the dealer; the honest query still completes.
+#[test]
+fn claims_are_role_bound_and_epochs_checked() {
+    let plan = bundled_plan();
+    let deployment = deploy(&plan, 1, 2);
+    let hash = plan.public.hash_hex().unwrap();
+    // The honest client connects first: the server has registered with the dealer by then.
+    let mut client = Client::connect(
+        plan.public.clone(),
+        &deployment.server_address,
+        &deployment.dealer_address,
+        1,
+        &deployment.client,
+    )
+    .unwrap();
+    // A client whose handshake names a stale epoch is refused by the dealer.
+    let mut stale = deployment
+        .client
+        .connect(&deployment.dealer_address, Role::Dealer)
+        .unwrap();
+    let hello = veil_serve::handshake::Hello {
+        role: Role::Client,
+        plan_hash: hash.clone(),
+        epoch: 6,
+        extension: 1u64.to_le_bytes().to_vec(),
+    };
+    veil_serve::handshake::handshake(&mut stale, &hello, Role::Dealer).unwrap();
+    assert!(
+        stale.recv().is_err(),
+        "the dealer must close a stale-epoch session"
+    );
+    // A client certificate cannot claim a server half, whatever its handshake says.
+    let mut claim = vec![2u8];
+    claim.extend_from_slice(&42u128.to_le_bytes());
+    let mut poser = deployment
+        .client
+        .connect(&deployment.dealer_address, Role::Dealer)
+        .unwrap();
+    let hello = veil_serve::handshake::Hello {
+        role: Role::Server,
+        plan_hash: hash.clone(),
+        epoch: 7,
+        extension: claim.clone(),
+    };
+    let _ = veil_serve::handshake::handshake(&mut poser, &hello, Role::Dealer);
+    assert!(poser.recv().is_err());
+    let input = vec![0.5f32; 64];
+    let secure = client.query(&input).unwrap().output;
+    assert_eq!(
+        argmax_rows(&secure, 10),
+        argmax_rows(&run_plain(&plan, &input, 1).unwrap(), 10)
+    );
+    drop(client);
+    let server = deployment.server.join().unwrap().unwrap();
+    assert_eq!((server.queries, server.failed_sessions), (1, 0));
+    let dealer = deployment.dealer.join().unwrap().unwrap();
+    assert_eq!(dealer.queries, 1);
+}
