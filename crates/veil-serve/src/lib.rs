@@ -14,5 +14,6 @@
 #![forbid(unsafe_code)]
 
 pub mod handshake;
+pub mod metrics;
 pub mod roles;
 pub mod transport;

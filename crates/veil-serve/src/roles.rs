@@ -430,6 +430,7 @@ fn dealer_client_session(dealer: &Dealer, mut client: Link, hello: &Hello) -> Re
 
 /// The server's state for one plan and epoch.
 pub struct ServerState {
+    metrics: Arc<crate::metrics::Metrics>,
     plan: Plan,
     parameters: PartyParameters,
     masked_weights: Vec<u8>,
@@ -438,6 +439,11 @@ pub struct ServerState {
 }
 
 impl ServerState {
+    /// The server's metrics (to serve with [`crate::metrics::serve_metrics`]).
+    pub fn metrics(&self) -> Arc<crate::metrics::Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
     /// Loads a plan with a fresh weight seed and a new epoch.
     pub fn new(plan: Plan, epoch: u64) -> Result<Self> {
         let weight_seed = Seed::random()?;
@@ -457,6 +463,7 @@ impl ServerState {
             }
         }
         Ok(Self {
+            metrics: Arc::default(),
             plan,
             parameters: PartyParameters::Server(Arc::new(parameters)),
             masked_weights,
@@ -533,12 +540,15 @@ pub fn run_server(
         std::thread::Builder::new()
             .name("veil-server-session".into())
             .spawn(move || {
+                server.state.metrics.session_delta(1);
                 if let Err(error) = server_client_session(&server, stream) {
                     if let Ok(mut summary) = server.summary.lock() {
                         summary.failed_sessions += 1;
                     }
+                    server.state.metrics.record_error(&error);
                     warn!("server: client session failed: {error:#}");
                 }
+                server.state.metrics.session_delta(-1);
                 ended.fetch_add(1, Ordering::SeqCst);
             })
             .ok()
@@ -597,6 +607,10 @@ fn server_client_session(server: &Server, stream: std::net::TcpStream) -> Result
         if let Ok(mut summary) = server.summary.lock() {
             summary.queries += 1;
         }
+        server
+            .state
+            .metrics
+            .record_query(started.elapsed().as_secs_f64());
         info!(
             batch,
             seconds = started.elapsed().as_secs_f64(),

@@ -145,6 +145,9 @@ enum Commands {
         /// Simulated network on the client–server link: local, lan or wan (plain TCP only).
         #[arg(long, default_value = "local")]
         profile: String,
+        /// Serve Prometheus metrics on this address (server): GET /metrics.
+        #[arg(long)]
+        metrics: Option<String>,
     },
     /// Makes a deployment CA and one certificate per role (the role in a URI SAN).
     Certs {
@@ -266,6 +269,7 @@ fn run_command(arguments: Arguments) -> Result<()> {
             tls_dir,
             insecure_plain_tcp,
             profile,
+            metrics,
         } => {
             let profile = NetworkProfile::from_name(&profile).with_context(|| {
                 format!("unknown network profile {profile:?} (have: local, lan, wan)")
@@ -313,6 +317,9 @@ fn run_command(arguments: Arguments) -> Result<()> {
                     let plan = Plan::load(&plan.context("--plan is required")?)?;
                     let listener = transport.listen(&need(listen, "listen")?)?;
                     let state = ServerState::new(plan, new_epoch())?;
+                    if let Some(address) = metrics {
+                        veil_serve::metrics::serve_metrics(&address, state.metrics())?;
+                    }
                     let summary = run_server(
                         listener,
                         &need(dealer, "dealer")?,

@@ -1,0 +1,190 @@
+//! Prometheus metrics for the server: queries, failed sessions by kind, a latency
+//! histogram, sessions in progress. Served as text on `GET /metrics` by a small HTTP
+//! listener of its own. Metrics carry counts and times only, never data.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result};
+
+/// Latency histogram bucket bounds, seconds.
+const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+
+/// The server's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    queries: AtomicU64,
+    sessions_active: AtomicI64,
+    latency_buckets: [AtomicU64; BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_microseconds: AtomicU64,
+    errors: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    /// Records one answered query and its online time.
+    pub fn record_query(&self, seconds: f64) {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        for (bucket, bound) in self.latency_buckets.iter().zip(BUCKETS) {
+            if seconds <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_microseconds
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    /// Records a failed session, by the kind of its error.
+    pub fn record_error(&self, error: &anyhow::Error) {
+        let kind = error_kind(error);
+        if let Ok(mut errors) = self.errors.lock() {
+            *errors.entry(kind).or_default() += 1;
+        }
+    }
+
+    /// Marks a session started (+1) or ended (−1).
+    pub fn session_delta(&self, delta: i64) {
+        self.sessions_active.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        text.push_str(
+            "# HELP veil_queries_total Queries answered.\n# TYPE veil_queries_total counter\n",
+        );
+        text.push_str(&format!(
+            "veil_queries_total {}\n",
+            self.queries.load(Ordering::Relaxed)
+        ));
+        text.push_str("# HELP veil_sessions_active Client sessions in progress.\n# TYPE veil_sessions_active gauge\n");
+        text.push_str(&format!(
+            "veil_sessions_active {}\n",
+            self.sessions_active.load(Ordering::Relaxed)
+        ));
+        text.push_str("# HELP veil_session_errors_total Client sessions that failed, by kind.\n# TYPE veil_session_errors_total counter\n");
+        if let Ok(errors) = self.errors.lock() {
+            for (kind, count) in errors.iter() {
+                text.push_str(&format!(
+                    "veil_session_errors_total{{kind=\"{kind}\"}} {count}\n"
+                ));
+            }
+        }
+        text.push_str("# HELP veil_query_seconds Server-side query time.\n# TYPE veil_query_seconds histogram\n");
+        for (bucket, bound) in self.latency_buckets.iter().zip(BUCKETS) {
+            text.push_str(&format!(
+                "veil_query_seconds_bucket{{le=\"{bound}\"}} {}\n",
+                bucket.load(Ordering::Relaxed)
+            ));
+        }
+        let count = self.latency_count.load(Ordering::Relaxed);
+        text.push_str(&format!(
+            "veil_query_seconds_bucket{{le=\"+Inf\"}} {count}\n"
+        ));
+        text.push_str(&format!(
+            "veil_query_seconds_sum {}\n",
+            self.latency_sum_microseconds.load(Ordering::Relaxed) as f64 / 1e6
+        ));
+        text.push_str(&format!("veil_query_seconds_count {count}\n"));
+        text
+    }
+}
+
+/// A metric label for an error: what failed, never any data.
+fn error_kind(error: &anyhow::Error) -> &'static str {
+    for cause in error.chain() {
+        if let Some(net) = cause.downcast_ref::<veil_net::Error>() {
+            return match net {
+                veil_net::Error::PeerClosed => "peer_closed",
+                veil_net::Error::Timeout { .. } => "timeout",
+                veil_net::Error::Truncated { .. } | veil_net::Error::FrameTooLarge { .. } => {
+                    "framing"
+                }
+                veil_net::Error::Tls { .. } | veil_net::Error::WrongPeerRole { .. } => "tls",
+                _ => "network",
+            };
+        }
+        if let Some(mpc) = cause.downcast_ref::<veil_mpc::Error>() {
+            return match mpc {
+                veil_mpc::Error::PeerMisbehaved(_) => "peer_misbehaved",
+                veil_mpc::Error::Net(_) => "network",
+                _ => "protocol",
+            };
+        }
+        if cause.downcast_ref::<veil_exec::Error>().is_some() {
+            return "protocol";
+        }
+    }
+    "session"
+}
+
+/// Serves `GET /metrics` on `address` from a thread of its own.
+pub fn serve_metrics(address: &str, metrics: Arc<Metrics>) -> Result<JoinHandle<()>> {
+    let listener = TcpListener::bind(address)
+        .with_context(|| format!("binding the metrics endpoint on {address}"))?;
+    std::thread::Builder::new()
+        .name("veil-metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+                let mut reader = BufReader::new(&stream);
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    continue;
+                }
+                let (status, body) = if request_line.starts_with("GET /metrics") {
+                    ("200 OK", metrics.render())
+                } else {
+                    ("404 Not Found", "try GET /metrics\n".to_string())
+                };
+                let mut stream = &stream;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        })
+        .context("starting the metrics thread")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_a_histogram() {
+        let metrics = Metrics::default();
+        metrics.record_query(0.003);
+        metrics.record_query(0.2);
+        metrics.record_error(&anyhow::Error::new(veil_net::Error::PeerClosed));
+        let text = metrics.render();
+        assert!(text.contains("veil_queries_total 2"));
+        assert!(text.contains("veil_query_seconds_bucket{le=\"0.005\"} 1"));
+        assert!(text.contains("veil_query_seconds_bucket{le=\"+Inf\"} 2"));
+        assert!(text.contains("veil_session_errors_total{kind=\"peer_closed\"} 1"));
+    }
+
+    #[test]
+    fn the_endpoint_answers_over_http() {
+        let metrics = Arc::new(Metrics::default());
+        metrics.record_query(0.01);
+        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = probe.local_addr().unwrap().to_string();
+        drop(probe);
+        serve_metrics(&address, Arc::clone(&metrics)).unwrap();
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200 OK"));
+        assert!(response.contains("veil_queries_total 1"));
+    }
+}
