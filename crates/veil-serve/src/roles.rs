@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -131,8 +131,18 @@ struct Dealer {
     summary: Mutex<DealerSummary>,
 }
 
+/// Set by [`request_shutdown`]: the dealer and server stop accepting new sessions,
+/// let the sessions in progress finish, and return.
+static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+
+/// Asks every role loop in this process to shut down gracefully (e.g. on SIGTERM).
+pub fn request_shutdown() {
+    SHUTDOWN.store(true, Ordering::SeqCst);
+}
+
 /// Accepts connections with a non-blocking poll, handing each to `handle` on its own
-/// thread, until `done` says so. Returns the session threads to join.
+/// thread, until `done` says so or a shutdown is requested. Returns the session threads
+/// to join.
 fn accept_loop(
     listener: &TcpListener,
     done: impl Fn() -> bool,
@@ -142,7 +152,7 @@ fn accept_loop(
         .set_nonblocking(true)
         .context("configuring the listener")?;
     let mut threads = Vec::new();
-    while !done() {
+    while !done() && !SHUTDOWN.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((stream, _)) => {
                 stream

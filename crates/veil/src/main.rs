@@ -191,6 +191,11 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    // SIGINT/SIGTERM: stop taking new sessions, finish the ones in progress, exit.
+    let _ = ctrlc::set_handler(|| {
+        eprintln!("veil: shutting down after the sessions in progress");
+        veil_serve::roles::request_shutdown();
+    });
     if let Err(error) = run_command(Arguments::parse()) {
         eprintln!("error: {error:#}");
         std::process::exit(1);
