@@ -37,7 +37,89 @@ struct Arguments {
     command: Commands,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+/// `veil party`'s options, from flags and a TOML config file.
+#[derive(clap::Args, serde::Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct PartyArguments {
+    /// A TOML file with any of these options; flags override it.
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Which party: client, server or dealer.
+    #[arg(long, value_enum)]
+    role: Option<RoleArgument>,
+    /// Address to listen on (server, dealer).
+    #[arg(long)]
+    listen: Option<String>,
+    /// The dealer's address (server, client): the client's comes from its own config.
+    #[arg(long)]
+    dealer: Option<String>,
+    /// The server's address (client).
+    #[arg(long)]
+    server: Option<String>,
+    /// The full plan (server).
+    #[arg(long)]
+    plan: Option<PathBuf>,
+    /// The public plan (client, dealer).
+    #[arg(long)]
+    public_plan: Option<PathBuf>,
+    /// Input file: whitespace- or comma-separated numbers, batch × input length (client).
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Samples per query (client; 1 when absent).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Queries to run (client; 1 when absent), the first a warm-up when reporting medians.
+    #[arg(long)]
+    repeat: Option<usize>,
+    /// Serve this many client sessions, then exit (server, dealer).
+    #[arg(long)]
+    max_clients: Option<usize>,
+    /// Print a JSON report.
+    #[arg(long)]
+    #[serde(default)]
+    json: bool,
+    /// Mutual TLS: a folder made by `veil certs` holding ca.pem and ROLE.pem/ROLE.key.
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
+    /// Instead of TLS: plain TCP, loopback addresses only (testing).
+    #[arg(long)]
+    #[serde(default)]
+    insecure_plain_tcp: bool,
+    /// Simulated network on the client–server link: local (default), lan or wan (plain TCP only).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Serve Prometheus metrics on this address (server): GET /metrics.
+    #[arg(long)]
+    metrics: Option<String>,
+}
+
+impl PartyArguments {
+    /// Flags first, then the config file.
+    fn or(self, config: PartyArguments) -> PartyArguments {
+        PartyArguments {
+            config: self.config,
+            role: self.role.or(config.role),
+            listen: self.listen.or(config.listen),
+            dealer: self.dealer.or(config.dealer),
+            server: self.server.or(config.server),
+            plan: self.plan.or(config.plan),
+            public_plan: self.public_plan.or(config.public_plan),
+            input: self.input.or(config.input),
+            batch: self.batch.or(config.batch),
+            repeat: self.repeat.or(config.repeat),
+            max_clients: self.max_clients.or(config.max_clients),
+            json: self.json || config.json,
+            tls_dir: self.tls_dir.or(config.tls_dir),
+            insecure_plain_tcp: self.insecure_plain_tcp || config.insecure_plain_tcp,
+            profile: self.profile.or(config.profile),
+            metrics: self.metrics.or(config.metrics),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 enum RoleArgument {
     Client,
     Server,
@@ -101,54 +183,9 @@ enum Commands {
         #[arg(long, default_value = DIGITS_DATA)]
         data: PathBuf,
     },
-    /// Runs one party of the dealer setting as its own process.
-    Party {
-        /// Which party.
-        #[arg(long, value_enum)]
-        role: RoleArgument,
-        /// Address to listen on (server, dealer).
-        #[arg(long)]
-        listen: Option<String>,
-        /// The dealer's address (server, client).
-        #[arg(long)]
-        dealer: Option<String>,
-        /// The server's address (client).
-        #[arg(long)]
-        server: Option<String>,
-        /// The full plan (server).
-        #[arg(long)]
-        plan: Option<PathBuf>,
-        /// The public plan (client, dealer).
-        #[arg(long)]
-        public_plan: Option<PathBuf>,
-        /// Input file: whitespace- or comma-separated numbers, batch × input length (client).
-        #[arg(long)]
-        input: Option<PathBuf>,
-        /// Samples per query (client).
-        #[arg(long, default_value_t = 1)]
-        batch: usize,
-        /// Queries to run (client), the first one a warm-up when reporting medians.
-        #[arg(long, default_value_t = 1)]
-        repeat: usize,
-        /// Serve this many client connections, then exit (server, dealer).
-        #[arg(long)]
-        max_clients: Option<usize>,
-        /// Print a JSON report.
-        #[arg(long)]
-        json: bool,
-        /// Mutual TLS: a folder made by `veil certs` holding ca.pem and ROLE.pem/ROLE.key.
-        #[arg(long)]
-        tls_dir: Option<PathBuf>,
-        /// Instead of TLS: plain TCP, loopback addresses only (testing).
-        #[arg(long)]
-        insecure_plain_tcp: bool,
-        /// Simulated network on the client–server link: local, lan or wan (plain TCP only).
-        #[arg(long, default_value = "local")]
-        profile: String,
-        /// Serve Prometheus metrics on this address (server): GET /metrics.
-        #[arg(long)]
-        metrics: Option<String>,
-    },
+    /// Runs one party of the dealer setting as its own process. Every option can also
+    /// come from a TOML file (`--config`, same names with underscores); flags override it.
+    Party(PartyArguments),
     /// Makes a deployment CA and one certificate per role (the role in a URI SAN).
     Certs {
         /// Output folder: ca.pem, and ROLE.pem + ROLE.key per role.
@@ -259,23 +296,37 @@ fn run_command(arguments: Arguments) -> Result<()> {
             out,
             data,
         } => train_digits(model, &output, &out, &data),
-        Commands::Party {
-            role,
-            listen,
-            dealer,
-            server,
-            plan,
-            public_plan,
-            input,
-            batch,
-            repeat,
-            max_clients,
-            json,
-            tls_dir,
-            insecure_plain_tcp,
-            profile,
-            metrics,
-        } => {
+        Commands::Party(arguments) => {
+            let arguments = match &arguments.config {
+                Some(path) => {
+                    let config: PartyArguments = toml::from_str(&read_text(path)?)
+                        .with_context(|| format!("reading the config {}", path.display()))?;
+                    arguments.or(config)
+                }
+                None => arguments,
+            };
+            let PartyArguments {
+                role,
+                listen,
+                dealer,
+                server,
+                plan,
+                public_plan,
+                input,
+                batch,
+                repeat,
+                max_clients,
+                json,
+                tls_dir,
+                insecure_plain_tcp,
+                profile,
+                metrics,
+                config: _,
+            } = arguments;
+            let role = role
+                .context("--role (or role in the config) is required: client, server or dealer")?;
+            let (batch, repeat) = (batch.unwrap_or(1), repeat.unwrap_or(1));
+            let profile = profile.unwrap_or_else(|| "local".into());
             let profile = NetworkProfile::from_name(&profile).with_context(|| {
                 format!("unknown network profile {profile:?} (have: local, lan, wan)")
             })?;
