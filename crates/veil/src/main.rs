@@ -186,6 +186,19 @@ enum Commands {
     /// Runs one party of the dealer setting as its own process. Every option can also
     /// come from a TOML file (`--config`, same names with underscores); flags override it.
     Party(PartyArguments),
+    /// Load test: dealer and server as processes over mutual TLS, N concurrent clients,
+    /// every answer checked against the plain executor.
+    Load {
+        /// The bundled model: digits-cnn or digits-mlp.
+        #[arg(long, default_value = DEMO_MODEL)]
+        model: String,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Queries per client.
+        #[arg(long, default_value_t = 25)]
+        queries: usize,
+    },
     /// Makes a deployment CA and one certificate per role (the role in a URI SAN).
     Certs {
         /// Output folder: ca.pem, and ROLE.pem + ROLE.key per role.
@@ -276,6 +289,11 @@ fn run_command(arguments: Arguments) -> Result<()> {
             );
             Ok(())
         }
+        Commands::Load {
+            model,
+            clients,
+            queries,
+        } => load_test(&model, clients, queries),
         Commands::Certs { out } => {
             let certificates = generate_certificates(&[
                 TlsRole::Server,
@@ -627,6 +645,162 @@ fn train_digits(kind: DigitsModel, output: &str, out: &Path, data: &Path) -> Res
     calibrate_plan(&mut plan, &train.features)?;
     let (full, public) = plan.save(&directory)?;
     println!("wrote {} and {}", full.display(), public.display());
+    Ok(())
+}
+
+fn load_test(model: &str, clients: usize, queries: usize) -> Result<()> {
+    let directory = Path::new(BUNDLED_MODELS).join(model);
+    let plan = Plan::load(&directory.join(format!("{model}.plan")))
+        .context("loading the bundled model (run from the repository root)")?;
+    let dataset = veil_train::digits::load(Path::new(DIGITS_DATA))?;
+    let (_, test) = veil_train::digits::split(&dataset, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED);
+    let work = std::env::temp_dir().join(format!("veil-load-{}", std::process::id()));
+    let certificates = work.join("certificates");
+    write_certificates(
+        &certificates,
+        &generate_certificates(&[TlsRole::Server, TlsRole::Client, TlsRole::Dealer])?,
+    )?;
+    let (dealer_address, server_address) = {
+        let (a, address_a) = loopback_listener()?;
+        let (b, address_b) = loopback_listener()?;
+        drop((a, b));
+        (address_a, address_b)
+    };
+    let executable = std::env::current_exe()?;
+    let tls = certificates.display().to_string();
+    let spawn = |arguments: &[&str]| {
+        Command::new(&executable)
+            .args(arguments)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+    };
+    let max = clients.to_string();
+    let public_path = directory
+        .join(format!("{model}.public.plan"))
+        .display()
+        .to_string();
+    let plan_path = directory
+        .join(format!("{model}.plan"))
+        .display()
+        .to_string();
+    let dealer = spawn(&[
+        "party",
+        "--role",
+        "dealer",
+        "--listen",
+        &dealer_address,
+        "--public-plan",
+        &public_path,
+        "--tls-dir",
+        &tls,
+        "--max-clients",
+        &max,
+        "--json",
+    ])?;
+    let server = spawn(&[
+        "party",
+        "--role",
+        "server",
+        "--listen",
+        &server_address,
+        "--dealer",
+        &dealer_address,
+        "--plan",
+        &plan_path,
+        "--tls-dir",
+        &tls,
+        "--max-clients",
+        &max,
+        "--json",
+    ])?;
+    let transport = load_tls_transport(&certificates, TlsRole::Client, TcpOptions::default())?;
+    let classes = plan.public.graph.infer_shapes(1)?[plan.public.graph.output][1];
+    let labels_only = matches!(plan.public.output_policy, OutputPolicy::Label { .. });
+    let started = Instant::now();
+    let workers: Vec<_> = (0..clients)
+        .map(|worker| {
+            let (plan, transport) = (plan.clone(), transport.clone());
+            let (server_address, dealer_address) = (server_address.clone(), dealer_address.clone());
+            let samples: Vec<Vec<f32>> = (0..queries)
+                .map(|q| test.sample((worker * queries + q) % test.len()).to_vec())
+                .collect();
+            std::thread::spawn(move || -> Result<(Vec<f64>, usize)> {
+                let mut client = Client::connect(
+                    plan.public.clone(),
+                    &server_address,
+                    &dealer_address,
+                    1,
+                    &transport,
+                )?;
+                let (mut latencies, mut wrong) = (Vec::new(), 0);
+                for sample in &samples {
+                    let begin = Instant::now();
+                    let output = client.query(sample)?.output;
+                    latencies.push(begin.elapsed().as_secs_f64());
+                    let plain = argmax_rows(&run_plain(&plan, sample, 1)?, classes)[0];
+                    let secure = if labels_only {
+                        output[0] as usize
+                    } else {
+                        argmax_rows(&output, classes)[0]
+                    };
+                    wrong += usize::from(plain != secure);
+                }
+                Ok((latencies, wrong))
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let (mut wrong, mut failed) = (0, 0);
+    for worker in workers {
+        match worker
+            .join()
+            .map_err(|_| anyhow::anyhow!("a client thread panicked"))?
+        {
+            Ok((worker_latencies, worker_wrong)) => {
+                latencies.extend(worker_latencies);
+                wrong += worker_wrong;
+            }
+            Err(error) => {
+                failed += 1;
+                eprintln!("client failed: {error:#}");
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let read = |child: std::process::Child| -> Result<serde_json::Value> {
+        Ok(serde_json::from_slice(&child.wait_with_output()?.stdout)?)
+    };
+    let (server_report, dealer_report) = (read(server)?, read(dealer)?);
+    let _ = std::fs::remove_dir_all(&work);
+    latencies.sort_by(f64::total_cmp);
+    let quantile = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({
+            "model": model,
+            "tls": true,
+            "clients": clients,
+            "queries": latencies.len(),
+            "answers_differing_from_plain": wrong,
+            "failed_clients": failed,
+            "failed_sessions_at_server": server_report["failed_sessions"],
+            "seconds": elapsed,
+            "queries_per_second": latencies.len() as f64 / elapsed,
+            "latency_p50_s": quantile(0.5),
+            "latency_p99_s": quantile(0.99),
+            "peak_rss_bytes": {"server": server_report["peak_rss_bytes"], "dealer": dealer_report["peak_rss_bytes"], "clients_process": peak_rss_bytes()},
+            "dealer_payload_bytes_received": dealer_report["payload_bytes_received_after_handshake"],
+        }))?
+    );
+    if wrong > 0 || failed > 0 {
+        bail!("{wrong} answers differed from the plain executor and {failed} clients failed");
+    }
     Ok(())
 }
 
