@@ -159,6 +159,15 @@ fn accept_loop(
                     .set_nonblocking(false)
                     .context("configuring a connection")?;
                 threads.extend(handle(stream));
+                // Join finished session threads now: a joinable thread keeps its stack
+                // until joined, which grew the dealer by one stack per claim.
+                let (finished, running): (Vec<_>, Vec<_>) = threads
+                    .into_iter()
+                    .partition(|thread: &JoinHandle<()>| thread.is_finished());
+                for thread in finished {
+                    let _ = thread.join();
+                }
+                threads = running;
             }
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(ACCEPT_POLL)
