@@ -15,7 +15,7 @@
 //! Errors name shapes and public parameters, never values.
 //!
 //! # Features
-//! - `testing`: deterministic seeds ([`prg::Seed::dangerous_from_test_value`]) for tests
+//! - `testing`: deterministic seeds (`prg::Seed::dangerous_from_test_value`) for tests
 //!   and reproducible experiments. Release binaries refuse to run with it.
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
