@@ -81,17 +81,17 @@ pub fn run<P: Protocol>(
             Op::Input { .. } => protocol.input(&shapes[index], input)?,
             Op::Linear { weight, bias, .. } => {
                 let x = operand(0, &values)?;
-                let weight = protocol.weight(weight)?;
                 let x = values[x]
                     .as_ref()
                     .ok_or_else(|| unreachable_release(index))?;
-                let mut product = protocol.matmul_weight(x, &weight)?;
-                if let Some(bias) = bias {
-                    let bias = protocol.bias(bias)?;
-                    product = protocol.add_bias(&product, &bias)?;
-                }
-                // One truncation per output element, after accumulating (cookbook §1.1).
-                protocol.truncate(&product, fractional_bits)?
+                affine(
+                    protocol,
+                    x,
+                    weight,
+                    bias.as_deref(),
+                    fractional_bits,
+                    |p, x, w| p.matmul_weight(x, w),
+                )?
             }
             Op::Conv2d {
                 weight,
@@ -101,16 +101,18 @@ pub fn run<P: Protocol>(
                 ..
             } => {
                 let x = operand(0, &values)?;
-                let weight = protocol.weight(weight)?;
                 let x = values[x]
                     .as_ref()
                     .ok_or_else(|| unreachable_release(index))?;
-                let mut product = protocol.conv2d_weight(x, &weight, *stride, *padding)?;
-                if let Some(bias) = bias {
-                    let bias = protocol.bias(bias)?;
-                    product = protocol.add_bias(&product, &bias)?;
-                }
-                protocol.truncate(&product, fractional_bits)?
+                let (stride, padding) = (*stride, *padding);
+                affine(
+                    protocol,
+                    x,
+                    weight,
+                    bias.as_deref(),
+                    fractional_bits,
+                    |p, x, w| p.conv2d_weight(x, w, stride, padding),
+                )?
             }
             Op::MaxPool2d {
                 kernel,
@@ -201,6 +203,26 @@ pub fn run<P: Protocol>(
             Ok(protocol.reveal_to_client(&label)?)
         }
     }
+}
+
+/// A server-held linear map (matmul or convolution) plus bias: the weight product, the
+/// bias at twice the scale, then one truncation per output element, after accumulating
+/// (cookbook §1.1).
+fn affine<P: Protocol>(
+    protocol: &mut P,
+    value: &P::Shared,
+    weight: &str,
+    bias: Option<&str>,
+    fractional_bits: u32,
+    product: impl Fn(&mut P, &P::Shared, &P::Weight) -> veil_mpc::Result<P::Shared>,
+) -> Result<P::Shared> {
+    let weight = protocol.weight(weight)?;
+    let mut output = product(protocol, value, &weight)?;
+    if let Some(bias) = bias {
+        let bias = protocol.bias(bias)?;
+        output = protocol.add_bias(&output, &bias)?;
+    }
+    Ok(protocol.truncate(&output, fractional_bits)?)
 }
 
 /// The index of each row's largest element, as a secret ring integer per row (ties go
