@@ -40,8 +40,9 @@ impl Role {
     }
 }
 
-/// What one side announces.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What one side announces. Its `Debug` leaves out the extension, which can hold the
+/// server's weight seed.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Hello {
     /// The sender's role.
     pub role: Role,
@@ -52,6 +53,21 @@ pub struct Hello {
     /// Extra bytes for this pair of roles (the server's weight seed to the dealer, the
     /// client's batch size to the dealer); empty otherwise.
     pub extension: Vec<u8>,
+}
+
+impl std::fmt::Debug for Hello {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Hello")
+            .field("role", &self.role)
+            .field("plan_hash", &self.plan_hash)
+            .field("epoch", &self.epoch)
+            .field(
+                "extension",
+                &format_args!("<{} bytes>", self.extension.len()),
+            )
+            .finish()
+    }
 }
 
 impl Hello {
@@ -141,6 +157,15 @@ mod tests {
     #[test]
     fn hellos_round_trip() {
         assert_eq!(Hello::decode(&hello().encode()).unwrap(), hello());
+    }
+
+    #[test]
+    fn the_extension_does_not_print() {
+        let secret = Hello {
+            extension: vec![0xab; 16],
+            ..hello()
+        };
+        assert!(!format!("{secret:?}").contains("171"));
     }
 
     #[test]
