@@ -380,3 +380,43 @@ impl Plan {
         Ok((full, public))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zoo::random_mlp;
+
+    /// Decoding arbitrary bytes (mutations and truncations of a real plan, and noise)
+    /// returns an error or a plan, and never panics.
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics() {
+        let plan = random_mlp("fuzz", &[6, 4, 3], 1).unwrap();
+        let bases = [plan.to_bytes().unwrap(), plan.public.to_bytes().unwrap()];
+        let mut state = 3u64;
+        for round in 0..4000 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let mut bytes = bases[round % 2].clone();
+            let position = (state >> 33) as usize % bytes.len();
+            bytes[position] = (state >> 13) as u8;
+            if round % 3 == 0 {
+                bytes.truncate((state >> 40) as usize % (bytes.len() + 1));
+            }
+            if round % 7 == 0 {
+                bytes = (0..(state >> 52) as usize)
+                    .map(|i| (state >> (i % 60)) as u8)
+                    .collect();
+            }
+            let full = Plan::from_bytes(&bytes);
+            let public = PublicPlan::from_bytes(&bytes);
+            // A flipped byte is caught by the checksum unless it rewrote a byte to itself.
+            if bytes != bases[round % 2] {
+                assert!(
+                    full.is_err() && public.is_err(),
+                    "round {round}: a damaged plan was accepted"
+                );
+            }
+        }
+    }
+}
