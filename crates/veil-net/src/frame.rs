@@ -77,6 +77,19 @@ pub(crate) fn read_frame(
     Ok(payload)
 }
 
+/// Reads every frame in `bytes` (e.g. a captured stream); stops at the first error. The
+/// decoder the channels use, exposed for fuzzing.
+pub fn read_frames(mut bytes: &[u8], max_frame_bytes: usize) -> (Vec<Vec<u8>>, Option<Error>) {
+    let mut frames = Vec::new();
+    loop {
+        match read_frame(&mut bytes, max_frame_bytes, 0) {
+            Ok(frame) => frames.push(frame),
+            Err(Error::PeerClosed) => return (frames, None),
+            Err(error) => return (frames, Some(error)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,7 +30,7 @@ mod tcp;
 pub mod tls;
 
 pub use error::{Error, Result};
-pub use frame::{DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_BYTES};
+pub use frame::{DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_BYTES, read_frames};
 pub use memory::{MemoryChannel, memory_pair};
 pub use shaping::NetworkProfile;
 pub use tcp::{TcpChannel, TcpOptions, dangerous_listen_insecure};

@@ -71,7 +71,8 @@ impl std::fmt::Debug for Hello {
 }
 
 impl Hello {
-    fn encode(&self) -> Vec<u8> {
+    /// The wire form.
+    pub fn encode(&self) -> Vec<u8> {
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
         bytes.push(SETTING_DEALER);
@@ -83,7 +84,8 @@ impl Hello {
         bytes
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self> {
+    /// Decodes a peer's hello, checking magic, version and setting.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
         if bytes.len() < 20 || &bytes[..4] != MAGIC {
             bail!("the peer does not speak the veil protocol (bad handshake); check the address");
         }

@@ -1,0 +1,7 @@
+//! The preprocessing-material decoder on arbitrary bytes.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = veil_mpc::PartyMaterial::decode(data);
+});
