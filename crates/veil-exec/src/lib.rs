@@ -66,24 +66,10 @@ pub fn run<P: Protocol>(
     }
     last_use[graph.output] = usize::MAX;
     for (index, node) in graph.nodes.iter().enumerate() {
-        let operand = |which: usize, values: &[Option<P::Shared>]| -> Result<usize> {
-            let source = node.inputs[which];
-            if values[source].is_none() {
-                return Err(veil_model::Error::InvalidGraph {
-                    node: index,
-                    reason: format!("input {source} was already released"),
-                }
-                .into());
-            }
-            Ok(source)
-        };
         let value = match &node.op {
             Op::Input { .. } => protocol.input(&shapes[index], input)?,
             Op::Linear { weight, bias, .. } => {
-                let x = operand(0, &values)?;
-                let x = values[x]
-                    .as_ref()
-                    .ok_or_else(|| unreachable_release(index))?;
+                let x = operand(&values, node.inputs[0], index)?;
                 affine(
                     protocol,
                     x,
@@ -100,10 +86,7 @@ pub fn run<P: Protocol>(
                 padding,
                 ..
             } => {
-                let x = operand(0, &values)?;
-                let x = values[x]
-                    .as_ref()
-                    .ok_or_else(|| unreachable_release(index))?;
+                let x = operand(&values, node.inputs[0], index)?;
                 let (stride, padding) = (*stride, *padding);
                 affine(
                     protocol,
@@ -119,10 +102,7 @@ pub fn run<P: Protocol>(
                 stride,
                 bits,
             } => {
-                let x = operand(0, &values)?;
-                let x = values[x]
-                    .as_ref()
-                    .ok_or_else(|| unreachable_release(index))?;
+                let x = operand(&values, node.inputs[0], index)?;
                 max_pool(
                     protocol,
                     x,
@@ -134,10 +114,7 @@ pub fn run<P: Protocol>(
                 )?
             }
             Op::AvgPool2d { kernel, stride } => {
-                let x = operand(0, &values)?;
-                let x = values[x]
-                    .as_ref()
-                    .ok_or_else(|| unreachable_release(index))?;
+                let x = operand(&values, node.inputs[0], index)?;
                 let offsets = pooling_indices(&shapes[node.inputs[0]], *kernel, *stride);
                 let mut sum: Option<P::Shared> = None;
                 for indices in &offsets {
@@ -147,7 +124,13 @@ pub fn run<P: Protocol>(
                         None => window,
                     });
                 }
-                let sum = sum.ok_or_else(|| unreachable_release(index))?;
+                let sum = sum.ok_or_else(|| -> Error {
+                    veil_model::Error::InvalidGraph {
+                        node: index,
+                        reason: "an empty pooling window".into(),
+                    }
+                    .into()
+                })?;
                 // The area is a power of two ≤ 2^f, so 2^f / area is exact: the mean is
                 // one public product and one truncation.
                 let area = (kernel * kernel) as u64;
@@ -155,14 +138,11 @@ pub fn run<P: Protocol>(
                 protocol.truncate(&scaled, fractional_bits)?
             }
             Op::Relu { bits } => {
-                let x = operand(0, &values)?;
-                let x = values[x]
-                    .as_ref()
-                    .ok_or_else(|| unreachable_release(index))?;
+                let x = operand(&values, node.inputs[0], index)?;
                 protocol.relu(x, *bits)?
             }
             Op::Flatten => {
-                let x = operand(0, &values)?;
+                let x = node.inputs[0];
                 if last_use[x] > index {
                     // Reshaping moves the value; the IR keeps flatten's input single-use.
                     return Err(veil_model::Error::InvalidGraph {
@@ -171,19 +151,13 @@ pub fn run<P: Protocol>(
                     }
                     .into());
                 }
-                let x = values[x].take().ok_or_else(|| unreachable_release(index))?;
+                let x = values[x].take().ok_or_else(|| released(index, x))?;
                 protocol.reshape(x, &shapes[index])?
             }
-            Op::Add => {
-                let (left, right) = (operand(0, &values)?, operand(1, &values)?);
-                let left = values[left]
-                    .as_ref()
-                    .ok_or_else(|| unreachable_release(index))?;
-                let right = values[right]
-                    .as_ref()
-                    .ok_or_else(|| unreachable_release(index))?;
-                protocol.add(left, right)?
-            }
+            Op::Add => protocol.add(
+                operand(&values, node.inputs[0], index)?,
+                operand(&values, node.inputs[1], index)?,
+            )?,
         };
         values.push(Some(value));
         for &source in &node.inputs {
@@ -192,9 +166,7 @@ pub fn run<P: Protocol>(
             }
         }
     }
-    let output = values[graph.output]
-        .as_ref()
-        .ok_or_else(|| unreachable_release(graph.output))?;
+    let output = operand(&values, graph.output, graph.output)?;
     match plan.output_policy {
         OutputPolicy::Logits => Ok(protocol.reveal_to_client(output)?),
         // Only the label is reconstructed, only at the client.
@@ -331,10 +303,18 @@ fn max_pool<P: Protocol>(
     Ok(protocol.reshape(current, output_shape)?)
 }
 
-fn unreachable_release(node: usize) -> Error {
+/// The value of node `source`, read by node `reader`; an error if it was released.
+fn operand<S>(values: &[Option<S>], source: usize, reader: usize) -> Result<&S> {
+    values
+        .get(source)
+        .and_then(Option::as_ref)
+        .ok_or_else(|| released(reader, source))
+}
+
+fn released(reader: usize, source: usize) -> Error {
     veil_model::Error::InvalidGraph {
-        node,
-        reason: "an operand was released before its last use".into(),
+        node: reader,
+        reason: format!("input {source} was already released"),
     }
     .into()
 }
