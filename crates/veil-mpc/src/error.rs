@@ -68,6 +68,10 @@ pub enum Error {
         /// What was wrong.
         detail: String,
     },
+    /// Whoever receives the generated material stopped the generation (for instance a
+    /// pool whose capacity the material would exceed).
+    #[error("material generation stopped: {0}")]
+    Stopped(&'static str),
     /// A tensor-level error (shape mismatch, value out of range).
     #[error(transparent)]
     Core(#[from] veil_core::Error),

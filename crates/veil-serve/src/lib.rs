@@ -4,10 +4,11 @@
 //! each connection starts with [`handshake::handshake`], which checks protocol version,
 //! setting, role and public-plan hash before any share moves.
 //!
-//! # What this crate does not do (yet)
-//! Concurrent sessions, a preprocessing pool, metrics: the serving issue adds them.
-//! Connections are mutual TLS with role-bound certificates ([`transport::Transport`]),
-//! or plain TCP on loopback for tests.
+//! Sessions run concurrently, a thread each. The dealer pre-generates material into a
+//! pool bounded in bytes ([`pool::Pool`]) and clients may prefetch their halves for the
+//! next queries; both roles serve Prometheus metrics ([`metrics`]). Connections are
+//! mutual TLS with role-bound certificates ([`transport::Transport`]), or plain TCP on
+//! loopback for tests.
 //!
 //! # Secrets
 //! Logs carry counts, sizes and times only: never a share, weight, input, seed or key.
@@ -15,5 +16,6 @@
 
 pub mod handshake;
 pub mod metrics;
+pub mod pool;
 pub mod roles;
 pub mod transport;

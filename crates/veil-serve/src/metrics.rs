@@ -1,5 +1,6 @@
-//! Prometheus metrics for the server: queries, failed sessions by kind, a latency
-//! histogram, sessions in progress. Served as text on `GET /metrics` by a small HTTP
+//! Prometheus metrics for the server and the dealer: queries, failed sessions by kind, a
+//! latency histogram, sessions in progress, and the dealer's preprocessing pool (fill in
+//! bytes, entries, hits and misses, burnt halves). Served as text on `GET /metrics` by a small HTTP
 //! listener of its own. Metrics carry counts and times only, never data.
 
 use std::collections::BTreeMap;
@@ -23,6 +24,13 @@ pub struct Metrics {
     latency_count: AtomicU64,
     latency_sum_microseconds: AtomicU64,
     errors: Mutex<BTreeMap<&'static str, u64>>,
+    pool_capacity_bytes: AtomicU64,
+    pool_bytes: AtomicU64,
+    pool_ready_entries: AtomicU64,
+    pool_awaiting_claims: AtomicU64,
+    pool_hits: AtomicU64,
+    pool_misses: AtomicU64,
+    burnt_halves: AtomicU64,
 }
 
 impl Metrics {
@@ -45,6 +53,35 @@ impl Metrics {
         if let Ok(mut errors) = self.errors.lock() {
             *errors.entry(kind).or_default() += 1;
         }
+    }
+
+    /// The pool's configured capacity.
+    pub fn set_pool_capacity(&self, bytes: u64) {
+        self.pool_capacity_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The pool's fill: bytes held, ready entries, server halves awaiting their claim.
+    pub fn set_pool_fill(&self, bytes: u64, ready_entries: u64, awaiting_claims: u64) {
+        self.pool_bytes.store(bytes, Ordering::Relaxed);
+        self.pool_ready_entries
+            .store(ready_entries, Ordering::Relaxed);
+        self.pool_awaiting_claims
+            .store(awaiting_claims, Ordering::Relaxed);
+    }
+
+    /// A request for material that found a ready entry (`hit`) or not.
+    pub fn record_pool_request(&self, hit: bool) {
+        let counter = if hit {
+            &self.pool_hits
+        } else {
+            &self.pool_misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Halves burnt without being delivered.
+    pub fn record_burnt(&self, halves: u64) {
+        self.burnt_halves.fetch_add(halves, Ordering::Relaxed);
     }
 
     /// Marks a session started (+1) or ended (−1).
@@ -91,6 +128,56 @@ impl Metrics {
             self.latency_sum_microseconds.load(Ordering::Relaxed) as f64 / 1e6
         ));
         text.push_str(&format!("veil_query_seconds_count {count}\n"));
+        let gauges = [
+            (
+                "veil_pool_capacity_bytes",
+                "gauge",
+                "The dealer pool's capacity.",
+                &self.pool_capacity_bytes,
+            ),
+            (
+                "veil_pool_bytes",
+                "gauge",
+                "Material the dealer pool holds (ready entries and halves awaiting their claim).",
+                &self.pool_bytes,
+            ),
+            (
+                "veil_pool_ready_entries",
+                "gauge",
+                "Pre-generated entries ready for a query.",
+                &self.pool_ready_entries,
+            ),
+            (
+                "veil_pool_awaiting_claims",
+                "gauge",
+                "Server halves waiting for the server's claim.",
+                &self.pool_awaiting_claims,
+            ),
+            (
+                "veil_pool_hits_total",
+                "counter",
+                "Requests served from a ready entry.",
+                &self.pool_hits,
+            ),
+            (
+                "veil_pool_misses_total",
+                "counter",
+                "Requests that found no ready entry.",
+                &self.pool_misses,
+            ),
+            (
+                "veil_burnt_halves_total",
+                "counter",
+                "Material halves burnt undelivered (timed out or cancelled).",
+                &self.burnt_halves,
+            ),
+        ];
+        for (name, kind, help, value) in gauges {
+            text.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}\n",
+                value.load(Ordering::Relaxed)
+            ));
+        }
         text
     }
 }

@@ -17,9 +17,9 @@
 //! After their handshakes the server and the client send the dealer nothing but empty
 //! flow-control frames; a claim is a handshake of its own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -39,25 +39,14 @@ use veil_mpc::{
 };
 use veil_net::{Channel, ChannelStats};
 
+use crate::metrics::Metrics;
+use crate::pool::{Pool, PoolConfig, item_bytes, send_item};
 use crate::transport::{Link, Transport};
 
 use crate::handshake::{Hello, Role, handshake, handshake_any};
 
-/// Material travels in frames of at most this many bytes, under the channel's frame cap.
-const MATERIAL_CHUNK_BYTES: usize = 64 << 20;
-
 /// The largest material a party accepts for one query (16 GiB).
 const MAX_MATERIAL_BYTES: u64 = 16 << 30;
-
-/// Sends one streamed item: a header frame, then its words in chunks under the frame cap.
-fn send_item(channel: &mut impl Channel, item: &MaterialItem) -> veil_net::Result<()> {
-    channel.send(&item.encoded_header())?;
-    for chunk in item.words().chunks(MATERIAL_CHUNK_BYTES / 8) {
-        let bytes: Vec<u8> = chunk.iter().flat_map(|word| word.to_le_bytes()).collect();
-        channel.send(&bytes)?;
-    }
-    Ok(())
-}
 
 /// Receives one party's streamed material: its header, then items until an empty frame.
 /// Every announced size is checked against a cap before allocating.
@@ -111,14 +100,32 @@ const SERVER_CLAIMS: u8 = 2;
 /// What the dealer saw over its life.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DealerSummary {
-    /// Queries whose material it made.
+    /// Query sessions whose material it issued (prefetched ones included).
     pub queries: u64,
     /// Payload bytes received from clients and the server after their handshakes (the
     /// dealer receives nothing but empty flow-control frames: this must be 0).
     pub payload_bytes_received_after_handshake: u64,
     /// Sessions burnt because the server never claimed them.
     pub burnt_sessions: u64,
+    /// What the preprocessing pool did.
+    pub pool: crate::pool::PoolCounters,
 }
+
+/// The dealer's options.
+#[derive(Clone, Debug, Default)]
+pub struct DealerOptions {
+    /// Serve this many client sessions, then return (forever when `None`).
+    pub max_clients: Option<usize>,
+    /// The preprocessing pool.
+    pub pool: PoolConfig,
+    /// Where the dealer records its metrics (serve them with
+    /// [`crate::metrics::serve_metrics`]).
+    pub metrics: Arc<Metrics>,
+}
+
+/// The first byte of the dealer's answer to a client's request for a session.
+const SESSION_FOLLOWS: u8 = 0;
+const SESSION_REFUSED: u8 = 1;
 
 /// The dealer's state, shared by its session threads.
 struct Dealer {
@@ -126,8 +133,12 @@ struct Dealer {
     hello: Hello,
     epoch: u64,
     parameters: Arc<veil_mpc::DealerParameters>,
-    /// Sessions waiting for the server's claim: session id → the waiting client thread.
+    pool: Arc<Pool>,
+    /// Streamed sessions waiting for the server's claim: session id → the waiting
+    /// client thread.
     pending: Mutex<HashMap<u128, Sender<Link>>>,
+    /// Numbers the client sessions, to burn their unclaimed halves when they end.
+    next_client: AtomicU64,
     summary: Mutex<DealerSummary>,
 }
 
@@ -179,16 +190,17 @@ fn accept_loop(
 }
 
 /// Runs the dealer: waits for the server to register (its handshake carries the weight
-/// seed), then serves client sessions concurrently, each on its own thread, until
-/// `max_clients` client sessions have ended (forever when `None`). For each query the
-/// client's half streams to the client and the server's half to the server's claim
-/// connection for that session id; each half goes only to its own role, once.
+/// seed), starts the pool's filler, then serves client sessions concurrently, each on
+/// its own thread, until `options.max_clients` client sessions have ended. For each
+/// query the client's half goes to the client and the server's half to the server's
+/// claim for that session id; each half goes only to its own role, once.
 pub fn run_dealer(
     listener: TcpListener,
     plan: PublicPlan,
-    max_clients: Option<usize>,
+    options: &DealerOptions,
     transport: &Transport,
 ) -> Result<DealerSummary> {
+    let max_clients = options.max_clients;
     let plan_hash = plan.hash_hex()?;
     let hello = Hello {
         role: Role::Dealer,
@@ -199,6 +211,9 @@ pub fn run_dealer(
     // The first connection that registers as the server is the server; anything else
     // that arrives before it is turned away.
     let (server, seed, epoch) = loop {
+        if SHUTDOWN.load(Ordering::SeqCst) {
+            bail!("shut down before the server registered");
+        }
         let (mut candidate, _) = match transport.accept_any(&listener, &[Role::Server]) {
             Ok(accepted) => accepted,
             Err(error) => {
@@ -225,20 +240,39 @@ pub fn run_dealer(
     };
     let server_after_handshake = server.stats();
     info!(epoch, "dealer: server registered");
+    let parameters = Arc::new(dealer_parameters(&plan, &seed, epoch));
+    let pool = Arc::new(Pool::new(
+        plan.clone(),
+        Arc::clone(&parameters),
+        options.pool,
+        Arc::clone(&options.metrics),
+    )?);
+    // Batch 1 is the common case: fill it before anyone asks.
+    pool.note_demand(1);
+    let filler = {
+        let pool = Arc::clone(&pool);
+        std::thread::Builder::new()
+            .name("veil-dealer-pool".into())
+            .spawn(move || pool.fill())
+            .context("starting the pool's filler")?
+    };
     let dealer = Arc::new(Dealer {
-        parameters: Arc::new(dealer_parameters(&plan, &seed, epoch)),
+        parameters,
         hello: Hello { epoch, ..hello },
         plan,
         epoch,
+        pool: Arc::clone(&pool),
         pending: Mutex::new(HashMap::new()),
+        next_client: AtomicU64::new(0),
         summary: Mutex::new(DealerSummary::default()),
     });
     let clients_started = Arc::new(AtomicUsize::new(0));
     let clients_ended = Arc::new(AtomicUsize::new(0));
     let done = || max_clients.is_some_and(|max| clients_ended.load(Ordering::SeqCst) >= max);
-    let threads = accept_loop(&listener, done, |stream| {
+    let served = accept_loop(&listener, done, |stream| {
         let dealer = Arc::clone(&dealer);
         let transport = transport.clone();
+        let metrics = Arc::clone(&options.metrics);
         let (started, ended) = (Arc::clone(&clients_started), Arc::clone(&clients_ended));
         std::thread::Builder::new()
             .name("veil-dealer-session".into())
@@ -257,15 +291,19 @@ pub fn run_dealer(
                         if was_client {
                             ended.fetch_add(1, Ordering::SeqCst);
                         }
+                        metrics.record_error(&error);
                         warn!("dealer: session failed: {error:#}");
                     }
                 }
             })
             .ok()
-    })?;
+    });
+    let threads = served.unwrap_or_default();
     for thread in threads {
         let _ = thread.join();
     }
+    pool.stop();
+    let _ = filler.join();
     let mut summary = *dealer
         .summary
         .lock()
@@ -274,6 +312,8 @@ pub fn run_dealer(
         .stats()
         .since(&server_after_handshake)
         .payload_bytes_received;
+    summary.pool = pool.counters();
+    summary.burnt_sessions += summary.pool.burnt;
     Ok(summary)
 }
 
@@ -316,7 +356,7 @@ fn dealer_connection(
     }
     match theirs.role {
         Role::Server => {
-            // A claim: hand the link to the client session that waits for it.
+            // A claim: the server half of a session, pooled or streaming.
             let session = match theirs.extension.as_slice() {
                 [SERVER_CLAIMS, id @ ..] if id.len() == 16 => {
                     u128::from_le_bytes(id.try_into().unwrap_or_default())
@@ -330,6 +370,12 @@ fn dealer_connection(
                     ));
                 }
             };
+            if let Some(half) = dealer.pool.claim(session) {
+                half.deliver(&mut link)
+                    .context("delivering the server's half")
+                    .map_err(|error| (error, false))?;
+                return Ok(ConnectionKind::Claim);
+            }
             let waiting = dealer
                 .pending
                 .lock()
@@ -341,7 +387,9 @@ fn dealer_connection(
                     Ok(ConnectionKind::Claim)
                 }
                 None => Err((
-                    anyhow::anyhow!("the server claimed an unknown or already claimed session"),
+                    anyhow::anyhow!(
+                        "the server claimed an unknown, expired or already claimed session; each half is delivered once"
+                    ),
                     false,
                 )),
             }
@@ -350,26 +398,52 @@ fn dealer_connection(
             if !admit_client() {
                 return Err((anyhow::anyhow!("the dealer is at its client limit"), false));
             }
-            dealer_client_session(dealer, link, &theirs)
+            let owner = dealer.next_client.fetch_add(1, Ordering::SeqCst);
+            let result = dealer_client_session(dealer, link, &theirs, owner);
+            // Halves issued to this client that the server has not claimed can no
+            // longer be named by it: burn them.
+            dealer.pool.burn_owner(owner);
+            result
                 .map(|()| ConnectionKind::Client)
                 .map_err(|error| (error, true))
         }
     }
 }
 
-/// Serves one client session: one query per empty request frame.
-fn dealer_client_session(dealer: &Dealer, mut client: Link, hello: &Hello) -> Result<()> {
-    let batch = hello
-        .extension
-        .as_slice()
-        .try_into()
-        .map(u64::from_le_bytes)
-        .context("the client's handshake must carry its batch size")?;
+/// What a client declares in its handshake with the dealer.
+struct ClientRequest {
+    batch: usize,
+    /// Queries' halves it holds ahead of time (0: none).
+    prefetch: u64,
+}
+
+fn parse_client_extension(extension: &[u8]) -> Result<ClientRequest> {
+    if extension.len() != 16 {
+        bail!("the client's handshake must carry its batch size and prefetch depth (16 bytes)");
+    }
+    let batch = u64::from_le_bytes(extension[..8].try_into().context("short extension")?);
+    let prefetch = u64::from_le_bytes(extension[8..].try_into().context("short extension")?);
     let batch = usize::try_from(batch)
         .ok()
         .filter(|&b| (1..=1 << 16).contains(&b))
         .context("batch size out of range 1..=65536")?;
-    let fixed_point = dealer.plan.fixed_point()?;
+    Ok(ClientRequest { batch, prefetch })
+}
+
+/// Serves one client session: one query session per empty request frame. A request is
+/// answered from the pool when an entry is ready, by generating one in memory when it
+/// fits the pool, and otherwise by streaming (generation paced by delivery, which
+/// needs the server's claim first). A client that prefetches never gets a streamed
+/// session: its halves must wait for a later query.
+fn dealer_client_session(
+    dealer: &Dealer,
+    mut client: Link,
+    hello: &Hello,
+    owner: u64,
+) -> Result<()> {
+    let ClientRequest { batch, prefetch } = parse_client_extension(&hello.extension)?;
+    dealer.pool.note_demand(batch);
+    let claim_seconds = dealer.pool.config().claim_timeout.as_secs();
     let after_handshake = client.stats();
     let mut received_from_server = 0;
     let result = (|| -> Result<()> {
@@ -382,55 +456,40 @@ fn dealer_client_session(dealer: &Dealer, mut client: Link, hello: &Hello) -> Re
                 Err(veil_net::Error::PeerClosed) => return Ok(()),
                 Err(error) => return Err(error.into()),
             }
-            // Declared before the generator, which borrows it while streaming.
-            let mut server_slot: Option<Link> = None;
-            let mut generator =
-                MaterialGenerator::new(fixed_point, Arc::clone(&dealer.parameters))?;
-            let session = generator.session_id();
-            let (handoff, claim) = std::sync::mpsc::channel();
-            dealer
-                .pending
-                .lock()
-                .map_err(|_| anyhow::anyhow!("the dealer's session table is poisoned"))?
-                .insert(session, handoff);
-            client.send(&generator.encoded_header(PartyRole::Client))?;
-            let server = match claim.recv_timeout(CLAIM_TIMEOUT) {
-                Ok(server) => server_slot.insert(server),
-                Err(_) => {
-                    if let Ok(mut pending) = dealer.pending.lock() {
-                        pending.remove(&session);
-                    }
-                    if let Ok(mut summary) = dealer.summary.lock() {
-                        summary.burnt_sessions += 1;
-                    }
-                    bail!(
-                        "the server did not claim its half within {} s; the session is burnt",
-                        CLAIM_TIMEOUT.as_secs()
-                    );
+            let entry = match dealer.pool.take_ready(batch) {
+                Some(entry) => Some(entry),
+                None if prefetch > 0 || dealer.pool.fits(batch) == Some(true) => {
+                    dealer.pool.generate_now(batch)?
                 }
+                None => None,
             };
-            let server_after_handshake = server.stats();
-            server.send(&generator.encoded_header(PartyRole::Server))?;
-            // Material is generated and delivered op by op: each item goes only to its
-            // own role as soon as it is made, and is dropped (zeroised) once sent.
-            {
-                let (server_link, client_link) = (&mut *server, &mut client);
-                generator.stream_to(Box::new(move |role, item| {
-                    let link: &mut Link = match role {
-                        PartyRole::Server => server_link,
-                        PartyRole::Client => client_link,
-                    };
-                    send_item(link, &item).map_err(veil_mpc::Error::from)
-                }));
-                run(&mut generator, &dealer.plan, batch, None)?;
+            match entry {
+                Some(entry) => {
+                    let session = entry.session_id();
+                    let (server_half, client_half) = entry.split();
+                    // Parked before the client learns the id, so the claim finds it.
+                    dealer.pool.await_claim(session, server_half, owner);
+                    let mut status = vec![SESSION_FOLLOWS];
+                    status.extend_from_slice(&claim_seconds.to_le_bytes());
+                    client.send(&status)?;
+                    client_half.deliver(&mut client)?;
+                }
+                None if prefetch > 0 => {
+                    let mut refusal = vec![SESSION_REFUSED];
+                    refusal.extend_from_slice(
+                        format!(
+                            "one query's material at batch {batch} is larger than the dealer's pool ({} bytes), so it cannot wait for a later query; run the client without prefetching or raise the dealer's pool_bytes",
+                            dealer.pool.config().capacity_bytes
+                        )
+                        .as_bytes(),
+                    );
+                    client.send(&refusal)?;
+                    continue;
+                }
+                None => {
+                    received_from_server += stream_session(dealer, &mut client, batch)?;
+                }
             }
-            drop(generator);
-            server.send(&[])?;
-            client.send(&[])?;
-            received_from_server += server
-                .stats()
-                .since(&server_after_handshake)
-                .payload_bytes_received;
             if let Ok(mut summary) = dealer.summary.lock() {
                 summary.queries += 1;
             }
@@ -445,6 +504,70 @@ fn dealer_client_session(dealer: &Dealer, mut client: Link, hello: &Hello) -> Re
         summary.payload_bytes_received_after_handshake += received;
     }
     result
+}
+
+/// One streamed query session: the client gets its header, the server claims the other
+/// half by its id, then the generator's items go to each role as they are made. Records
+/// the entry's size with the pool. Returns the payload bytes the server sent (0).
+fn stream_session(dealer: &Dealer, client: &mut Link, batch: usize) -> Result<u64> {
+    let fixed_point = dealer.plan.fixed_point()?;
+    // Declared before the generator, whose sink borrows them while streaming.
+    let mut server_slot: Option<Link> = None;
+    let mut entry_bytes = 0;
+    let mut generator = MaterialGenerator::new(fixed_point, Arc::clone(&dealer.parameters))?;
+    let session = generator.session_id();
+    let (handoff, claim) = std::sync::mpsc::channel();
+    dealer
+        .pending
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the dealer's session table is poisoned"))?
+        .insert(session, handoff);
+    let mut status = vec![SESSION_FOLLOWS];
+    status.extend_from_slice(&CLAIM_TIMEOUT.as_secs().to_le_bytes());
+    client.send(&status)?;
+    let client_header = generator.encoded_header(PartyRole::Client);
+    let server_header = generator.encoded_header(PartyRole::Server);
+    client.send(&client_header)?;
+    let server = match claim.recv_timeout(CLAIM_TIMEOUT) {
+        Ok(server) => server_slot.insert(server),
+        Err(_) => {
+            if let Ok(mut pending) = dealer.pending.lock() {
+                pending.remove(&session);
+            }
+            if let Ok(mut summary) = dealer.summary.lock() {
+                summary.burnt_sessions += 1;
+            }
+            bail!(
+                "the server did not claim its half within {} s; the session is burnt",
+                CLAIM_TIMEOUT.as_secs()
+            );
+        }
+    };
+    let server_after_handshake = server.stats();
+    server.send(&server_header)?;
+    entry_bytes += (client_header.len() + server_header.len()) as u64;
+    // Material is generated and delivered op by op: each item goes only to its own role
+    // as soon as it is made, and is dropped (zeroised) once sent.
+    {
+        let (server_link, client_link, bytes) = (&mut *server, &mut *client, &mut entry_bytes);
+        generator.stream_to(Box::new(move |role, item| {
+            *bytes += item_bytes(&item);
+            let link: &mut Link = match role {
+                PartyRole::Server => server_link,
+                PartyRole::Client => client_link,
+            };
+            send_item(link, &item).map_err(veil_mpc::Error::from)
+        }));
+        run(&mut generator, &dealer.plan, batch, None)?;
+    }
+    drop(generator);
+    server.send(&[])?;
+    client.send(&[])?;
+    dealer.pool.record_size(batch, entry_bytes);
+    Ok(server
+        .stats()
+        .since(&server_after_handshake)
+        .payload_bytes_received)
 }
 
 /// The server's state for one plan and epoch.
@@ -707,8 +830,44 @@ pub struct QueryReport {
     pub rounds: u64,
     /// Bytes of this query's material at the client.
     pub client_material_bytes: usize,
-    /// Time to get this query's material from the dealer.
+    /// Time this query waited for its half from the dealer (none when prefetched).
     pub offline_seconds: f64,
+    /// Wall time of the whole query: getting the client's half (unless prefetched), the
+    /// server's claim of its half, and the online phase.
+    pub latency_seconds: f64,
+    /// Whether the client held this query's half before the query (prefetched).
+    pub warm: bool,
+    /// Time spent after the query fetching halves for later queries (not in latency).
+    pub prefetch_seconds: f64,
+}
+
+/// The client's options.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientOptions {
+    /// Samples per query.
+    pub batch: usize,
+    /// Hold the halves of up to this many future queries (0: fetch each half when its
+    /// query starts). Prefetched halves are fetched at connection and after each query.
+    pub prefetch_queries: usize,
+    /// The most bytes of prefetched material the client holds.
+    pub prefetch_bytes: u64,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            batch: 1,
+            prefetch_queries: 0,
+            prefetch_bytes: 256 << 20,
+        }
+    }
+}
+
+/// A half held for a later query.
+struct Prefetched {
+    material: PartyMaterial,
+    /// After this the server half may have been burnt at the dealer: drop it unused.
+    usable_until: Instant,
 }
 
 /// A connected client: one client session with the server and one with the dealer.
@@ -718,18 +877,38 @@ pub struct Client {
     dealer: Link,
     parameters: PartyParameters,
     ledger: SessionLedger,
-    batch: usize,
+    options: ClientOptions,
+    prefetched: VecDeque<Prefetched>,
+    /// Bytes of one half at this batch size, once one has arrived.
+    half_bytes: Option<usize>,
     /// Bytes received from the server during set-up (D).
     pub setup_bytes: u64,
 }
 
 impl Client {
-    /// Connects to the server (set-up: receives D) and to the dealer.
+    /// Connects to the server (set-up: receives D) and to the dealer, with default
+    /// options at `batch` samples per query.
     pub fn connect(
         plan: PublicPlan,
         server_address: &str,
         dealer_address: &str,
         batch: usize,
+        transport: &Transport,
+    ) -> Result<Self> {
+        let options = ClientOptions {
+            batch,
+            ..ClientOptions::default()
+        };
+        Self::connect_with(plan, server_address, dealer_address, options, transport)
+    }
+
+    /// Connects to the server (set-up: receives D) and to the dealer, and prefetches
+    /// halves when the options ask for it.
+    pub fn connect_with(
+        plan: PublicPlan,
+        server_address: &str,
+        dealer_address: &str,
+        options: ClientOptions,
         transport: &Transport,
     ) -> Result<Self> {
         let plan_hash = plan.hash_hex()?;
@@ -771,43 +950,135 @@ impl Client {
         // The client dials the dealer itself, never through the server; a simulated
         // network shapes the server link only.
         let mut dealer = transport.unshaped().connect(dealer_address, Role::Dealer)?;
+        let mut extension = (options.batch as u64).to_le_bytes().to_vec();
+        extension.extend_from_slice(&(options.prefetch_queries as u64).to_le_bytes());
         let hello = Hello {
             role: Role::Client,
             plan_hash,
             epoch: server_hello.epoch,
-            extension: (batch as u64).to_le_bytes().to_vec(),
+            extension,
         };
         handshake(&mut dealer, &hello, Role::Dealer)?;
-        Ok(Self {
+        let mut client = Self {
             plan,
             server,
             dealer,
             parameters: PartyParameters::Client(Arc::new(ClientParameters::new(weights))),
             ledger: SessionLedger::default(),
-            batch,
+            options,
+            prefetched: VecDeque::new(),
+            half_bytes: None,
             setup_bytes,
-        })
+        };
+        client.top_up()?;
+        Ok(client)
     }
 
-    /// Runs one query on a batch of inputs (row-major).
-    pub fn query(&mut self, input: &[f32]) -> Result<QueryReport> {
-        // Preprocessing first: both parties hold their halves before the timed window.
-        let offline_start = Instant::now();
+    /// Halves held for later queries.
+    pub fn prefetched(&self) -> usize {
+        self.prefetched.len()
+    }
+
+    /// Asks the dealer for a query session: its answer, then our half's header.
+    fn request_session(&mut self) -> Result<(PartyMaterial, Duration)> {
         self.dealer.send(&[])?;
-        // The session header first: the server claims its half by this id while our
-        // half streams in.
-        let mut material = PartyMaterial::decode(
+        let answer = self
+            .dealer
+            .recv()
+            .context("waiting for the dealer's session")?;
+        let claimable = match answer.split_first() {
+            Some((&SESSION_FOLLOWS, seconds)) if seconds.len() == 8 => {
+                Duration::from_secs(u64::from_le_bytes(seconds.try_into()?))
+            }
+            Some((&SESSION_REFUSED, reason)) => {
+                bail!(
+                    "the dealer refused the session: {}",
+                    String::from_utf8_lossy(reason)
+                )
+            }
+            _ => bail!("the dealer's answer to a session request is malformed"),
+        };
+        let material = PartyMaterial::decode(
             &self
                 .dealer
                 .recv()
                 .context("waiting for the dealer's session")?,
         )?;
-        let mut start = material.session_id().to_le_bytes().to_vec();
-        start.extend_from_slice(&(self.batch as u64).to_le_bytes());
+        if material.role() != PartyRole::Client {
+            bail!("the dealer sent material for another role");
+        }
+        Ok((material, claimable))
+    }
+
+    /// Drops prefetched halves whose server half may no longer wait at the dealer.
+    fn drop_expired(&mut self) {
+        let now = Instant::now();
+        self.prefetched.retain(|held| held.usable_until > now);
+    }
+
+    /// Fetches halves for later queries until `prefetch_queries` are held or the next
+    /// would exceed `prefetch_bytes`.
+    fn top_up(&mut self) -> Result<()> {
+        self.drop_expired();
+        while self.prefetched.len() < self.options.prefetch_queries {
+            let held: usize = self
+                .prefetched
+                .iter()
+                .map(|held| held.material.encoded_len())
+                .sum();
+            if self
+                .half_bytes
+                .is_some_and(|half| (held + half) as u64 > self.options.prefetch_bytes)
+            {
+                break;
+            }
+            let (mut material, claimable) = self.request_session()?;
+            receive_items(&mut self.dealer, &mut material)
+                .context("waiting for the dealer's material")?;
+            let bytes = material.encoded_len();
+            self.half_bytes = Some(bytes);
+            if (held + bytes) as u64 > self.options.prefetch_bytes {
+                // Over budget: dropped unused (its server half is burnt at the dealer).
+                break;
+            }
+            let margin = (claimable / 4).min(Duration::from_secs(5));
+            self.prefetched.push_back(Prefetched {
+                material,
+                usable_until: Instant::now() + claimable.saturating_sub(margin),
+            });
+        }
+        Ok(())
+    }
+
+    /// Tells the server which session this query uses and at what batch size.
+    fn start_query(&mut self, session_id: u128) -> Result<()> {
+        let mut start = session_id.to_le_bytes().to_vec();
+        start.extend_from_slice(&(self.options.batch as u64).to_le_bytes());
         self.server.send(&start)?;
-        receive_items(&mut self.dealer, &mut material)
-            .context("waiting for the dealer's material")?;
-        let offline_seconds = offline_start.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// Runs one query on a batch of inputs (row-major).
+    pub fn query(&mut self, input: &[f32]) -> Result<QueryReport> {
+        let call_start = Instant::now();
+        // Preprocessing first: both parties hold their halves before the online window.
+        self.drop_expired();
+        let (material, warm) = match self.prefetched.pop_front() {
+            Some(held) => {
+                self.start_query(held.material.session_id())?;
+                (held.material, true)
+            }
+            None => {
+                // The session header first: the server claims its half by this id
+                // while our half arrives.
+                let (mut material, _) = self.request_session()?;
+                self.start_query(material.session_id())?;
+                receive_items(&mut self.dealer, &mut material)
+                    .context("waiting for the dealer's material")?;
+                (material, false)
+            }
+        };
+        let offline_seconds = call_start.elapsed().as_secs_f64();
         let client_material_bytes = material.encoded_len();
         let ready = self
             .server
@@ -819,7 +1090,7 @@ impl Client {
         let fixed_point = self.plan.fixed_point()?;
         let before: ChannelStats = self.server.stats();
         let started = Instant::now();
-        let encoded = veil_exec::encode_input(&self.plan, input, self.batch)?;
+        let encoded = veil_exec::encode_input(&self.plan, input, self.options.batch)?;
         let mut party = Party::new(
             &mut self.server,
             fixed_point,
@@ -827,12 +1098,20 @@ impl Client {
             self.parameters.clone(),
             &self.ledger,
         )?;
-        let output = run(&mut party, &self.plan, self.batch, Some(&encoded))?
+        let output = run(&mut party, &self.plan, self.options.batch, Some(&encoded))?
             .context("the client receives the output")?;
         party.finish()?;
         let output = veil_exec::decode_output(&self.plan, &output)?;
         let online_seconds = started.elapsed().as_secs_f64();
+        let latency_seconds = call_start.elapsed().as_secs_f64();
         let used = self.server.stats().since(&before);
+        // Halves for the next queries, outside the latency. A failure here does not
+        // lose this answer: prefetching stops and later queries fetch on demand.
+        let prefetch_start = Instant::now();
+        if let Err(error) = self.top_up() {
+            warn!("client: prefetching stopped: {error:#}");
+            self.options.prefetch_queries = 0;
+        }
         Ok(QueryReport {
             output,
             online_seconds,
@@ -841,6 +1120,9 @@ impl Client {
             rounds: used.rounds,
             client_material_bytes,
             offline_seconds,
+            latency_seconds,
+            warm,
+            prefetch_seconds: prefetch_start.elapsed().as_secs_f64(),
         })
     }
 }

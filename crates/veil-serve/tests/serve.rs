@@ -12,7 +12,7 @@ use veil_net::tls::{TlsIdentity, TlsRole, generate_certificates};
 use veil_net::{Channel, TcpOptions};
 use veil_serve::handshake::Role;
 use veil_serve::roles::{
-    Client, DealerSummary, ServerState, ServerSummary, run_dealer, run_server,
+    Client, DealerOptions, DealerSummary, ServerState, ServerSummary, run_dealer, run_server,
 };
 use veil_serve::transport::Transport;
 
@@ -67,12 +67,11 @@ fn deploy(plan: &Plan, server_clients: usize, dealer_clients: usize) -> Deployme
     let public = plan.public.clone();
     let (dealer_transport, server_transport, client) = transports();
     let dealer = std::thread::spawn(move || {
-        run_dealer(
-            dealer_listener,
-            public,
-            Some(dealer_clients),
-            &dealer_transport,
-        )
+        let options = DealerOptions {
+            max_clients: Some(dealer_clients),
+            ..DealerOptions::default()
+        };
+        run_dealer(dealer_listener, public, &options, &dealer_transport)
     });
     let state = ServerState::new(plan.clone(), 7).unwrap();
     let address = dealer_address.clone();
@@ -187,13 +186,18 @@ fn a_client_that_vanishes_mid_query_ends_only_its_session() {
             .client
             .connect(&deployment.dealer_address, Role::Dealer)
             .unwrap();
+        // Batch 1, no prefetching.
+        let mut extension = 1u64.to_le_bytes().to_vec();
+        extension.extend_from_slice(&0u64.to_le_bytes());
         let hello = veil_serve::handshake::Hello {
-            extension: 1u64.to_le_bytes().to_vec(),
+            extension,
             epoch: server_hello.epoch,
             ..hello
         };
         veil_serve::handshake::handshake(&mut dealer, &hello, Role::Dealer).unwrap();
         dealer.send(&[]).unwrap();
+        let answer = dealer.recv().unwrap();
+        assert_eq!(answer[0], 0, "the dealer answers that a session follows");
         let mut material = veil_mpc::PartyMaterial::decode(&dealer.recv().unwrap()).unwrap();
         let mut start = material.session_id().to_le_bytes().to_vec();
         start.extend_from_slice(&1u64.to_le_bytes());
@@ -269,8 +273,13 @@ fn certificates_bind_roles_and_deployments() {
     let (server_listener, server_address) = listener();
     let (dealer_transport, server_transport, client_transport) = transports();
     let public = plan.public.clone();
-    let dealer =
-        std::thread::spawn(move || run_dealer(dealer_listener, public, Some(1), &dealer_transport));
+    let dealer = std::thread::spawn(move || {
+        let options = DealerOptions {
+            max_clients: Some(1),
+            ..DealerOptions::default()
+        };
+        run_dealer(dealer_listener, public, &options, &dealer_transport)
+    });
     // A client connects to the dealer before the server does, as if it were the server.
     let impostor = client_transport.connect(&dealer_address, Role::Dealer);
     if let Ok(mut link) = impostor {

@@ -4,6 +4,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -14,7 +15,10 @@ use veil_model::plan::OutputPolicy;
 use veil_model::{Plan, PublicPlan};
 use veil_net::tls::{DeploymentCertificates, TlsIdentity, TlsRole, generate_certificates};
 use veil_net::{NetworkProfile, TcpOptions};
-use veil_serve::roles::{Client, QueryReport, ServerState, peak_rss_bytes, run_dealer, run_server};
+use veil_serve::roles::{
+    Client, ClientOptions, DealerOptions, QueryReport, ServerState, peak_rss_bytes, run_dealer,
+    run_server,
+};
 use veil_serve::transport::Transport;
 
 /// The bundled digits models and data, relative to the repository root; the demo serves
@@ -89,9 +93,23 @@ struct PartyArguments {
     /// Simulated network on the client–server link: local (default), lan or wan (plain TCP only).
     #[arg(long)]
     profile: Option<String>,
-    /// Serve Prometheus metrics on this address (server): GET /metrics.
+    /// Serve Prometheus metrics on this address (server, dealer): GET /metrics.
     #[arg(long)]
     metrics: Option<String>,
+    /// The dealer's preprocessing pool in bytes (dealer; 256 MiB when absent, 0 turns
+    /// pre-generation off).
+    #[arg(long)]
+    pool_bytes: Option<u64>,
+    /// Seconds a server half waits for the server's claim before it is burnt (dealer;
+    /// 120 when absent).
+    #[arg(long)]
+    claim_timeout_seconds: Option<u64>,
+    /// Hold the halves of this many future queries (client; 0 when absent).
+    #[arg(long)]
+    prefetch: Option<usize>,
+    /// The most bytes of prefetched material to hold (client; 256 MiB when absent).
+    #[arg(long)]
+    prefetch_bytes: Option<u64>,
 }
 
 impl PartyArguments {
@@ -114,6 +132,10 @@ impl PartyArguments {
             insecure_plain_tcp: self.insecure_plain_tcp || config.insecure_plain_tcp,
             profile: self.profile.or(config.profile),
             metrics: self.metrics.or(config.metrics),
+            pool_bytes: self.pool_bytes.or(config.pool_bytes),
+            claim_timeout_seconds: self.claim_timeout_seconds.or(config.claim_timeout_seconds),
+            prefetch: self.prefetch.or(config.prefetch),
+            prefetch_bytes: self.prefetch_bytes.or(config.prefetch_bytes),
         }
     }
 }
@@ -183,8 +205,18 @@ enum Commands {
         #[arg(long, default_value = DIGITS_DATA)]
         data: PathBuf,
     },
-    /// Runs one party of the dealer setting as its own process. Every option can also
-    /// come from a TOML file (`--config`, same names with underscores); flags override it.
+    /// The model owner: serves a plan to clients (`--plan NAME.plan --listen ADDR
+    /// --dealer ADDR`). Options can come from a TOML file (`--config`); flags override it.
+    Serve(PartyArguments),
+    /// The third party: issues preprocessing (`--public-plan NAME.public.plan --listen
+    /// ADDR`). Options can come from a TOML file (`--config`); flags override it.
+    Dealer(PartyArguments),
+    /// The client: prints the prediction for an input (`--server ADDR --dealer ADDR
+    /// --public-plan NAME.public.plan --input FILE`). The dealer's address and the CA
+    /// come from the client's own config, never from the server.
+    Infer(PartyArguments),
+    /// Any one party, chosen by `--role` (or `role` in the config): the three commands
+    /// above in one.
     Party(PartyArguments),
     /// Load test: dealer and server as processes over mutual TLS, N concurrent clients,
     /// every answer checked against the plain executor.
@@ -314,134 +346,10 @@ fn run_command(arguments: Arguments) -> Result<()> {
             out,
             data,
         } => train_digits(model, &output, &out, &data),
-        Commands::Party(arguments) => {
-            let arguments = match &arguments.config {
-                Some(path) => {
-                    let config: PartyArguments = toml::from_str(&read_text(path)?)
-                        .with_context(|| format!("reading the config {}", path.display()))?;
-                    arguments.or(config)
-                }
-                None => arguments,
-            };
-            let PartyArguments {
-                role,
-                listen,
-                dealer,
-                server,
-                plan,
-                public_plan,
-                input,
-                batch,
-                repeat,
-                max_clients,
-                json,
-                tls_dir,
-                insecure_plain_tcp,
-                profile,
-                metrics,
-                config: _,
-            } = arguments;
-            let role = role
-                .context("--role (or role in the config) is required: client, server or dealer")?;
-            let (batch, repeat) = (batch.unwrap_or(1), repeat.unwrap_or(1));
-            let profile = profile.unwrap_or_else(|| "local".into());
-            let profile = NetworkProfile::from_name(&profile).with_context(|| {
-                format!("unknown network profile {profile:?} (have: local, lan, wan)")
-            })?;
-            let options = TcpOptions {
-                profile,
-                ..TcpOptions::default()
-            };
-            let role_name = match role {
-                RoleArgument::Dealer => TlsRole::Dealer,
-                RoleArgument::Server => TlsRole::Server,
-                RoleArgument::Client => TlsRole::Client,
-            };
-            let transport = match (tls_dir, insecure_plain_tcp) {
-                (Some(directory), false) => {
-                    if profile != NetworkProfile::Local {
-                        bail!(
-                            "network profiles are simulated on plain TCP only; drop --profile or use --insecure-plain-tcp"
-                        );
-                    }
-                    load_tls_transport(&directory, role_name, options)?
-                }
-                (None, true) => Transport::DangerousPlainTcp { options },
-                _ => bail!(
-                    "pass exactly one of --tls-dir DIR (mutual TLS, see `veil certs`) and --insecure-plain-tcp"
-                ),
-            };
-            let need = |value: Option<String>, flag: &str| {
-                value.with_context(|| format!("--{flag} is required for this role"))
-            };
-            match role {
-                RoleArgument::Dealer => {
-                    let plan =
-                        PublicPlan::load(&public_plan.context("--public-plan is required")?)?;
-                    let listener = transport.listen(&need(listen, "listen")?)?;
-                    let summary = run_dealer(listener, plan, max_clients, &transport)?;
-                    if json {
-                        println!(
-                            "{}",
-                            json!({"role": "dealer", "queries": summary.queries, "payload_bytes_received_after_handshake": summary.payload_bytes_received_after_handshake, "peak_rss_bytes": peak_rss_bytes()})
-                        );
-                    }
-                }
-                RoleArgument::Server => {
-                    let plan = Plan::load(&plan.context("--plan is required")?)?;
-                    let listener = transport.listen(&need(listen, "listen")?)?;
-                    let state = ServerState::new(plan, new_epoch())?;
-                    if let Some(address) = metrics {
-                        veil_serve::metrics::serve_metrics(&address, state.metrics())?;
-                    }
-                    let summary = run_server(
-                        listener,
-                        &need(dealer, "dealer")?,
-                        state,
-                        max_clients,
-                        &transport,
-                    )?;
-                    if json {
-                        println!(
-                            "{}",
-                            json!({"role": "server", "queries": summary.queries, "failed_sessions": summary.failed_sessions, "material_bytes": summary.material_bytes, "payload_bytes_sent_to_dealer": summary.payload_bytes_sent_to_dealer, "peak_rss_bytes": peak_rss_bytes()})
-                        );
-                    }
-                }
-                RoleArgument::Client => {
-                    let plan =
-                        PublicPlan::load(&public_plan.context("--public-plan is required")?)?;
-                    let input = read_numbers(&input.context("--input is required")?)?;
-                    let mut client = Client::connect(
-                        plan.clone(),
-                        &need(server, "server")?,
-                        &need(dealer, "dealer")?,
-                        batch,
-                        &transport,
-                    )?;
-                    let mut reports = Vec::new();
-                    for _ in 0..repeat.max(1) {
-                        reports.push(client.query(&input)?);
-                    }
-                    if json {
-                        println!("{}", client_report_json(&reports, client.setup_bytes));
-                    } else {
-                        let output = &reports[reports.len() - 1].output;
-                        if let OutputPolicy::Label { .. } = plan.output_policy {
-                            // The label policy reveals the class index and nothing else.
-                            let labels: Vec<usize> =
-                                output.iter().map(|&label| label as usize).collect();
-                            println!("prediction: {labels:?}");
-                        } else {
-                            let columns = output.len() / batch.max(1);
-                            println!("prediction: {:?}", argmax_rows(output, columns));
-                            println!("logits: {output:?}");
-                        }
-                    }
-                }
-            }
-            Ok(())
-        }
+        Commands::Serve(arguments) => run_party(arguments, Some(RoleArgument::Server)),
+        Commands::Dealer(arguments) => run_party(arguments, Some(RoleArgument::Dealer)),
+        Commands::Infer(arguments) => run_party(arguments, Some(RoleArgument::Client)),
+        Commands::Party(arguments) => run_party(arguments, None),
         Commands::Bench {
             model,
             batch,
@@ -462,6 +370,166 @@ fn run_command(arguments: Arguments) -> Result<()> {
             json,
         ),
     }
+}
+
+/// Runs one party; `forced` is the role the command names (the config may not name
+/// another).
+fn run_party(arguments: PartyArguments, forced: Option<RoleArgument>) -> Result<()> {
+    let arguments = match &arguments.config {
+        Some(path) => {
+            let config: PartyArguments = toml::from_str(&read_text(path)?)
+                .with_context(|| format!("reading the config {}", path.display()))?;
+            arguments.or(config)
+        }
+        None => arguments,
+    };
+    let PartyArguments {
+        role,
+        listen,
+        dealer,
+        server,
+        plan,
+        public_plan,
+        input,
+        batch,
+        repeat,
+        max_clients,
+        json,
+        tls_dir,
+        insecure_plain_tcp,
+        profile,
+        metrics,
+        pool_bytes,
+        claim_timeout_seconds,
+        prefetch,
+        prefetch_bytes,
+        config: _,
+    } = arguments;
+    let role = match (forced, role) {
+        (Some(forced), Some(named)) if forced != named => bail!(
+            "this command runs the {forced:?} role but the config names role {named:?}; use the config written for this role"
+        ),
+        (Some(forced), _) => forced,
+        (None, Some(named)) => named,
+        (None, None) => {
+            bail!("--role (or role in the config) is required: client, server or dealer")
+        }
+    };
+    let (batch, repeat) = (batch.unwrap_or(1), repeat.unwrap_or(1));
+    let profile = profile.unwrap_or_else(|| "local".into());
+    let profile = NetworkProfile::from_name(&profile)
+        .with_context(|| format!("unknown network profile {profile:?} (have: local, lan, wan)"))?;
+    let options = TcpOptions {
+        profile,
+        ..TcpOptions::default()
+    };
+    let role_name = match role {
+        RoleArgument::Dealer => TlsRole::Dealer,
+        RoleArgument::Server => TlsRole::Server,
+        RoleArgument::Client => TlsRole::Client,
+    };
+    let transport = match (tls_dir, insecure_plain_tcp) {
+        (Some(directory), false) => {
+            if profile != NetworkProfile::Local {
+                bail!(
+                    "network profiles are simulated on plain TCP only; drop --profile or use --insecure-plain-tcp"
+                );
+            }
+            load_tls_transport(&directory, role_name, options)?
+        }
+        (None, true) => Transport::DangerousPlainTcp { options },
+        _ => bail!(
+            "pass exactly one of --tls-dir DIR (mutual TLS, see `veil certs`) and --insecure-plain-tcp"
+        ),
+    };
+    let need = |value: Option<String>, flag: &str| {
+        value.with_context(|| format!("--{flag} is required for this role"))
+    };
+    match role {
+        RoleArgument::Dealer => {
+            let plan = PublicPlan::load(&public_plan.context("--public-plan is required")?)?;
+            let listener = transport.listen(&need(listen, "listen")?)?;
+            let mut dealer_options = DealerOptions {
+                max_clients,
+                ..DealerOptions::default()
+            };
+            if let Some(bytes) = pool_bytes {
+                dealer_options.pool.capacity_bytes = bytes;
+            }
+            if let Some(seconds) = claim_timeout_seconds {
+                dealer_options.pool.claim_timeout = std::time::Duration::from_secs(seconds.max(1));
+            }
+            if let Some(address) = metrics {
+                veil_serve::metrics::serve_metrics(&address, Arc::clone(&dealer_options.metrics))?;
+            }
+            let summary = run_dealer(listener, plan, &dealer_options, &transport)?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"role": "dealer", "queries": summary.queries, "payload_bytes_received_after_handshake": summary.payload_bytes_received_after_handshake, "burnt_sessions": summary.burnt_sessions, "pool_pregenerated": summary.pool.pregenerated, "pool_hits": summary.pool.hits, "pool_misses": summary.pool.misses, "peak_rss_bytes": peak_rss_bytes()})
+                );
+            }
+        }
+        RoleArgument::Server => {
+            let plan = Plan::load(&plan.context("--plan is required")?)?;
+            let listener = transport.listen(&need(listen, "listen")?)?;
+            let state = ServerState::new(plan, new_epoch())?;
+            if let Some(address) = metrics {
+                veil_serve::metrics::serve_metrics(&address, state.metrics())?;
+            }
+            let summary = run_server(
+                listener,
+                &need(dealer, "dealer")?,
+                state,
+                max_clients,
+                &transport,
+            )?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"role": "server", "queries": summary.queries, "failed_sessions": summary.failed_sessions, "material_bytes": summary.material_bytes, "payload_bytes_sent_to_dealer": summary.payload_bytes_sent_to_dealer, "peak_rss_bytes": peak_rss_bytes()})
+                );
+            }
+        }
+        RoleArgument::Client => {
+            let plan = PublicPlan::load(&public_plan.context("--public-plan is required")?)?;
+            let input = read_numbers(&input.context("--input is required")?)?;
+            let mut client_options = ClientOptions {
+                batch,
+                prefetch_queries: prefetch.unwrap_or(0),
+                ..ClientOptions::default()
+            };
+            if let Some(bytes) = prefetch_bytes {
+                client_options.prefetch_bytes = bytes;
+            }
+            let mut client = Client::connect_with(
+                plan.clone(),
+                &need(server, "server")?,
+                &need(dealer, "dealer")?,
+                client_options,
+                &transport,
+            )?;
+            let mut reports = Vec::new();
+            for _ in 0..repeat.max(1) {
+                reports.push(client.query(&input)?);
+            }
+            if json {
+                println!("{}", client_report_json(&reports, client.setup_bytes));
+            } else {
+                let output = &reports[reports.len() - 1].output;
+                if let OutputPolicy::Label { .. } = plan.output_policy {
+                    // The label policy reveals the class index and nothing else.
+                    let labels: Vec<usize> = output.iter().map(|&label| label as usize).collect();
+                    println!("prediction: {labels:?}");
+                } else {
+                    let columns = output.len() / batch.max(1);
+                    println!("prediction: {:?}", argmax_rows(output, columns));
+                    println!("logits: {output:?}");
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Headroom over the largest calibrated magnitude when choosing comparison bit-widths.
@@ -582,6 +650,9 @@ fn client_report_json(reports: &[QueryReport], setup_bytes: u64) -> serde_json::
         "runs": measured.len(),
         "online_s": pick(&|r| r.online_seconds),
         "offline_s": pick(&|r| r.offline_seconds),
+        "latency_s": pick(&|r| r.latency_seconds),
+        "warm_queries": measured.iter().filter(|r| r.warm).count(),
+        "prefetch_s": pick(&|r| r.prefetch_seconds),
         "client_sent_bytes": last.client_sent_bytes,
         "server_sent_bytes": last.server_sent_bytes,
         "rounds": last.rounds,
@@ -851,7 +922,11 @@ fn demo(model: &str, models: &Path, data: &Path, limit: Option<usize>) -> Result
     let (server_listener, server_address) = loopback_listener()?;
     let dealer_plan = public.clone();
     let dealer = std::thread::spawn(move || {
-        run_dealer(dealer_listener, dealer_plan, Some(1), &dealer_transport)
+        let options = DealerOptions {
+            max_clients: Some(1),
+            ..DealerOptions::default()
+        };
+        run_dealer(dealer_listener, dealer_plan, &options, &dealer_transport)
     });
     let state = ServerState::new(plan.clone(), new_epoch())?;
     let server_dealer_address = dealer_address.clone();
