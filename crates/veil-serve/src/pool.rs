@@ -578,3 +578,146 @@ impl Pool {
         self.wake.notify_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use veil_core::prg::Seed;
+
+    fn pool(capacity_bytes: u64, claim_timeout: Duration) -> (Pool, Arc<Metrics>) {
+        let plan = veil_model::zoo::random_mlp("pool-test", &[16, 8, 4], 3)
+            .unwrap()
+            .public;
+        let parameters = Arc::new(veil_exec::dealer_parameters(
+            &plan,
+            &Seed::random().unwrap(),
+            1,
+        ));
+        let metrics = Arc::new(Metrics::default());
+        let config = PoolConfig {
+            capacity_bytes,
+            claim_timeout,
+        };
+        (
+            Pool::new(plan, parameters, config, Arc::clone(&metrics)).unwrap(),
+            metrics,
+        )
+    }
+
+    fn entry_size() -> u64 {
+        let (pool, _) = pool(u64::MAX, Duration::from_secs(60));
+        pool.generate_now(1).unwrap().unwrap().bytes()
+    }
+
+    #[test]
+    fn entries_have_fresh_sessions_and_generation_stops_at_the_limit() {
+        let (pool, _) = pool(u64::MAX, Duration::from_secs(60));
+        let first = pool.generate_now(1).unwrap().unwrap();
+        let second = pool.generate_now(1).unwrap().unwrap();
+        assert_ne!(first.session_id(), second.session_id());
+        assert_eq!(first.bytes(), second.bytes());
+        assert_eq!(pool.entry_bytes(1), Some(first.bytes()));
+        let (small, _) = pool_with_capacity(first.bytes() - 1);
+        assert!(small.generate_now(1).unwrap().is_none());
+        assert_eq!(small.fits(1), Some(false));
+    }
+
+    fn pool_with_capacity(capacity_bytes: u64) -> (Pool, Arc<Metrics>) {
+        pool(capacity_bytes, Duration::from_secs(60))
+    }
+
+    #[test]
+    fn the_filler_stays_within_capacity_and_each_entry_is_taken_once() {
+        let size = entry_size();
+        let (pool, metrics) = pool_with_capacity(3 * size + size / 2);
+        let pool = Arc::new(pool);
+        pool.note_demand(1);
+        let filler = {
+            let pool = Arc::clone(&pool);
+            std::thread::spawn(move || pool.fill())
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while pool.counters().pregenerated < 3 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(pool.counters().pregenerated, 3, "exactly three entries fit");
+        assert_eq!(pool.held_bytes(), 3 * size);
+        assert!(
+            metrics
+                .render()
+                .contains(&format!("veil_pool_bytes {}", 3 * size))
+        );
+        let mut sessions = std::collections::HashSet::new();
+        for _ in 0..3 {
+            let entry = pool.take_ready(1).expect("a ready entry");
+            assert!(
+                sessions.insert(entry.session_id()),
+                "an entry came out twice"
+            );
+        }
+        // Taking made room: the filler refills, with new sessions only.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while pool.counters().pregenerated < 6 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        while let Some(entry) = pool.take_ready(1) {
+            assert!(
+                sessions.insert(entry.session_id()),
+                "an entry came out twice"
+            );
+        }
+        pool.stop();
+        filler.join().unwrap();
+        assert_eq!(pool.held_bytes(), 0);
+        assert!(pool.counters().hits >= 6);
+    }
+
+    #[test]
+    fn a_half_is_claimed_once_and_unclaimed_halves_are_burnt() {
+        let (pool, metrics) = pool(u64::MAX, Duration::from_millis(200));
+        let pool = Arc::new(pool);
+        // Claimed once: a second claim finds nothing.
+        let entry = pool.generate_now(1).unwrap().unwrap();
+        let session = entry.session_id();
+        let (server, _client) = entry.split();
+        pool.await_claim(session, server, 1);
+        assert!(pool.claim(session).is_some());
+        assert!(
+            pool.claim(session).is_none(),
+            "a half must be delivered once"
+        );
+        // The client session ended: its unclaimed halves are burnt.
+        for owner in [2, 2, 3] {
+            let entry = pool.generate_now(1).unwrap().unwrap();
+            let session = entry.session_id();
+            pool.await_claim(session, entry.split().0, owner);
+        }
+        pool.burn_owner(2);
+        assert_eq!(pool.counters().burnt, 2);
+        // Past the claim timeout: burnt by the filler's sweep, and a late claim fails.
+        let entry = pool.generate_now(1).unwrap().unwrap();
+        let late = entry.session_id();
+        pool.await_claim(late, entry.split().0, 4);
+        let filler = {
+            let pool = Arc::clone(&pool);
+            std::thread::spawn(move || pool.fill())
+        };
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(pool.claim(late).is_none());
+        pool.stop();
+        filler.join().unwrap();
+        // Owner 3's half and the late one.
+        assert_eq!(pool.counters().burnt, 4);
+        assert!(metrics.render().contains("veil_burnt_halves_total 4"));
+    }
+
+    #[test]
+    fn a_half_prints_sizes_only() {
+        let (pool, _) = pool(u64::MAX, Duration::from_secs(60));
+        let entry = pool.generate_now(1).unwrap().unwrap();
+        let text = format!("{entry:?}");
+        assert!(text.contains("bytes"));
+        assert!(!text.contains("header"), "{text}");
+    }
+}

@@ -90,6 +90,9 @@ pub fn receive_items(channel: &mut impl Channel, material: &mut PartyMaterial) -
 /// How long the dealer waits for the server to claim a session's half before burning it.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long the server retries connecting to the dealer for a claim.
+const CLAIM_CONNECT_PATIENCE: Duration = Duration::from_secs(2);
+
 /// How often the accept loops look for new connections.
 const ACCEPT_POLL: Duration = Duration::from_millis(5);
 
@@ -765,10 +768,13 @@ fn server_client_session(server: &Server, stream: std::net::TcpStream) -> Result
 /// Claims the server's half of `session_id` from the dealer over a new connection; the
 /// claim is the handshake itself, after which the server sends the dealer nothing.
 fn claim_server_half(server: &Server, session_id: u128) -> Result<PartyMaterial> {
+    // The dealer is up already (the server registered with it): a claim that cannot
+    // connect soon fails this session rather than stalling it.
     let mut dealer = server
         .transport
         .unshaped()
-        .connect(&server.dealer_address, Role::Dealer)?;
+        .connect_within(&server.dealer_address, Role::Dealer, CLAIM_CONNECT_PATIENCE)
+        .context("claiming this query's material from the dealer; is the dealer running?")?;
     let mut extension = vec![SERVER_CLAIMS];
     extension.extend_from_slice(&session_id.to_le_bytes());
     let hello = Hello {

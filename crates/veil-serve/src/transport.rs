@@ -117,7 +117,18 @@ impl Transport {
 
     /// Connects to a peer that must be `expected`, retrying for up to 20 s while it starts.
     pub fn connect(&self, address: &str, expected: Role) -> Result<Link> {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.connect_within(address, expected, Duration::from_secs(20))
+    }
+
+    /// Connects to a peer that must be `expected`, retrying for up to `patience` while
+    /// it is unreachable.
+    pub fn connect_within(
+        &self,
+        address: &str,
+        expected: Role,
+        patience: Duration,
+    ) -> Result<Link> {
+        let deadline = Instant::now() + patience;
         loop {
             let attempt: std::result::Result<Link, veil_net::Error> = match self {
                 Transport::Tls { identity, options } => {

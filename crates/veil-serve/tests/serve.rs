@@ -11,16 +11,25 @@ use veil_model::{Plan, PublicPlan};
 use veil_net::tls::{TlsIdentity, TlsRole, generate_certificates};
 use veil_net::{Channel, TcpOptions};
 use veil_serve::handshake::Role;
+use veil_serve::handshake::{Hello, handshake};
+use veil_serve::pool::PoolConfig;
 use veil_serve::roles::{
-    Client, DealerOptions, DealerSummary, ServerState, ServerSummary, run_dealer, run_server,
+    Client, ClientOptions, DealerOptions, DealerSummary, ServerState, ServerSummary, run_dealer,
+    run_server,
 };
 use veil_serve::transport::Transport;
 
 /// Mutual-TLS transports for (dealer, server, client) of one fresh deployment.
 fn transports() -> (Transport, Transport, Transport) {
+    transports_with(TcpOptions::default())
+}
+
+/// [`transports`] with the given channel options for the client (e.g. a short read
+/// timeout) and the defaults for the others.
+fn transports_with(client_options: TcpOptions) -> (Transport, Transport, Transport) {
     let certificates =
         generate_certificates(&[TlsRole::Dealer, TlsRole::Server, TlsRole::Client]).unwrap();
-    let transport = |index: usize| {
+    let transport = |index: usize, options: TcpOptions| {
         let (_, certificate, key) = &certificates.parties[index];
         let identity = TlsIdentity::from_pem(
             certificates.ca_certificate.as_bytes(),
@@ -28,12 +37,13 @@ fn transports() -> (Transport, Transport, Transport) {
             key.as_bytes(),
         )
         .unwrap();
-        Transport::Tls {
-            identity,
-            options: TcpOptions::default(),
-        }
+        Transport::Tls { identity, options }
     };
-    (transport(0), transport(1), transport(2))
+    (
+        transport(0, TcpOptions::default()),
+        transport(1, TcpOptions::default()),
+        transport(2, client_options),
+    )
 }
 
 fn repository_file(relative: &str) -> PathBuf {
@@ -55,42 +65,125 @@ fn listener() -> (TcpListener, String) {
 
 struct Deployment {
     client: Transport,
+    /// The server's transport, for tests that pose as the server with its certificate.
+    server_transport: Transport,
     dealer: JoinHandle<anyhow::Result<DealerSummary>>,
     server: JoinHandle<anyhow::Result<ServerSummary>>,
     dealer_address: String,
     server_address: String,
 }
 
+/// A small pool, so tests do not spend their time pre-generating.
+const TEST_POOL_BYTES: u64 = 8 << 20;
+
 fn deploy(plan: &Plan, server_clients: usize, dealer_clients: usize) -> Deployment {
+    let options = DealerOptions {
+        max_clients: Some(dealer_clients),
+        pool: PoolConfig {
+            capacity_bytes: TEST_POOL_BYTES,
+            ..PoolConfig::default()
+        },
+        ..DealerOptions::default()
+    };
+    deploy_with(plan, server_clients, options)
+}
+
+fn deploy_with(plan: &Plan, server_clients: usize, options: DealerOptions) -> Deployment {
     let (dealer_listener, dealer_address) = listener();
     let (server_listener, server_address) = listener();
     let public = plan.public.clone();
     let (dealer_transport, server_transport, client) = transports();
     let dealer = std::thread::spawn(move || {
-        let options = DealerOptions {
-            max_clients: Some(dealer_clients),
-            ..DealerOptions::default()
-        };
         run_dealer(dealer_listener, public, &options, &dealer_transport)
     });
     let state = ServerState::new(plan.clone(), 7).unwrap();
     let address = dealer_address.clone();
+    let server_side = server_transport.clone();
     let server = std::thread::spawn(move || {
         run_server(
             server_listener,
             &address,
             state,
             Some(server_clients),
-            &server_transport,
+            &server_side,
         )
     });
     Deployment {
         client,
+        server_transport,
         dealer,
         server,
         dealer_address,
         server_address,
     }
+}
+
+/// A client that speaks the wire protocol by hand, to misbehave at chosen points.
+struct RawClient {
+    server: veil_serve::transport::Link,
+    dealer: veil_serve::transport::Link,
+}
+
+impl RawClient {
+    /// Set-up with the server (handshake, D) and a handshake with the dealer at batch 1
+    /// without prefetching.
+    fn connect(plan: &Plan, transport: &Transport, server: &str, dealer: &str) -> Self {
+        let mut server = transport.connect(server, Role::Server).unwrap();
+        let hello = Hello {
+            role: Role::Client,
+            plan_hash: plan.public.hash_hex().unwrap(),
+            epoch: 0,
+            extension: vec![],
+        };
+        let server_hello = handshake(&mut server, &hello, Role::Server).unwrap();
+        let _masked_weights = server.recv().unwrap();
+        let mut dealer = transport.connect(dealer, Role::Dealer).unwrap();
+        let mut extension = 1u64.to_le_bytes().to_vec();
+        extension.extend_from_slice(&0u64.to_le_bytes());
+        let hello = Hello {
+            extension,
+            epoch: server_hello.epoch,
+            ..hello
+        };
+        handshake(&mut dealer, &hello, Role::Dealer).unwrap();
+        Self { server, dealer }
+    }
+
+    /// Asks the dealer for a query session: its header, items not yet read.
+    fn session(&mut self) -> veil_mpc::PartyMaterial {
+        self.dealer.send(&[]).unwrap();
+        let answer = self.dealer.recv().unwrap();
+        assert_eq!(answer[0], 0, "the dealer answers that a session follows");
+        veil_mpc::PartyMaterial::decode(&self.dealer.recv().unwrap()).unwrap()
+    }
+
+    /// Names a session to the server, as a query's start.
+    fn start(&mut self, session_id: u128) {
+        let mut start = session_id.to_le_bytes().to_vec();
+        start.extend_from_slice(&1u64.to_le_bytes());
+        self.server.send(&start).unwrap();
+    }
+}
+
+/// A server-certificate connection to the dealer claiming `session_id`'s server half.
+fn claim(
+    deployment: &Deployment,
+    plan: &Plan,
+    session_id: u128,
+) -> anyhow::Result<veil_mpc::PartyMaterial> {
+    let mut dealer = deployment
+        .server_transport
+        .connect(&deployment.dealer_address, Role::Dealer)?;
+    let mut extension = vec![2u8];
+    extension.extend_from_slice(&session_id.to_le_bytes());
+    let hello = Hello {
+        role: Role::Server,
+        plan_hash: plan.public.hash_hex()?,
+        epoch: 7,
+        extension,
+    };
+    handshake(&mut dealer, &hello, Role::Dealer)?;
+    veil_serve::roles::receive_material(&mut dealer)
 }
 
 #[test]
@@ -168,43 +261,17 @@ fn a_client_that_vanishes_mid_query_ends_only_its_session() {
     // First client: gets its material, starts the query, sends half of the first
     // layer's message, and disappears.
     {
-        let mut server = deployment
-            .client
-            .connect(&deployment.server_address, Role::Server)
-            .unwrap();
-        let hash = plan.public.hash_hex().unwrap();
-        let hello = veil_serve::handshake::Hello {
-            role: Role::Client,
-            plan_hash: hash.clone(),
-            epoch: 0,
-            extension: vec![],
-        };
-        let server_hello =
-            veil_serve::handshake::handshake(&mut server, &hello, Role::Server).unwrap();
-        let _masked_weights = server.recv().unwrap();
-        let mut dealer = deployment
-            .client
-            .connect(&deployment.dealer_address, Role::Dealer)
-            .unwrap();
-        // Batch 1, no prefetching.
-        let mut extension = 1u64.to_le_bytes().to_vec();
-        extension.extend_from_slice(&0u64.to_le_bytes());
-        let hello = veil_serve::handshake::Hello {
-            extension,
-            epoch: server_hello.epoch,
-            ..hello
-        };
-        veil_serve::handshake::handshake(&mut dealer, &hello, Role::Dealer).unwrap();
-        dealer.send(&[]).unwrap();
-        let answer = dealer.recv().unwrap();
-        assert_eq!(answer[0], 0, "the dealer answers that a session follows");
-        let mut material = veil_mpc::PartyMaterial::decode(&dealer.recv().unwrap()).unwrap();
-        let mut start = material.session_id().to_le_bytes().to_vec();
-        start.extend_from_slice(&1u64.to_le_bytes());
-        server.send(&start).unwrap();
-        veil_serve::roles::receive_items(&mut dealer, &mut material).unwrap();
-        assert!(server.recv().unwrap().is_empty());
-        server.send(&[0u8; 100]).unwrap();
+        let mut raw = RawClient::connect(
+            &plan,
+            &deployment.client,
+            &deployment.server_address,
+            &deployment.dealer_address,
+        );
+        let mut material = raw.session();
+        raw.start(material.session_id());
+        veil_serve::roles::receive_items(&mut raw.dealer, &mut material).unwrap();
+        assert!(raw.server.recv().unwrap().is_empty());
+        raw.server.send(&[0u8; 100]).unwrap();
     }
     // Second client: a wrong public plan is refused at the handshake.
     let mut other = plan.public.clone();
@@ -446,4 +513,315 @@ fn claims_are_role_bound_and_epochs_checked() {
     assert_eq!((server.queries, server.failed_sessions), (1, 0));
     let dealer = deployment.dealer.join().unwrap().unwrap();
     assert_eq!(dealer.queries, 1);
+}
+
+/// A client that prefetches holds its halves before each query (warm), answers agree
+/// with the plain executor, and the halves it never used are burnt when it leaves.
+#[test]
+fn prefetched_queries_are_warm_and_unused_halves_are_burnt() {
+    let plan = bundled_plan();
+    let deployment = deploy(&plan, 1, 1);
+    let options = ClientOptions {
+        batch: 1,
+        prefetch_queries: 3,
+        ..ClientOptions::default()
+    };
+    let mut client = Client::connect_with(
+        plan.public.clone(),
+        &deployment.server_address,
+        &deployment.dealer_address,
+        options,
+        &deployment.client,
+    )
+    .unwrap();
+    assert_eq!(client.prefetched(), 3);
+    let data = veil_train::digits::load(&repository_file("data/digits/digits.csv.gz")).unwrap();
+    for index in 0..5 {
+        let sample = data.sample(index);
+        let report = client.query(sample).unwrap();
+        assert!(report.warm, "query {index} should use a prefetched half");
+        assert_eq!(
+            argmax_rows(&report.output, 10),
+            argmax_rows(&run_plain(&plan, sample, 1).unwrap(), 10)
+        );
+        assert_eq!(client.prefetched(), 3);
+    }
+    drop(client);
+    let server = deployment.server.join().unwrap().unwrap();
+    assert_eq!((server.queries, server.failed_sessions), (5, 0));
+    let dealer = deployment.dealer.join().unwrap().unwrap();
+    assert_eq!(
+        dealer.queries, 8,
+        "five used and three held when the client left"
+    );
+    assert_eq!(dealer.burnt_sessions, 3);
+    assert_eq!(dealer.payload_bytes_received_after_handshake, 0);
+}
+
+/// A prefetch depth the byte budget cannot hold stops at the budget.
+#[test]
+fn prefetching_stays_within_the_client_byte_budget() {
+    let plan = bundled_plan();
+    let deployment = deploy(&plan, 1, 1);
+    let options = ClientOptions {
+        batch: 1,
+        prefetch_queries: 10,
+        // The digits MLP's half is about 23 KB: two fit, a third does not.
+        prefetch_bytes: 60_000,
+    };
+    let mut client = Client::connect_with(
+        plan.public.clone(),
+        &deployment.server_address,
+        &deployment.dealer_address,
+        options,
+        &deployment.client,
+    )
+    .unwrap();
+    let held = client.prefetched();
+    let report = client.query(&[0.25f32; 64]).unwrap();
+    assert!(report.warm);
+    let half = report.client_material_bytes as u64;
+    assert!((1..10).contains(&held), "{held} halves of {half} bytes");
+    assert_eq!(held as u64, 60_000 / half, "halves of {half} bytes");
+    assert_eq!(client.prefetched(), held);
+    drop(client);
+    deployment.server.join().unwrap().unwrap();
+    deployment.dealer.join().unwrap().unwrap();
+}
+
+/// Each half goes once, to its own role: a second claim of a server half is refused, a
+/// server certificate cannot open a client session, and the server, when handed an
+/// already claimed session, ends that client's session and keeps serving others.
+#[test]
+fn a_half_is_delivered_once_and_only_to_its_role() {
+    let plan = bundled_plan();
+    let deployment = deploy(&plan, 2, 2);
+    let mut raw = RawClient::connect(
+        &plan,
+        &deployment.client,
+        &deployment.server_address,
+        &deployment.dealer_address,
+    );
+    let mut material = raw.session();
+    veil_serve::roles::receive_items(&mut raw.dealer, &mut material).unwrap();
+    let session = material.session_id();
+    // The first claim (with the server's certificate) gets the server half ...
+    let server_half = claim(&deployment, &plan, session).unwrap();
+    assert_eq!(server_half.session_id(), session);
+    assert_eq!(server_half.role(), veil_mpc::PartyRole::Server);
+    // ... and a second claim of the same half gets nothing.
+    let error = claim(&deployment, &plan, session).unwrap_err();
+    assert!(!format!("{error:#}").is_empty());
+    // A server certificate asking for a client session (a client half) is refused.
+    let mut poser = deployment
+        .server_transport
+        .connect(&deployment.dealer_address, Role::Dealer)
+        .unwrap();
+    let mut extension = 1u64.to_le_bytes().to_vec();
+    extension.extend_from_slice(&0u64.to_le_bytes());
+    let hello = Hello {
+        role: Role::Client,
+        plan_hash: plan.public.hash_hex().unwrap(),
+        epoch: 7,
+        extension,
+    };
+    let _ = handshake(&mut poser, &hello, Role::Dealer);
+    let _ = poser.send(&[]);
+    assert!(
+        poser.recv().is_err(),
+        "a server must not receive a client half"
+    );
+    // The server is handed the claimed session: it cannot claim it again, so it ends
+    // this client's session with an error ...
+    raw.start(session);
+    assert!(raw.server.recv().is_err());
+    drop(raw);
+    // ... and keeps serving the next client.
+    let mut client = Client::connect(
+        plan.public.clone(),
+        &deployment.server_address,
+        &deployment.dealer_address,
+        1,
+        &deployment.client,
+    )
+    .unwrap();
+    let input = vec![0.75f32; 64];
+    let secure = client.query(&input).unwrap().output;
+    assert_eq!(
+        argmax_rows(&secure, 10),
+        argmax_rows(&run_plain(&plan, &input, 1).unwrap(), 10)
+    );
+    drop(client);
+    let server = deployment.server.join().unwrap().unwrap();
+    assert_eq!((server.queries, server.failed_sessions), (1, 1));
+    deployment.dealer.join().unwrap().unwrap();
+}
+
+/// What the stand-in dealer does to its client.
+#[derive(Clone, Copy)]
+enum DealerFault {
+    /// Never answers the request.
+    FallsBehind,
+    /// Says a session follows, then disconnects.
+    Vanishes,
+}
+
+/// A dealer that accepts the server's registration and then one client per fault,
+/// misbehaving as told, then goes away entirely.
+fn faulty_dealer(
+    listener: TcpListener,
+    transport: Transport,
+    plan_hash: String,
+    faults: Vec<DealerFault>,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut ours = Hello {
+            role: Role::Dealer,
+            plan_hash,
+            epoch: 0,
+            extension: vec![],
+        };
+        let mut registration = transport.accept(&listener, Role::Server).unwrap();
+        ours.epoch = handshake(&mut registration, &ours, Role::Server)
+            .unwrap()
+            .epoch;
+        // Each client on a thread of its own, so one that stalls does not hold up the next.
+        let mut sessions = Vec::new();
+        for fault in faults {
+            let mut client = transport.accept(&listener, Role::Client).unwrap();
+            let ours = ours.clone();
+            sessions.push(std::thread::spawn(move || {
+                handshake(&mut client, &ours, Role::Client).unwrap();
+                assert!(client.recv().unwrap().is_empty());
+                match fault {
+                    DealerFault::FallsBehind => {
+                        std::thread::sleep(std::time::Duration::from_secs(3));
+                    }
+                    DealerFault::Vanishes => {
+                        let mut answer = vec![0u8];
+                        answer.extend_from_slice(&120u64.to_le_bytes());
+                        client.send(&answer).unwrap();
+                    }
+                }
+            }));
+        }
+        for session in sessions {
+            session.join().unwrap();
+        }
+    })
+}
+
+/// A dealer that falls behind or disconnects ends the client's query with an error
+/// naming the dealer; the server ends that session only, and a claim it cannot make
+/// (the dealer gone) fails that session without stopping the server.
+#[test]
+fn a_dealer_that_falls_behind_or_vanishes_is_a_clear_error() {
+    let plan = bundled_plan();
+    let (dealer_listener, dealer_address) = listener();
+    let (server_listener, server_address) = listener();
+    let short = TcpOptions {
+        read_timeout: std::time::Duration::from_secs(1),
+        ..TcpOptions::default()
+    };
+    let (dealer_transport, server_transport, client_transport) = transports_with(short);
+    let dealer = faulty_dealer(
+        dealer_listener,
+        dealer_transport,
+        plan.public.hash_hex().unwrap(),
+        vec![DealerFault::FallsBehind, DealerFault::Vanishes],
+    );
+    let state = ServerState::new(plan.clone(), 7).unwrap();
+    let address = dealer_address.clone();
+    let server = std::thread::spawn(move || {
+        run_server(server_listener, &address, state, Some(3), &server_transport)
+    });
+    let input = vec![0.5f32; 64];
+    for expected in ["within 1 s", "closed"] {
+        let mut client = Client::connect(
+            plan.public.clone(),
+            &server_address,
+            &dealer_address,
+            1,
+            &client_transport,
+        )
+        .unwrap();
+        let error = format!("{:#}", client.query(&input).unwrap_err());
+        assert!(error.contains("dealer"), "{error}");
+        assert!(error.contains(expected), "{error}");
+    }
+    dealer.join().unwrap();
+    // The dealer is gone: naming a session to the server fails that session's claim.
+    let mut link = client_transport
+        .connect(&server_address, Role::Server)
+        .unwrap();
+    let hello = Hello {
+        role: Role::Client,
+        plan_hash: plan.public.hash_hex().unwrap(),
+        epoch: 0,
+        extension: vec![],
+    };
+    handshake(&mut link, &hello, Role::Server).unwrap();
+    let _masked_weights = link.recv().unwrap();
+    let mut start = 42u128.to_le_bytes().to_vec();
+    start.extend_from_slice(&1u64.to_le_bytes());
+    link.send(&start).unwrap();
+    assert!(
+        link.recv().is_err(),
+        "the server ends the session it cannot claim for"
+    );
+    let summary = server.join().unwrap().unwrap();
+    assert_eq!((summary.queries, summary.failed_sessions), (0, 1));
+}
+
+/// With no pool the dealer streams every session layer by layer (the path for material
+/// too large to hold), and refuses a client that wants to prefetch, saying why.
+#[test]
+fn without_a_pool_material_streams_and_prefetching_is_refused() {
+    let plan = bundled_plan();
+    let options = DealerOptions {
+        max_clients: Some(2),
+        pool: PoolConfig {
+            capacity_bytes: 0,
+            ..PoolConfig::default()
+        },
+        ..DealerOptions::default()
+    };
+    let deployment = deploy_with(&plan, 2, options);
+    let mut client = Client::connect(
+        plan.public.clone(),
+        &deployment.server_address,
+        &deployment.dealer_address,
+        1,
+        &deployment.client,
+    )
+    .unwrap();
+    for value in [-1.0f32, 2.0] {
+        let input = vec![value; 64];
+        let report = client.query(&input).unwrap();
+        assert!(!report.warm);
+        assert_eq!(
+            argmax_rows(&report.output, 10),
+            argmax_rows(&run_plain(&plan, &input, 1).unwrap(), 10)
+        );
+    }
+    drop(client);
+    let prefetching = ClientOptions {
+        prefetch_queries: 2,
+        ..ClientOptions::default()
+    };
+    let error = Client::connect_with(
+        plan.public.clone(),
+        &deployment.server_address,
+        &deployment.dealer_address,
+        prefetching,
+        &deployment.client,
+    )
+    .err()
+    .expect("prefetching needs a pool");
+    let error = format!("{error:#}");
+    assert!(error.contains("pool_bytes"), "{error}");
+    let server = deployment.server.join().unwrap().unwrap();
+    assert_eq!(server.queries, 2);
+    let dealer = deployment.dealer.join().unwrap().unwrap();
+    assert_eq!((dealer.pool.hits, dealer.pool.pregenerated), (0, 0));
 }
