@@ -22,7 +22,7 @@ use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -94,7 +94,7 @@ const CLAIM_TIMEOUT: Duration = Duration::from_secs(30);
 const CLAIM_CONNECT_PATIENCE: Duration = Duration::from_secs(2);
 
 /// How often the accept loops look for new connections.
-const ACCEPT_POLL: Duration = Duration::from_millis(5);
+const ACCEPT_POLL: Duration = Duration::from_millis(1);
 
 /// The first byte of a server-to-dealer handshake extension: what the connection is for.
 const SERVER_REGISTERS: u8 = 1;
@@ -728,46 +728,75 @@ fn server_client_session(server: &Server, stream: std::net::TcpStream) -> Result
     handshake(&mut client, &ours, Role::Client)?;
     // Client session set-up: D = W + B, once.
     client.send(&state.masked_weights)?;
-    loop {
-        let request = match client.recv() {
-            Ok(request) => request,
-            Err(veil_net::Error::PeerClosed) => return Ok(()),
-            Err(error) => return Err(error.into()),
-        };
-        let (session_id, batch) = parse_query_start(&request)?;
-        let material = claim_server_half(server, session_id)?;
-        client.send(&[])?;
-        let started = Instant::now();
-        let before = client.stats();
-        let mut party = Party::new(
-            &mut client,
-            fixed_point,
-            material,
-            state.parameters.clone(),
-            &server.ledger,
-        )?;
-        run(&mut party, public, batch, None)?;
-        party.finish()?;
-        let used = client.stats().since(&before);
-        if let Ok(mut summary) = server.summary.lock() {
-            summary.queries += 1;
+    // Halves claimed ahead for this client's prefetched sessions, oldest first. Each
+    // claim runs on a thread of its own so a query is never held up by the claim for a
+    // later one; unused halves are dropped (zeroised) when the session ends.
+    std::thread::scope(|scope| -> Result<()> {
+        let mut held: VecDeque<(u128, ScopedJoinHandle<'_, Result<PartyMaterial>>)> =
+            VecDeque::new();
+        loop {
+            let request = match client.recv() {
+                Ok(request) => request,
+                Err(veil_net::Error::PeerClosed) => return Ok(()),
+                Err(error) => return Err(error.into()),
+            };
+            let (session_id, batch) = match parse_client_message(&request)? {
+                ClientMessage::ClaimAhead { session_id } => {
+                    if held.len() >= MAX_HELD_HALVES {
+                        held.pop_front();
+                    }
+                    let claim = std::thread::Builder::new()
+                        .name("veil-server-claim".into())
+                        .spawn_scoped(scope, move || claim_server_half(server, session_id))
+                        .context("starting a claim")?;
+                    held.push_back((session_id, claim));
+                    continue;
+                }
+                ClientMessage::QueryStart { session_id, batch } => (session_id, batch),
+            };
+            let material = match held.iter().position(|(id, _)| *id == session_id) {
+                Some(index) => held
+                    .remove(index)
+                    .context("a held half vanished from its list")?
+                    .1
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a claim thread panicked"))??,
+                None => claim_server_half(server, session_id)?,
+            };
+            client.send(&[])?;
+            let started = Instant::now();
+            let before = client.stats();
+            let mut party = Party::new(
+                &mut client,
+                fixed_point,
+                material,
+                state.parameters.clone(),
+                &server.ledger,
+            )?;
+            run(&mut party, public, batch, None)?;
+            party.finish()?;
+            let used = client.stats().since(&before);
+            if let Ok(mut summary) = server.summary.lock() {
+                summary.queries += 1;
+            }
+            server
+                .state
+                .metrics
+                .record_query(started.elapsed().as_secs_f64());
+            info!(
+                batch,
+                seconds = started.elapsed().as_secs_f64(),
+                bytes_sent = used.bytes_sent,
+                "server: query done"
+            );
         }
-        server
-            .state
-            .metrics
-            .record_query(started.elapsed().as_secs_f64());
-        info!(
-            batch,
-            seconds = started.elapsed().as_secs_f64(),
-            bytes_sent = used.bytes_sent,
-            "server: query done"
-        );
-    }
+    })
 }
 
 /// Claims the server's half of `session_id` from the dealer over a new connection; the
 /// claim is the handshake itself, after which the server sends the dealer nothing.
 fn claim_server_half(server: &Server, session_id: u128) -> Result<PartyMaterial> {
+    let started = Instant::now();
     // The dealer is up already (the server registered with it): a claim that cannot
     // connect soon fails this session rather than stalling it.
     let mut dealer = server
@@ -784,8 +813,15 @@ fn claim_server_half(server: &Server, session_id: u128) -> Result<PartyMaterial>
         extension,
     };
     handshake(&mut dealer, &hello, Role::Dealer)?;
+    let connected = started.elapsed().as_secs_f64();
     let after_handshake = dealer.stats();
     let material = receive_material(&mut dealer).context("waiting for the dealer's material")?;
+    info!(
+        connect_seconds = connected,
+        seconds = started.elapsed().as_secs_f64(),
+        bytes = material.encoded_len(),
+        "server: claimed a half"
+    );
     if material.session_id() != session_id || material.role() != PartyRole::Server {
         bail!("the dealer delivered material for another session or role");
     }
@@ -805,20 +841,48 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kilobytes * 1024)
 }
 
-fn parse_query_start(request: &[u8]) -> Result<(u128, usize)> {
-    if request.len() != 24 {
-        bail!(
-            "a query must start with a 24-byte header (session id, batch), got {} bytes",
+/// The most halves the server holds ahead for one client session (the oldest is burnt
+/// beyond it); a client prefetches at most this many queries.
+pub const MAX_HELD_HALVES: usize = 64;
+
+/// The first byte of a client-to-server message between queries.
+const QUERY_START: u8 = 0;
+const CLAIM_AHEAD: u8 = 1;
+
+/// What a client tells the server between queries.
+enum ClientMessage {
+    /// Run a query with this session's material at this batch size.
+    QueryStart { session_id: u128, batch: usize },
+    /// Claim this session's half now, for a later query.
+    ClaimAhead { session_id: u128 },
+}
+
+fn parse_client_message(request: &[u8]) -> Result<ClientMessage> {
+    let session = |bytes: &[u8]| -> Result<u128> {
+        Ok(u128::from_le_bytes(
+            bytes.get(..16).context("short message")?.try_into()?,
+        ))
+    };
+    match request.split_first() {
+        Some((&QUERY_START, rest)) if rest.len() == 24 => {
+            let batch = u64::from_le_bytes(rest[16..].try_into()?);
+            let batch = usize::try_from(batch)
+                .ok()
+                .filter(|&b| (1..=1 << 16).contains(&b))
+                .context("batch size out of range 1..=65536")?;
+            Ok(ClientMessage::QueryStart {
+                session_id: session(rest)?,
+                batch,
+            })
+        }
+        Some((&CLAIM_AHEAD, rest)) if rest.len() == 16 => Ok(ClientMessage::ClaimAhead {
+            session_id: session(rest)?,
+        }),
+        _ => bail!(
+            "expected a query start (25 bytes) or a claim-ahead notice (17 bytes) from the client, got {} bytes; is the client the same veil version?",
             request.len()
-        );
+        ),
     }
-    let session_id = u128::from_le_bytes(request[..16].try_into().context("short header")?);
-    let batch = u64::from_le_bytes(request[16..].try_into().context("short header")?);
-    let batch = usize::try_from(batch)
-        .ok()
-        .filter(|&b| (1..=1 << 16).contains(&b))
-        .context("batch size out of range 1..=65536")?;
-    Ok((session_id, batch))
 }
 
 /// What the client measured for one query (DESIGN.md §7 definitions).
@@ -853,7 +917,9 @@ pub struct ClientOptions {
     /// Samples per query.
     pub batch: usize,
     /// Hold the halves of up to this many future queries (0: fetch each half when its
-    /// query starts). Prefetched halves are fetched at connection and after each query.
+    /// query starts; at most [`MAX_HELD_HALVES`]). Halves are fetched at connection and
+    /// after each query, and the server claims its half of each at once, so a query
+    /// finds both halves in place.
     pub prefetch_queries: usize,
     /// The most bytes of prefetched material the client holds.
     pub prefetch_bytes: u64,
@@ -917,6 +983,12 @@ impl Client {
         options: ClientOptions,
         transport: &Transport,
     ) -> Result<Self> {
+        if options.prefetch_queries > MAX_HELD_HALVES {
+            bail!(
+                "a client prefetches at most {MAX_HELD_HALVES} queries, {} were asked for",
+                options.prefetch_queries
+            );
+        }
         let plan_hash = plan.hash_hex()?;
         let mut server = transport.connect(server_address, Role::Server)?;
         let hello = Hello {
@@ -1047,6 +1119,10 @@ impl Client {
                 // Over budget: dropped unused (its server half is burnt at the dealer).
                 break;
             }
+            // The server claims its half now, so the query finds both halves in place.
+            let mut notice = vec![CLAIM_AHEAD];
+            notice.extend_from_slice(&material.session_id().to_le_bytes());
+            self.server.send(&notice)?;
             let margin = (claimable / 4).min(Duration::from_secs(5));
             self.prefetched.push_back(Prefetched {
                 material,
@@ -1058,7 +1134,8 @@ impl Client {
 
     /// Tells the server which session this query uses and at what batch size.
     fn start_query(&mut self, session_id: u128) -> Result<()> {
-        let mut start = session_id.to_le_bytes().to_vec();
+        let mut start = vec![QUERY_START];
+        start.extend_from_slice(&session_id.to_le_bytes());
         start.extend_from_slice(&(self.options.batch as u64).to_le_bytes());
         self.server.send(&start)?;
         Ok(())

@@ -159,7 +159,9 @@ impl RawClient {
 
     /// Names a session to the server, as a query's start.
     fn start(&mut self, session_id: u128) {
-        let mut start = session_id.to_le_bytes().to_vec();
+        // A query start: kind 0, session id, batch.
+        let mut start = vec![0u8];
+        start.extend_from_slice(&session_id.to_le_bytes());
         start.extend_from_slice(&1u64.to_le_bytes());
         self.server.send(&start).unwrap();
     }
@@ -762,7 +764,8 @@ fn a_dealer_that_falls_behind_or_vanishes_is_a_clear_error() {
     };
     handshake(&mut link, &hello, Role::Server).unwrap();
     let _masked_weights = link.recv().unwrap();
-    let mut start = 42u128.to_le_bytes().to_vec();
+    let mut start = vec![0u8];
+    start.extend_from_slice(&42u128.to_le_bytes());
     start.extend_from_slice(&1u64.to_le_bytes());
     link.send(&start).unwrap();
     assert!(

@@ -110,6 +110,10 @@ struct PartyArguments {
     /// The most bytes of prefetched material to hold (client; 256 MiB when absent).
     #[arg(long)]
     prefetch_bytes: Option<u64>,
+    /// Milliseconds to wait between repeated queries (client; 0 when absent), as a
+    /// stream of queries with gaps would.
+    #[arg(long)]
+    pause_ms: Option<u64>,
 }
 
 impl PartyArguments {
@@ -136,6 +140,7 @@ impl PartyArguments {
             claim_timeout_seconds: self.claim_timeout_seconds.or(config.claim_timeout_seconds),
             prefetch: self.prefetch.or(config.prefetch),
             prefetch_bytes: self.prefetch_bytes.or(config.prefetch_bytes),
+            pause_ms: self.pause_ms.or(config.pause_ms),
         }
     }
 }
@@ -152,6 +157,46 @@ enum RoleArgument {
 enum DigitsModel {
     Cnn,
     Mlp,
+}
+
+/// `veil bench`'s options.
+#[derive(clap::Args)]
+struct BenchArguments {
+    /// Benchmark model: `mlp` (784-128-128-10) or `cnn6` (DESIGN.md), random weights.
+    #[arg(long, default_value = "mlp")]
+    model: String,
+    /// Samples per query.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Setting (only `dealer` so far).
+    #[arg(long, default_value = "dealer")]
+    setting: String,
+    /// Network profile (only `local` so far).
+    #[arg(long, default_value = "local")]
+    profile: String,
+    /// Set comparison bit-widths by calibration on 16 other random inputs.
+    #[arg(long)]
+    calibrated: bool,
+    /// Mutual TLS between the parties (with the local profile only).
+    #[arg(long)]
+    tls: bool,
+    /// Measured repetitions after one warm-up.
+    #[arg(long, default_value_t = 5)]
+    repetitions: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// The dealer's pool in bytes (0: every session is generated on request, streamed:
+    /// "cold"); the dealer's default when absent.
+    #[arg(long)]
+    pool_bytes: Option<u64>,
+    /// The client holds the halves of this many future queries ("warm": both parties
+    /// hold their material before the query).
+    #[arg(long, default_value_t = 0)]
+    prefetch: usize,
+    /// Milliseconds between queries (the client's think time; not in any figure).
+    #[arg(long, default_value_t = 0)]
+    pause_ms: u64,
 }
 
 #[derive(Subcommand)]
@@ -238,32 +283,7 @@ enum Commands {
         out: PathBuf,
     },
     /// Measures a model end to end with each role in its own process on loopback.
-    Bench {
-        /// Benchmark model: `mlp` (784-128-128-10) or `cnn6` (DESIGN.md), random weights.
-        #[arg(long, default_value = "mlp")]
-        model: String,
-        /// Samples per query.
-        #[arg(long, default_value_t = 1)]
-        batch: usize,
-        /// Setting (only `dealer` so far).
-        #[arg(long, default_value = "dealer")]
-        setting: String,
-        /// Network profile (only `local` so far).
-        #[arg(long, default_value = "local")]
-        profile: String,
-        /// Set comparison bit-widths by calibration on 16 other random inputs.
-        #[arg(long)]
-        calibrated: bool,
-        /// Mutual TLS between the parties (with the local profile only).
-        #[arg(long)]
-        tls: bool,
-        /// Measured repetitions after one warm-up.
-        #[arg(long, default_value_t = 5)]
-        repetitions: usize,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Bench(BenchArguments),
 }
 
 fn main() {
@@ -350,25 +370,7 @@ fn run_command(arguments: Arguments) -> Result<()> {
         Commands::Dealer(arguments) => run_party(arguments, Some(RoleArgument::Dealer)),
         Commands::Infer(arguments) => run_party(arguments, Some(RoleArgument::Client)),
         Commands::Party(arguments) => run_party(arguments, None),
-        Commands::Bench {
-            model,
-            batch,
-            setting,
-            profile,
-            repetitions,
-            json,
-            calibrated,
-            tls,
-        } => bench(
-            &model,
-            batch,
-            &setting,
-            &profile,
-            repetitions,
-            calibrated,
-            tls,
-            json,
-        ),
+        Commands::Bench(arguments) => bench(&arguments),
     }
 }
 
@@ -403,6 +405,7 @@ fn run_party(arguments: PartyArguments, forced: Option<RoleArgument>) -> Result<
         claim_timeout_seconds,
         prefetch,
         prefetch_bytes,
+        pause_ms,
         config: _,
     } = arguments;
     let role = match (forced, role) {
@@ -510,7 +513,12 @@ fn run_party(arguments: PartyArguments, forced: Option<RoleArgument>) -> Result<
                 &transport,
             )?;
             let mut reports = Vec::new();
-            for _ in 0..repeat.max(1) {
+            for query in 0..repeat.max(1) {
+                if query > 0
+                    && let Some(pause) = pause_ms
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(pause));
+                }
                 reports.push(client.query(&input)?);
             }
             if json {
@@ -1013,17 +1021,29 @@ fn demo(model: &str, models: &Path, data: &Path, limit: Option<usize>) -> Result
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)] // one argument per `veil bench` flag
-fn bench(
-    model: &str,
-    batch: usize,
-    setting: &str,
-    profile: &str,
-    repetitions: usize,
-    calibrated: bool,
-    tls: bool,
-    print_json: bool,
-) -> Result<()> {
+fn bench(arguments: &BenchArguments) -> Result<()> {
+    let BenchArguments {
+        model,
+        batch,
+        setting,
+        profile,
+        calibrated,
+        tls,
+        repetitions,
+        json: print_json,
+        pool_bytes,
+        prefetch,
+        pause_ms,
+    } = arguments;
+    let (model, setting, profile) = (model.as_str(), setting.as_str(), profile.as_str());
+    let (batch, repetitions, calibrated, tls, print_json, prefetch) = (
+        *batch,
+        *repetitions,
+        *calibrated,
+        *tls,
+        *print_json,
+        *prefetch,
+    );
     if setting != "dealer" {
         bail!("setting {setting:?} is not available yet (have: dealer)");
     }
@@ -1093,19 +1113,24 @@ fn bench(
             .spawn()
     };
     let text = |path: &Path| path.display().to_string();
-    let dealer = spawn(vec![
-        "party".into(),
-        "--role".into(),
-        "dealer".into(),
-        "--listen".into(),
-        dealer_address.clone(),
-        "--public-plan".into(),
-        text(&public),
-        "--max-clients".into(),
-        "1".into(),
-        "--json".into(),
-        "--insecure-plain-tcp".into(),
-    ])?;
+    let dealer = spawn(
+        vec![
+            "party".into(),
+            "--role".into(),
+            "dealer".into(),
+            "--listen".into(),
+            dealer_address.clone(),
+            "--public-plan".into(),
+            text(&public),
+            "--max-clients".into(),
+            "1".into(),
+            "--json".into(),
+            "--insecure-plain-tcp".into(),
+        ]
+        .into_iter()
+        .chain(pool_bytes.map(|bytes| format!("--pool-bytes={bytes}")))
+        .collect(),
+    )?;
     let server = spawn(vec![
         "party".into(),
         "--role".into(),
@@ -1139,6 +1164,10 @@ fn bench(
         batch.to_string(),
         "--repeat".into(),
         (repetitions + 1).to_string(),
+        "--prefetch".into(),
+        prefetch.to_string(),
+        "--pause-ms".into(),
+        pause_ms.to_string(),
         "--json".into(),
         "--insecure-plain-tcp".into(),
         "--profile".into(),
@@ -1189,6 +1218,12 @@ fn bench(
         "setup_bytes": client_report["setup_bytes"],
         "preprocessing_bytes_per_party": {"client": client_report["client_material_bytes"], "server": server_report["material_bytes"]},
         "offline_s": client_report["offline_s"],
+        "latency_s": client_report["latency_s"],
+        "warm_queries": client_report["warm_queries"],
+        "prefetch": prefetch,
+        "pause_ms": pause_ms,
+        "pool_bytes": pool_bytes,
+        "pool_hits": dealer_report["pool_hits"],
         "dealer_payload_bytes_received": dealer_report["payload_bytes_received_after_handshake"],
         "peak_rss_bytes": peak,
         "tls": tls,
