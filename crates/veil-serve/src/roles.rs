@@ -629,6 +629,9 @@ pub struct ServerSummary {
     pub material_bytes: usize,
     /// Payload bytes sent to the dealer after the handshake (must be 0).
     pub payload_bytes_sent_to_dealer: u64,
+    /// Halves claimed ahead for prefetched queries that their client never ran (burnt
+    /// when its session ended).
+    pub unused_halves: u64,
 }
 
 /// The server's state shared by its session threads.
@@ -732,8 +735,11 @@ fn server_client_session(server: &Server, stream: std::net::TcpStream) -> Result
     // claim runs on a thread of its own so a query is never held up by the claim for a
     // later one; unused halves are dropped (zeroised) when the session ends.
     std::thread::scope(|scope| -> Result<()> {
-        let mut held: VecDeque<(u128, ScopedJoinHandle<'_, Result<PartyMaterial>>)> =
-            VecDeque::new();
+        let mut held = HeldHalves {
+            claims: VecDeque::new(),
+            unused: 0,
+            server,
+        };
         loop {
             let request = match client.recv() {
                 Ok(request) => request,
@@ -742,20 +748,22 @@ fn server_client_session(server: &Server, stream: std::net::TcpStream) -> Result
             };
             let (session_id, batch) = match parse_client_message(&request)? {
                 ClientMessage::ClaimAhead { session_id } => {
-                    if held.len() >= MAX_HELD_HALVES {
-                        held.pop_front();
+                    if held.claims.len() >= MAX_HELD_HALVES {
+                        held.claims.pop_front();
+                        held.unused += 1;
                     }
                     let claim = std::thread::Builder::new()
                         .name("veil-server-claim".into())
                         .spawn_scoped(scope, move || claim_server_half(server, session_id))
                         .context("starting a claim")?;
-                    held.push_back((session_id, claim));
+                    held.claims.push_back((session_id, claim));
                     continue;
                 }
                 ClientMessage::QueryStart { session_id, batch } => (session_id, batch),
             };
-            let material = match held.iter().position(|(id, _)| *id == session_id) {
+            let material = match held.claims.iter().position(|(id, _)| *id == session_id) {
                 Some(index) => held
+                    .claims
                     .remove(index)
                     .context("a held half vanished from its list")?
                     .1
@@ -791,6 +799,33 @@ fn server_client_session(server: &Server, stream: std::net::TcpStream) -> Result
             );
         }
     })
+}
+
+/// The halves a server session claimed ahead; those never used are counted when the
+/// session ends (and dropped, zeroised, with their claim threads' results).
+struct HeldHalves<'scope, 'server> {
+    claims: VecDeque<(u128, ScopedJoinHandle<'scope, Result<PartyMaterial>>)>,
+    /// Halves dropped unused before the session's end (beyond [`MAX_HELD_HALVES`]).
+    unused: u64,
+    server: &'server Server,
+}
+
+impl Drop for HeldHalves<'_, '_> {
+    fn drop(&mut self) {
+        // Claims still running are waited for (the session's scope would wait anyway);
+        // a claim that failed held nothing.
+        let claimed = std::mem::take(&mut self.claims)
+            .into_iter()
+            .filter_map(|(_, claim)| claim.join().ok())
+            .filter(Result::is_ok)
+            .count() as u64;
+        let unused = self.unused + claimed;
+        if unused > 0
+            && let Ok(mut summary) = self.server.summary.lock()
+        {
+            summary.unused_halves += unused;
+        }
+    }
 }
 
 /// Claims the server's half of `session_id` from the dealer over a new connection; the
