@@ -275,6 +275,12 @@ enum Commands {
         /// Queries per client.
         #[arg(long, default_value_t = 25)]
         queries: usize,
+        /// Each client holds the halves of this many future queries.
+        #[arg(long, default_value_t = 0)]
+        prefetch: usize,
+        /// The dealer's pool in bytes (the dealer's default when absent).
+        #[arg(long)]
+        pool_bytes: Option<u64>,
     },
     /// Makes a deployment CA and one certificate per role (the role in a URI SAN).
     Certs {
@@ -345,7 +351,9 @@ fn run_command(arguments: Arguments) -> Result<()> {
             model,
             clients,
             queries,
-        } => load_test(&model, clients, queries),
+            prefetch,
+            pool_bytes,
+        } => load_test(&model, clients, queries, prefetch, pool_bytes),
         Commands::Certs { out } => {
             let certificates = generate_certificates(&[
                 TlsRole::Server,
@@ -727,7 +735,13 @@ fn train_digits(kind: DigitsModel, output: &str, out: &Path, data: &Path) -> Res
     Ok(())
 }
 
-fn load_test(model: &str, clients: usize, queries: usize) -> Result<()> {
+fn load_test(
+    model: &str,
+    clients: usize,
+    queries: usize,
+    prefetch: usize,
+    pool_bytes: Option<u64>,
+) -> Result<()> {
     let directory = Path::new(BUNDLED_MODELS).join(model);
     let plan = Plan::load(&directory.join(format!("{model}.plan")))
         .context("loading the bundled model (run from the repository root)")?;
@@ -763,9 +777,8 @@ fn load_test(model: &str, clients: usize, queries: usize) -> Result<()> {
         .join(format!("{model}.plan"))
         .display()
         .to_string();
-    let dealer = spawn(&[
-        "party",
-        "--role",
+    let pool = pool_bytes.map(|bytes| format!("--pool-bytes={bytes}"));
+    let mut dealer_arguments = vec![
         "dealer",
         "--listen",
         &dealer_address,
@@ -776,11 +789,11 @@ fn load_test(model: &str, clients: usize, queries: usize) -> Result<()> {
         "--max-clients",
         &max,
         "--json",
-    ])?;
+    ];
+    dealer_arguments.extend(pool.as_deref());
+    let dealer = spawn(&dealer_arguments)?;
     let server = spawn(&[
-        "party",
-        "--role",
-        "server",
+        "serve",
         "--listen",
         &server_address,
         "--dealer",
@@ -804,19 +817,25 @@ fn load_test(model: &str, clients: usize, queries: usize) -> Result<()> {
             let samples: Vec<Vec<f32>> = (0..queries)
                 .map(|q| test.sample((worker * queries + q) % test.len()).to_vec())
                 .collect();
-            std::thread::spawn(move || -> Result<(Vec<f64>, usize)> {
-                let mut client = Client::connect(
+            std::thread::spawn(move || -> Result<(Vec<f64>, usize, usize)> {
+                let options = ClientOptions {
+                    batch: 1,
+                    prefetch_queries: prefetch,
+                    ..ClientOptions::default()
+                };
+                let mut client = Client::connect_with(
                     plan.public.clone(),
                     &server_address,
                     &dealer_address,
-                    1,
+                    options,
                     &transport,
                 )?;
-                let (mut latencies, mut wrong) = (Vec::new(), 0);
+                let (mut latencies, mut wrong, mut warm) = (Vec::new(), 0, 0);
                 for sample in &samples {
-                    let begin = Instant::now();
-                    let output = client.query(sample)?.output;
-                    latencies.push(begin.elapsed().as_secs_f64());
+                    let report = client.query(sample)?;
+                    latencies.push(report.latency_seconds);
+                    warm += usize::from(report.warm);
+                    let output = report.output;
                     let plain = argmax_rows(&run_plain(&plan, sample, 1)?, classes)[0];
                     let secure = if labels_only {
                         output[0] as usize
@@ -825,20 +844,21 @@ fn load_test(model: &str, clients: usize, queries: usize) -> Result<()> {
                     };
                     wrong += usize::from(plain != secure);
                 }
-                Ok((latencies, wrong))
+                Ok((latencies, wrong, warm))
             })
         })
         .collect();
     let mut latencies = Vec::new();
-    let (mut wrong, mut failed) = (0, 0);
+    let (mut wrong, mut failed, mut warm) = (0, 0, 0);
     for worker in workers {
         match worker
             .join()
             .map_err(|_| anyhow::anyhow!("a client thread panicked"))?
         {
-            Ok((worker_latencies, worker_wrong)) => {
+            Ok((worker_latencies, worker_wrong, worker_warm)) => {
                 latencies.extend(worker_latencies);
                 wrong += worker_wrong;
+                warm += worker_warm;
             }
             Err(error) => {
                 failed += 1;
@@ -873,6 +893,10 @@ fn load_test(model: &str, clients: usize, queries: usize) -> Result<()> {
             "queries_per_second": latencies.len() as f64 / elapsed,
             "latency_p50_s": quantile(0.5),
             "latency_p99_s": quantile(0.99),
+            "prefetch": prefetch,
+            "warm_queries": warm,
+            "pool_hits": dealer_report["pool_hits"],
+            "burnt_sessions": dealer_report["burnt_sessions"],
             "peak_rss_bytes": {"server": server_report["peak_rss_bytes"], "dealer": dealer_report["peak_rss_bytes"], "clients_process": peak_rss_bytes()},
             "dealer_payload_bytes_received": dealer_report["payload_bytes_received_after_handshake"],
         }))?
