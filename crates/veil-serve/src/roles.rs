@@ -958,6 +958,9 @@ pub struct ClientOptions {
     pub prefetch_queries: usize,
     /// The most bytes of prefetched material the client holds.
     pub prefetch_bytes: u64,
+    /// How many queries this client will run, when known: it never prefetches beyond
+    /// them (halves left over at the end are burnt, wasted).
+    pub expected_queries: Option<usize>,
 }
 
 impl Default for ClientOptions {
@@ -966,6 +969,7 @@ impl Default for ClientOptions {
             batch: 1,
             prefetch_queries: 0,
             prefetch_bytes: 256 << 20,
+            expected_queries: None,
         }
     }
 }
@@ -1133,7 +1137,13 @@ impl Client {
     /// would exceed `prefetch_bytes`.
     fn top_up(&mut self) -> Result<()> {
         self.drop_expired();
-        while self.prefetched.len() < self.options.prefetch_queries {
+        let wanted = self
+            .options
+            .expected_queries
+            .map_or(self.options.prefetch_queries, |remaining| {
+                remaining.min(self.options.prefetch_queries)
+            });
+        while self.prefetched.len() < wanted {
             let held: usize = self
                 .prefetched
                 .iter()
@@ -1179,6 +1189,9 @@ impl Client {
     /// Runs one query on a batch of inputs (row-major).
     pub fn query(&mut self, input: &[f32]) -> Result<QueryReport> {
         let call_start = Instant::now();
+        if let Some(remaining) = &mut self.options.expected_queries {
+            *remaining = remaining.saturating_sub(1);
+        }
         // Preprocessing first: both parties hold their halves before the online window.
         self.drop_expired();
         let (material, warm) = match self.prefetched.pop_front() {

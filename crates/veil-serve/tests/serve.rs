@@ -576,6 +576,7 @@ fn prefetching_stays_within_the_client_byte_budget() {
         prefetch_queries: 10,
         // The digits MLP's half is about 23 KB: two fit, a third does not.
         prefetch_bytes: 60_000,
+        expected_queries: None,
     };
     let mut client = Client::connect_with(
         plan.public.clone(),
@@ -833,4 +834,35 @@ fn without_a_pool_material_streams_and_prefetching_is_refused() {
     assert_eq!(server.queries, 2);
     let dealer = deployment.dealer.join().unwrap().unwrap();
     assert_eq!((dealer.pool.hits, dealer.pool.pregenerated), (0, 0));
+}
+
+/// A client that says how many queries it will run prefetches no more than those, so
+/// nothing is left to burn when it leaves.
+#[test]
+fn prefetching_stops_at_the_expected_queries() {
+    let plan = bundled_plan();
+    let deployment = deploy(&plan, 1, 1);
+    let options = ClientOptions {
+        prefetch_queries: 8,
+        expected_queries: Some(3),
+        ..ClientOptions::default()
+    };
+    let mut client = Client::connect_with(
+        plan.public.clone(),
+        &deployment.server_address,
+        &deployment.dealer_address,
+        options,
+        &deployment.client,
+    )
+    .unwrap();
+    assert_eq!(client.prefetched(), 3);
+    for remaining in [2, 1, 0] {
+        assert!(client.query(&[0.1f32; 64]).unwrap().warm);
+        assert_eq!(client.prefetched(), remaining);
+    }
+    drop(client);
+    let server = deployment.server.join().unwrap().unwrap();
+    assert_eq!((server.queries, server.unused_halves), (3, 0));
+    let dealer = deployment.dealer.join().unwrap().unwrap();
+    assert_eq!((dealer.queries, dealer.burnt_sessions), (3, 0));
 }

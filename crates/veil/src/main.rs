@@ -508,6 +508,7 @@ fn run_party(arguments: PartyArguments, forced: Option<RoleArgument>) -> Result<
             let mut client_options = ClientOptions {
                 batch,
                 prefetch_queries: prefetch.unwrap_or(0),
+                expected_queries: Some(repeat.max(1)),
                 ..ClientOptions::default()
             };
             if let Some(bytes) = prefetch_bytes {
@@ -821,6 +822,7 @@ fn load_test(
                 let options = ClientOptions {
                     batch: 1,
                     prefetch_queries: prefetch,
+                    expected_queries: Some(samples.len()),
                     ..ClientOptions::default()
                 };
                 let mut client = Client::connect_with(
