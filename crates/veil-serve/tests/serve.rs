@@ -73,6 +73,19 @@ struct Deployment {
     server_address: String,
 }
 
+impl Deployment {
+    /// A client of this deployment.
+    fn connect_client(&self, plan: &Plan, options: ClientOptions) -> anyhow::Result<Client> {
+        Client::connect_with(
+            plan.public.clone(),
+            &self.server_address,
+            &self.dealer_address,
+            options,
+            &self.client,
+        )
+    }
+}
+
 /// A small pool, so tests do not spend their time pre-generating.
 const TEST_POOL_BYTES: u64 = 8 << 20;
 
@@ -194,14 +207,9 @@ fn digits_model_agrees_with_plaintext_and_the_dealer_receives_nothing() {
     let data = veil_train::digits::load(&repository_file("data/digits/digits.csv.gz")).unwrap();
     let (_, test) = veil_train::digits::split(&data, 0.2, 0);
     let deployment = deploy(&plan, 1, 1);
-    let mut client = Client::connect(
-        plan.public.clone(),
-        &deployment.server_address,
-        &deployment.dealer_address,
-        1,
-        &deployment.client,
-    )
-    .unwrap();
+    let mut client = deployment
+        .connect_client(&plan, ClientOptions::default())
+        .unwrap();
     let mut agree = 0;
     for index in 0..test.len() {
         let plain = run_plain(&plan, test.sample(index), 1).unwrap();
@@ -230,14 +238,9 @@ fn digits_cnn_labels_agree_with_plaintext() {
     let data = veil_train::digits::load(&repository_file("data/digits/digits.csv.gz")).unwrap();
     let (_, test) = veil_train::digits::split(&data, 0.2, 0);
     let deployment = deploy(&plan, 1, 1);
-    let mut client = Client::connect(
-        plan.public.clone(),
-        &deployment.server_address,
-        &deployment.dealer_address,
-        1,
-        &deployment.client,
-    )
-    .unwrap();
+    let mut client = deployment
+        .connect_client(&plan, ClientOptions::default())
+        .unwrap();
     let mut agree = 0;
     for index in 0..test.len() {
         let plain = run_plain(&plan, test.sample(index), 1).unwrap();
@@ -289,14 +292,9 @@ fn a_client_that_vanishes_mid_query_ends_only_its_session() {
         .is_err()
     );
     // Third client: served normally, with the right answer.
-    let mut client = Client::connect(
-        plan.public.clone(),
-        &deployment.server_address,
-        &deployment.dealer_address,
-        1,
-        &deployment.client,
-    )
-    .unwrap();
+    let mut client = deployment
+        .connect_client(&plan, ClientOptions::default())
+        .unwrap();
     let secure = client.query(&input).unwrap().output;
     let plain = run_plain(&plan, &input, 1).unwrap();
     assert_eq!(argmax_rows(&secure, 10), argmax_rows(&plain, 10));
@@ -465,14 +463,9 @@ fn claims_are_role_bound_and_epochs_checked() {
     let deployment = deploy(&plan, 1, 2);
     let hash = plan.public.hash_hex().unwrap();
     // The honest client connects first: the server has registered with the dealer by then.
-    let mut client = Client::connect(
-        plan.public.clone(),
-        &deployment.server_address,
-        &deployment.dealer_address,
-        1,
-        &deployment.client,
-    )
-    .unwrap();
+    let mut client = deployment
+        .connect_client(&plan, ClientOptions::default())
+        .unwrap();
     // A client whose handshake names a stale epoch is refused by the dealer.
     let mut stale = deployment
         .client
@@ -528,14 +521,7 @@ fn prefetched_queries_are_warm_and_unused_halves_are_burnt() {
         prefetch_queries: 3,
         ..ClientOptions::default()
     };
-    let mut client = Client::connect_with(
-        plan.public.clone(),
-        &deployment.server_address,
-        &deployment.dealer_address,
-        options,
-        &deployment.client,
-    )
-    .unwrap();
+    let mut client = deployment.connect_client(&plan, options).unwrap();
     assert_eq!(client.prefetched(), 3);
     let data = veil_train::digits::load(&repository_file("data/digits/digits.csv.gz")).unwrap();
     for index in 0..5 {
@@ -578,14 +564,7 @@ fn prefetching_stays_within_the_client_byte_budget() {
         prefetch_bytes: 60_000,
         expected_queries: None,
     };
-    let mut client = Client::connect_with(
-        plan.public.clone(),
-        &deployment.server_address,
-        &deployment.dealer_address,
-        options,
-        &deployment.client,
-    )
-    .unwrap();
+    let mut client = deployment.connect_client(&plan, options).unwrap();
     let held = client.prefetched();
     let report = client.query(&[0.25f32; 64]).unwrap();
     assert!(report.warm);
@@ -646,14 +625,9 @@ fn a_half_is_delivered_once_and_only_to_its_role() {
     assert!(raw.server.recv().is_err());
     drop(raw);
     // ... and keeps serving the next client.
-    let mut client = Client::connect(
-        plan.public.clone(),
-        &deployment.server_address,
-        &deployment.dealer_address,
-        1,
-        &deployment.client,
-    )
-    .unwrap();
+    let mut client = deployment
+        .connect_client(&plan, ClientOptions::default())
+        .unwrap();
     let input = vec![0.75f32; 64];
     let secure = client.query(&input).unwrap().output;
     assert_eq!(
@@ -797,14 +771,9 @@ fn without_a_pool_material_streams_and_prefetching_is_refused() {
         ..DealerOptions::default()
     };
     let deployment = deploy_with(&plan, 2, options);
-    let mut client = Client::connect(
-        plan.public.clone(),
-        &deployment.server_address,
-        &deployment.dealer_address,
-        1,
-        &deployment.client,
-    )
-    .unwrap();
+    let mut client = deployment
+        .connect_client(&plan, ClientOptions::default())
+        .unwrap();
     for value in [-1.0f32, 2.0] {
         let input = vec![value; 64];
         let report = client.query(&input).unwrap();
@@ -819,15 +788,10 @@ fn without_a_pool_material_streams_and_prefetching_is_refused() {
         prefetch_queries: 2,
         ..ClientOptions::default()
     };
-    let error = Client::connect_with(
-        plan.public.clone(),
-        &deployment.server_address,
-        &deployment.dealer_address,
-        prefetching,
-        &deployment.client,
-    )
-    .err()
-    .expect("prefetching needs a pool");
+    let error = deployment
+        .connect_client(&plan, prefetching)
+        .err()
+        .expect("prefetching needs a pool");
     let error = format!("{error:#}");
     assert!(error.contains("pool_bytes"), "{error}");
     let server = deployment.server.join().unwrap().unwrap();
@@ -847,14 +811,7 @@ fn prefetching_stops_at_the_expected_queries() {
         expected_queries: Some(3),
         ..ClientOptions::default()
     };
-    let mut client = Client::connect_with(
-        plan.public.clone(),
-        &deployment.server_address,
-        &deployment.dealer_address,
-        options,
-        &deployment.client,
-    )
-    .unwrap();
+    let mut client = deployment.connect_client(&plan, options).unwrap();
     assert_eq!(client.prefetched(), 3);
     for remaining in [2, 1, 0] {
         assert!(client.query(&[0.1f32; 64]).unwrap().warm);
