@@ -31,6 +31,11 @@ pub enum Error {
         /// The configured cap.
         cap: usize,
     },
+    /// A frame named another query session than the one in progress.
+    #[error(
+        "a message for another query session arrived; the parties are out of step, start a new session"
+    )]
+    WrongSession,
     /// No frame arrived within the configured timeout.
     #[error("no message from the peer within {seconds} s; the peer is stuck or gone")]
     Timeout {

@@ -6,6 +6,7 @@
 //! one process (unit tests); [`TcpChannel`] joins two processes.
 //!
 //! [`NetworkProfile`] simulates `lan` and `wan` links on the receive side.
+//! [`SessionChannel`] tags every frame of a query with its session id.
 //!
 //! `send` never waits for the peer (TCP writes happen on one I/O thread per
 //! connection), so [`Channel::exchange`] writes and reads concurrently and two parties
@@ -25,6 +26,7 @@
 mod error;
 mod frame;
 mod memory;
+mod session;
 mod shaping;
 mod tcp;
 pub mod tls;
@@ -32,6 +34,7 @@ pub mod tls;
 pub use error::{Error, Result};
 pub use frame::{DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_BYTES, read_frames};
 pub use memory::{MemoryChannel, memory_pair};
+pub use session::{SESSION_TAG_BYTES, SessionChannel};
 pub use shaping::NetworkProfile;
 pub use tcp::{TcpChannel, TcpOptions, dangerous_listen_insecure};
 

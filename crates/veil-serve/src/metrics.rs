@@ -193,6 +193,7 @@ fn error_kind(error: &anyhow::Error) -> &'static str {
                     "framing"
                 }
                 veil_net::Error::Tls { .. } | veil_net::Error::WrongPeerRole { .. } => "tls",
+                veil_net::Error::WrongSession => "protocol",
                 _ => "network",
             };
         }

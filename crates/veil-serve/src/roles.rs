@@ -37,7 +37,7 @@ use veil_mpc::{
     ClientParameters, MaterialGenerator, Party, PartyMaterial, PartyParameters, PartyRole,
     SessionLedger,
 };
-use veil_net::{Channel, ChannelStats};
+use veil_net::{Channel, ChannelStats, SessionChannel};
 
 use crate::metrics::Metrics;
 use crate::pool::{Pool, PoolConfig, item_bytes, send_item};
@@ -774,8 +774,9 @@ fn server_client_session(server: &Server, stream: std::net::TcpStream) -> Result
             client.send(&[])?;
             let started = Instant::now();
             let before = client.stats();
+            let mut tagged = SessionChannel::new(&mut client, session_id);
             let mut party = Party::new(
-                &mut client,
+                &mut tagged,
                 fixed_point,
                 material,
                 state.parameters.clone(),
@@ -1222,8 +1223,10 @@ impl Client {
         let before: ChannelStats = self.server.stats();
         let started = Instant::now();
         let encoded = veil_exec::encode_input(&self.plan, input, self.options.batch)?;
+        let session_id = material.session_id();
+        let mut tagged = SessionChannel::new(&mut self.server, session_id);
         let mut party = Party::new(
-            &mut self.server,
+            &mut tagged,
             fixed_point,
             material,
             self.parameters.clone(),
