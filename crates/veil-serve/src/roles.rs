@@ -87,9 +87,6 @@ pub fn receive_items(channel: &mut impl Channel, material: &mut PartyMaterial) -
     }
 }
 
-/// How long the dealer waits for the server to claim a session's half before burning it.
-const CLAIM_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// How long the server retries connecting to the dealer for a claim.
 const CLAIM_CONNECT_PATIENCE: Duration = Duration::from_secs(2);
 
@@ -525,13 +522,14 @@ fn stream_session(dealer: &Dealer, client: &mut Link, batch: usize) -> Result<u6
         .lock()
         .map_err(|_| anyhow::anyhow!("the dealer's session table is poisoned"))?
         .insert(session, handoff);
+    let claim_timeout = dealer.pool.config().claim_timeout;
     let mut status = vec![SESSION_FOLLOWS];
-    status.extend_from_slice(&CLAIM_TIMEOUT.as_secs().to_le_bytes());
+    status.extend_from_slice(&claim_timeout.as_secs().to_le_bytes());
     client.send(&status)?;
     let client_header = generator.encoded_header(PartyRole::Client);
     let server_header = generator.encoded_header(PartyRole::Server);
     client.send(&client_header)?;
-    let server = match claim.recv_timeout(CLAIM_TIMEOUT) {
+    let server = match claim.recv_timeout(claim_timeout) {
         Ok(server) => server_slot.insert(server),
         Err(_) => {
             if let Ok(mut pending) = dealer.pending.lock() {
@@ -542,7 +540,7 @@ fn stream_session(dealer: &Dealer, client: &mut Link, batch: usize) -> Result<u6
             }
             bail!(
                 "the server did not claim its half within {} s; the session is burnt",
-                CLAIM_TIMEOUT.as_secs()
+                claim_timeout.as_secs()
             );
         }
     };
