@@ -3,7 +3,8 @@
 //! It holds the ring Z_2^64 (wrapping `u64` arithmetic), the fixed-point codec that maps
 //! reals into it, [`RingTensor`] (a shaped, row-major buffer of ring elements), the u64
 //! GEMM and convolution kernels, and the cryptographic PRG ([`prg::Prg`], AES-128-CTR)
-//! with OS-random seeds.
+//! with OS-random seeds; [`sampling`] is the deterministic, non-cryptographic sampler for
+//! public data (benchmark weights, training initialisation, test inputs).
 //!
 //! # What this crate does not do
 //! No networking, no protocol logic, no model formats: those live in veil-net, veil-mpc
@@ -25,6 +26,7 @@ mod error;
 pub mod fixed;
 pub mod kernels;
 pub mod prg;
+pub mod sampling;
 pub mod tensor;
 
 pub use error::{Error, Result};

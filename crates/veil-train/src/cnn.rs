@@ -35,7 +35,7 @@
 use crate::Result;
 use crate::digits::{CLASSES, Dataset, FEATURES};
 use crate::mlp::argmax;
-use crate::rng::SplitMix64;
+use veil_core::sampling::SplitMix64;
 
 /// The input image's side (the input is `[1, IMAGE_SIDE, IMAGE_SIDE]`).
 pub const IMAGE_SIDE: usize = 8;

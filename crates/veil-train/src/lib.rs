@@ -52,9 +52,9 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod cnn;
-pub mod digits;
 mod error;
 pub mod mlp;
-mod rng;
 
 pub use error::{Error, Result};
+/// The digits data set, re-exported from veil-data for the trainers' callers.
+pub use veil_data::digits;

@@ -3,7 +3,7 @@
 
 use crate::Result;
 use crate::digits::{CLASSES, Dataset, FEATURES};
-use crate::rng::SplitMix64;
+use veil_core::sampling::SplitMix64;
 
 /// Momentum of the SGD update (`velocity = MOMENTUM · velocity − rate · gradient`).
 const MOMENTUM: f32 = 0.9;

@@ -2,7 +2,6 @@
 
 mod cnn;
 mod compile;
-mod digits;
 mod training;
 
 use std::path::PathBuf;
@@ -13,9 +12,4 @@ pub(crate) fn digits_path() -> PathBuf {
         env!("CARGO_MANIFEST_DIR"),
         "/../../data/digits/digits.csv.gz"
     ))
-}
-
-/// A scratch file path unique to this test process and `name`.
-pub(crate) fn temp_path(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("veil-train-{}-{name}", std::process::id()))
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use flate2::read::GzDecoder;
 
-use crate::rng::SplitMix64;
+use veil_core::sampling::SplitMix64;
 use crate::{Error, Result};
 
 /// Pixels per sample (8x8).

@@ -4,10 +4,23 @@ use std::io::Write;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use veil_train::Error;
-use veil_train::digits::{CLASSES, FEATURES, load, split};
+use std::path::PathBuf;
 
-use crate::{digits_path, temp_path};
+use veil_data::Error;
+use veil_data::digits::{CLASSES, FEATURES, load, split};
+
+/// The digits file carried in the repository.
+fn digits_path() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../data/digits/digits.csv.gz"
+    ))
+}
+
+/// A scratch file path unique to this test process and `name`.
+fn temp_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("veil-data-{}-{name}", std::process::id()))
+}
 
 fn gzip(text: &str) -> Vec<u8> {
     let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
@@ -18,7 +31,7 @@ fn gzip(text: &str) -> Vec<u8> {
 }
 
 /// Writes `bytes` to a scratch file, loads it, and removes the file.
-fn load_bytes(name: &str, bytes: &[u8]) -> veil_train::Result<veil_train::digits::Dataset> {
+fn load_bytes(name: &str, bytes: &[u8]) -> veil_data::Result<veil_data::digits::Dataset> {
     let path = temp_path(name);
     std::fs::write(&path, bytes).expect("writing a scratch file");
     let result = load(&path);
