@@ -86,17 +86,28 @@ pub enum Error {
         /// The reader's message.
         reason: String,
     },
-    /// An input has the wrong shape.
+    /// An input buffer has the wrong length.
     #[error(
-        "input has {found} values, but the plan expects {expected} per sample (shape {shape:?}) times the batch"
+        "input has {found} values, but the plan expects {expected} per sample ({}) times the batch",
+        describe_inputs(shapes)
     )]
     InputShape {
-        /// Values per sample the plan expects.
+        /// Values per sample the plan expects, over all its inputs.
         expected: usize,
         /// Values given.
         found: usize,
-        /// The per-sample shape.
-        shape: Vec<usize>,
+        /// Each input's name and per-sample shape, in the order of a flat buffer.
+        shapes: Vec<(String, Vec<usize>)>,
+    },
+    /// An input value cannot be encoded as its kind requires.
+    #[error("input {input:?}, value {position}: {reason}")]
+    InputValue {
+        /// The input's name.
+        input: String,
+        /// The value's position in that input's buffer.
+        position: usize,
+        /// What is wrong (never the value of a real-valued input).
+        reason: String,
     },
     /// A tensor-level error.
     #[error(transparent)]
@@ -105,3 +116,11 @@ pub enum Error {
 
 /// veil-model's result type.
 pub type Result<T> = std::result::Result<T, Error>;
+
+fn describe_inputs(shapes: &[(String, Vec<usize>)]) -> String {
+    let parts: Vec<String> = shapes
+        .iter()
+        .map(|(name, shape)| format!("{name} {shape:?}"))
+        .collect();
+    format!("inputs: {}", parts.join(", "))
+}

@@ -1,5 +1,10 @@
 //! The IR: a graph of nodes in topological order, each naming its inputs by index.
 //!
+//! A graph starts with one or more named client inputs ([`Op::Input`]: features, token
+//! ids, an attention mask), each with its shape and [`InputKind`]. Every op is matched
+//! by name everywhere (no wildcard arms), so adding a variant makes the compiler list
+//! each place that must handle it.
+//!
 //! Every shape carries a leading batch dimension at run time; the plan records the
 //! per-sample input shape. Parameters are named; linear weights are stored `[in, out]`
 //! (transposed from PyTorch's `[out, in]` at import).
@@ -8,14 +13,53 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+/// What an input's values are, which fixes their encoding into the ring.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum InputKind {
+    /// Real values (features, pixels, token embeddings) at the plan's fixed-point scale.
+    #[default]
+    Real,
+    /// Token ids: whole numbers in `0..vocabulary`, encoded as ring integers (unscaled).
+    TokenIds {
+        /// The vocabulary size; every id must be below it.
+        vocabulary: usize,
+    },
+    /// An attention mask: 1 for a real token, 0 for padding, at the fixed-point scale.
+    AttentionMask,
+}
+
+/// Who knows an input's values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// Only the client: the value is secret-shared and never leaves the client
+    /// unmasked (DESIGN.md §1). A sequence's true length and its attention mask are
+    /// client-private too; only the padded length (the shape) is public.
+    #[default]
+    ClientPrivate,
+}
+
+/// The name of a plan's input when the architecture gives none.
+pub const DEFAULT_INPUT_NAME: &str = "input";
+
 /// One operation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
-    /// The client's input, with its per-sample shape.
+    /// One of the client's inputs, with its per-sample shape and kind; the node's name
+    /// is the input's name, unique among the inputs. Input nodes come first in the
+    /// graph, one per named input.
     Input {
         /// Shape without the batch dimension.
         shape: Vec<usize>,
+        /// What the values are and how they are encoded (`real` when absent).
+        #[serde(default)]
+        kind: InputKind,
+        /// Who knows the values: only the client (the default, and the only visibility
+        /// the executors accept so far).
+        #[serde(default)]
+        visibility: Visibility,
     },
     /// y = x·W + b with W `[in_features, out_features]`.
     Linear {
@@ -85,6 +129,21 @@ pub struct Node {
     pub inputs: Vec<usize>,
 }
 
+impl Node {
+    /// A client-private input node named `name` (also the node's name).
+    pub fn input(name: &str, shape: Vec<usize>, kind: InputKind) -> Self {
+        Node {
+            name: name.into(),
+            op: Op::Input {
+                shape,
+                kind,
+                visibility: Visibility::ClientPrivate,
+            },
+            inputs: vec![],
+        }
+    }
+}
+
 /// The graph: nodes in topological order; node 0 is the input; `output` is the result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Graph {
@@ -94,13 +153,76 @@ pub struct Graph {
     pub output: usize,
 }
 
-impl Graph {
-    /// The per-sample input shape.
-    pub fn input_shape(&self) -> &[usize] {
-        match self.nodes.first().map(|node| &node.op) {
-            Some(Op::Input { shape }) => shape,
-            _ => &[],
+/// One named client input of a graph: what [`Graph::inputs`] lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InputSlot<'a> {
+    /// The input node's index.
+    pub node: usize,
+    /// Its name.
+    pub name: &'a str,
+    /// Its per-sample shape.
+    pub shape: &'a [usize],
+    /// Its kind.
+    pub kind: InputKind,
+    /// Who knows it.
+    pub visibility: Visibility,
+}
+
+impl InputSlot<'_> {
+    /// Values per sample.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Whether a sample has no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Op {
+    /// How many inputs the op reads.
+    pub fn arity(&self) -> usize {
+        match self {
+            Op::Input { .. } => 0,
+            Op::Linear { .. }
+            | Op::Conv2d { .. }
+            | Op::MaxPool2d { .. }
+            | Op::AvgPool2d { .. }
+            | Op::Relu { .. }
+            | Op::Flatten => 1,
+            Op::Add => 2,
         }
+    }
+}
+
+impl Graph {
+    /// The client's inputs, in graph order (the order of a flat input buffer).
+    pub fn inputs(&self) -> Vec<InputSlot<'_>> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(node, entry)| match &entry.op {
+                Op::Input {
+                    shape,
+                    kind,
+                    visibility,
+                } => Some(InputSlot {
+                    node,
+                    name: &entry.name,
+                    shape,
+                    kind: *kind,
+                    visibility: *visibility,
+                }),
+                Op::Linear { .. }
+                | Op::Conv2d { .. }
+                | Op::MaxPool2d { .. }
+                | Op::AvgPool2d { .. }
+                | Op::Relu { .. }
+                | Op::Flatten
+                | Op::Add => None,
+            })
+            .collect()
     }
 
     /// Checks the structure and returns every node's shape for a batch of `batch`.
@@ -116,11 +238,7 @@ impl Graph {
                     ));
                 }
             }
-            let arity = match node.op {
-                Op::Input { .. } => 0,
-                Op::Add => 2,
-                _ => 1,
-            };
+            let arity = node.op.arity();
             if node.inputs.len() != arity {
                 return Err(invalid(
                     index,
@@ -129,9 +247,25 @@ impl Graph {
             }
             let input_shape = |which: usize| shapes[node.inputs[which]].clone();
             let shape = match &node.op {
-                Op::Input { shape } => {
-                    if index != 0 {
-                        return Err(invalid(index, "only node 0 may be the input".into()));
+                Op::Input { shape, kind, .. } => {
+                    let name = &node.name;
+                    if index > 0 && !matches!(self.nodes[index - 1].op, Op::Input { .. }) {
+                        return Err(invalid(
+                            index,
+                            format!("input {name:?} follows a computing node; inputs come first"),
+                        ));
+                    }
+                    if self.nodes[..index]
+                        .iter()
+                        .any(|earlier| &earlier.name == name)
+                    {
+                        return Err(invalid(index, format!("a second input named {name:?}")));
+                    }
+                    if let InputKind::TokenIds { vocabulary: 0 } = kind {
+                        return Err(invalid(
+                            index,
+                            format!("token ids {name:?} with an empty vocabulary"),
+                        ));
                     }
                     let mut full = vec![batch];
                     full.extend_from_slice(shape);
@@ -242,6 +376,12 @@ impl Graph {
         }
         if index_out_of(0, self.nodes.len()) {
             return Err(invalid(0, "the graph has no nodes".into()));
+        }
+        if !matches!(self.nodes[0].op, Op::Input { .. }) {
+            return Err(invalid(
+                0,
+                "the graph has no input; node 0 must be one".into(),
+            ));
         }
         Ok(shapes)
     }

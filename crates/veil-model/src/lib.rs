@@ -1,10 +1,25 @@
-//! veil-model: the IR, the plan format, the importer, and the plain f32 executor.
+//! veil-model: the IR, the plan format, the importers, the compile passes and the plain
+//! f32 executor.
 //!
-//! A model enters as an architecture description plus a safetensors file
-//! ([`import::compile`]) and becomes a [`Plan`]: its public part ([`PublicPlan`]: graph,
-//! shapes, fixed-point parameters, approximation and output policy) and its weights.
-//! `NAME.plan` holds both and stays with the server; `NAME.public.plan` holds the public
-//! part for the client and the dealer. [`plain::run_plain`] is the f32 reference.
+//! A model enters through an importer ([`import`]: an architecture description plus a
+//! safetensors file today, Hugging Face and ONNX beside it later), is rewritten by the
+//! compile passes ([`passes`]: batch-norm folding, pool before ReLU, calibration) and
+//! becomes a [`Plan`]: its public part ([`PublicPlan`]: the [`ir::Graph`] with its named
+//! client inputs, shapes, fixed-point parameters, approximation and output policy) and
+//! its weights. `NAME.plan` holds both and stays with the server; `NAME.public.plan`
+//! holds the public part for the client and the dealer. [`plain::run_plain`] is the f32
+//! reference every secure result is measured against; [`zoo`] makes the benchmark
+//! models.
+//!
+//! ```
+//! let plan = veil_model::zoo::random_mlp("tiny", &[4, 3, 2], 0)?;
+//! let logits = veil_model::plain::run_plain(&plan, &[0.5, -1.0, 0.25, 2.0], 1)?;
+//! assert_eq!(logits.len(), 2);
+//! # Ok::<(), veil_model::Error>(())
+//! ```
+//!
+//! Every op of [`ir::Op`] is matched by name in the IR, the plan and the plain executor
+//! (no wildcard arms): a new op is a compile error at each place that must handle it.
 //!
 //! # What this crate does not do
 //! No secure execution (veil-exec) and no networking.
@@ -19,6 +34,7 @@
 mod error;
 pub mod import;
 pub mod ir;
+pub mod passes;
 pub mod plain;
 pub mod plan;
 pub mod zoo;

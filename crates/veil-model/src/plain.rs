@@ -4,8 +4,9 @@ use crate::ir::{Op, pooling_indices};
 use crate::plan::Plan;
 use crate::{Error, Result};
 
-/// Runs the plan on a batch of inputs (row-major, `batch × input_len` values) in f32
-/// (f64 accumulation); returns the output node's values.
+/// Runs the plan on a batch of inputs in f32 (f64 accumulation); returns the output
+/// node's values. `input` is the flat buffer of [`crate::PublicPlan::split_inputs`]: for
+/// one input, row-major `batch × input_len` values.
 pub fn run_plain(plan: &Plan, input: &[f32], batch: usize) -> Result<Vec<f32>> {
     let mut values = run_plain_all(plan, input, batch)?;
     Ok(values.swap_remove(plan.public.graph.output))
@@ -14,19 +15,19 @@ pub fn run_plain(plan: &Plan, input: &[f32], batch: usize) -> Result<Vec<f32>> {
 /// Like [`run_plain`], but returns every node's values (for calibration).
 pub fn run_plain_all(plan: &Plan, input: &[f32], batch: usize) -> Result<Vec<Vec<f32>>> {
     let graph = &plan.public.graph;
-    let per_sample = plan.public.input_len();
-    if input.len() != per_sample * batch {
-        return Err(Error::InputShape {
-            expected: per_sample,
-            found: input.len(),
-            shape: graph.input_shape().to_vec(),
-        });
-    }
+    let mut inputs = plan.public.split_inputs(input, batch)?.into_iter();
     let shapes = graph.infer_shapes(batch)?;
     let mut values: Vec<Vec<f32>> = Vec::with_capacity(graph.nodes.len());
     for (index, node) in graph.nodes.iter().enumerate() {
         let value = match &node.op {
-            Op::Input { .. } => input.to_vec(),
+            // Inputs come first, in the order `split_inputs` returns them.
+            Op::Input { .. } => inputs
+                .next()
+                .ok_or_else(|| Error::InvalidGraph {
+                    node: index,
+                    reason: format!("no values for input {:?}", node.name),
+                })?
+                .to_vec(),
             Op::Linear {
                 weight,
                 bias,
@@ -157,53 +158,4 @@ pub fn argmax_rows(values: &[f32], columns: usize) -> Vec<usize> {
                 .0
         })
         .collect()
-}
-
-/// Sets every comparison's bit-width from the values the plan sees on calibration
-/// inputs: enough bits for `headroom` times the largest magnitude a comparison operand
-/// reached (a ReLU's input; a max pool's pairwise differences, at most twice its input),
-/// at the plan's fixed-point scale, plus the sign bit. Returns (node, bits) per change.
-pub fn calibrate_comparison_bits(
-    plan: &mut Plan,
-    input: &[f32],
-    batch: usize,
-    headroom: f64,
-) -> Result<Vec<(usize, u32)>> {
-    let values = run_plain_all(plan, input, batch)?;
-    let scale = f64::from(1u32 << plan.public.fractional_bits.min(31));
-    let mut changes = Vec::new();
-    let graph = &mut plan.public.graph;
-    for index in 0..graph.nodes.len() {
-        let source = graph.nodes[index].inputs.first().copied();
-        let (Some(source), factor) = (
-            source,
-            match graph.nodes[index].op {
-                Op::Relu { .. } => 1.0,
-                Op::MaxPool2d { .. } => 2.0,
-                _ => continue,
-            },
-        ) else {
-            continue;
-        };
-        let largest = values[source]
-            .iter()
-            .fold(0f64, |m, v| m.max(f64::from(*v).abs()));
-        let magnitude = (largest * factor * headroom * scale).max(1.0);
-        let bits = ((magnitude.log2().ceil() as u32) + 1).clamp(2, 64);
-        match &mut graph.nodes[index].op {
-            Op::Relu { bits: current } | Op::MaxPool2d { bits: current, .. } => *current = bits,
-            _ => {}
-        }
-        changes.push((index, bits));
-    }
-    // The label policy compares differences of outputs.
-    if let crate::plan::OutputPolicy::Label { bits } = &mut plan.public.output_policy {
-        let largest = values[graph.output]
-            .iter()
-            .fold(0f64, |m, v| m.max(f64::from(*v).abs()));
-        let magnitude = (largest * 2.0 * headroom * scale).max(1.0);
-        *bits = ((magnitude.log2().ceil() as u32) + 1).clamp(2, 64);
-        changes.push((graph.output, *bits));
-    }
-    Ok(changes)
 }

@@ -123,7 +123,12 @@ impl PublicPlan {
                     vec![*out_channels, *in_channels, *kernel, *kernel],
                     *out_channels,
                 ),
-                _ => continue,
+                Op::Input { .. }
+                | Op::MaxPool2d { .. }
+                | Op::AvgPool2d { .. }
+                | Op::Relu { .. }
+                | Op::Flatten
+                | Op::Add => continue,
             };
             self.expect_parameter(weight, weight_shape, ParameterKind::Weight)?;
             if let Some(bias) = bias {
@@ -149,9 +154,35 @@ impl PublicPlan {
         Ok(())
     }
 
-    /// The per-sample input length.
+    /// Values per sample over all the client's inputs: a flat input buffer holds, for
+    /// each input in graph order, `batch × ` its per-sample length.
     pub fn input_len(&self) -> usize {
-        self.graph.input_shape().iter().product()
+        self.graph.inputs().iter().map(|slot| slot.len()).sum()
+    }
+
+    /// Splits a flat buffer of `batch` samples (see [`Self::input_len`]) into one slice
+    /// per input, checking its length.
+    pub fn split_inputs<'a, T>(&self, values: &'a [T], batch: usize) -> Result<Vec<&'a [T]>> {
+        let inputs = self.graph.inputs();
+        let per_sample = self.input_len();
+        if values.len() != per_sample * batch || batch == 0 {
+            return Err(Error::InputShape {
+                expected: per_sample,
+                found: values.len(),
+                shapes: inputs
+                    .iter()
+                    .map(|slot| (slot.name.to_string(), slot.shape.to_vec()))
+                    .collect(),
+            });
+        }
+        let mut rest = values;
+        let mut parts = Vec::with_capacity(inputs.len());
+        for slot in &inputs {
+            let (part, tail) = rest.split_at(slot.len() * batch);
+            parts.push(part);
+            rest = tail;
+        }
+        Ok(parts)
     }
 }
 

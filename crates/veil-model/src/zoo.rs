@@ -6,52 +6,20 @@ use std::collections::BTreeMap;
 
 use crate::Result;
 use crate::import::{Architecture, Layer, compile};
-use crate::ir::{Graph, Node, Op};
+use crate::ir::{DEFAULT_INPUT_NAME, Graph, InputKind, Node, Op};
 use crate::plan::{OutputPolicy, ParameterInfo, ParameterKind, Plan, PublicPlan};
 
-/// A deterministic Gaussian sampler (SplitMix64 + Box–Muller) for public test data.
-#[derive(Clone, Debug)]
-pub struct GaussianSampler {
-    state: u64,
-}
-
-impl GaussianSampler {
-    /// A sampler from a seed.
-    pub fn new(seed: u64) -> Self {
-        Self { state: seed }
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// One N(0, 1) sample.
-    pub fn standard_normal(&mut self) -> f32 {
-        let u1 = ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
-        let u2 = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-    }
-
-    /// `count` N(0, σ²) samples.
-    pub fn normal_vec(&mut self, count: usize, sigma: f32) -> Vec<f32> {
-        (0..count).map(|_| self.standard_normal() * sigma).collect()
-    }
-}
+/// The benchmark models' sampler: the workspace's one deterministic sampler.
+pub use veil_core::sampling::SplitMix64 as GaussianSampler;
 
 /// An MLP with ReLU between layers, e.g. sizes `[784, 128, 128, 10]` for `mlp`.
 pub fn random_mlp(name: &str, sizes: &[usize], seed: u64) -> Result<Plan> {
     let mut sampler = GaussianSampler::new(seed);
-    let mut nodes = vec![Node {
-        name: "input".into(),
-        op: Op::Input {
-            shape: vec![sizes[0]],
-        },
-        inputs: vec![],
-    }];
+    let mut nodes = vec![Node::input(
+        DEFAULT_INPUT_NAME,
+        vec![sizes[0]],
+        InputKind::Real,
+    )];
     let mut parameters = Vec::new();
     let mut weights = BTreeMap::new();
     for (layer, pair) in sizes.windows(2).enumerate() {
@@ -184,6 +152,94 @@ pub fn random_cnn6(seed: u64) -> Result<Plan> {
         output: None,
         layers,
     };
+    compile(
+        &architecture,
+        &crate::import::write_safetensors(&tensors)?,
+        "exact",
+    )
+}
+
+/// The architecture of [`every_op_cnn`].
+pub const EVERY_OP_CNN_ARCHITECTURE: &str = r#"{"name": "every-op-cnn", "input": [2, 8, 8], "layers": [
+    {"op": "conv2d", "name": "c1", "weight": "c1.weight", "bias": "c1.bias", "padding": 1},
+    {"op": "batch_norm", "weight": "bn.weight", "bias": "bn.bias", "running_mean": "bn.mean", "running_var": "bn.var"},
+    {"op": "relu"},
+    {"op": "max_pool2d", "kernel": 2},
+    {"op": "conv2d", "weight": "c2.weight", "stride": 2, "padding": 1},
+    {"op": "relu"},
+    {"op": "avg_pool2d", "kernel": 2},
+    {"op": "flatten"},
+    {"op": "linear", "weight": "fc.weight", "bias": "fc.bias"}]}"#;
+
+/// A small test CNN with every CNN op of the IR and both CNN passes: a padded
+/// convolution with a batch norm to fold, a ReLU before a max pool (to be moved after
+/// it), a strided convolution without bias, an average pool, flatten and linear; input
+/// 2×8×8, 3 outputs. Random weights from `seed`.
+pub fn every_op_cnn(seed: u64) -> Result<Plan> {
+    let mut sampler = GaussianSampler::new(seed);
+    let mut normal = |count: usize, sigma: f32| sampler.normal_vec(count, sigma);
+    let tensors = vec![
+        (
+            "c1.weight".to_string(),
+            vec![4, 2, 3, 3],
+            normal(72, 1.0 / 18f32.sqrt()),
+        ),
+        ("c1.bias".to_string(), vec![4], normal(4, 0.02)),
+        (
+            "bn.weight".to_string(),
+            vec![4],
+            normal(4, 0.1).iter().map(|g| 1.0 + g).collect(),
+        ),
+        ("bn.bias".to_string(), vec![4], normal(4, 0.02)),
+        ("bn.mean".to_string(), vec![4], normal(4, 0.1)),
+        (
+            "bn.var".to_string(),
+            vec![4],
+            normal(4, 0.1).iter().map(|v| 1.0 + v.abs()).collect(),
+        ),
+        (
+            "c2.weight".to_string(),
+            vec![6, 4, 3, 3],
+            normal(216, 1.0 / 6.0),
+        ),
+        (
+            "fc.weight".to_string(),
+            vec![3, 6],
+            normal(18, 1.0 / 6f32.sqrt()),
+        ),
+        ("fc.bias".to_string(), vec![3], normal(3, 0.02)),
+    ];
+    compile(
+        &Architecture::from_json(EVERY_OP_CNN_ARCHITECTURE)?,
+        &crate::import::write_safetensors(&tensors)?,
+        "exact",
+    )
+}
+
+/// A small residual MLP for tests: input 3×4, flatten, 12 → 16 → ReLU → 16 (+ the
+/// first ReLU's output) → ReLU → 5. Random weights from `seed`.
+pub fn residual_mlp(seed: u64) -> Result<Plan> {
+    let mut sampler = GaussianSampler::new(seed);
+    let mut tensors = Vec::new();
+    for (name, outputs, inputs) in [("fc1", 16, 12), ("fc2", 16, 16), ("fc3", 5, 16)] {
+        let weight = sampler.normal_vec(outputs * inputs, 1.0 / (inputs as f32).sqrt());
+        tensors.push((format!("{name}.weight"), vec![outputs, inputs], weight));
+        tensors.push((
+            format!("{name}.bias"),
+            vec![outputs],
+            sampler.normal_vec(outputs, 0.02),
+        ));
+    }
+    let architecture = Architecture::from_json(
+        r#"{"name": "residual", "input": [3, 4], "layers": [
+            {"op": "flatten"},
+            {"op": "linear", "name": "fc1", "weight": "fc1.weight", "bias": "fc1.bias"},
+            {"op": "relu", "name": "h1"},
+            {"op": "linear", "weight": "fc2.weight", "bias": "fc2.bias"},
+            {"op": "add", "with": "h1"},
+            {"op": "relu"},
+            {"op": "linear", "weight": "fc3.weight", "bias": "fc3.bias"}]}"#,
+    )?;
     compile(
         &architecture,
         &crate::import::write_safetensors(&tensors)?,

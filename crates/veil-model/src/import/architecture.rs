@@ -1,4 +1,4 @@
-//! `veil compile`'s importer: an architecture description (JSON) plus a safetensors file
+//! The architecture-description importer: a JSON list of layers plus a safetensors file
 //! become a [`Plan`].
 //!
 //! The architecture is a sequential list of layers; a layer may be named and an `add`
@@ -18,7 +18,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::ir::{Graph, Node, Op};
+use super::safetensors::{ShapedValues, read_safetensors};
+use crate::ir::{DEFAULT_INPUT_NAME, Graph, InputKind, Node, Op};
+use crate::passes::{self, batch_norm::Folded};
 use crate::plan::{OutputPolicy, ParameterInfo, ParameterKind, Plan, PublicPlan};
 use crate::{Error, Result};
 
@@ -132,35 +134,6 @@ impl Architecture {
 /// The approximation policies `compile` accepts.
 pub const APPROXIMATIONS: &[&str] = &["exact"];
 
-/// A tensor's shape and row-major values.
-pub type ShapedValues = (Vec<usize>, Vec<f32>);
-
-/// Reads the named f32 tensors of a safetensors file.
-pub fn read_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, ShapedValues>> {
-    let tensors =
-        safetensors::SafeTensors::deserialize(bytes).map_err(|error| Error::Safetensors {
-            reason: error.to_string(),
-        })?;
-    let mut out = BTreeMap::new();
-    for (name, view) in tensors.tensors() {
-        if view.dtype() != safetensors::Dtype::F32 {
-            return Err(Error::Safetensors {
-                reason: format!(
-                    "tensor {name:?} is {:?}; only F32 is supported",
-                    view.dtype()
-                ),
-            });
-        }
-        let values = view
-            .data()
-            .chunks_exact(4)
-            .map(|chunk| f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]))
-            .collect();
-        out.insert(name, (view.shape().to_vec(), values));
-    }
-    Ok(out)
-}
-
 /// Compiles an architecture and its weights into a plan.
 ///
 /// Passes: batch normalisation is folded into the preceding convolution or linear
@@ -179,8 +152,8 @@ pub fn compile(
         });
     }
     let tensors = read_safetensors(safetensors_bytes)?;
-    let layers = fold_batch_norms(&architecture.layers, &tensors)?;
-    let layers = pool_before_relu(layers);
+    let layers = passes::batch_norm::fold_batch_norms(&architecture.layers, &tensors)?;
+    let layers = passes::pool_before_relu::pool_before_relu(layers);
     let mut builder = GraphBuilder::new(architecture.input.clone());
     for (position, (layer, folded)) in layers.iter().enumerate() {
         builder.push(position, layer, folded.as_ref(), &tensors)?;
@@ -202,89 +175,13 @@ pub fn compile(
     Plan::new(public, builder.weights)
 }
 
-/// Per-output-channel scale and shift from a folded batch normalisation.
-#[derive(Clone, Debug)]
-struct Folded {
-    scale: Vec<f32>,
-    shift: Vec<f32>,
-}
-
-fn tensor<'a>(tensors: &'a BTreeMap<String, ShapedValues>, name: &str) -> Result<&'a ShapedValues> {
+pub(crate) fn tensor<'a>(
+    tensors: &'a BTreeMap<String, ShapedValues>,
+    name: &str,
+) -> Result<&'a ShapedValues> {
     tensors
         .get(name)
         .ok_or_else(|| Error::MissingParameter { name: name.into() })
-}
-
-/// Attaches each batch normalisation to the layer before it, as y = scale·x + shift.
-fn fold_batch_norms(
-    layers: &[Layer],
-    tensors: &BTreeMap<String, ShapedValues>,
-) -> Result<Vec<(Layer, Option<Folded>)>> {
-    let mut out: Vec<(Layer, Option<Folded>)> = Vec::new();
-    for (position, layer) in layers.iter().enumerate() {
-        let Layer::BatchNorm {
-            weight,
-            bias,
-            running_mean,
-            running_var,
-            eps,
-        } = layer
-        else {
-            out.push((layer.clone(), None));
-            continue;
-        };
-        let previous = out.last_mut().filter(|(layer, folded)| {
-            folded.is_none() && matches!(layer, Layer::Conv2d { .. } | Layer::Linear { .. })
-        });
-        let Some((_, folded)) = previous else {
-            return Err(Error::InvalidArchitecture {
-                reason: format!(
-                    "layer {position}: batch_norm must follow a conv2d or linear layer"
-                ),
-            });
-        };
-        let (gamma, beta) = (&tensor(tensors, weight)?.1, &tensor(tensors, bias)?.1);
-        let (mean, variance) = (
-            &tensor(tensors, running_mean)?.1,
-            &tensor(tensors, running_var)?.1,
-        );
-        let channels = gamma.len();
-        if [beta.len(), mean.len(), variance.len()]
-            .iter()
-            .any(|&len| len != channels)
-        {
-            return Err(Error::ParameterShape {
-                name: weight.clone(),
-                expected: vec![channels],
-                found: vec![beta.len(), mean.len(), variance.len()],
-            });
-        }
-        let eps = eps.unwrap_or(1e-5);
-        let scale: Vec<f32> = (0..channels)
-            .map(|c| gamma[c] / (variance[c] + eps).sqrt())
-            .collect();
-        let shift = (0..channels)
-            .map(|c| beta[c] - mean[c] * scale[c])
-            .collect();
-        *folded = Some(Folded { scale, shift });
-    }
-    Ok(out)
-}
-
-/// Moves each ReLU that directly precedes a max pool to after it.
-fn pool_before_relu(mut layers: Vec<(Layer, Option<Folded>)>) -> Vec<(Layer, Option<Folded>)> {
-    let mut index = 0;
-    while index + 1 < layers.len() {
-        let relu_then_pool = matches!(layers[index].0, Layer::Relu { name: None, .. })
-            && matches!(layers[index + 1].0, Layer::MaxPool2d { .. });
-        if relu_then_pool {
-            layers.swap(index, index + 1);
-            index += 2;
-        } else {
-            index += 1;
-        }
-    }
-    layers
 }
 
 struct GraphBuilder {
@@ -299,14 +196,12 @@ struct GraphBuilder {
 impl GraphBuilder {
     fn new(input: Vec<usize>) -> Self {
         Self {
-            nodes: vec![Node {
-                name: "input".into(),
-                op: Op::Input {
-                    shape: input.clone(),
-                },
-                inputs: vec![],
-            }],
-            names: BTreeMap::from([("input".to_string(), 0)]),
+            nodes: vec![Node::input(
+                DEFAULT_INPUT_NAME,
+                input.clone(),
+                InputKind::Real,
+            )],
+            names: BTreeMap::from([(DEFAULT_INPUT_NAME.to_string(), 0)]),
             parameters: Vec::new(),
             weights: BTreeMap::new(),
             shape: input,
@@ -594,26 +489,4 @@ impl GraphBuilder {
             })?;
         Ok(vec![channels, output_height, output_width])
     }
-}
-
-/// Writes f32 tensors as a safetensors file (used by the trainer and tests).
-pub fn write_safetensors(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<Vec<u8>> {
-    let byte_buffers: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, values)| values.iter().flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-        .iter()
-        .zip(&byte_buffers)
-        .map(|((name, shape, _), bytes)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                .map(|view| (name.clone(), view))
-                .map_err(|error| Error::Safetensors {
-                    reason: error.to_string(),
-                })
-        })
-        .collect::<Result<_>>()?;
-    safetensors::serialize(views, None).map_err(|error| Error::Safetensors {
-        reason: error.to_string(),
-    })
 }

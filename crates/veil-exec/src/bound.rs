@@ -1,0 +1,109 @@
+//! The documented error bound of the fixed-point and secure executors against the f32
+//! reference: what every secure test asserts.
+
+use veil_model::Plan;
+use veil_model::ir::{InputKind, Op};
+
+use crate::Result;
+
+/// A bound on |fixed-point result − f32 result| at the output for this input, from the
+/// error sources: input and weight encoding (½ ulp each), bias encoding (½ ulp at 2f),
+/// and truncation (floor, plus at most 1 ulp from the secure truncation), propagated
+/// through each linear layer by its largest absolute column sum. ReLU and flatten do not
+/// grow errors; add sums them. `input` is the flat buffer of
+/// [`veil_model::PublicPlan::split_inputs`] for any batch.
+pub fn error_bound(plan: &Plan, input: &[f32]) -> Result<f64> {
+    let graph = &plan.public.graph;
+    let ulp = 1.0 / plan.public.fixed_point()?.scale();
+    // The bound does not depend on the batch; the buffer's length gives it.
+    let per_sample = plan.public.input_len();
+    let batch = input.len().checked_div(per_sample).unwrap_or(0);
+    let mut inputs = plan.public.split_inputs(input, batch)?.into_iter();
+    let mut bounds: Vec<f64> = Vec::with_capacity(graph.nodes.len());
+    let mut magnitudes: Vec<f64> = Vec::with_capacity(graph.nodes.len());
+    for node in &graph.nodes {
+        let (bound, magnitude) = match &node.op {
+            Op::Input { kind, .. } => {
+                let values = inputs.next().unwrap_or_default();
+                let encoding = match kind {
+                    // Whole numbers encode exactly.
+                    InputKind::TokenIds { .. } => 0.0,
+                    InputKind::Real | InputKind::AttentionMask => 0.5 * ulp,
+                };
+                (
+                    encoding,
+                    values.iter().fold(0f64, |m, &v| m.max(f64::from(v).abs())),
+                )
+            }
+            Op::Linear {
+                weight,
+                bias,
+                in_features,
+                out_features,
+            } => {
+                let w = &plan.weights[weight];
+                let (e_in, x_max) = (bounds[node.inputs[0]], magnitudes[node.inputs[0]]);
+                let column_sum = (0..*out_features)
+                    .map(|c| {
+                        (0..*in_features)
+                            .map(|k| f64::from(w[k * out_features + c]).abs())
+                            .sum::<f64>()
+                    })
+                    .fold(0f64, f64::max);
+                let bias_max = bias.as_ref().map_or(0.0, |b| {
+                    plan.weights[b]
+                        .iter()
+                        .fold(0f64, |m, &v| m.max(f64::from(v).abs()))
+                });
+                let bound = column_sum * e_in
+                    + (x_max + e_in) * (*in_features as f64) * 0.5 * ulp
+                    + 2.5 * ulp;
+                (bound, column_sum * x_max + bias_max)
+            }
+            Op::Conv2d {
+                weight,
+                bias,
+                in_channels,
+                out_channels,
+                kernel,
+                ..
+            } => {
+                let w = &plan.weights[weight];
+                let (e_in, x_max) = (bounds[node.inputs[0]], magnitudes[node.inputs[0]]);
+                let per_output = in_channels * kernel * kernel;
+                let channel_sum = (0..*out_channels)
+                    .map(|o| {
+                        w[o * per_output..(o + 1) * per_output]
+                            .iter()
+                            .map(|v| f64::from(*v).abs())
+                            .sum::<f64>()
+                    })
+                    .fold(0f64, f64::max);
+                let bias_max = bias.as_ref().map_or(0.0, |b| {
+                    plan.weights[b]
+                        .iter()
+                        .fold(0f64, |m, &v| m.max(f64::from(v).abs()))
+                });
+                let bound = channel_sum * e_in
+                    + (x_max + e_in) * (per_output as f64) * 0.5 * ulp
+                    + 2.5 * ulp;
+                (bound, channel_sum * x_max + bias_max)
+            }
+            // A mean does not grow errors; its truncation adds up to 2 ulp.
+            Op::AvgPool2d { .. } => (
+                bounds[node.inputs[0]] + 2.0 * ulp,
+                magnitudes[node.inputs[0]],
+            ),
+            Op::Relu { .. } | Op::Flatten | Op::MaxPool2d { .. } => {
+                (bounds[node.inputs[0]], magnitudes[node.inputs[0]])
+            }
+            Op::Add => (
+                bounds[node.inputs[0]] + bounds[node.inputs[1]],
+                magnitudes[node.inputs[0]] + magnitudes[node.inputs[1]],
+            ),
+        };
+        bounds.push(bound);
+        magnitudes.push(magnitude);
+    }
+    Ok(bounds[graph.output])
+}

@@ -1,0 +1,76 @@
+//! The `label` output policy: each row's argmax under MPC, so the client learns only
+//! the class (DESIGN.md §1).
+
+use veil_core::RingTensor;
+use veil_mpc::Protocol;
+
+use crate::Result;
+
+/// The index of each row's largest element, as a secret ring integer per row (ties go
+/// to the lower index): a tournament over the columns; each level compares the left
+/// half with the right half (DReLU, one round) and moves the winners' values and indices
+/// with one product (one round).
+pub fn argmax_rows<P: Protocol>(
+    protocol: &mut P,
+    value: &P::Shared,
+    shape: &[usize],
+    bits: u32,
+) -> Result<P::Shared> {
+    let (rows, columns) = match shape {
+        &[rows, columns] if columns > 0 => (rows, columns),
+        _ => {
+            return Err(veil_model::Error::InvalidGraph {
+                node: 0,
+                reason: format!("the label policy needs a [batch, classes] output, has {shape:?}"),
+            }
+            .into());
+        }
+    };
+    // Column-major blocks: block c holds column c of every row.
+    let column_major: Vec<usize> = (0..columns)
+        .flat_map(|c| (0..rows).map(move |r| r * columns + c))
+        .collect();
+    let mut values = protocol.gather(value, &column_major, &[columns * rows])?;
+    let index_data: Vec<u64> = (0..columns)
+        .flat_map(|c| std::iter::repeat_n(c as u64, rows))
+        .collect();
+    let mut indices = protocol.public(&RingTensor::new(vec![columns * rows], index_data)?)?;
+    let mut count = columns;
+    while count > 1 {
+        let half = count / 2;
+        let block = |range: std::ops::Range<usize>| -> Vec<usize> {
+            (range.start * rows..range.end * rows).collect()
+        };
+        let (left, right) = (block(0..half), block(half..2 * half));
+        let paired = [half * rows];
+        let value_left = protocol.gather(&values, &left, &paired)?;
+        let value_right = protocol.gather(&values, &right, &paired)?;
+        let index_left = protocol.gather(&indices, &left, &paired)?;
+        let index_right = protocol.gather(&indices, &right, &paired)?;
+        let value_difference = protocol.sub(&value_left, &value_right)?;
+        let left_wins = protocol.drelu(&value_difference, bits)?;
+        let index_difference = protocol.sub(&index_left, &index_right)?;
+        // One product moves both: winner = right + d·(left − right).
+        let both_bits = protocol.concat(&[&left_wins, &left_wins])?;
+        let both_differences = protocol.concat(&[&value_difference, &index_difference])?;
+        let moves = protocol.mul(&both_bits, &both_differences)?;
+        let first = |n: usize| -> Vec<usize> { (0..n).collect() };
+        let value_moves = protocol.gather(&moves, &first(half * rows), &paired)?;
+        let index_moves: Vec<usize> = (half * rows..2 * half * rows).collect();
+        let index_moves = protocol.gather(&moves, &index_moves, &paired)?;
+        let value_winners = protocol.add(&value_right, &value_moves)?;
+        let index_winners = protocol.add(&index_right, &index_moves)?;
+        if count % 2 == 1 {
+            let rest = block(2 * half..count);
+            let value_rest = protocol.gather(&values, &rest, &[rows])?;
+            let index_rest = protocol.gather(&indices, &rest, &[rows])?;
+            values = protocol.concat(&[&value_winners, &value_rest])?;
+            indices = protocol.concat(&[&index_winners, &index_rest])?;
+        } else {
+            values = value_winners;
+            indices = index_winners;
+        }
+        count = count.div_ceil(2);
+    }
+    Ok(protocol.reshape(indices, &[rows])?)
+}

@@ -1,0 +1,148 @@
+//! The graph walk: every node of the plan in order, each op handed to its family's
+//! module in [`crate::ops`], values released as soon as their last reader has run.
+
+use veil_core::RingTensor;
+use veil_model::PublicPlan;
+use veil_model::ir::Op;
+use veil_model::plan::OutputPolicy;
+use veil_mpc::Protocol;
+
+use crate::ops::{affine, argmax, elementwise, pooling};
+use crate::{Error, Result};
+
+/// Runs the plan's graph on a batch of `batch` samples. `inputs` holds the encoded
+/// client inputs in graph order ([`crate::encode_inputs`]) where this role knows them
+/// (the client, the simulation), `None` elsewhere. Returns the output at the client
+/// (and in simulation), `None` at other roles.
+pub fn run<P: Protocol>(
+    protocol: &mut P,
+    plan: &PublicPlan,
+    batch: usize,
+    inputs: Option<&[RingTensor]>,
+) -> Result<Option<RingTensor>> {
+    let graph = &plan.graph;
+    let shapes = graph.infer_shapes(batch)?;
+    let fractional_bits = plan.fractional_bits;
+    if let Some(inputs) = inputs {
+        let expected = graph.inputs().len();
+        if inputs.len() != expected {
+            return Err(Error::InputCount {
+                expected,
+                found: inputs.len(),
+            });
+        }
+    }
+    let mut next_input = 0;
+    let mut values: Vec<Option<P::Shared>> = Vec::with_capacity(graph.nodes.len());
+    // The last node that reads each value, so values are dropped once dead.
+    let mut last_use = vec![0usize; graph.nodes.len()];
+    for (index, node) in graph.nodes.iter().enumerate() {
+        for &input in &node.inputs {
+            last_use[input] = index;
+        }
+    }
+    last_use[graph.output] = usize::MAX;
+    for (index, node) in graph.nodes.iter().enumerate() {
+        let value = match &node.op {
+            Op::Input { .. } => {
+                let value = inputs.map(|inputs| &inputs[next_input]);
+                next_input += 1;
+                protocol.input(&shapes[index], value)?
+            }
+            Op::Linear { weight, bias, .. } => affine::linear(
+                protocol,
+                operand(&values, node.inputs[0], index)?,
+                weight,
+                bias.as_deref(),
+                fractional_bits,
+            )?,
+            Op::Conv2d {
+                weight,
+                bias,
+                stride,
+                padding,
+                ..
+            } => affine::conv2d(
+                protocol,
+                operand(&values, node.inputs[0], index)?,
+                weight,
+                bias.as_deref(),
+                (*stride, *padding),
+                fractional_bits,
+            )?,
+            Op::MaxPool2d {
+                kernel,
+                stride,
+                bits,
+            } => pooling::max_pool(
+                protocol,
+                operand(&values, node.inputs[0], index)?,
+                &shapes[node.inputs[0]],
+                &shapes[index],
+                (*kernel, *stride),
+                *bits,
+            )?,
+            Op::AvgPool2d { kernel, stride } => pooling::average_pool(
+                protocol,
+                operand(&values, node.inputs[0], index)?,
+                &shapes[node.inputs[0]],
+                &shapes[index],
+                (*kernel, *stride),
+                fractional_bits,
+                index,
+            )?,
+            Op::Relu { bits } => {
+                elementwise::relu(protocol, operand(&values, node.inputs[0], index)?, *bits)?
+            }
+            Op::Flatten => {
+                let x = node.inputs[0];
+                if last_use[x] > index {
+                    // Reshaping moves the value; the IR keeps flatten's input single-use.
+                    return Err(veil_model::Error::InvalidGraph {
+                        node: index,
+                        reason: "a flattened value is read again".into(),
+                    }
+                    .into());
+                }
+                let x = values[x].take().ok_or_else(|| released(index, x))?;
+                protocol.reshape(x, &shapes[index])?
+            }
+            Op::Add => elementwise::add(
+                protocol,
+                operand(&values, node.inputs[0], index)?,
+                operand(&values, node.inputs[1], index)?,
+            )?,
+        };
+        values.push(Some(value));
+        for &source in &node.inputs {
+            if last_use[source] == index {
+                values[source] = None;
+            }
+        }
+    }
+    let output = operand(&values, graph.output, graph.output)?;
+    match plan.output_policy {
+        OutputPolicy::Logits => Ok(protocol.reveal_to_client(output)?),
+        // Only the label is reconstructed, only at the client.
+        OutputPolicy::Label { bits } => {
+            let label = argmax::argmax_rows(protocol, output, &shapes[graph.output], bits)?;
+            Ok(protocol.reveal_to_client(&label)?)
+        }
+    }
+}
+
+/// The value of node `source`, read by node `reader`; an error if it was released.
+fn operand<S>(values: &[Option<S>], source: usize, reader: usize) -> Result<&S> {
+    values
+        .get(source)
+        .and_then(Option::as_ref)
+        .ok_or_else(|| released(reader, source))
+}
+
+fn released(reader: usize, source: usize) -> Error {
+    veil_model::Error::InvalidGraph {
+        node: reader,
+        reason: format!("input {source} was already released"),
+    }
+    .into()
+}
