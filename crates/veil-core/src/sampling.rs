@@ -104,9 +104,10 @@ impl Drop for TestSeed {
 /// than silently drawing another seed.
 pub fn test_seed() -> TestSeed {
     let value = match std::env::var(TEST_SEED_VARIABLE) {
-        Ok(text) => text.trim().parse().unwrap_or_else(|_| {
-            panic!("{TEST_SEED_VARIABLE}={text:?} is not a decimal u64 seed")
-        }),
+        Ok(text) => text
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{TEST_SEED_VARIABLE}={text:?} is not a decimal u64 seed")),
         Err(_) => {
             let mut bytes = [0u8; 8];
             // The OS RNG only picks which public test data to draw; a fixed fallback keeps

@@ -155,6 +155,7 @@ mod tests {
 
     fn run_avx2(m: usize, k: usize, n: usize, a: &[u64], b: &[u64]) -> Option<Vec<u64>> {
         if !std::arch::is_x86_feature_detected!("avx2") {
+            super::super::report_skipped("AVX2", "avx2");
             return None;
         }
         let mut c = vec![u64::MAX; m * n];

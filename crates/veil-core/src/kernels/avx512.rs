@@ -132,6 +132,7 @@ mod tests {
         if !(std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512dq"))
         {
+            super::super::report_skipped("AVX-512", "avx512f and avx512dq");
             return None;
         }
         let mut c = vec![u64::MAX; m * n];
