@@ -38,9 +38,8 @@
 #![warn(clippy::unwrap_used)]
 
 mod cleartext;
-pub mod dcf;
 mod error;
-pub mod gates;
+mod fss;
 mod generator;
 pub mod material;
 pub mod parameters;
@@ -49,6 +48,7 @@ mod protocol;
 
 pub use cleartext::Cleartext;
 pub use error::{Error, PeerMisbehaved, Result};
+pub use fss::{dcf, gates};
 pub use generator::{MaterialGenerator, ShapeOnly};
 pub use material::{PartyMaterial, PartyRole, SessionId, SessionLedger};
 pub use parameters::{ClientParameters, DealerParameters, ServerParameters};

@@ -17,7 +17,8 @@
 //! So DReLU and ReLU both cost one round: open x̂ (k bits for DReLU, 64 for ReLU), then
 //! local evaluation. The result is exact whenever x ∈ [−2^(k−1), 2^(k−1)).
 
-use crate::dcf::{self, DcfCorrections, MAX_PAYLOAD};
+use super::dcf::{self, DcfCorrections, MAX_PAYLOAD};
+use super::low_mask;
 
 /// The dealer's per-element output for one comparison gate.
 pub struct GateKey {
@@ -68,14 +69,6 @@ pub fn generate(mask: u64, bits: u32, with_product: bool, root_seeds: [u128; 2])
 /// The DCF input of an opened value: its low k−1 bits.
 pub fn dcf_input(opened: u64, bits: u32) -> u64 {
     split_opened(opened, bits).1
-}
-
-fn low_mask(bits: u32) -> u64 {
-    if bits >= 64 {
-        u64::MAX
-    } else {
-        (1u64 << bits) - 1
-    }
 }
 
 /// Splits an opened value into (c, y): bit k−1 and the low k−1 bits.
