@@ -38,19 +38,16 @@
 #![warn(clippy::unwrap_used)]
 
 mod cleartext;
+mod dealer;
 mod error;
 mod fss;
-mod generator;
-pub mod material;
-pub mod parameters;
-mod party;
 mod protocol;
 
 pub use cleartext::Cleartext;
+pub use dealer::{MaterialGenerator, Party, PartyParameters, PartyWeight, ShapeOnly, Share};
+pub use dealer::{material, parameters};
 pub use error::{Error, PeerMisbehaved, Result};
 pub use fss::{dcf, gates};
-pub use generator::{MaterialGenerator, ShapeOnly};
 pub use material::{PartyMaterial, PartyRole, SessionId, SessionLedger};
 pub use parameters::{ClientParameters, DealerParameters, ServerParameters};
-pub use party::{Party, PartyParameters, PartyWeight, Share};
 pub use protocol::Protocol;

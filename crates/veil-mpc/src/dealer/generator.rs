@@ -12,11 +12,11 @@ use std::sync::Arc;
 use veil_core::prg::Seed;
 use veil_core::{FixedPoint, RingTensor};
 
-use crate::material::{
+use super::material::{
     MaterialItem, MaterialKind, PartyMaterial, PartyRole, SessionId, draw_gate, draw_triple,
     draw_truncation, draw_weight_product, op_stream,
 };
-use crate::parameters::DealerParameters;
+use super::parameters::DealerParameters;
 use crate::protocol::{
     check_bits, check_shift, conv2d_output_shape, matmul_dimensions, same_shape,
 };

@@ -17,11 +17,11 @@ use veil_core::prg::Prg;
 use veil_core::{FixedPoint, RingTensor};
 use veil_net::Channel;
 
-use crate::material::{
+use super::material::{
     MaterialKind, PartyMaterial, PartyRole, SessionLedger, Tag, draw_gate, draw_triple,
     draw_truncation, draw_weight_product, op_stream,
 };
-use crate::parameters::{ClientParameters, ServerParameters, ServerWeight};
+use super::parameters::{ClientParameters, ServerParameters, ServerWeight};
 use crate::protocol::{
     check_bits, check_shift, conv2d_output_shape, matmul_dimensions, same_shape,
 };
