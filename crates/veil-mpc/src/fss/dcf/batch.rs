@@ -195,8 +195,8 @@ fn zeroize_blocks(blocks: &mut [aes::Block]) {
 /// Returns the party's additive shares, `output[i][lane]` for lane < `payload`; lanes from
 /// `payload` on are 0. Returns `None` if the lengths disagree (`words` must hold exactly
 /// `inputs.len()` × [`encoded_words`]`(bits, payload)` words), `payload` is not 1 or 2,
-/// `bits` exceeds 64 or `party` is not 0 or 1. Equal to [`evaluate`](super::evaluate) on the keys that
-/// [`decode_batch`] reads, lane by lane below `payload`.
+/// `bits` exceeds 64 or `party` is not 0 or 1. Equal to [`evaluate`](super::evaluate) on
+/// the keys that [`decode_batch`] reads, lane by lane below `payload`.
 pub fn evaluate_batch(
     party: usize,
     bits: u32,
