@@ -48,7 +48,8 @@
 //! seeds are zeroised on drop.
 //!
 //! # Features
-//! - `testing`: deterministic seeds and raw share access for tests.
+//! - `testing`: deterministic seeds and raw share access for tests, and the `testing`
+//!   module (replayable test seeds, `VEIL_TEST_SEED`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
@@ -58,6 +59,8 @@ mod dealer;
 mod error;
 mod fss;
 mod protocol;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use cleartext::Cleartext;
 pub use dealer::{MaterialGenerator, Party, PartyParameters, PartyWeight, ShapeOnly, Share};

@@ -73,18 +73,40 @@ impl<'a> MaterialGenerator<'a> {
     pub fn new(fixed_point: FixedPoint, parameters: Arc<DealerParameters>) -> Result<Self> {
         let session_id = u128::from_le_bytes(Seed::random()?.to_bytes());
         let seeds = [Seed::random()?, Seed::random()?];
+        Ok(Self::with_seeds(fixed_point, parameters, session_id, seeds))
+    }
+
+    /// A session whose id and seeds derive from `seed` instead of the OS RNG, so that a
+    /// test can replay a run. Never available in production builds.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn dangerous_from_test_seed(
+        fixed_point: FixedPoint,
+        parameters: Arc<DealerParameters>,
+        seed: &Seed,
+    ) -> Self {
+        let session_id = u128::from_le_bytes(seed.derive("veil/test/session-id", &[]).to_bytes());
+        let seeds = [0, 1].map(|party| seed.derive("veil/test/party-seed", &[party]));
+        Self::with_seeds(fixed_point, parameters, session_id, seeds)
+    }
+
+    fn with_seeds(
+        fixed_point: FixedPoint,
+        parameters: Arc<DealerParameters>,
+        session_id: SessionId,
+        seeds: [Seed; 2],
+    ) -> Self {
         let outputs = [
             PartyMaterial::new(session_id, PartyRole::Server, seeds[0].clone()),
             PartyMaterial::new(session_id, PartyRole::Client, seeds[1].clone()),
         ];
-        Ok(Self {
+        Self {
             fixed_point,
             parameters,
             seeds,
             next_op: 0,
             outputs,
             sink: None,
-        })
+        }
     }
 
     /// The session id (public).
@@ -254,5 +276,28 @@ impl Protocol for MaterialGenerator<'_> {
 
     fn reveal_to_client(&mut self, _value: &ShapeOnly) -> Result<Option<RingTensor>> {
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn truncation_material(seed: &Seed) -> (Vec<u8>, Vec<u8>) {
+        let parameters = Arc::new(DealerParameters::new(seed, 1, &[]));
+        let mut generator =
+            MaterialGenerator::dangerous_from_test_seed(FixedPoint::default(), parameters, seed);
+        let x = generator.input(&[3], None).unwrap();
+        generator.truncate(&x, 16).unwrap();
+        let (server, client) = generator.finish();
+        (server.encode(), client.encode())
+    }
+
+    #[test]
+    fn a_test_seed_replays_the_session_and_another_does_not() {
+        let seed = crate::testing::test_seed();
+        let (server, client) = truncation_material(&seed.seed());
+        assert_eq!(truncation_material(&seed.seed()), (server.clone(), client));
+        assert_ne!(truncation_material(&seed.seed_at(1)).0, server);
     }
 }

@@ -137,7 +137,9 @@ pub fn signed_reduction(x: u64, bits: u32) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use veil_core::prg::{Prg, Seed};
+    use veil_core::prg::Prg;
+
+    use crate::testing::test_seed_or;
 
     /// Splits a value into two uniform additive shares.
     fn share(value: u64, prg: &mut Prg) -> [u64; 2] {
@@ -188,7 +190,8 @@ mod tests {
     #[test]
     fn exhaustive_8_bit_domain_for_every_x_and_mask() {
         let bits = 8;
-        let mut prg = Prg::new(&Seed::dangerous_from_test_value(21));
+        let seed = test_seed_or(21);
+        let mut prg = seed.prg();
         for x in -128i64..128 {
             for mask_low in 0..256u64 {
                 // The mask's high bits are random: only its low k bits matter to DReLU,
@@ -206,7 +209,8 @@ mod tests {
 
     #[test]
     fn sixty_four_bit_boundaries() {
-        let mut prg = Prg::new(&Seed::dangerous_from_test_value(22));
+        let seed = test_seed_or(22);
+        let mut prg = seed.prg();
         let values = [
             0u64,
             1,
@@ -234,7 +238,8 @@ mod tests {
 
     #[test]
     fn random_values_at_several_widths() {
-        let mut prg = Prg::new(&Seed::dangerous_from_test_value(23));
+        let seed = test_seed_or(23);
+        let mut prg = seed.prg();
         for &bits in &[2u32, 16, 31, 32, 40, 63, 64] {
             for _ in 0..200 {
                 let x = (signed_reduction(prg.next_u64(), bits)) as u64;

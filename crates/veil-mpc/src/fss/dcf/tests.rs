@@ -2,10 +2,11 @@
 //! boundaries, the batch forms against the reference, and the function values against
 //! fss-rs, an independent BCG+21 implementation.
 
-use veil_core::prg::{Prg, Seed};
+use veil_core::prg::Prg;
 
 use super::*;
 use crate::fss::low_mask;
+use crate::testing::test_seed_or;
 
 fn check_all_inputs(bits: u32, alpha: u64, beta: [u64; 2], prg: &mut Prg) {
     let roots = [prg.next_u128(), prg.next_u128()];
@@ -26,7 +27,8 @@ fn check_all_inputs(bits: u32, alpha: u64, beta: [u64; 2], prg: &mut Prg) {
 
 #[test]
 fn exhaustive_on_small_domains() {
-    let mut prg = Prg::new(&Seed::dangerous_from_test_value(11));
+    let seed = test_seed_or(11);
+    let mut prg = seed.prg();
     for bits in 1..=7u32 {
         for alpha in 0..(1u64 << bits) {
             let beta = [prg.next_u64(), prg.next_u64()];
@@ -37,7 +39,8 @@ fn exhaustive_on_small_domains() {
 
 #[test]
 fn wide_inputs_at_boundaries() {
-    let mut prg = Prg::new(&Seed::dangerous_from_test_value(12));
+    let seed = test_seed_or(12);
+    let mut prg = seed.prg();
     let bits = 63;
     let top = (1u64 << bits) - 1;
     for &alpha in &[0, 1, top, top - 1, 1 << 62, 12345] {
@@ -67,7 +70,8 @@ fn wide_inputs_at_boundaries() {
 
 #[test]
 fn encoding_round_trips() {
-    let mut prg = Prg::new(&Seed::dangerous_from_test_value(13));
+    let seed = test_seed_or(13);
+    let mut prg = seed.prg();
     for payload in 1..=2 {
         let mut beta = [prg.next_u64(), 0];
         if payload == 2 {
@@ -125,7 +129,8 @@ const BATCH_BITS: [u32; 8] = [0, 1, 2, 7, 8, 31, 63, 64];
 
 #[test]
 fn batch_generation_matches_single_keys() {
-    let mut prg = Prg::new(&Seed::dangerous_from_test_value(14));
+    let seed = test_seed_or(14);
+    let mut prg = seed.prg();
     for bits in BATCH_BITS {
         for payload in 1..=MAX_PAYLOAD {
             // More than one group, and a ragged last one.
@@ -161,7 +166,8 @@ fn batch_generation_matches_single_keys() {
 
 #[test]
 fn batch_form_of_one_key_is_the_per_key_form() {
-    let mut prg = Prg::new(&Seed::dangerous_from_test_value(17));
+    let seed = test_seed_or(17);
+    let mut prg = seed.prg();
     for payload in 1..=MAX_PAYLOAD {
         let corrections = generate(40, 777, [prg.next_u64(), prg.next_u64()], [1, 2]);
         let (mut batch, mut single) = (Vec::new(), Vec::new());
@@ -173,7 +179,8 @@ fn batch_form_of_one_key_is_the_per_key_form() {
 
 #[test]
 fn batch_evaluation_matches_single_keys() {
-    let mut prg = Prg::new(&Seed::dangerous_from_test_value(15));
+    let seed = test_seed_or(15);
+    let mut prg = seed.prg();
     for bits in BATCH_BITS {
         for payload in 1..=MAX_PAYLOAD {
             let count = BATCH_GROUP + 45;
@@ -224,7 +231,8 @@ fn batch_evaluation_matches_single_keys() {
 
 #[test]
 fn batch_functions_reject_malformed_batches() {
-    let mut prg = Prg::new(&Seed::dangerous_from_test_value(16));
+    let seed = test_seed_or(16);
+    let mut prg = seed.prg();
     let (bits, payload, count) = (20, 1, 5);
     let keys = random_keys(bits, count, &mut prg);
     let both = [&keys.roots[0][..], &keys.roots[1][..]];
@@ -295,7 +303,8 @@ fn agrees_with_fss_rs_on_16_bit_domains() {
     use fss_rs::group::byte::ByteGroup;
     use fss_rs::prg::Aes128MatyasMeyerOseasPrg;
 
-    let mut prg = Prg::new(&Seed::dangerous_from_test_value(18));
+    let seed = test_seed_or(18);
+    let mut prg = seed.prg();
     let mut block = || prg.next_u128().to_le_bytes();
     let prg_keys = [block(), block(), block(), block()];
     let oracle = DcfImpl::<2, 16, _>::new(Aes128MatyasMeyerOseasPrg::<16, 2, 4>::new(&[
@@ -322,7 +331,7 @@ fn agrees_with_fss_rs_on_16_bit_domains() {
         value
     };
 
-    let mut prg = Prg::new(&Seed::dangerous_from_test_value(19));
+    let mut prg = seed.prg_at(1);
     let bits = 16;
     let mut alphas: Vec<u64> = vec![0, 1, 0x8000, 0xfffe, 0xffff];
     alphas.extend((0..40).map(|_| prg.next_u64() & 0xffff));
