@@ -103,3 +103,26 @@ pub fn linear_fixture(seed: &TestSeed, prg: &mut Prg) -> Fixture {
         vec![("b".into(), RingTensor::new(vec![4], bias).unwrap())],
     )
 }
+
+/// A `[3, 2, 3, 3]` kernel "k" in [−1, 1) and a `[3]` bias "b" at twice the scale.
+pub fn convolution_fixture(seed: &TestSeed, prg: &mut Prg) -> Fixture {
+    let codec = FixedPoint::default();
+    let kernel: Vec<u64> = (0..3 * 2 * 3 * 3)
+        .map(|_| {
+            codec
+                .encode((prg.next_u64() % 2000) as f64 / 1000.0 - 1.0)
+                .unwrap()
+        })
+        .collect();
+    let bias: Vec<u64> = (0..3)
+        .map(|i| codec.encode_scaled(i as f64 - 0.75, 32).unwrap())
+        .collect();
+    Fixture::new(
+        seed,
+        vec![(
+            "k".into(),
+            RingTensor::new(vec![3, 2, 3, 3], kernel).unwrap(),
+        )],
+        vec![("b".into(), RingTensor::new(vec![3], bias).unwrap())],
+    )
+}

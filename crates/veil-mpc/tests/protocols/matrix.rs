@@ -5,8 +5,10 @@
 use veil_core::RingTensor;
 use veil_mpc::testing::test_seed;
 
-use crate::fixture::{Fixture, adversarial_values, linear_fixture};
-use crate::programs::{Comparisons, Linear, Products, Program, Truncate};
+use crate::fixture::{Fixture, adversarial_values, convolution_fixture, linear_fixture};
+use crate::programs::{
+    Comparisons, Convolution, Layer, Linear, LocalOperations, Products, Program, Truncate,
+};
 use crate::settings::{Cleartext, Dealer, Setting};
 
 /// Runs `program` in setting `S` and holds its output to `S`'s bound against
@@ -105,6 +107,40 @@ fn drelu_relu_and_select_match_the_simulation<S: Setting>() {
     }
 }
 
+fn convolution_is_exact_and_truncation_within_one_ulp<S: Setting>() {
+    let seed = test_seed();
+    let mut prg = seed.prg();
+    let fixture = convolution_fixture(&seed, &mut prg);
+    for bits in [40, 24, 24] {
+        let input =
+            RingTensor::new(vec![2, 2, 5, 5], adversarial_values(100, bits, &mut prg)).unwrap();
+        check::<S>(&Convolution { truncate: false }, &fixture, &input);
+        check::<S>(&Convolution { truncate: true }, &fixture, &input);
+    }
+}
+
+fn local_operations_are_exact<S: Setting>() {
+    let seed = test_seed();
+    let mut prg = seed.prg();
+    let fixture = Fixture::empty(&seed);
+    for _ in 0..3 {
+        let input = RingTensor::new(vec![2, 3], prg.vec_u64(6)).unwrap();
+        check::<S>(&LocalOperations, &fixture, &input);
+    }
+}
+
+/// A layer as the executor runs it (product, bias, truncation, ReLU) keeps the
+/// truncation's bound.
+fn a_layer_stays_within_one_ulp_above<S: Setting>() {
+    let seed = test_seed();
+    let mut prg = seed.prg();
+    let fixture = linear_fixture(&seed, &mut prg);
+    for bits in [40, 24, 24, 24] {
+        let input = RingTensor::new(vec![3, 5], adversarial_values(15, bits, &mut prg)).unwrap();
+        check::<S>(&Layer, &fixture, &input);
+    }
+}
+
 /// One module of `#[test]`s per setting, each calling the generic test of the same name
 /// with that setting (as rustls instantiates its tests per crypto provider).
 macro_rules! matrix {
@@ -134,5 +170,8 @@ matrix! {
         truncation_error_is_zero_or_one_ulp_up_to_two_to_the_62,
         beaver_and_matrix_triples_are_exact,
         drelu_relu_and_select_match_the_simulation,
+        convolution_is_exact_and_truncation_within_one_ulp,
+        local_operations_are_exact,
+        a_layer_stays_within_one_ulp_above,
     ],
 }

@@ -166,3 +166,69 @@ impl Program for Layer {
         Bound::WithinOneUlpAbove
     }
 }
+
+/// conv2d(X, K) + b with stride 2 and padding 1, optionally truncated: the one-sided
+/// product with a fixed weight mask, E shaped like the input.
+#[derive(Clone, Debug)]
+pub struct Convolution {
+    pub truncate: bool,
+}
+
+impl Program for Convolution {
+    fn run<P: Protocol>(
+        &self,
+        p: &mut P,
+        input: Option<&RingTensor>,
+    ) -> Result<Option<RingTensor>> {
+        let x = p.input(&[2, 2, 5, 5], input)?;
+        let k = p.weight("k")?;
+        let b = p.bias("b")?;
+        let y = p.conv2d_weight(&x, &k, 2, 1)?;
+        let y = p.add_bias(&y, &b)?;
+        let y = if self.truncate {
+            p.truncate(&y, 16)?
+        } else {
+            y
+        };
+        p.reveal_to_client(&y)
+    }
+
+    fn bound(&self) -> Bound {
+        if self.truncate {
+            Bound::WithinOneUlpAbove
+        } else {
+            Bound::Exact
+        }
+    }
+}
+
+/// The local operations, which need no message and no material: a public constant,
+/// subtraction, scaling, a gather (a pooling window's rearrangement), concatenation and
+/// reshaping.
+#[derive(Clone, Debug)]
+pub struct LocalOperations;
+
+impl Program for LocalOperations {
+    fn run<P: Protocol>(
+        &self,
+        p: &mut P,
+        input: Option<&RingTensor>,
+    ) -> Result<Option<RingTensor>> {
+        let x = p.input(&[2, 3], input)?;
+        let constant = RingTensor::new(vec![2, 3], vec![1, 2, 3, u64::MAX, 1 << 40, 0]).unwrap();
+        let constant = p.public(&constant)?;
+        let difference = p.sub(&x, &constant)?;
+        let scaled = p.scale(&difference, 3u64.wrapping_neg())?;
+        let gathered = p.gather(&scaled, &[5, 4, 3, 2, 1, 0, 0, 5], &[2, 4])?;
+        let sum = p.add(&x, &constant)?;
+        let joined = p.concat(&[&gathered, &sum])?;
+        let flat = p.reshape(x, &[6])?;
+        let joined = p.concat(&[&joined, &flat])?;
+        let joined = p.reshape(joined, &[4, 5])?;
+        p.reveal_to_client(&joined)
+    }
+
+    fn bound(&self) -> Bound {
+        Bound::Exact
+    }
+}
