@@ -1,5 +1,6 @@
-//! The `dealer` setting's computing parties: the server (P0) and the client (P1), each
-//! holding additive shares over Z_2^64 and the material the dealer made for this query.
+//! The `dealer` setting's computing parties (DESIGN.md §1): the server (P0) and the
+//! client (P1), each holding additive shares over Z_2^64 and the material the dealer
+//! made for this query.
 //!
 //! This file holds the party itself and its [`Protocol`] implementation, which does the
 //! local operations (addition, scaling, rearrangement: no message, no material) and the
