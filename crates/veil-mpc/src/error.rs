@@ -1,6 +1,6 @@
 //! The one error type of veil-mpc.
 
-use crate::material::Tag;
+use crate::dealer::material::Tag;
 
 /// A peer (or the dealer) sent something the protocol does not allow. The session must
 /// abort; retrying with the same material is never right.

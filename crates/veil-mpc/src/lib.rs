@@ -11,6 +11,22 @@
 //! [`MaterialGenerator`] over the public plan, so the dealer and both parties agree op by
 //! op on what is consumed (each item is tagged and checked).
 //!
+//! # Layout: one room per setting, one file per protocol
+//! - `protocol.rs` (the trait and its shape checks), `cleartext.rs` (the reference
+//!   setting) and `error.rs` sit at the root;
+//! - `dealer/` is the dealer setting's room: the party, the generator, and one file per
+//!   interactive step (one-sided weight product, truncation, Beaver triples,
+//!   comparisons) holding both the dealer's generation and the parties' evaluation of
+//!   that step, beside the material, its word codec and the role parameters (see the
+//!   room's module doc);
+//! - `fss/` holds the function secret sharing the dealer setting uses: the DCF
+//!   ([`dcf`]) and the comparison gates on it ([`gates`]).
+//!
+//! A new primitive (a lookup table, nExp, reciprocal, rsqrt) gets a file of its own under
+//! the setting's room, and a new setting (rep3) gets a room of its own beside `dealer/`.
+//! The public paths do not follow the rooms: [`material`], [`parameters`], [`dcf`] and
+//! [`gates`] are re-exported at the root.
+//!
 //! ```
 //! use veil_core::{FixedPoint, RingTensor};
 //! use veil_mpc::{Cleartext, Protocol};
@@ -32,25 +48,25 @@
 //! seeds are zeroised on drop.
 //!
 //! # Features
-//! - `testing`: deterministic seeds and raw share access for tests.
+//! - `testing`: deterministic seeds and raw share access for tests, and the `testing`
+//!   module (replayable test seeds, `VEIL_TEST_SEED`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
 mod cleartext;
-pub mod dcf;
+mod dealer;
 mod error;
-pub mod gates;
-mod generator;
-pub mod material;
-pub mod parameters;
-mod party;
+mod fss;
 mod protocol;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use cleartext::Cleartext;
+pub use dealer::{MaterialGenerator, Party, PartyParameters, PartyWeight, ShapeOnly, Share};
+pub use dealer::{material, parameters};
 pub use error::{Error, PeerMisbehaved, Result};
-pub use generator::{MaterialGenerator, ShapeOnly};
+pub use fss::{dcf, gates};
 pub use material::{PartyMaterial, PartyRole, SessionId, SessionLedger};
 pub use parameters::{ClientParameters, DealerParameters, ServerParameters};
-pub use party::{Party, PartyParameters, PartyWeight, Share};
 pub use protocol::Protocol;

@@ -6,21 +6,24 @@
 //! root seeds); the dealer sends the server only corrections (C₁, truncation and gate
 //! constants) and both parties the DCF correction words. The weight mask B comes from
 //! the long-term weight seed; it is the only replayed stream.
+//!
+//! This file holds the generator, its streaming delivery and its [`Protocol`]
+//! implementation, which follows shapes through the local operations and hands every
+//! interactive step to the file of that step, where the dealer's half sits beside the
+//! parties' half: `weight_product.rs`, `truncation.rs`, `beaver.rs`, `comparison.rs`.
 
 use std::sync::Arc;
 
-use veil_core::prg::Seed;
+use veil_core::prg::{Prg, Seed};
 use veil_core::{FixedPoint, RingTensor};
 
-use crate::material::{
-    MaterialItem, MaterialKind, PartyMaterial, PartyRole, SessionId, draw_gate, draw_triple,
-    draw_truncation, draw_weight_product, op_stream,
-};
-use crate::parameters::DealerParameters;
+use super::beaver::elementwise_product;
+use super::material::{MaterialItem, MaterialKind, PartyMaterial, PartyRole, SessionId, op_stream};
+use super::parameters::DealerParameters;
 use crate::protocol::{
     check_bits, check_shift, conv2d_output_shape, matmul_dimensions, same_shape,
 };
-use crate::{Protocol, Result, dcf, gates};
+use crate::{Protocol, Result};
 
 /// The dealer's view of a secret: its shape only.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,7 +58,8 @@ impl<'a> MaterialGenerator<'a> {
         self.outputs[role.index()].encode()
     }
 
-    fn emit(&mut self, role: PartyRole, item: MaterialItem) -> Result<()> {
+    /// Hands one party's item of the current step to the sink, or keeps it.
+    pub(super) fn emit(&mut self, role: PartyRole, item: MaterialItem) -> Result<()> {
         match &mut self.sink {
             Some(sink) => sink(role, item),
             None => {
@@ -69,18 +73,40 @@ impl<'a> MaterialGenerator<'a> {
     pub fn new(fixed_point: FixedPoint, parameters: Arc<DealerParameters>) -> Result<Self> {
         let session_id = u128::from_le_bytes(Seed::random()?.to_bytes());
         let seeds = [Seed::random()?, Seed::random()?];
+        Ok(Self::with_seeds(fixed_point, parameters, session_id, seeds))
+    }
+
+    /// A session whose id and seeds derive from `seed` instead of the OS RNG, so that a
+    /// test can replay a run. Never available in production builds.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn dangerous_from_test_seed(
+        fixed_point: FixedPoint,
+        parameters: Arc<DealerParameters>,
+        seed: &Seed,
+    ) -> Self {
+        let session_id = u128::from_le_bytes(seed.derive("veil/test/session-id", &[]).to_bytes());
+        let seeds = [0, 1].map(|party| seed.derive("veil/test/party-seed", &[party]));
+        Self::with_seeds(fixed_point, parameters, session_id, seeds)
+    }
+
+    fn with_seeds(
+        fixed_point: FixedPoint,
+        parameters: Arc<DealerParameters>,
+        session_id: SessionId,
+        seeds: [Seed; 2],
+    ) -> Self {
         let outputs = [
             PartyMaterial::new(session_id, PartyRole::Server, seeds[0].clone()),
             PartyMaterial::new(session_id, PartyRole::Client, seeds[1].clone()),
         ];
-        Ok(Self {
+        Self {
             fixed_point,
             parameters,
             seeds,
             next_op: 0,
             outputs,
             sink: None,
-        })
+        }
     }
 
     /// The session id (public).
@@ -94,7 +120,9 @@ impl<'a> MaterialGenerator<'a> {
         (server, client)
     }
 
-    fn begin_op(&mut self) -> (u32, [veil_core::prg::Prg; 2]) {
+    /// Starts an interactive step: its op index and the streams the dealer shares with
+    /// the server (index 0) and the client (index 1) for it.
+    pub(super) fn begin_op(&mut self) -> (u32, [Prg; 2]) {
         let op = self.next_op;
         self.next_op += 1;
         (
@@ -102,112 +130,6 @@ impl<'a> MaterialGenerator<'a> {
             [op_stream(&self.seeds[0], op), op_stream(&self.seeds[1], op)],
         )
     }
-
-    /// The one-sided product with a fixed weight mask for any bilinear map (matmul,
-    /// convolution): the client re-derives A and C₀ from its seed; the server gets
-    /// C₁ = bilinear(A, B) − C₀.
-    fn weight_product(
-        &mut self,
-        value: &ShapeOnly,
-        mask: &RingTensor,
-        output_shape: Vec<usize>,
-        bilinear: impl Fn(&RingTensor, &RingTensor) -> Result<RingTensor>,
-    ) -> Result<ShapeOnly> {
-        let (op, [_, mut client_stream]) = self.begin_op();
-        let input_len = value.0.iter().product();
-        let draw =
-            draw_weight_product(&mut client_stream, input_len, output_shape.iter().product());
-        let a = RingTensor::new(value.0.clone(), draw.a)?;
-        let mut c1 = bilinear(&a, mask)?;
-        same_shape("weight product", &output_shape, c1.shape())?;
-        for (value, c0) in c1.data_mut().iter_mut().zip(&draw.c0) {
-            *value = value.wrapping_sub(*c0);
-        }
-        self.emit(
-            PartyRole::Server,
-            MaterialItem::new(op, MaterialKind::WeightProduct, c1.into_data()),
-        )?;
-        Ok(ShapeOnly(output_shape))
-    }
-
-    /// A Beaver triple (elementwise or matrix): A and B from both parties' seeds, the
-    /// client's C share from its seed, the server's C share as a correction.
-    fn triple(
-        &mut self,
-        kind: MaterialKind,
-        lengths: [usize; 3],
-        product: impl Fn(&[u64], &[u64]) -> Result<Vec<u64>>,
-    ) -> Result<()> {
-        let [a_len, b_len, c_len] = lengths;
-        let (op, [mut server_stream, mut client_stream]) = self.begin_op();
-        let server = draw_triple(&mut server_stream, PartyRole::Server, a_len, b_len, c_len);
-        let client = draw_triple(&mut client_stream, PartyRole::Client, a_len, b_len, c_len);
-        let a = add_words(&server.a, &client.a);
-        let b = add_words(&server.b, &client.b);
-        let c = product(&a, &b)?;
-        let correction = c
-            .iter()
-            .zip(&client.c)
-            .map(|(c, c1)| c.wrapping_sub(*c1))
-            .collect();
-        self.emit(PartyRole::Server, MaterialItem::new(op, kind, correction))?;
-        Ok(())
-    }
-
-    fn gate(&mut self, shape: &ShapeOnly, bits: u32, with_product: bool) -> Result<ShapeOnly> {
-        let (op, [mut server_stream, mut client_stream]) = self.begin_op();
-        let len = shape.0.iter().product();
-        let server = draw_gate(&mut server_stream, PartyRole::Server, len);
-        let client = draw_gate(&mut client_stream, PartyRole::Client, len);
-        let payload = if with_product { 2 } else { 1 };
-        let mut alphas = Vec::with_capacity(len);
-        let mut betas = Vec::with_capacity(len);
-        let mut constants = Vec::with_capacity(len * payload);
-        for index in 0..len {
-            let mask = server.mask[index].wrapping_add(client.mask[index]);
-            let parameters = gates::parameters(mask, bits, with_product);
-            alphas.push(parameters.alpha);
-            betas.push(parameters.beta);
-            for lane in 0..payload {
-                constants
-                    .push(parameters.constants[lane].wrapping_sub(client.constants[index][lane]));
-            }
-        }
-        let mut corrections = Vec::with_capacity(len * dcf::encoded_words(bits - 1, payload));
-        dcf::generate_batch(
-            bits - 1,
-            payload,
-            &alphas,
-            &betas,
-            [&server.roots, &client.roots],
-            &mut corrections,
-        )
-        .ok_or_else(|| crate::Error::ApiMisuse {
-            op: "comparison",
-            detail: format!("no DCF keys for {bits}-bit comparisons"),
-        })?;
-        let kind = if with_product {
-            MaterialKind::Relu
-        } else {
-            MaterialKind::Drelu
-        };
-        let mut server_words = corrections.clone();
-        server_words.extend_from_slice(&constants);
-        self.emit(PartyRole::Server, MaterialItem::new(op, kind, server_words))?;
-        self.emit(PartyRole::Client, MaterialItem::new(op, kind, corrections))?;
-        Ok(shape.clone())
-    }
-}
-
-fn add_words(left: &[u64], right: &[u64]) -> Vec<u64> {
-    left.iter()
-        .zip(right)
-        .map(|(x, y)| x.wrapping_add(*y))
-        .collect()
-}
-
-fn elementwise_product(a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
-    Ok(a.iter().zip(b).map(|(x, y)| x.wrapping_mul(*y)).collect())
 }
 
 impl Protocol for MaterialGenerator<'_> {
@@ -339,26 +261,7 @@ impl Protocol for MaterialGenerator<'_> {
 
     fn truncate(&mut self, value: &ShapeOnly, bits: u32) -> Result<ShapeOnly> {
         check_shift(bits)?;
-        let (op, [mut server_stream, mut client_stream]) = self.begin_op();
-        let len = value.0.iter().product();
-        let server = draw_truncation(&mut server_stream, PartyRole::Server, len);
-        let client = draw_truncation(&mut client_stream, PartyRole::Client, len);
-        let mut corrections = Vec::with_capacity(2 * len);
-        let mut msb_corrections = Vec::with_capacity(len);
-        for index in 0..len {
-            let r = server.r[index].wrapping_add(client.r[index]);
-            // Cookbook §1.4: r_c = (r mod 2^63) >> m, r_b = bit 63 of r.
-            let r_c = (r << 1) >> (bits + 1);
-            let r_b = r >> 63;
-            corrections.push(r_c.wrapping_sub(client.r_c[index]));
-            msb_corrections.push(r_b.wrapping_sub(client.r_b[index]));
-        }
-        corrections.extend_from_slice(&msb_corrections);
-        self.emit(
-            PartyRole::Server,
-            MaterialItem::new(op, MaterialKind::Truncation, corrections),
-        )?;
-        Ok(value.clone())
+        self.truncation(value, bits)
     }
 
     fn drelu(&mut self, value: &ShapeOnly, bits: u32) -> Result<ShapeOnly> {
@@ -373,5 +276,28 @@ impl Protocol for MaterialGenerator<'_> {
 
     fn reveal_to_client(&mut self, _value: &ShapeOnly) -> Result<Option<RingTensor>> {
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn truncation_material(seed: &Seed) -> (Vec<u8>, Vec<u8>) {
+        let parameters = Arc::new(DealerParameters::new(seed, 1, &[]));
+        let mut generator =
+            MaterialGenerator::dangerous_from_test_seed(FixedPoint::default(), parameters, seed);
+        let x = generator.input(&[3], None).unwrap();
+        generator.truncate(&x, 16).unwrap();
+        let (server, client) = generator.finish();
+        (server.encode(), client.encode())
+    }
+
+    #[test]
+    fn a_test_seed_replays_the_session_and_another_does_not() {
+        let seed = crate::testing::test_seed();
+        let (server, client) = truncation_material(&seed.seed());
+        assert_eq!(truncation_material(&seed.seed()), (server.clone(), client));
+        assert_ne!(truncation_material(&seed.seed_at(1)).0, server);
     }
 }

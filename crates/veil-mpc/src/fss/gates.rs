@@ -17,7 +17,8 @@
 //! So DReLU and ReLU both cost one round: open x̂ (k bits for DReLU, 64 for ReLU), then
 //! local evaluation. The result is exact whenever x ∈ [−2^(k−1), 2^(k−1)).
 
-use crate::dcf::{self, DcfCorrections, MAX_PAYLOAD};
+use super::dcf::{self, DcfCorrections, MAX_PAYLOAD};
+use super::low_mask;
 
 /// The dealer's per-element output for one comparison gate.
 pub struct GateKey {
@@ -68,14 +69,6 @@ pub fn generate(mask: u64, bits: u32, with_product: bool, root_seeds: [u128; 2])
 /// The DCF input of an opened value: its low k−1 bits.
 pub fn dcf_input(opened: u64, bits: u32) -> u64 {
     split_opened(opened, bits).1
-}
-
-fn low_mask(bits: u32) -> u64 {
-    if bits >= 64 {
-        u64::MAX
-    } else {
-        (1u64 << bits) - 1
-    }
 }
 
 /// Splits an opened value into (c, y): bit k−1 and the low k−1 bits.
@@ -144,7 +137,9 @@ pub fn signed_reduction(x: u64, bits: u32) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use veil_core::prg::{Prg, Seed};
+    use veil_core::prg::Prg;
+
+    use crate::testing::test_seed_or;
 
     /// Splits a value into two uniform additive shares.
     fn share(value: u64, prg: &mut Prg) -> [u64; 2] {
@@ -195,7 +190,8 @@ mod tests {
     #[test]
     fn exhaustive_8_bit_domain_for_every_x_and_mask() {
         let bits = 8;
-        let mut prg = Prg::new(&Seed::dangerous_from_test_value(21));
+        let seed = test_seed_or(21);
+        let mut prg = seed.prg();
         for x in -128i64..128 {
             for mask_low in 0..256u64 {
                 // The mask's high bits are random: only its low k bits matter to DReLU,
@@ -213,7 +209,8 @@ mod tests {
 
     #[test]
     fn sixty_four_bit_boundaries() {
-        let mut prg = Prg::new(&Seed::dangerous_from_test_value(22));
+        let seed = test_seed_or(22);
+        let mut prg = seed.prg();
         let values = [
             0u64,
             1,
@@ -241,7 +238,8 @@ mod tests {
 
     #[test]
     fn random_values_at_several_widths() {
-        let mut prg = Prg::new(&Seed::dangerous_from_test_value(23));
+        let seed = test_seed_or(23);
+        let mut prg = seed.prg();
         for &bits in &[2u32, 16, 31, 32, 40, 63, 64] {
             for _ in 0..200 {
                 let x = (signed_reduction(prg.next_u64(), bits)) as u64;

@@ -1,7 +1,7 @@
 //! Preprocessing material: what the dealer gives each party for one query, its wire
-//! form, and the draws each party makes from the seed it shares with the dealer
-//! (cookbook §7.4: the dealer derives one party's material from a seed and sends only
-//! corrections).
+//! form, and the per-op stream each party derives from the seed it shares with the
+//! dealer (cookbook §7.4: the dealer derives one party's material from a seed and sends
+//! only corrections). What each step draws from that stream is in the step's file.
 //!
 //! Every item carries a [`Tag`] (op index, kind, size) that the consuming party checks.
 //! Items are moved out as they are consumed, a session's material is accepted once per
@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use veil_core::prg::{Prg, SEED_BYTES, Seed};
 use zeroize::Zeroize;
 
+use super::codec::{append_words, words_from_bytes};
 use crate::{Error, PeerMisbehaved, Result};
 
 /// Which computing party: the server is P0, the client P1 (DESIGN.md §1).
@@ -81,6 +82,15 @@ pub struct Tag {
     pub words: u64,
 }
 
+impl Tag {
+    /// Appends the item header: op index, kind, word count.
+    fn encode_into(&self, bytes: &mut Vec<u8>) {
+        bytes.extend_from_slice(&self.op_index.to_le_bytes());
+        bytes.push(self.kind as u8);
+        bytes.extend_from_slice(&self.words.to_le_bytes());
+    }
+}
+
 impl std::fmt::Display for Tag {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -128,9 +138,7 @@ impl MaterialItem {
     /// The wire header of a streamed item: op index, kind, word count.
     pub fn encoded_header(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(ITEM_HEADER_BYTES);
-        bytes.extend_from_slice(&self.tag.op_index.to_le_bytes());
-        bytes.push(self.tag.kind as u8);
-        bytes.extend_from_slice(&self.tag.words.to_le_bytes());
+        self.tag.encode_into(&mut bytes);
         bytes
     }
 
@@ -140,15 +148,7 @@ impl MaterialItem {
         if bytes.len() != ITEM_HEADER_BYTES {
             return Err(malformed("an item header has the wrong length"));
         }
-        let mut reader = Reader { bytes, position: 0 };
-        let op_index = reader.u32()?;
-        let kind = MaterialKind::from_byte(reader.u8()?).ok_or(malformed("unknown item kind"))?;
-        let words = reader.u64()?;
-        Ok(Tag {
-            op_index,
-            kind,
-            words,
-        })
+        Reader { bytes, position: 0 }.tag()
     }
 }
 
@@ -259,12 +259,8 @@ impl PartyMaterial {
         bytes.extend_from_slice(&self.seed.to_bytes());
         bytes.extend_from_slice(&(self.items.len() as u32).to_le_bytes());
         for item in &self.items {
-            bytes.extend_from_slice(&item.tag.op_index.to_le_bytes());
-            bytes.push(item.tag.kind as u8);
-            bytes.extend_from_slice(&item.tag.words.to_le_bytes());
-            for word in &item.words {
-                bytes.extend_from_slice(&word.to_le_bytes());
-            }
+            item.tag.encode_into(&mut bytes);
+            append_words(&mut bytes, &item.words);
         }
         bytes
     }
@@ -292,32 +288,15 @@ impl PartyMaterial {
         let count = reader.u32()? as usize;
         let mut items = VecDeque::new();
         for _ in 0..count {
-            let op_index = reader.u32()?;
-            let kind =
-                MaterialKind::from_byte(reader.u8()?).ok_or(malformed("unknown item kind"))?;
-            let words = reader.u64()?;
-            let byte_len = usize::try_from(words)
+            let tag = reader.tag()?;
+            let byte_len = usize::try_from(tag.words)
                 .ok()
                 .and_then(|words| words.checked_mul(8))
                 .filter(|&len| len <= bytes.len() - reader.position)
                 .ok_or(malformed("an item is longer than the message"))?;
-            let data = bytes[reader.position..reader.position + byte_len]
-                .chunks_exact(8)
-                .map(|chunk| {
-                    let mut word = [0u8; 8];
-                    word.copy_from_slice(chunk);
-                    u64::from_le_bytes(word)
-                })
-                .collect();
+            let words = words_from_bytes(&bytes[reader.position..reader.position + byte_len]);
             reader.position += byte_len;
-            items.push_back(MaterialItem {
-                tag: Tag {
-                    op_index,
-                    kind,
-                    words,
-                },
-                words: data,
-            });
+            items.push_back(MaterialItem { tag, words });
         }
         if reader.position != bytes.len() {
             return Err(malformed("trailing bytes after the last item"));
@@ -359,6 +338,19 @@ impl Reader<'_> {
     fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_le_bytes(self.array()?))
     }
+    /// An item header: op index, kind, word count.
+    fn tag(&mut self) -> Result<Tag> {
+        let op_index = self.u32()?;
+        let kind = MaterialKind::from_byte(self.u8()?).ok_or(Error::PeerMisbehaved(
+            PeerMisbehaved::MalformedMaterial("unknown item kind"),
+        ))?;
+        let words = self.u64()?;
+        Ok(Tag {
+            op_index,
+            kind,
+            words,
+        })
+    }
 }
 
 /// The sessions whose material a party has accepted. A session id seen twice is
@@ -385,87 +377,10 @@ pub(crate) fn op_stream(seed: &Seed, op_index: u32) -> Prg {
     Prg::new(&seed.derive("veil/op", &[u64::from(op_index)]))
 }
 
-/// Seed-derived shares of the one-sided weight product: the client's (A, C₀).
-pub(crate) struct WeightProductDraw {
-    pub a: Vec<u64>,
-    pub c0: Vec<u64>,
-}
-
-pub(crate) fn draw_weight_product(
-    prg: &mut Prg,
-    input_len: usize,
-    output_len: usize,
-) -> WeightProductDraw {
-    let a = prg.vec_u64(input_len);
-    let c0 = prg.vec_u64(output_len);
-    WeightProductDraw { a, c0 }
-}
-
-/// Seed-derived truncation shares: r for both; (r_c, r_b) for the client only (the
-/// server's come as corrections).
-pub(crate) struct TruncationDraw {
-    pub r: Vec<u64>,
-    pub r_c: Vec<u64>,
-    pub r_b: Vec<u64>,
-}
-
-pub(crate) fn draw_truncation(prg: &mut Prg, role: PartyRole, len: usize) -> TruncationDraw {
-    let r = prg.vec_u64(len);
-    let (r_c, r_b) = match role {
-        PartyRole::Client => (prg.vec_u64(len), prg.vec_u64(len)),
-        PartyRole::Server => (Vec::new(), Vec::new()),
-    };
-    TruncationDraw { r, r_c, r_b }
-}
-
-/// Seed-derived triple shares: A and B for both; C for the client only.
-pub(crate) struct TripleDraw {
-    pub a: Vec<u64>,
-    pub b: Vec<u64>,
-    pub c: Vec<u64>,
-}
-
-pub(crate) fn draw_triple(
-    prg: &mut Prg,
-    role: PartyRole,
-    a_len: usize,
-    b_len: usize,
-    c_len: usize,
-) -> TripleDraw {
-    let a = prg.vec_u64(a_len);
-    let b = prg.vec_u64(b_len);
-    let c = match role {
-        PartyRole::Client => prg.vec_u64(c_len),
-        PartyRole::Server => Vec::new(),
-    };
-    TripleDraw { a, b, c }
-}
-
-/// Seed-derived comparison-gate shares: DCF root seeds and mask shares for both; shares
-/// of the constants (m, m·r) for the client only.
-pub(crate) struct GateDraw {
-    pub roots: Vec<u128>,
-    pub mask: Vec<u64>,
-    pub constants: Vec<[u64; 2]>,
-}
-
-pub(crate) fn draw_gate(prg: &mut Prg, role: PartyRole, len: usize) -> GateDraw {
-    let roots = (0..len).map(|_| prg.next_u128()).collect();
-    let mask = prg.vec_u64(len);
-    let constants = match role {
-        PartyRole::Client => (0..len).map(|_| [prg.next_u64(), prg.next_u64()]).collect(),
-        PartyRole::Server => Vec::new(),
-    };
-    GateDraw {
-        roots,
-        mask,
-        constants,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::test_seed_or;
 
     fn sample() -> PartyMaterial {
         let mut material =
@@ -537,7 +452,8 @@ mod tests {
 
     #[test]
     fn arbitrary_bytes_never_panic() {
-        let mut state = 1u64;
+        let seed = test_seed_or(1);
+        let mut state = seed.value();
         let base = sample().encode();
         for round in 0..5000 {
             state = state

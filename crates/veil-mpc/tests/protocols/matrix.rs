@@ -1,0 +1,177 @@
+//! The tests every setting runs: each program on random and adversarial inputs, held to
+//! the setting's bound for that program against the cleartext reference (or an
+//! independent formula, where there is one). The list of settings is at the end.
+
+use veil_core::RingTensor;
+use veil_mpc::testing::test_seed;
+
+use crate::fixture::{Fixture, adversarial_values, convolution_fixture, linear_fixture};
+use crate::programs::{
+    Comparisons, Convolution, Layer, Linear, LocalOperations, Products, Program, Truncate,
+};
+use crate::settings::{Cleartext, Dealer, Setting};
+
+/// Runs `program` in setting `S` and holds its output to `S`'s bound against
+/// `reference`, which is `what` (for messages).
+fn check_against<S: Setting>(
+    program: &impl Program,
+    fixture: &Fixture,
+    input: &RingTensor,
+    reference: &RingTensor,
+    what: &str,
+) {
+    let output = S::run(program, fixture, input);
+    let context = format!("{} {program:?} against {what}", S::NAME);
+    S::bound(program.bound()).assert(&context, &output, reference);
+}
+
+/// [`check_against`] the cleartext simulation of the same program.
+fn check<S: Setting>(program: &impl Program, fixture: &Fixture, input: &RingTensor) {
+    let reference = Cleartext::simulate(program, fixture, input);
+    check_against::<S>(program, fixture, input, &reference, "the simulation");
+}
+
+fn weight_product_is_exact_and_truncation_within_one_ulp<S: Setting>() {
+    let seed = test_seed();
+    let mut prg = seed.prg();
+    let fixture = linear_fixture(&seed, &mut prg);
+    for round in 0..5 {
+        let bits = if round == 0 { 40 } else { 24 };
+        let input = RingTensor::new(vec![3, 5], adversarial_values(15, bits, &mut prg)).unwrap();
+        check::<S>(&Linear { truncate: false }, &fixture, &input);
+        check::<S>(&Linear { truncate: true }, &fixture, &input);
+    }
+}
+
+/// Against the floor computed here, not by the reference: x >> bits for every |x| up to
+/// 2^62.
+fn truncation_error_is_zero_or_one_ulp_up_to_two_to_the_62<S: Setting>() {
+    let seed = test_seed();
+    let mut prg = seed.prg();
+    let fixture = Fixture::empty(&seed);
+    let edge = (1u64 << 62) - 1;
+    let mut values = vec![
+        0,
+        1,
+        u64::MAX,
+        edge,
+        edge.wrapping_neg(),
+        (1u64 << 62).wrapping_neg(),
+    ];
+    values.extend(adversarial_values(400, 62, &mut prg));
+    for &bits in &[1u32, 16, 32, 61] {
+        let program = Truncate {
+            len: values.len(),
+            bits,
+        };
+        let input = RingTensor::new(vec![values.len()], values.clone()).unwrap();
+        let floor = input.map(|x| ((x as i64) >> bits) as u64);
+        check_against::<S>(&program, &fixture, &input, &floor, "the floor");
+    }
+}
+
+fn beaver_and_matrix_triples_are_exact<S: Setting>() {
+    let seed = test_seed();
+    let mut prg = seed.prg();
+    let fixture = Fixture::empty(&seed);
+    for _ in 0..3 {
+        let input = RingTensor::new(vec![4, 4], prg.vec_u64(16)).unwrap();
+        check::<S>(&Products, &fixture, &input);
+    }
+}
+
+fn drelu_relu_and_select_match_the_simulation<S: Setting>() {
+    let seed = test_seed();
+    let mut prg = seed.prg();
+    let fixture = Fixture::empty(&seed);
+    let boundaries = vec![
+        0u64,
+        1,
+        u64::MAX,
+        i64::MAX as u64,
+        i64::MIN as u64,
+        (i64::MIN + 1) as u64,
+    ];
+    for &bits in &[64u32, 40, 8] {
+        let mut values = boundaries.clone();
+        values.extend(adversarial_values(200, bits.min(63), &mut prg));
+        if bits == 8 {
+            values = (-128i64..128).map(|x| x as u64).collect();
+        }
+        let program = Comparisons {
+            len: values.len(),
+            bits,
+        };
+        let input = RingTensor::new(vec![values.len()], values).unwrap();
+        check::<S>(&program, &fixture, &input);
+    }
+}
+
+fn convolution_is_exact_and_truncation_within_one_ulp<S: Setting>() {
+    let seed = test_seed();
+    let mut prg = seed.prg();
+    let fixture = convolution_fixture(&seed, &mut prg);
+    for bits in [40, 24, 24] {
+        let input =
+            RingTensor::new(vec![2, 2, 5, 5], adversarial_values(100, bits, &mut prg)).unwrap();
+        check::<S>(&Convolution { truncate: false }, &fixture, &input);
+        check::<S>(&Convolution { truncate: true }, &fixture, &input);
+    }
+}
+
+fn local_operations_are_exact<S: Setting>() {
+    let seed = test_seed();
+    let mut prg = seed.prg();
+    let fixture = Fixture::empty(&seed);
+    for _ in 0..3 {
+        let input = RingTensor::new(vec![2, 3], prg.vec_u64(6)).unwrap();
+        check::<S>(&LocalOperations, &fixture, &input);
+    }
+}
+
+/// A layer as the executor runs it (product, bias, truncation, ReLU) keeps the
+/// truncation's bound.
+fn a_layer_stays_within_one_ulp_above<S: Setting>() {
+    let seed = test_seed();
+    let mut prg = seed.prg();
+    let fixture = linear_fixture(&seed, &mut prg);
+    for bits in [40, 24, 24, 24] {
+        let input = RingTensor::new(vec![3, 5], adversarial_values(15, bits, &mut prg)).unwrap();
+        check::<S>(&Layer, &fixture, &input);
+    }
+}
+
+/// One module of `#[test]`s per setting, each calling the generic test of the same name
+/// with that setting (as rustls instantiates its tests per crypto provider).
+macro_rules! matrix {
+    (settings: [$($module:ident: $setting:ty),* $(,)?], tests: $tests:tt $(,)?) => {
+        $(matrix!(@setting $module, $setting, $tests);)*
+    };
+    (@setting $module:ident, $setting:ty, [$($test:ident),* $(,)?]) => {
+        mod $module {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test::<$setting>();
+                }
+            )*
+        }
+    };
+}
+
+matrix! {
+    // One line per setting.
+    settings: [
+        cleartext: super::Cleartext,
+        dealer: super::Dealer,
+    ],
+    tests: [
+        weight_product_is_exact_and_truncation_within_one_ulp,
+        truncation_error_is_zero_or_one_ulp_up_to_two_to_the_62,
+        beaver_and_matrix_triples_are_exact,
+        drelu_relu_and_select_match_the_simulation,
+        convolution_is_exact_and_truncation_within_one_ulp,
+        local_operations_are_exact,
+        a_layer_stays_within_one_ulp_above,
+    ],
+}
