@@ -68,9 +68,10 @@ impl SplitMix64 {
 /// The environment variable that replays a random test with a given seed.
 pub const TEST_SEED_VARIABLE: &str = "VEIL_TEST_SEED";
 
-/// A test's seed: taken from `VEIL_TEST_SEED` when set, otherwise drawn from the OS.
-/// When the test panics (fails) while the seed is alive, its `Drop` prints the seed and
-/// the command line to replay it, so every random test can be reproduced:
+/// A test's seed: taken from `VEIL_TEST_SEED` when set, otherwise drawn from the OS (or
+/// a test's historical constant, [`test_seed_or`]). When the test panics (fails) while
+/// the seed is alive, its `Drop` prints the seed and how to replay it, so every random
+/// test can be reproduced:
 ///
 /// ```
 /// let seed = veil_core::sampling::test_seed();
@@ -83,9 +84,34 @@ pub struct TestSeed {
 }
 
 impl TestSeed {
-    /// The seed.
+    /// The seed's value, to print or to feed a test's own generator.
     pub fn value(&self) -> u64 {
         self.value
+    }
+
+    /// The 128-bit PRG seed of this value ([`crate::prg::Seed::dangerous_from_test_value`]).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn seed(&self) -> crate::prg::Seed {
+        self.seed_at(0)
+    }
+
+    /// The PRG seed of this value plus `index`, for a test that needs several streams (a
+    /// test whose streams were the constants N, N + 1, … keeps them by default).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn seed_at(&self, index: u64) -> crate::prg::Seed {
+        crate::prg::Seed::dangerous_from_test_value(self.value.wrapping_add(index))
+    }
+
+    /// The cryptographic PRG stream of [`Self::seed`].
+    #[cfg(any(test, feature = "testing"))]
+    pub fn prg(&self) -> crate::prg::Prg {
+        crate::prg::Prg::new(&self.seed())
+    }
+
+    /// The cryptographic PRG stream of [`Self::seed_at`].
+    #[cfg(any(test, feature = "testing"))]
+    pub fn prg_at(&self, index: u64) -> crate::prg::Prg {
+        crate::prg::Prg::new(&self.seed_at(index))
     }
 }
 
@@ -93,32 +119,50 @@ impl Drop for TestSeed {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!(
-                "test seed: {} (replay with {TEST_SEED_VARIABLE}={})",
-                self.value, self.value
+                "test seed: {value} (replay with {TEST_SEED_VARIABLE}={value})",
+                value = self.value
             );
         }
     }
 }
 
-/// See [`TestSeed`]. A malformed `VEIL_TEST_SEED` panics with a message saying so, rather
-/// than silently drawing another seed.
+/// See [`TestSeed`]: the seed of `VEIL_TEST_SEED`, or a fresh one from the OS. A
+/// malformed `VEIL_TEST_SEED` panics with a message saying so, rather than silently
+/// drawing another seed.
 pub fn test_seed() -> TestSeed {
-    let value = match std::env::var(TEST_SEED_VARIABLE) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{TEST_SEED_VARIABLE}={text:?} is not a decimal u64 seed")),
-        Err(_) => {
-            let mut bytes = [0u8; 8];
-            // The OS RNG only picks which public test data to draw; a fixed fallback keeps
-            // a test running on a machine whose RNG is unavailable.
-            if getrandom::fill(&mut bytes).is_err() {
-                bytes = 0x5EED_u64.to_le_bytes();
-            }
-            u64::from_le_bytes(bytes)
+    let value = seed_from_environment().unwrap_or_else(|| {
+        let mut bytes = [0u8; 8];
+        // The OS RNG only picks which public test data to draw; a fixed fallback keeps a
+        // test running on a machine whose RNG is unavailable.
+        if getrandom::fill(&mut bytes).is_err() {
+            bytes = 0x5EED_u64.to_le_bytes();
         }
-    };
+        u64::from_le_bytes(bytes)
+    });
     TestSeed { value }
+}
+
+/// The seed of `VEIL_TEST_SEED`, or `default` (a test's historical constant, so that its
+/// default run stays the same, as exhaustive and regression tests want).
+pub fn test_seed_or(default: u64) -> TestSeed {
+    TestSeed {
+        value: seed_from_environment().unwrap_or(default),
+    }
+}
+
+fn seed_from_environment() -> Option<u64> {
+    match std::env::var(TEST_SEED_VARIABLE) {
+        Ok(text) if text.trim().is_empty() => None,
+        Ok(text) => {
+            Some(text.trim().parse().unwrap_or_else(|_| {
+                panic!("{TEST_SEED_VARIABLE}={text:?} is not a decimal u64 seed")
+            }))
+        }
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => {
+            panic!("{TEST_SEED_VARIABLE} is not a decimal u64 seed")
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use flate2::read::GzDecoder;
 
-use veil_core::sampling::SplitMix64;
 use crate::{Error, Result};
+use veil_core::sampling::SplitMix64;
 
 /// Pixels per sample (8x8).
 pub const FEATURES: usize = 64;

@@ -17,7 +17,6 @@ use std::sync::Arc;
 
 use veil_core::RingTensor;
 use veil_model::PublicPlan;
-use veil_mpc::material::MaterialItem;
 use veil_mpc::{
     ClientParameters, DealerParameters, MaterialGenerator, Party, PartyMaterial, PartyParameters,
     PartyRole, ServerParameters, SessionId, SessionLedger,
@@ -27,7 +26,7 @@ use veil_net::Channel;
 use crate::{Error, Result, decode_output, run};
 
 /// Where streamed items go as the dealer makes them: each item to its role's party.
-pub type MaterialSink<'a> = Box<dyn FnMut(PartyRole, MaterialItem) -> veil_mpc::Result<()> + 'a>;
+pub use veil_mpc::MaterialSink;
 
 /// The dealer's generation of one query session's material for both parties, from
 /// fresh OS-random seeds and a fresh session id.

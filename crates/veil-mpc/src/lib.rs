@@ -48,8 +48,9 @@
 //! seeds are zeroised on drop.
 //!
 //! # Features
-//! - `testing`: deterministic seeds and raw share access for tests, and the `testing`
-//!   module (replayable test seeds, `VEIL_TEST_SEED`).
+//! - `testing`: deterministic seeds, a seeded material generator
+//!   (`MaterialGenerator::dangerous_from_test_seed`, to replay a test's
+//!   `veil_core::sampling::test_seed`) and raw share access, for tests only.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
@@ -59,11 +60,11 @@ mod dealer;
 mod error;
 mod fss;
 mod protocol;
-#[cfg(any(test, feature = "testing"))]
-pub mod testing;
 
 pub use cleartext::Cleartext;
-pub use dealer::{MaterialGenerator, Party, PartyParameters, PartyWeight, ShapeOnly, Share};
+pub use dealer::{
+    MaterialGenerator, MaterialSink, Party, PartyParameters, PartyWeight, ShapeOnly, Share,
+};
 pub use dealer::{material, parameters};
 pub use error::{Error, PeerMisbehaved, Result};
 pub use fss::{dcf, gates};

@@ -256,6 +256,26 @@ fn check_len(op: &'static str, shape: &[usize], found: usize) -> Result<()> {
     }
 }
 
+/// Says on the test output (not captured, so it shows even when the test passes) that a
+/// kernel test did not run because this CPU lacks `feature`; CI machines have it.
+#[cfg(test)]
+pub(crate) fn report_skipped(kernel: &'static str, feature: &str) {
+    use std::io::Write;
+    // Once per kernel and process: a property test would otherwise say it per case.
+    static REPORTED: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut reported = REPORTED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if reported.contains(&kernel) {
+        return;
+    }
+    reported.push(kernel);
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: the {kernel} kernel is not tested on this CPU (no {feature}); its result was not checked"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -415,24 +435,4 @@ mod tests {
         assert_eq!(Kernel::Avx2.name(), "avx2");
         assert_eq!(Kernel::Avx512.name(), "avx512");
     }
-}
-
-/// Says on the test output (not captured, so it shows even when the test passes) that a
-/// kernel test did not run because this CPU lacks `feature`; CI machines have it.
-#[cfg(test)]
-pub(crate) fn report_skipped(kernel: &'static str, feature: &str) {
-    use std::io::Write;
-    // Once per kernel and process: a property test would otherwise say it per case.
-    static REPORTED: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
-    let mut reported = REPORTED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if reported.contains(&kernel) {
-        return;
-    }
-    reported.push(kernel);
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: the {kernel} kernel is not tested on this CPU (no {feature}); its result was not checked"
-    );
 }

@@ -295,7 +295,7 @@ mod tests {
 
     #[test]
     fn a_test_seed_replays_the_session_and_another_does_not() {
-        let seed = crate::testing::test_seed();
+        let seed = veil_core::sampling::test_seed();
         let (server, client) = truncation_material(&seed.seed());
         assert_eq!(truncation_material(&seed.seed()), (server.clone(), client));
         assert_ne!(truncation_material(&seed.seed_at(1)).0, server);

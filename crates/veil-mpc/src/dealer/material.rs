@@ -380,7 +380,7 @@ pub(crate) fn op_stream(seed: &Seed, op_index: u32) -> Prg {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::test_seed_or;
+    use veil_core::sampling::test_seed_or;
 
     fn sample() -> PartyMaterial {
         let mut material =

@@ -52,5 +52,5 @@ mod party;
 mod truncation;
 mod weight_product;
 
-pub use generator::{MaterialGenerator, ShapeOnly};
+pub use generator::{MaterialGenerator, MaterialSink, ShapeOnly};
 pub use party::{Party, PartyParameters, PartyWeight, Share};

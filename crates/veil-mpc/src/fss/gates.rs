@@ -139,7 +139,7 @@ mod tests {
     use super::*;
     use veil_core::prg::Prg;
 
-    use crate::testing::test_seed_or;
+    use veil_core::sampling::test_seed_or;
 
     /// Splits a value into two uniform additive shares.
     fn share(value: u64, prg: &mut Prg) -> [u64; 2] {

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use veil_core::RingTensor;
-use veil_mpc::testing::test_seed;
+use veil_core::sampling::test_seed;
 use veil_mpc::{Error, Party, PartyMaterial, Protocol, SessionLedger};
 use veil_net::{Channel, ChannelStats, MemoryChannel, memory_pair};
 

@@ -4,8 +4,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use veil_core::prg::{Prg, Seed};
+use veil_core::sampling::TestSeed;
 use veil_core::{FixedPoint, RingTensor};
-use veil_mpc::testing::TestSeed;
 
 /// What one test runs on: the plan's fixed-point codec, the server's weights and biases
 /// in the clear, and the seeds of the settings' randomness.

@@ -4,7 +4,7 @@
 //! dealer setting's own guarantees (consume-once, roles, χ² uniformity of what the
 //! parties open, malformed peers, no values in `Debug`) are tested in `dealer.rs`.
 //!
-//! Every test draws its randomness from `veil_mpc::testing::test_seed`, so a failing
+//! Every test draws its randomness from `veil_core::sampling::test_seed`, so a failing
 //! test prints its seed and `VEIL_TEST_SEED=N` replays it, the dealer's material
 //! included.
 //!

@@ -3,7 +3,7 @@
 //! independent formula, where there is one). The list of settings is at the end.
 
 use veil_core::RingTensor;
-use veil_mpc::testing::test_seed;
+use veil_core::sampling::test_seed;
 
 use crate::fixture::{Fixture, adversarial_values, convolution_fixture, linear_fixture};
 use crate::programs::{

@@ -6,7 +6,7 @@ use veil_core::prg::Prg;
 
 use super::*;
 use crate::fss::low_mask;
-use crate::testing::test_seed_or;
+use veil_core::sampling::test_seed_or;
 
 fn check_all_inputs(bits: u32, alpha: u64, beta: [u64; 2], prg: &mut Prg) {
     let roots = [prg.next_u128(), prg.next_u128()];
