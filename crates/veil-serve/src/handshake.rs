@@ -2,43 +2,13 @@
 //! public-plan hash and mask epoch are checked before any share moves.
 
 use anyhow::{Context, Result, bail};
-use veil_net::Channel;
+use veil_net::{Channel, Role};
 
 /// The wire protocol version.
 pub const PROTOCOL_VERSION: u32 = 1;
 const MAGIC: &[u8; 4] = b"VEIL";
 /// The `dealer` setting's code.
 pub const SETTING_DEALER: u8 = 1;
-
-/// A party's role on a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// The model owner.
-    Server,
-    /// The input owner.
-    Client,
-    /// The third party making correlated randomness.
-    Dealer,
-}
-
-impl Role {
-    fn code(self) -> u8 {
-        match self {
-            Role::Server => 1,
-            Role::Client => 2,
-            Role::Dealer => 3,
-        }
-    }
-
-    fn from_code(code: u8) -> Option<Self> {
-        Some(match code {
-            1 => Role::Server,
-            2 => Role::Client,
-            3 => Role::Dealer,
-            _ => return None,
-        })
-    }
-}
 
 /// What one side announces. Its `Debug` leaves out the extension, which can hold the
 /// server's weight seed.

@@ -37,13 +37,13 @@ use veil_mpc::{
     ClientParameters, MaterialGenerator, Party, PartyMaterial, PartyParameters, PartyRole,
     SessionLedger,
 };
-use veil_net::{Channel, ChannelStats, SessionChannel};
+use veil_net::{Channel, ChannelStats, Role, SessionChannel};
 
 use crate::metrics::Metrics;
 use crate::pool::{Pool, PoolConfig, item_bytes, send_item};
 use crate::transport::{Link, Transport};
 
-use crate::handshake::{Hello, Role, handshake, handshake_any};
+use crate::handshake::{Hello, handshake, handshake_any};
 
 /// The largest material a party accepts for one query (16 GiB).
 const MAX_MATERIAL_BYTES: u64 = 16 << 30;

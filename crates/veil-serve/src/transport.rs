@@ -6,10 +6,8 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use veil_net::tls::{TlsChannel, TlsIdentity, TlsRole};
-use veil_net::{Channel, NetworkProfile, TcpChannel, TcpOptions, dangerous_listen_insecure};
-
-use crate::handshake::Role;
+use veil_net::tls::{TlsChannel, TlsIdentity};
+use veil_net::{Channel, NetworkProfile, Role, TcpChannel, TcpOptions, dangerous_listen_insecure};
 
 /// One connection to a peer.
 pub type Link = Box<dyn Channel>;
@@ -29,14 +27,6 @@ pub enum Transport {
         /// Timeouts, frame cap and simulated network.
         options: TcpOptions,
     },
-}
-
-fn tls_role(role: Role) -> TlsRole {
-    match role {
-        Role::Server => TlsRole::Server,
-        Role::Client => TlsRole::Client,
-        Role::Dealer => TlsRole::Dealer,
-    }
 }
 
 impl Transport {
@@ -98,12 +88,8 @@ impl Transport {
     ) -> Result<(Link, Option<Role>)> {
         Ok(match self {
             Transport::Tls { identity, options } => {
-                let roles: Vec<TlsRole> = expected.iter().map(|&role| tls_role(role)).collect();
-                let channel = TlsChannel::accept_stream(stream, identity, &roles, *options)?;
-                let proven = expected
-                    .iter()
-                    .copied()
-                    .find(|&role| tls_role(role) == channel.peer_role());
+                let channel = TlsChannel::accept_stream(stream, identity, expected, *options)?;
+                let proven = Some(channel.peer_role());
                 (Box::new(channel), proven)
             }
             Transport::DangerousPlainTcp { options } => (
@@ -132,7 +118,7 @@ impl Transport {
         loop {
             let attempt: std::result::Result<Link, veil_net::Error> = match self {
                 Transport::Tls { identity, options } => {
-                    TlsChannel::connect(address, identity, &[tls_role(expected)], *options)
+                    TlsChannel::connect(address, identity, &[expected], *options)
                         .map(|c| Box::new(c) as Link)
                 }
                 Transport::DangerousPlainTcp { options } => {

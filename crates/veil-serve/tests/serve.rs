@@ -8,9 +8,8 @@ use std::thread::JoinHandle;
 
 use veil_model::plain::{argmax_rows, run_plain};
 use veil_model::{Plan, PublicPlan};
-use veil_net::tls::{TlsIdentity, TlsRole, generate_certificates};
-use veil_net::{Channel, TcpOptions};
-use veil_serve::handshake::Role;
+use veil_net::tls::{TlsIdentity, generate_certificates};
+use veil_net::{Channel, Role, TcpOptions};
 use veil_serve::handshake::{Hello, handshake};
 use veil_serve::pool::PoolConfig;
 use veil_serve::roles::{
@@ -27,8 +26,7 @@ fn transports() -> (Transport, Transport, Transport) {
 /// [`transports`] with the given channel options for the client (e.g. a short read
 /// timeout) and the defaults for the others.
 fn transports_with(client_options: TcpOptions) -> (Transport, Transport, Transport) {
-    let certificates =
-        generate_certificates(&[TlsRole::Dealer, TlsRole::Server, TlsRole::Client]).unwrap();
+    let certificates = generate_certificates(&[Role::Dealer, Role::Server, Role::Client]).unwrap();
     let transport = |index: usize, options: TcpOptions| {
         let (_, certificate, key) = &certificates.parties[index];
         let identity = TlsIdentity::from_pem(

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use veil_model::plain::{argmax_rows, run_plain};
 use veil_model::plan::OutputPolicy;
 use veil_model::{Plan, PublicPlan};
-use veil_net::tls::{DeploymentCertificates, TlsIdentity, TlsRole, generate_certificates};
-use veil_net::{NetworkProfile, TcpOptions};
+use veil_net::tls::{DeploymentCertificates, TlsIdentity, generate_certificates};
+use veil_net::{NetworkProfile, Role, TcpOptions};
 use veil_serve::roles::{
     Client, ClientOptions, DealerOptions, QueryReport, ServerState, peak_rss_bytes, run_dealer,
     run_server,
@@ -50,8 +51,9 @@ struct PartyArguments {
     #[serde(skip)]
     config: Option<PathBuf>,
     /// Which party: client, server or dealer.
-    #[arg(long, value_enum)]
-    role: Option<RoleArgument>,
+    #[arg(long, value_parser = served_role())]
+    #[serde(default, deserialize_with = "deserialize_served_role")]
+    role: Option<Role>,
     /// Address to listen on (server, dealer).
     #[arg(long)]
     listen: Option<String>,
@@ -145,12 +147,23 @@ impl PartyArguments {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum RoleArgument {
-    Client,
-    Server,
-    Dealer,
+/// The roles a `veil party` can take (the helper belongs to `rep3`, not served yet).
+const SERVED_ROLES: [&str; 3] = ["client", "server", "dealer"];
+
+/// Parses `--role` into a [`Role`], offering the served roles.
+fn served_role() -> impl TypedValueParser<Value = Role> {
+    PossibleValuesParser::new(SERVED_ROLES).try_map(|name| name.parse::<Role>())
+}
+
+/// Reads `role` from a config file: one of the served roles.
+fn deserialize_served_role<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<Role>, D::Error> {
+    let name = <String as serde::Deserialize>::deserialize(deserializer)?;
+    match name.parse::<Role>() {
+        Ok(role) if SERVED_ROLES.contains(&role.name()) => Ok(Some(role)),
+        _ => Err(serde::de::Error::unknown_variant(&name, &SERVED_ROLES)),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -355,12 +368,8 @@ fn run_command(arguments: Arguments) -> Result<()> {
             pool_bytes,
         } => load_test(&model, clients, queries, prefetch, pool_bytes),
         Commands::Certs { out } => {
-            let certificates = generate_certificates(&[
-                TlsRole::Server,
-                TlsRole::Client,
-                TlsRole::Dealer,
-                TlsRole::Helper,
-            ])?;
+            let certificates =
+                generate_certificates(&[Role::Server, Role::Client, Role::Dealer, Role::Helper])?;
             write_certificates(&out, &certificates)?;
             println!(
                 "wrote {}/ca.pem and a certificate and key per role (server, client, dealer, helper); give each party only its own key",
@@ -374,9 +383,9 @@ fn run_command(arguments: Arguments) -> Result<()> {
             out,
             data,
         } => train_digits(model, &output, &out, &data),
-        Commands::Serve(arguments) => run_party(arguments, Some(RoleArgument::Server)),
-        Commands::Dealer(arguments) => run_party(arguments, Some(RoleArgument::Dealer)),
-        Commands::Infer(arguments) => run_party(arguments, Some(RoleArgument::Client)),
+        Commands::Serve(arguments) => run_party(arguments, Some(Role::Server)),
+        Commands::Dealer(arguments) => run_party(arguments, Some(Role::Dealer)),
+        Commands::Infer(arguments) => run_party(arguments, Some(Role::Client)),
         Commands::Party(arguments) => run_party(arguments, None),
         Commands::Bench(arguments) => bench(&arguments),
     }
@@ -384,7 +393,7 @@ fn run_command(arguments: Arguments) -> Result<()> {
 
 /// Runs one party; `forced` is the role the command names (the config may not name
 /// another).
-fn run_party(arguments: PartyArguments, forced: Option<RoleArgument>) -> Result<()> {
+fn run_party(arguments: PartyArguments, forced: Option<Role>) -> Result<()> {
     let arguments = match &arguments.config {
         Some(path) => {
             let config: PartyArguments = toml::from_str(&read_text(path)?)
@@ -434,11 +443,6 @@ fn run_party(arguments: PartyArguments, forced: Option<RoleArgument>) -> Result<
         profile,
         ..TcpOptions::default()
     };
-    let role_name = match role {
-        RoleArgument::Dealer => TlsRole::Dealer,
-        RoleArgument::Server => TlsRole::Server,
-        RoleArgument::Client => TlsRole::Client,
-    };
     let transport = match (tls_dir, insecure_plain_tcp) {
         (Some(directory), false) => {
             if profile != NetworkProfile::Local {
@@ -446,7 +450,7 @@ fn run_party(arguments: PartyArguments, forced: Option<RoleArgument>) -> Result<
                     "network profiles are simulated on plain TCP only; drop --profile or use --insecure-plain-tcp"
                 );
             }
-            load_tls_transport(&directory, role_name, options)?
+            load_tls_transport(&directory, role, options)?
         }
         (None, true) => Transport::DangerousPlainTcp { options },
         _ => bail!(
@@ -457,7 +461,7 @@ fn run_party(arguments: PartyArguments, forced: Option<RoleArgument>) -> Result<
         value.with_context(|| format!("--{flag} is required for this role"))
     };
     match role {
-        RoleArgument::Dealer => {
+        Role::Dealer => {
             let plan = PublicPlan::load(&public_plan.context("--public-plan is required")?)?;
             let listener = transport.listen(&need(listen, "listen")?)?;
             let mut dealer_options = DealerOptions {
@@ -481,7 +485,7 @@ fn run_party(arguments: PartyArguments, forced: Option<RoleArgument>) -> Result<
                 );
             }
         }
-        RoleArgument::Server => {
+        Role::Server => {
             let plan = Plan::load(&plan.context("--plan is required")?)?;
             let listener = transport.listen(&need(listen, "listen")?)?;
             let state = ServerState::new(plan, new_epoch())?;
@@ -502,7 +506,7 @@ fn run_party(arguments: PartyArguments, forced: Option<RoleArgument>) -> Result<
                 );
             }
         }
-        RoleArgument::Client => {
+        Role::Client => {
             let plan = PublicPlan::load(&public_plan.context("--public-plan is required")?)?;
             let input = read_numbers(&input.context("--input is required")?)?;
             let mut client_options = ClientOptions {
@@ -544,6 +548,9 @@ fn run_party(arguments: PartyArguments, forced: Option<RoleArgument>) -> Result<
                     println!("logits: {output:?}");
                 }
             }
+        }
+        Role::Helper => {
+            bail!("the helper role belongs to the rep3 setting, which this build does not serve")
         }
     }
     Ok(())
@@ -595,7 +602,7 @@ fn write_certificates(directory: &Path, certificates: &DeploymentCertificates) -
 }
 
 /// A mutual-TLS transport from a `veil certs` folder, for `role`.
-fn load_tls_transport(directory: &Path, role: TlsRole, options: TcpOptions) -> Result<Transport> {
+fn load_tls_transport(directory: &Path, role: Role, options: TcpOptions) -> Result<Transport> {
     let read = |name: String| {
         std::fs::read(directory.join(&name))
             .with_context(|| format!("reading {}/{name}", directory.display()))
@@ -752,7 +759,7 @@ fn load_test(
     let certificates = work.join("certificates");
     write_certificates(
         &certificates,
-        &generate_certificates(&[TlsRole::Server, TlsRole::Client, TlsRole::Dealer])?,
+        &generate_certificates(&[Role::Server, Role::Client, Role::Dealer])?,
     )?;
     let (dealer_address, server_address) = {
         let (a, address_a) = loopback_listener()?;
@@ -807,7 +814,7 @@ fn load_test(
         &max,
         "--json",
     ])?;
-    let transport = load_tls_transport(&certificates, TlsRole::Client, TcpOptions::default())?;
+    let transport = load_tls_transport(&certificates, Role::Client, TcpOptions::default())?;
     let classes = plan.public.graph.infer_shapes(1)?[plan.public.graph.output][1];
     let labels_only = matches!(plan.public.output_policy, OutputPolicy::Label { .. });
     let started = Instant::now();
@@ -934,7 +941,7 @@ fn demo(model: &str, models: &Path, data: &Path, limit: Option<usize>) -> Result
     );
 
     // Mutual TLS with a throwaway deployment CA made in memory for this run.
-    let certificates = generate_certificates(&[TlsRole::Dealer, TlsRole::Server, TlsRole::Client])?;
+    let certificates = generate_certificates(&[Role::Dealer, Role::Server, Role::Client])?;
     let mut transports = Vec::new();
     for (_, certificate, key) in &certificates.parties {
         let identity = TlsIdentity::from_pem(
@@ -1123,7 +1130,7 @@ fn bench(arguments: &BenchArguments) -> Result<()> {
         }
         write_certificates(
             &certificates_directory,
-            &generate_certificates(&[TlsRole::Server, TlsRole::Client, TlsRole::Dealer])?,
+            &generate_certificates(&[Role::Server, Role::Client, Role::Dealer])?,
         )?;
     }
     let spawn = |mut arguments: Vec<String>| {
