@@ -14,8 +14,12 @@
 //! Logs carry counts, sizes and times only: never a share, weight, input, seed or key.
 #![forbid(unsafe_code)]
 
+mod error;
 pub mod handshake;
+pub mod messages;
 pub mod metrics;
 pub mod pool;
 pub mod roles;
 pub mod transport;
+
+pub use error::{Error, PeerMisbehaved, Result};

@@ -5,9 +5,10 @@
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
 use veil_net::tls::{TlsChannel, TlsIdentity};
 use veil_net::{Channel, NetworkProfile, Role, TcpChannel, TcpOptions, dangerous_listen_insecure};
+
+use crate::{Error, Result};
 
 /// One connection to a peer.
 pub type Link = Box<dyn Channel>;
@@ -57,7 +58,7 @@ impl Transport {
     pub fn listen(&self, address: &str) -> Result<TcpListener> {
         match self {
             Transport::Tls { .. } => {
-                TcpListener::bind(address).with_context(|| format!("listening on {address}"))
+                TcpListener::bind(address).map_err(Error::io(format!("listening on {address}")))
             }
             Transport::DangerousPlainTcp { .. } => Ok(dangerous_listen_insecure(address)?),
         }
@@ -75,7 +76,9 @@ impl Transport {
         listener: &TcpListener,
         expected: &[Role],
     ) -> Result<(Link, Option<Role>)> {
-        let (stream, _) = listener.accept().context("accepting a connection")?;
+        let (stream, _) = listener
+            .accept()
+            .map_err(Error::io("accepting a connection"))?;
         self.from_stream(stream, expected)
     }
 
@@ -132,9 +135,12 @@ impl Transport {
                     let _ = error;
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                Err(error) => {
-                    return Err(error)
-                        .with_context(|| format!("connecting to the {expected:?} at {address}"));
+                Err(cause) => {
+                    return Err(Error::Connect {
+                        role: expected,
+                        address: address.to_string(),
+                        cause,
+                    });
                 }
             }
         }

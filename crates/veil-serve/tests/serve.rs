@@ -10,7 +10,8 @@ use veil_model::plain::{argmax_rows, run_plain};
 use veil_model::{Plan, PublicPlan};
 use veil_net::tls::{TlsIdentity, generate_certificates};
 use veil_net::{Channel, Role, TcpOptions};
-use veil_serve::handshake::{Hello, handshake};
+use veil_serve::handshake::handshake;
+use veil_serve::messages::Hello;
 use veil_serve::pool::PoolConfig;
 use veil_serve::roles::{
     Client, ClientOptions, DealerOptions, DealerSummary, ServerState, ServerSummary, run_dealer,
@@ -65,15 +66,15 @@ struct Deployment {
     client: Transport,
     /// The server's transport, for tests that pose as the server with its certificate.
     server_transport: Transport,
-    dealer: JoinHandle<anyhow::Result<DealerSummary>>,
-    server: JoinHandle<anyhow::Result<ServerSummary>>,
+    dealer: JoinHandle<veil_serve::Result<DealerSummary>>,
+    server: JoinHandle<veil_serve::Result<ServerSummary>>,
     dealer_address: String,
     server_address: String,
 }
 
 impl Deployment {
     /// A client of this deployment.
-    fn connect_client(&self, plan: &Plan, options: ClientOptions) -> anyhow::Result<Client> {
+    fn connect_client(&self, plan: &Plan, options: ClientOptions) -> veil_serve::Result<Client> {
         Client::connect_with(
             plan.public.clone(),
             &self.server_address,
@@ -183,7 +184,7 @@ fn claim(
     deployment: &Deployment,
     plan: &Plan,
     session_id: u128,
-) -> anyhow::Result<veil_mpc::PartyMaterial> {
+) -> veil_serve::Result<veil_mpc::PartyMaterial> {
     let mut dealer = deployment
         .server_transport
         .connect(&deployment.dealer_address, Role::Dealer)?;
@@ -348,7 +349,7 @@ fn certificates_bind_roles_and_deployments() {
     // A client connects to the dealer before the server does, as if it were the server.
     let impostor = client_transport.connect(&dealer_address, Role::Dealer);
     if let Ok(mut link) = impostor {
-        let hello = veil_serve::handshake::Hello {
+        let hello = veil_serve::messages::Hello {
             role: Role::Server,
             plan_hash: plan.public.hash_hex().unwrap(),
             epoch: 7,
@@ -469,7 +470,7 @@ fn claims_are_role_bound_and_epochs_checked() {
         .client
         .connect(&deployment.dealer_address, Role::Dealer)
         .unwrap();
-    let hello = veil_serve::handshake::Hello {
+    let hello = veil_serve::messages::Hello {
         role: Role::Client,
         plan_hash: hash.clone(),
         epoch: 6,
@@ -487,7 +488,7 @@ fn claims_are_role_bound_and_epochs_checked() {
         .client
         .connect(&deployment.dealer_address, Role::Dealer)
         .unwrap();
-    let hello = veil_serve::handshake::Hello {
+    let hello = veil_serve::messages::Hello {
         role: Role::Server,
         plan_hash: hash.clone(),
         epoch: 7,
