@@ -218,6 +218,45 @@ pub enum Error {
         /// The most allowed.
         max: usize,
     },
+    /// A name that is not one of the known ones (a model, a network profile).
+    #[error("unknown {what} {name:?} (have: {have})")]
+    Unknown {
+        /// What kind of name.
+        what: &'static str,
+        /// The name given.
+        name: String,
+        /// The names known.
+        have: &'static str,
+    },
+    /// A name this build knows but cannot run yet (a setting).
+    #[error("{what} {name:?} is not available yet (have: {have})")]
+    NotAvailable {
+        /// What kind of name.
+        what: &'static str,
+        /// The name given.
+        name: String,
+        /// The names available.
+        have: &'static str,
+    },
+    /// A run was asked for in a form it cannot take.
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// A role process ended in failure.
+    #[error("the {role} process failed ({status}); see its log above")]
+    ProcessFailed {
+        /// The process's role.
+        role: Role,
+        /// How it ended.
+        status: String,
+    },
+    /// A role process's report could not be read.
+    #[error("reading the {role}'s report: {cause}")]
+    Report {
+        /// The process's role.
+        role: Role,
+        /// What was wrong with it.
+        cause: serde_json::Error,
+    },
     /// A thread of this process panicked.
     #[error("a {what} thread panicked; see the log above")]
     ThreadPanicked {

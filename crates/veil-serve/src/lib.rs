@@ -14,11 +14,16 @@
 //! Logs carry counts, sizes and times only: never a share, weight, input, seed or key.
 #![forbid(unsafe_code)]
 
+pub mod bench;
+pub mod demo;
+pub mod deployment;
 mod error;
 pub mod handshake;
+pub mod load;
 pub mod messages;
 pub mod metrics;
 pub mod pool;
+pub mod processes;
 pub mod roles;
 pub mod transport;
 

@@ -3,9 +3,10 @@
 //! are then claimed, not proven).
 
 use std::net::TcpListener;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use veil_net::tls::{TlsChannel, TlsIdentity};
+use veil_net::tls::{DeploymentCertificates, TlsChannel, TlsIdentity};
 use veil_net::{Channel, NetworkProfile, Role, TcpChannel, TcpOptions, dangerous_listen_insecure};
 
 use crate::{Error, Result};
@@ -31,6 +32,51 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// Mutual TLS for `role` from a certificate folder (see [`write_certificate_folder`]):
+    /// the CA's certificate and this role's certificate and key. The certificate must
+    /// state `role`.
+    pub fn from_certificate_folder(
+        folder: &Path,
+        role: Role,
+        options: TcpOptions,
+    ) -> Result<Transport> {
+        let read = |name: String| {
+            let path = folder.join(&name);
+            std::fs::read(&path).map_err(Error::io(format!("reading {}", path.display())))
+        };
+        let identity = TlsIdentity::from_pem(
+            &read("ca.pem".into())?,
+            &read(format!("{role}.pem"))?,
+            &read(format!("{role}.key"))?,
+        )?;
+        if identity.role() != role {
+            return Err(Error::WrongCertificate {
+                path: folder.join(format!("{role}.pem")).display().to_string(),
+                found: identity.role(),
+            });
+        }
+        Ok(Transport::Tls { identity, options })
+    }
+
+    /// Mutual TLS for `role` from a deployment's certificates held in memory.
+    pub fn from_certificates(
+        certificates: &DeploymentCertificates,
+        role: Role,
+        options: TcpOptions,
+    ) -> Result<Transport> {
+        let (_, certificate, key) = certificates
+            .parties
+            .iter()
+            .find(|(party, _, _)| *party == role)
+            .ok_or(Error::Unreachable("no certificate was made for this role"))?;
+        let identity = TlsIdentity::from_pem(
+            certificates.ca_certificate.as_bytes(),
+            certificate.as_bytes(),
+            key.as_bytes(),
+        )?;
+        Ok(Transport::Tls { identity, options })
+    }
+
     /// Whether connections are TLS.
     pub fn is_tls(&self) -> bool {
         matches!(self, Transport::Tls { .. })
@@ -40,6 +86,16 @@ impl Transport {
         match self {
             Transport::Tls { options, .. } | Transport::DangerousPlainTcp { options } => *options,
         }
+    }
+
+    /// The same transport with other channel options (timeouts, frame cap, network).
+    pub fn with_options(&self, options: TcpOptions) -> Transport {
+        let mut transport = self.clone();
+        match &mut transport {
+            Transport::Tls { options: ours, .. }
+            | Transport::DangerousPlainTcp { options: ours } => *ours = options,
+        }
+        transport
     }
 
     /// The same transport with the simulated network removed (for links whose traffic
@@ -150,4 +206,32 @@ impl Transport {
     pub fn read_timeout(&self) -> Duration {
         self.options().read_timeout
     }
+}
+
+/// Writes a deployment's certificates into `folder`: `ca.pem`, and `ROLE.pem` and
+/// `ROLE.key` per role (keys readable by their owner only). Give each party only its
+/// own key.
+pub fn write_certificate_folder(
+    folder: &Path,
+    certificates: &DeploymentCertificates,
+) -> Result<()> {
+    let write = |name: String, contents: &str| {
+        let path = folder.join(name);
+        std::fs::write(&path, contents)
+            .map_err(Error::io(format!("writing {}", path.display())))?;
+        Ok::<_, Error>(path)
+    };
+    std::fs::create_dir_all(folder).map_err(Error::io(format!("creating {}", folder.display())))?;
+    write("ca.pem".into(), &certificates.ca_certificate)?;
+    for (role, certificate, key) in &certificates.parties {
+        write(format!("{role}.pem"), certificate)?;
+        let key_path = write(format!("{role}.key"), key)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
+                .map_err(Error::io(format!("protecting {}", key_path.display())))?;
+        }
+    }
+    Ok(())
 }
