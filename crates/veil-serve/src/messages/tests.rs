@@ -173,17 +173,24 @@ fn material_stream() -> (Vec<u8>, Vec<Vec<u8>>, Vec<u8>) {
         1,
     ));
     let mut items = Vec::new();
-    let mut generator =
-        veil_mpc::MaterialGenerator::new(plan.fixed_point().unwrap(), parameters).unwrap();
-    let header = generator.encoded_header(veil_mpc::PartyRole::Server);
-    generator.stream_to(Box::new(|role, item| {
-        if role == veil_mpc::PartyRole::Server {
-            items.push(item);
-        }
-        Ok(())
-    }));
-    veil_exec::run(&mut generator, &plan, 1, None).unwrap();
-    drop(generator);
+    let mut header = Vec::new();
+    let (sink, server_header) = (&mut items, &mut header);
+    crate::roles::dealer::generate_material(
+        &plan,
+        plan.fixed_point().unwrap(),
+        &parameters,
+        1,
+        move |headers| {
+            server_header.clone_from(&headers.server);
+            Ok(Box::new(move |role, item| {
+                if role == veil_mpc::PartyRole::Server {
+                    sink.push(item);
+                }
+                Ok(())
+            }))
+        },
+    )
+    .unwrap();
     let mut frames = Frames::default();
     let mut whole = PartyMaterial::decode(&header).unwrap();
     for item in &items {
