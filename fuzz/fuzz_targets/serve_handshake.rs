@@ -3,7 +3,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(hello) = veil_serve::handshake::Hello::decode(data) {
+    if let Ok(hello) = veil_serve::messages::Hello::decode(data) {
         assert_eq!(hello.encode(), data);
     }
 });

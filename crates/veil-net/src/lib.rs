@@ -3,7 +3,9 @@
 //! A [`Channel`] carries length-prefixed frames between two parties and counts exactly
 //! what crosses it ([`ChannelStats`]: bytes with and without frame headers, frames, and
 //! rounds, a round being one blocking receive). [`MemoryChannel`] joins two parties in
-//! one process (unit tests); [`TcpChannel`] joins two processes.
+//! one process (unit tests); [`TcpChannel`] joins two processes, and
+//! [`tls::TlsChannel`] joins them over mutual TLS with each party's [`Role`] bound into
+//! its certificate.
 //!
 //! [`NetworkProfile`] simulates `lan` and `wan` links on the receive side.
 //! [`SessionChannel`] tags every frame of a query with its session id.
@@ -13,8 +15,10 @@
 //! that both send large messages before receiving cannot deadlock.
 //!
 //! # What this crate does not do
-//! No protocol logic and no serialisation beyond framing. TLS comes later; plain TCP is available only through `dangerous_*` constructors that refuse
-//! non-loopback addresses.
+//! No protocol logic and no serialisation beyond framing (and the one-byte wire code of
+//! a [`Role`]). Connections between processes are mutual TLS ([`tls`]); plain TCP is
+//! available only through `dangerous_*` constructors that refuse non-loopback
+//! addresses.
 //!
 //! # Secrets
 //! Frames carry masked values and key material; this crate never logs or prints frame
@@ -26,6 +30,7 @@
 mod error;
 mod frame;
 mod memory;
+mod role;
 mod session;
 mod shaping;
 mod tcp;
@@ -34,6 +39,7 @@ pub mod tls;
 pub use error::{Error, Result};
 pub use frame::{DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_BYTES, read_frames};
 pub use memory::{MemoryChannel, memory_pair};
+pub use role::{Role, UnknownRole};
 pub use session::{SESSION_TAG_BYTES, SessionChannel};
 pub use shaping::NetworkProfile;
 pub use tcp::{TcpChannel, TcpOptions, dangerous_listen_insecure};

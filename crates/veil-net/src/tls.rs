@@ -22,52 +22,15 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::frame::{FRAME_HEADER_BYTES, header};
-use crate::{Channel, ChannelStats, Error, Result, TcpOptions};
+use crate::{Channel, ChannelStats, Error, Result, Role, TcpOptions};
 
 /// The DNS name every party certificate carries; identity is the role, below.
 pub const PARTY_DNS_NAME: &str = "veil-party";
 const ROLE_URI_PREFIX: &str = "urn:veil:role:";
 
-/// A party's role, as its certificate states it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TlsRole {
-    /// The model owner.
-    Server,
-    /// The input owner.
-    Client,
-    /// The preprocessing dealer.
-    Dealer,
-    /// The third party of `rep3`.
-    Helper,
-}
-
-impl TlsRole {
-    /// Every role.
-    pub const ALL: [TlsRole; 4] = [
-        TlsRole::Server,
-        TlsRole::Client,
-        TlsRole::Dealer,
-        TlsRole::Helper,
-    ];
-
-    /// The role's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            TlsRole::Server => "server",
-            TlsRole::Client => "client",
-            TlsRole::Dealer => "dealer",
-            TlsRole::Helper => "helper",
-        }
-    }
-
-    /// The role from its name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|role| role.name() == name)
-    }
-
-    fn uri(self) -> String {
-        format!("{ROLE_URI_PREFIX}{}", self.name())
-    }
+/// The URI subject-alternative name that states `role` in a certificate.
+fn role_uri(role: Role) -> String {
+    format!("{ROLE_URI_PREFIX}{}", role.name())
 }
 
 fn tls_error(context: &'static str) -> impl Fn(String) -> Error {
@@ -79,7 +42,7 @@ pub struct DeploymentCertificates {
     /// The CA certificate (public; every party trusts it).
     pub ca_certificate: String,
     /// Per role: (role, certificate, private key). The keys are secret.
-    pub parties: Vec<(TlsRole, String, String)>,
+    pub parties: Vec<(Role, String, String)>,
 }
 
 impl std::fmt::Debug for DeploymentCertificates {
@@ -89,7 +52,7 @@ impl std::fmt::Debug for DeploymentCertificates {
 }
 
 /// Makes a fresh CA and a certificate for each of `roles`, signed by it.
-pub fn generate_certificates(roles: &[TlsRole]) -> Result<DeploymentCertificates> {
+pub fn generate_certificates(roles: &[Role]) -> Result<DeploymentCertificates> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
     let error = tls_error("generating certificates");
     let ca_key = KeyPair::generate().map_err(|e| error(e.to_string()))?;
@@ -108,8 +71,7 @@ pub fn generate_certificates(roles: &[TlsRole]) -> Result<DeploymentCertificates
         let key = KeyPair::generate().map_err(|e| error(e.to_string()))?;
         let mut params = CertificateParams::new(vec![PARTY_DNS_NAME.to_string()])
             .map_err(|e| error(e.to_string()))?;
-        let uri = role
-            .uri()
+        let uri = role_uri(role)
             .try_into()
             .map_err(|e: rcgen::Error| error(e.to_string()))?;
         params.subject_alt_names.push(SanType::URI(uri));
@@ -132,7 +94,7 @@ pub fn generate_certificates(roles: &[TlsRole]) -> Result<DeploymentCertificates
 pub struct TlsIdentity {
     server_config: Arc<rustls::ServerConfig>,
     client_config: Arc<rustls::ClientConfig>,
-    role: TlsRole,
+    role: Role,
 }
 
 impl std::fmt::Debug for TlsIdentity {
@@ -186,13 +148,13 @@ impl TlsIdentity {
     }
 
     /// The role this identity's certificate states.
-    pub fn role(&self) -> TlsRole {
+    pub fn role(&self) -> Role {
         self.role
     }
 }
 
 /// The role in a certificate's URI subject-alternative name.
-fn certificate_role(certificate: &CertificateDer<'_>) -> Result<TlsRole> {
+fn certificate_role(certificate: &CertificateDer<'_>) -> Result<Role> {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
     let error = tls_error("reading a certificate's role");
     let (_, parsed) =
@@ -206,9 +168,7 @@ fn certificate_role(certificate: &CertificateDer<'_>) -> Result<TlsRole> {
         .general_names
         .iter()
         .find_map(|name| match name {
-            GeneralName::URI(uri) => uri
-                .strip_prefix(ROLE_URI_PREFIX)
-                .and_then(TlsRole::from_name),
+            GeneralName::URI(uri) => uri.strip_prefix(ROLE_URI_PREFIX).and_then(Role::from_name),
             _ => None,
         })
         .ok_or_else(|| error("the certificate states no veil role (a urn:veil:role: URI)".into()))
@@ -223,7 +183,7 @@ pub struct TlsChannel {
     incoming: Receiver<Result<Vec<u8>>>,
     waker: Arc<mio::Waker>,
     io_thread: Option<JoinHandle<()>>,
-    peer_role: TlsRole,
+    peer_role: Role,
     peer: Option<SocketAddr>,
     stats: ChannelStats,
     options: TcpOptions,
@@ -246,7 +206,7 @@ impl TlsChannel {
     pub fn connect(
         address: &str,
         identity: &TlsIdentity,
-        expected: &[TlsRole],
+        expected: &[Role],
         options: TcpOptions,
     ) -> Result<Self> {
         let stream = std::net::TcpStream::connect(address).map_err(|source| Error::Io {
@@ -275,7 +235,7 @@ impl TlsChannel {
     pub fn accept(
         listener: &std::net::TcpListener,
         identity: &TlsIdentity,
-        expected: &[TlsRole],
+        expected: &[Role],
         options: TcpOptions,
     ) -> Result<Self> {
         let (stream, _) = listener.accept().map_err(|source| Error::Io {
@@ -290,7 +250,7 @@ impl TlsChannel {
     pub fn accept_stream(
         stream: std::net::TcpStream,
         identity: &TlsIdentity,
-        expected: &[TlsRole],
+        expected: &[Role],
         options: TcpOptions,
     ) -> Result<Self> {
         let connection = rustls::ServerConnection::new(Arc::clone(&identity.server_config))
@@ -307,14 +267,14 @@ impl TlsChannel {
     }
 
     /// The role the peer proved with its certificate.
-    pub fn peer_role(&self) -> TlsRole {
+    pub fn peer_role(&self) -> Role {
         self.peer_role
     }
 
     fn start(
         stream: std::net::TcpStream,
         mut connection: rustls::Connection,
-        expected: &[TlsRole],
+        expected: &[Role],
         options: TcpOptions,
     ) -> Result<Self> {
         // The frame queue is the flow control; let TLS buffer whatever is queued.
@@ -341,7 +301,7 @@ impl TlsChannel {
         );
         let (outgoing, queue) = channel::<Vec<u8>>();
         let (sink, incoming) = channel::<Result<Vec<u8>>>();
-        let (handshake_done, handshake) = channel::<Result<TlsRole>>();
+        let (handshake_done, handshake) = channel::<Result<Role>>();
         let max_frame_bytes = options.max_frame_bytes;
         let io_thread = std::thread::Builder::new()
             .name("veil-net-tls".into())
@@ -406,7 +366,7 @@ struct Pump {
     poll: mio::Poll,
     queue: Receiver<Vec<u8>>,
     sink: Sender<Result<Vec<u8>>>,
-    handshake_done: Option<Sender<Result<TlsRole>>>,
+    handshake_done: Option<Sender<Result<Role>>>,
     inbox: Vec<u8>,
     max_frame_bytes: usize,
 }
@@ -602,7 +562,7 @@ mod tests {
 
     fn identities() -> (TlsIdentity, TlsIdentity, TlsIdentity) {
         let certificates =
-            generate_certificates(&[TlsRole::Server, TlsRole::Client, TlsRole::Dealer]).unwrap();
+            generate_certificates(&[Role::Server, Role::Client, Role::Dealer]).unwrap();
         let load = |index: usize| {
             let (_, certificate, key) = &certificates.parties[index];
             TlsIdentity::from_pem(
@@ -624,9 +584,9 @@ mod tests {
 
     fn pair(
         acceptor: TlsIdentity,
-        accept_roles: Vec<TlsRole>,
+        accept_roles: Vec<Role>,
         connector: TlsIdentity,
-        connect_roles: Vec<TlsRole>,
+        connect_roles: Vec<Role>,
     ) -> (Result<TlsChannel>, Result<TlsChannel>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap().to_string();
@@ -640,11 +600,10 @@ mod tests {
     #[test]
     fn mutual_tls_carries_frames_both_ways_and_proves_roles() {
         let (server, client, _) = identities();
-        let (accepted, connected) =
-            pair(server, vec![TlsRole::Client], client, vec![TlsRole::Server]);
+        let (accepted, connected) = pair(server, vec![Role::Client], client, vec![Role::Server]);
         let (mut accepted, mut connected) = (accepted.unwrap(), connected.unwrap());
-        assert_eq!(accepted.peer_role(), TlsRole::Client);
-        assert_eq!(connected.peer_role(), TlsRole::Server);
+        assert_eq!(accepted.peer_role(), Role::Client);
+        assert_eq!(connected.peer_role(), Role::Server);
         let size = 8 << 20;
         let peer = std::thread::spawn(move || {
             let got = accepted.exchange(&vec![2u8; size]).unwrap();
@@ -661,8 +620,7 @@ mod tests {
     fn a_client_certificate_cannot_act_as_a_server() {
         let (_, client, dealer) = identities();
         // The dealer expects a server; a client certificate connects.
-        let (accepted, _connected) =
-            pair(dealer, vec![TlsRole::Server], client, vec![TlsRole::Dealer]);
+        let (accepted, _connected) = pair(dealer, vec![Role::Server], client, vec![Role::Dealer]);
         assert!(
             matches!(accepted, Err(Error::WrongPeerRole { .. })),
             "{accepted:?}"
@@ -673,19 +631,14 @@ mod tests {
     fn a_certificate_from_another_ca_is_refused() {
         let (server, _, _) = identities();
         let (_, stranger, _) = identities();
-        let (accepted, connected) = pair(
-            server,
-            vec![TlsRole::Client],
-            stranger,
-            vec![TlsRole::Server],
-        );
+        let (accepted, connected) = pair(server, vec![Role::Client], stranger, vec![Role::Server]);
         assert!(accepted.is_err() || connected.is_err());
         assert!(accepted.is_err(), "the server must refuse the stranger");
     }
 
     #[test]
     fn keys_do_not_print() {
-        let certificates = generate_certificates(&[TlsRole::Client]).unwrap();
+        let certificates = generate_certificates(&[Role::Client]).unwrap();
         assert!(!format!("{certificates:?}").contains("PRIVATE"));
     }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use anyhow::{Context, Result};
+use crate::{Error, Result};
 
 /// Latency histogram bucket bounds, seconds.
 const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
@@ -48,7 +48,7 @@ impl Metrics {
     }
 
     /// Records a failed session, by the kind of its error.
-    pub fn record_error(&self, error: &anyhow::Error) {
+    pub fn record_error(&self, error: &Error) {
         let kind = error_kind(error);
         if let Ok(mut errors) = self.errors.lock() {
             *errors.entry(kind).or_default() += 1;
@@ -183,38 +183,43 @@ impl Metrics {
 }
 
 /// A metric label for an error: what failed, never any data.
-fn error_kind(error: &anyhow::Error) -> &'static str {
-    for cause in error.chain() {
-        if let Some(net) = cause.downcast_ref::<veil_net::Error>() {
-            return match net {
-                veil_net::Error::PeerClosed => "peer_closed",
-                veil_net::Error::Timeout { .. } => "timeout",
-                veil_net::Error::Truncated { .. } | veil_net::Error::FrameTooLarge { .. } => {
-                    "framing"
-                }
-                veil_net::Error::Tls { .. } | veil_net::Error::WrongPeerRole { .. } => "tls",
-                veil_net::Error::WrongSession => "protocol",
-                _ => "network",
-            };
+fn error_kind(error: &Error) -> &'static str {
+    match error {
+        Error::Net(net) | Error::Link { cause: net, .. } | Error::Connect { cause: net, .. } => {
+            net_kind(net)
         }
-        if let Some(mpc) = cause.downcast_ref::<veil_mpc::Error>() {
-            return match mpc {
-                veil_mpc::Error::PeerMisbehaved(_) => "peer_misbehaved",
-                veil_mpc::Error::Net(_) => "network",
-                _ => "protocol",
-            };
-        }
-        if cause.downcast_ref::<veil_exec::Error>().is_some() {
-            return "protocol";
-        }
+        Error::Mpc(mpc) => mpc_kind(mpc),
+        Error::Exec(veil_exec::Error::Mpc(mpc)) => mpc_kind(mpc),
+        Error::Exec(_) => "protocol",
+        Error::PeerMisbehaved(_) => "peer_misbehaved",
+        _ => "session",
     }
-    "session"
+}
+
+fn net_kind(error: &veil_net::Error) -> &'static str {
+    match error {
+        veil_net::Error::PeerClosed => "peer_closed",
+        veil_net::Error::Timeout { .. } => "timeout",
+        veil_net::Error::Truncated { .. } | veil_net::Error::FrameTooLarge { .. } => "framing",
+        veil_net::Error::Tls { .. } | veil_net::Error::WrongPeerRole { .. } => "tls",
+        veil_net::Error::WrongSession => "protocol",
+        _ => "network",
+    }
+}
+
+fn mpc_kind(error: &veil_mpc::Error) -> &'static str {
+    match error {
+        veil_mpc::Error::PeerMisbehaved(_) => "peer_misbehaved",
+        veil_mpc::Error::Net(net) => net_kind(net),
+        _ => "protocol",
+    }
 }
 
 /// Serves `GET /metrics` on `address` from a thread of its own.
 pub fn serve_metrics(address: &str, metrics: Arc<Metrics>) -> Result<JoinHandle<()>> {
-    let listener = TcpListener::bind(address)
-        .with_context(|| format!("binding the metrics endpoint on {address}"))?;
+    let listener = TcpListener::bind(address).map_err(Error::io(format!(
+        "binding the metrics endpoint on {address}"
+    )))?;
     std::thread::Builder::new()
         .name("veil-metrics".into())
         .spawn(move || {
@@ -238,7 +243,7 @@ pub fn serve_metrics(address: &str, metrics: Arc<Metrics>) -> Result<JoinHandle<
                 );
             }
         })
-        .context("starting the metrics thread")
+        .map_err(Error::io("starting the metrics thread"))
 }
 
 #[cfg(test)]
@@ -250,12 +255,24 @@ mod tests {
         let metrics = Metrics::default();
         metrics.record_query(0.003);
         metrics.record_query(0.2);
-        metrics.record_error(&anyhow::Error::new(veil_net::Error::PeerClosed));
+        metrics.record_error(&Error::Net(veil_net::Error::PeerClosed));
+        metrics.record_error(&Error::Link {
+            what: "waiting",
+            cause: veil_net::Error::Timeout { seconds: 1 },
+        });
+        metrics.record_error(&Error::Exec(veil_exec::Error::Mpc(veil_mpc::Error::Net(
+            veil_net::Error::PeerClosed,
+        ))));
+        metrics.record_error(&crate::PeerMisbehaved::ChunkMismatch.into());
+        metrics.record_error(&Error::ClientLimit);
         let text = metrics.render();
         assert!(text.contains("veil_queries_total 2"));
         assert!(text.contains("veil_query_seconds_bucket{le=\"0.005\"} 1"));
         assert!(text.contains("veil_query_seconds_bucket{le=\"+Inf\"} 2"));
-        assert!(text.contains("veil_session_errors_total{kind=\"peer_closed\"} 1"));
+        assert!(text.contains("veil_session_errors_total{kind=\"peer_closed\"} 2"));
+        assert!(text.contains("veil_session_errors_total{kind=\"timeout\"} 1"));
+        assert!(text.contains("veil_session_errors_total{kind=\"peer_misbehaved\"} 1"));
+        assert!(text.contains("veil_session_errors_total{kind=\"session\"} 1"));
     }
 
     #[test]

@@ -3,13 +3,13 @@
 //! are then claimed, not proven).
 
 use std::net::TcpListener;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use veil_net::tls::{TlsChannel, TlsIdentity, TlsRole};
-use veil_net::{Channel, NetworkProfile, TcpChannel, TcpOptions, dangerous_listen_insecure};
+use veil_net::tls::{DeploymentCertificates, TlsChannel, TlsIdentity};
+use veil_net::{Channel, NetworkProfile, Role, TcpChannel, TcpOptions, dangerous_listen_insecure};
 
-use crate::handshake::Role;
+use crate::{Error, Result};
 
 /// One connection to a peer.
 pub type Link = Box<dyn Channel>;
@@ -31,15 +31,52 @@ pub enum Transport {
     },
 }
 
-fn tls_role(role: Role) -> TlsRole {
-    match role {
-        Role::Server => TlsRole::Server,
-        Role::Client => TlsRole::Client,
-        Role::Dealer => TlsRole::Dealer,
-    }
-}
-
 impl Transport {
+    /// Mutual TLS for `role` from a certificate folder (see [`write_certificate_folder`]):
+    /// the CA's certificate and this role's certificate and key. The certificate must
+    /// state `role`.
+    pub fn from_certificate_folder(
+        folder: &Path,
+        role: Role,
+        options: TcpOptions,
+    ) -> Result<Transport> {
+        let read = |name: String| {
+            let path = folder.join(&name);
+            std::fs::read(&path).map_err(Error::io(format!("reading {}", path.display())))
+        };
+        let identity = TlsIdentity::from_pem(
+            &read("ca.pem".into())?,
+            &read(format!("{role}.pem"))?,
+            &read(format!("{role}.key"))?,
+        )?;
+        if identity.role() != role {
+            return Err(Error::WrongCertificate {
+                path: folder.join(format!("{role}.pem")).display().to_string(),
+                found: identity.role(),
+            });
+        }
+        Ok(Transport::Tls { identity, options })
+    }
+
+    /// Mutual TLS for `role` from a deployment's certificates held in memory.
+    pub fn from_certificates(
+        certificates: &DeploymentCertificates,
+        role: Role,
+        options: TcpOptions,
+    ) -> Result<Transport> {
+        let (_, certificate, key) = certificates
+            .parties
+            .iter()
+            .find(|(party, _, _)| *party == role)
+            .ok_or(Error::Unreachable("no certificate was made for this role"))?;
+        let identity = TlsIdentity::from_pem(
+            certificates.ca_certificate.as_bytes(),
+            certificate.as_bytes(),
+            key.as_bytes(),
+        )?;
+        Ok(Transport::Tls { identity, options })
+    }
+
     /// Whether connections are TLS.
     pub fn is_tls(&self) -> bool {
         matches!(self, Transport::Tls { .. })
@@ -49,6 +86,16 @@ impl Transport {
         match self {
             Transport::Tls { options, .. } | Transport::DangerousPlainTcp { options } => *options,
         }
+    }
+
+    /// The same transport with other channel options (timeouts, frame cap, network).
+    pub fn with_options(&self, options: TcpOptions) -> Transport {
+        let mut transport = self.clone();
+        match &mut transport {
+            Transport::Tls { options: ours, .. }
+            | Transport::DangerousPlainTcp { options: ours } => *ours = options,
+        }
+        transport
     }
 
     /// The same transport with the simulated network removed (for links whose traffic
@@ -67,7 +114,7 @@ impl Transport {
     pub fn listen(&self, address: &str) -> Result<TcpListener> {
         match self {
             Transport::Tls { .. } => {
-                TcpListener::bind(address).with_context(|| format!("listening on {address}"))
+                TcpListener::bind(address).map_err(Error::io(format!("listening on {address}")))
             }
             Transport::DangerousPlainTcp { .. } => Ok(dangerous_listen_insecure(address)?),
         }
@@ -85,7 +132,9 @@ impl Transport {
         listener: &TcpListener,
         expected: &[Role],
     ) -> Result<(Link, Option<Role>)> {
-        let (stream, _) = listener.accept().context("accepting a connection")?;
+        let (stream, _) = listener
+            .accept()
+            .map_err(Error::io("accepting a connection"))?;
         self.from_stream(stream, expected)
     }
 
@@ -98,12 +147,8 @@ impl Transport {
     ) -> Result<(Link, Option<Role>)> {
         Ok(match self {
             Transport::Tls { identity, options } => {
-                let roles: Vec<TlsRole> = expected.iter().map(|&role| tls_role(role)).collect();
-                let channel = TlsChannel::accept_stream(stream, identity, &roles, *options)?;
-                let proven = expected
-                    .iter()
-                    .copied()
-                    .find(|&role| tls_role(role) == channel.peer_role());
+                let channel = TlsChannel::accept_stream(stream, identity, expected, *options)?;
+                let proven = Some(channel.peer_role());
                 (Box::new(channel), proven)
             }
             Transport::DangerousPlainTcp { options } => (
@@ -132,7 +177,7 @@ impl Transport {
         loop {
             let attempt: std::result::Result<Link, veil_net::Error> = match self {
                 Transport::Tls { identity, options } => {
-                    TlsChannel::connect(address, identity, &[tls_role(expected)], *options)
+                    TlsChannel::connect(address, identity, &[expected], *options)
                         .map(|c| Box::new(c) as Link)
                 }
                 Transport::DangerousPlainTcp { options } => {
@@ -146,9 +191,12 @@ impl Transport {
                     let _ = error;
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                Err(error) => {
-                    return Err(error)
-                        .with_context(|| format!("connecting to the {expected:?} at {address}"));
+                Err(cause) => {
+                    return Err(Error::Connect {
+                        role: expected,
+                        address: address.to_string(),
+                        cause,
+                    });
                 }
             }
         }
@@ -158,4 +206,32 @@ impl Transport {
     pub fn read_timeout(&self) -> Duration {
         self.options().read_timeout
     }
+}
+
+/// Writes a deployment's certificates into `folder`: `ca.pem`, and `ROLE.pem` and
+/// `ROLE.key` per role (keys readable by their owner only). Give each party only its
+/// own key.
+pub fn write_certificate_folder(
+    folder: &Path,
+    certificates: &DeploymentCertificates,
+) -> Result<()> {
+    let write = |name: String, contents: &str| {
+        let path = folder.join(name);
+        std::fs::write(&path, contents)
+            .map_err(Error::io(format!("writing {}", path.display())))?;
+        Ok::<_, Error>(path)
+    };
+    std::fs::create_dir_all(folder).map_err(Error::io(format!("creating {}", folder.display())))?;
+    write("ca.pem".into(), &certificates.ca_certificate)?;
+    for (role, certificate, key) in &certificates.parties {
+        write(format!("{role}.pem"), certificate)?;
+        let key_path = write(format!("{role}.key"), key)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
+                .map_err(Error::io(format!("protecting {}", key_path.display())))?;
+        }
+    }
+    Ok(())
 }

@@ -4,47 +4,22 @@
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::thread::JoinHandle;
 
 use veil_model::plain::{argmax_rows, run_plain};
 use veil_model::{Plan, PublicPlan};
-use veil_net::tls::{TlsIdentity, TlsRole, generate_certificates};
-use veil_net::{Channel, TcpOptions};
-use veil_serve::handshake::Role;
-use veil_serve::handshake::{Hello, handshake};
+use veil_net::{Channel, Role, TcpOptions};
+use veil_serve::deployment::{Deployment, DeploymentOptions, Transports};
+use veil_serve::handshake::handshake;
+use veil_serve::messages::{
+    ClientExtension, ClientMessage, Hello, ServerExtension, SessionAnswer, SessionRequest,
+};
 use veil_serve::pool::PoolConfig;
 use veil_serve::roles::{
-    Client, ClientOptions, DealerOptions, DealerSummary, ServerState, ServerSummary, run_dealer,
-    run_server,
+    Client, ClientOptions, DealerOptions, DealerSummary, ServerState, receive_items,
+    receive_material,
 };
-use veil_serve::transport::Transport;
-
-/// Mutual-TLS transports for (dealer, server, client) of one fresh deployment.
-fn transports() -> (Transport, Transport, Transport) {
-    transports_with(TcpOptions::default())
-}
-
-/// [`transports`] with the given channel options for the client (e.g. a short read
-/// timeout) and the defaults for the others.
-fn transports_with(client_options: TcpOptions) -> (Transport, Transport, Transport) {
-    let certificates =
-        generate_certificates(&[TlsRole::Dealer, TlsRole::Server, TlsRole::Client]).unwrap();
-    let transport = |index: usize, options: TcpOptions| {
-        let (_, certificate, key) = &certificates.parties[index];
-        let identity = TlsIdentity::from_pem(
-            certificates.ca_certificate.as_bytes(),
-            certificate.as_bytes(),
-            key.as_bytes(),
-        )
-        .unwrap();
-        Transport::Tls { identity, options }
-    };
-    (
-        transport(0, TcpOptions::default()),
-        transport(1, TcpOptions::default()),
-        transport(2, client_options),
-    )
-}
+use veil_serve::transport::{Link, Transport};
+use veil_train::digits::Dataset;
 
 fn repository_file(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -57,38 +32,25 @@ fn bundled_plan() -> Plan {
         .expect("the bundled digits model")
 }
 
-fn listener() -> (TcpListener, String) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    (listener, address)
+fn bundled_cnn() -> Plan {
+    Plan::load(&repository_file("models/digits-cnn/digits-cnn.plan"))
+        .expect("the bundled digits CNN")
 }
 
-struct Deployment {
-    client: Transport,
-    /// The server's transport, for tests that pose as the server with its certificate.
-    server_transport: Transport,
-    dealer: JoinHandle<anyhow::Result<DealerSummary>>,
-    server: JoinHandle<anyhow::Result<ServerSummary>>,
-    dealer_address: String,
-    server_address: String,
+/// The digits test split (20 %, seed 0), as training and the demo use it.
+fn digits_test_set() -> Dataset {
+    let data = veil_train::digits::load(&repository_file("data/digits/digits.csv.gz")).unwrap();
+    veil_train::digits::split(&data, 0.2, 0).1
 }
 
-impl Deployment {
-    /// A client of this deployment.
-    fn connect_client(&self, plan: &Plan, options: ClientOptions) -> anyhow::Result<Client> {
-        Client::connect_with(
-            plan.public.clone(),
-            &self.server_address,
-            &self.dealer_address,
-            options,
-            &self.client,
-        )
-    }
-}
+/// The mask epoch of the tests' servers.
+const EPOCH: u64 = 7;
 
 /// A small pool, so tests do not spend their time pre-generating.
 const TEST_POOL_BYTES: u64 = 8 << 20;
 
+/// A deployment of `plan` whose server serves `server_clients` client sessions and whose
+/// dealer serves `dealer_clients`, with a small pool.
 fn deploy(plan: &Plan, server_clients: usize, dealer_clients: usize) -> Deployment {
     let options = DealerOptions {
         max_clients: Some(dealer_clients),
@@ -101,47 +63,37 @@ fn deploy(plan: &Plan, server_clients: usize, dealer_clients: usize) -> Deployme
     deploy_with(plan, server_clients, options)
 }
 
-fn deploy_with(plan: &Plan, server_clients: usize, options: DealerOptions) -> Deployment {
-    let (dealer_listener, dealer_address) = listener();
-    let (server_listener, server_address) = listener();
-    let public = plan.public.clone();
-    let (dealer_transport, server_transport, client) = transports();
-    let dealer = std::thread::spawn(move || {
-        run_dealer(dealer_listener, public, &options, &dealer_transport)
-    });
-    let state = ServerState::new(plan.clone(), 7).unwrap();
-    let address = dealer_address.clone();
-    let server_side = server_transport.clone();
-    let server = std::thread::spawn(move || {
-        run_server(
-            server_listener,
-            &address,
-            state,
-            Some(server_clients),
-            &server_side,
-        )
-    });
-    Deployment {
-        client,
-        server_transport,
+fn deploy_with(plan: &Plan, server_clients: usize, dealer: DealerOptions) -> Deployment {
+    let options = DeploymentOptions {
         dealer,
-        server,
-        dealer_address,
-        server_address,
-    }
+        server_clients: Some(server_clients),
+        epoch: Some(EPOCH),
+        ..DeploymentOptions::default()
+    };
+    Deployment::start(plan, options).unwrap()
+}
+
+/// A client with default options at batch 1.
+fn connect(deployment: &Deployment, plan: &Plan) -> Client {
+    deployment
+        .connect_client(plan.public.clone(), ClientOptions::default())
+        .unwrap()
 }
 
 /// A client that speaks the wire protocol by hand, to misbehave at chosen points.
 struct RawClient {
-    server: veil_serve::transport::Link,
-    dealer: veil_serve::transport::Link,
+    server: Link,
+    dealer: Link,
 }
 
 impl RawClient {
     /// Set-up with the server (handshake, D) and a handshake with the dealer at batch 1
     /// without prefetching.
-    fn connect(plan: &Plan, transport: &Transport, server: &str, dealer: &str) -> Self {
-        let mut server = transport.connect(server, Role::Server).unwrap();
+    fn connect(plan: &Plan, deployment: &Deployment) -> Self {
+        let transport = deployment.client_transport();
+        let mut server = transport
+            .connect(deployment.server_address(), Role::Server)
+            .unwrap();
         let hello = Hello {
             role: Role::Client,
             plan_hash: plan.public.hash_hex().unwrap(),
@@ -150,11 +102,15 @@ impl RawClient {
         };
         let server_hello = handshake(&mut server, &hello, Role::Server).unwrap();
         let _masked_weights = server.recv().unwrap();
-        let mut dealer = transport.connect(dealer, Role::Dealer).unwrap();
-        let mut extension = 1u64.to_le_bytes().to_vec();
-        extension.extend_from_slice(&0u64.to_le_bytes());
+        let mut dealer = transport
+            .connect(deployment.dealer_address(), Role::Dealer)
+            .unwrap();
+        let extension = ClientExtension {
+            batch: 1,
+            prefetch: 0,
+        };
         let hello = Hello {
-            extension,
+            extension: extension.encode(),
             epoch: server_hello.epoch,
             ..hello
         };
@@ -164,19 +120,22 @@ impl RawClient {
 
     /// Asks the dealer for a query session: its header, items not yet read.
     fn session(&mut self) -> veil_mpc::PartyMaterial {
-        self.dealer.send(&[]).unwrap();
-        let answer = self.dealer.recv().unwrap();
-        assert_eq!(answer[0], 0, "the dealer answers that a session follows");
+        self.dealer.send(&SessionRequest.encode()).unwrap();
+        let answer = SessionAnswer::decode(&self.dealer.recv().unwrap()).unwrap();
+        assert!(
+            matches!(answer, SessionAnswer::Follows { .. }),
+            "the dealer answers that a session follows"
+        );
         veil_mpc::PartyMaterial::decode(&self.dealer.recv().unwrap()).unwrap()
     }
 
     /// Names a session to the server, as a query's start.
     fn start(&mut self, session_id: u128) {
-        // A query start: kind 0, session id, batch.
-        let mut start = vec![0u8];
-        start.extend_from_slice(&session_id.to_le_bytes());
-        start.extend_from_slice(&1u64.to_le_bytes());
-        self.server.send(&start).unwrap();
+        let start = ClientMessage::QueryStart {
+            session_id,
+            batch: 1,
+        };
+        self.server.send(&start.encode()).unwrap();
     }
 }
 
@@ -185,31 +144,26 @@ fn claim(
     deployment: &Deployment,
     plan: &Plan,
     session_id: u128,
-) -> anyhow::Result<veil_mpc::PartyMaterial> {
+) -> veil_serve::Result<veil_mpc::PartyMaterial> {
     let mut dealer = deployment
-        .server_transport
-        .connect(&deployment.dealer_address, Role::Dealer)?;
-    let mut extension = vec![2u8];
-    extension.extend_from_slice(&session_id.to_le_bytes());
+        .server_transport()
+        .connect(deployment.dealer_address(), Role::Dealer)?;
     let hello = Hello {
         role: Role::Server,
         plan_hash: plan.public.hash_hex()?,
-        epoch: 7,
-        extension,
+        epoch: EPOCH,
+        extension: ServerExtension::Claim { session_id }.encode(),
     };
     handshake(&mut dealer, &hello, Role::Dealer)?;
-    veil_serve::roles::receive_material(&mut dealer)
+    receive_material(&mut dealer)
 }
 
 #[test]
 fn digits_model_agrees_with_plaintext_and_the_dealer_receives_nothing() {
     let plan = bundled_plan();
-    let data = veil_train::digits::load(&repository_file("data/digits/digits.csv.gz")).unwrap();
-    let (_, test) = veil_train::digits::split(&data, 0.2, 0);
+    let test = digits_test_set();
     let deployment = deploy(&plan, 1, 1);
-    let mut client = deployment
-        .connect_client(&plan, ClientOptions::default())
-        .unwrap();
+    let mut client = connect(&deployment, &plan);
     let mut agree = 0;
     for index in 0..test.len() {
         let plain = run_plain(&plan, test.sample(index), 1).unwrap();
@@ -217,8 +171,7 @@ fn digits_model_agrees_with_plaintext_and_the_dealer_receives_nothing() {
         agree += usize::from(argmax_rows(&plain, 10) == argmax_rows(&secure, 10));
     }
     drop(client);
-    let dealer = deployment.dealer.join().unwrap().unwrap();
-    let server = deployment.server.join().unwrap().unwrap();
+    let (dealer, server) = deployment.finish().unwrap();
     let agreement = agree as f64 / test.len() as f64;
     assert!(agreement >= 0.995, "agreement {agreement}");
     assert_eq!(dealer.queries, test.len() as u64);
@@ -229,18 +182,14 @@ fn digits_model_agrees_with_plaintext_and_the_dealer_receives_nothing() {
 
 #[test]
 fn digits_cnn_labels_agree_with_plaintext() {
-    let plan = Plan::load(&repository_file("models/digits-cnn/digits-cnn.plan"))
-        .expect("the bundled digits CNN");
+    let plan = bundled_cnn();
     assert!(matches!(
         plan.public.output_policy,
         veil_model::plan::OutputPolicy::Label { .. }
     ));
-    let data = veil_train::digits::load(&repository_file("data/digits/digits.csv.gz")).unwrap();
-    let (_, test) = veil_train::digits::split(&data, 0.2, 0);
+    let test = digits_test_set();
     let deployment = deploy(&plan, 1, 1);
-    let mut client = deployment
-        .connect_client(&plan, ClientOptions::default())
-        .unwrap();
+    let mut client = connect(&deployment, &plan);
     let mut agree = 0;
     for index in 0..test.len() {
         let plain = run_plain(&plan, test.sample(index), 1).unwrap();
@@ -250,8 +199,7 @@ fn digits_cnn_labels_agree_with_plaintext() {
         agree += usize::from(argmax_rows(&plain, 10)[0] == secure[0] as usize);
     }
     drop(client);
-    deployment.dealer.join().unwrap().unwrap();
-    let server = deployment.server.join().unwrap().unwrap();
+    let (_, server) = deployment.finish().unwrap();
     assert_eq!(server.failed_sessions, 0);
     let agreement = agree as f64 / test.len() as f64;
     assert!(agreement >= 0.995, "agreement {agreement}");
@@ -266,15 +214,10 @@ fn a_client_that_vanishes_mid_query_ends_only_its_session() {
     // First client: gets its material, starts the query, sends half of the first
     // layer's message, and disappears.
     {
-        let mut raw = RawClient::connect(
-            &plan,
-            &deployment.client,
-            &deployment.server_address,
-            &deployment.dealer_address,
-        );
+        let mut raw = RawClient::connect(&plan, &deployment);
         let mut material = raw.session();
         raw.start(material.session_id());
-        veil_serve::roles::receive_items(&mut raw.dealer, &mut material).unwrap();
+        receive_items(&mut raw.dealer, &mut material).unwrap();
         assert!(raw.server.recv().unwrap().is_empty());
         raw.server.send(&[0u8; 100]).unwrap();
     }
@@ -282,27 +225,19 @@ fn a_client_that_vanishes_mid_query_ends_only_its_session() {
     let mut other = plan.public.clone();
     other.name = "another-model".into();
     assert!(
-        Client::connect(
-            other,
-            &deployment.server_address,
-            &deployment.dealer_address,
-            1,
-            &deployment.client
-        )
-        .is_err()
+        deployment
+            .connect_client(other, ClientOptions::default())
+            .is_err()
     );
     // Third client: served normally, with the right answer.
-    let mut client = deployment
-        .connect_client(&plan, ClientOptions::default())
-        .unwrap();
+    let mut client = connect(&deployment, &plan);
     let secure = client.query(&input).unwrap().output;
     let plain = run_plain(&plan, &input, 1).unwrap();
     assert_eq!(argmax_rows(&secure, 10), argmax_rows(&plain, 10));
     drop(client);
-    let server = deployment.server.join().unwrap().unwrap();
+    let (_, server) = deployment.finish().unwrap();
     assert_eq!(server.queries, 1);
     assert_eq!(server.failed_sessions, 2);
-    deployment.dealer.join().unwrap().unwrap();
 }
 
 #[test]
@@ -336,62 +271,50 @@ fn a_truncated_or_corrupted_plan_is_a_clear_error() {
 #[test]
 fn certificates_bind_roles_and_deployments() {
     let plan = bundled_plan();
-    let (dealer_listener, dealer_address) = listener();
-    let (server_listener, server_address) = listener();
-    let (dealer_transport, server_transport, client_transport) = transports();
-    let public = plan.public.clone();
-    let dealer = std::thread::spawn(move || {
-        let options = DealerOptions {
-            max_clients: Some(1),
-            ..DealerOptions::default()
-        };
-        run_dealer(dealer_listener, public, &options, &dealer_transport)
-    });
+    let mut deployment = Deployment::bind(Transports::tls(TcpOptions::default()).unwrap()).unwrap();
+    let options = DealerOptions {
+        max_clients: Some(1),
+        ..DealerOptions::default()
+    };
+    deployment
+        .start_dealer(plan.public.clone(), options)
+        .unwrap();
     // A client connects to the dealer before the server does, as if it were the server.
-    let impostor = client_transport.connect(&dealer_address, Role::Dealer);
+    let impostor = deployment
+        .client_transport()
+        .connect(deployment.dealer_address(), Role::Dealer);
     if let Ok(mut link) = impostor {
-        let hello = veil_serve::handshake::Hello {
+        let hello = Hello {
             role: Role::Server,
             plan_hash: plan.public.hash_hex().unwrap(),
-            epoch: 7,
+            epoch: EPOCH,
             extension: vec![0; 16],
         };
-        assert!(veil_serve::handshake::handshake(&mut link, &hello, Role::Dealer).is_err());
+        assert!(handshake(&mut link, &hello, Role::Dealer).is_err());
     }
-    let state = ServerState::new(plan.clone(), 7).unwrap();
-    let address = dealer_address.clone();
-    let server = std::thread::spawn(move || {
-        run_server(server_listener, &address, state, Some(2), &server_transport)
-    });
+    let state = ServerState::new(plan.clone(), EPOCH).unwrap();
+    deployment.start_server(state, Some(2)).unwrap();
     // A client of another deployment is refused by the server.
-    let (_, _, stranger) = transports();
+    let stranger = Transports::tls(TcpOptions::default()).unwrap().client;
     assert!(
         Client::connect(
             plan.public.clone(),
-            &server_address,
-            &dealer_address,
+            deployment.server_address(),
+            deployment.dealer_address(),
             1,
             &stranger
         )
         .is_err()
     );
     // The real client is served.
-    let mut client = Client::connect(
-        plan.public.clone(),
-        &server_address,
-        &dealer_address,
-        1,
-        &client_transport,
-    )
-    .unwrap();
+    let mut client = connect(&deployment, &plan);
     let input = vec![0.25f32; 64];
     let secure = client.query(&input).unwrap().output;
     let plain = run_plain(&plan, &input, 1).unwrap();
     assert_eq!(argmax_rows(&secure, 10), argmax_rows(&plain, 10));
     drop(client);
-    let server = server.join().unwrap().unwrap();
+    let (dealer, server) = deployment.finish().unwrap();
     assert_eq!((server.queries, server.failed_sessions), (1, 1));
-    let dealer = dealer.join().unwrap().unwrap();
     assert_eq!(dealer.payload_bytes_received_after_handshake, 0);
 }
 
@@ -399,48 +322,40 @@ fn certificates_bind_roles_and_deployments() {
 /// executor's and no session fails.
 #[test]
 fn eight_concurrent_clients_are_all_served_correctly() {
-    let plan = Plan::load(&repository_file("models/digits-cnn/digits-cnn.plan")).unwrap();
-    let data = veil_train::digits::load(&repository_file("data/digits/digits.csv.gz")).unwrap();
-    let (_, test) = veil_train::digits::split(&data, 0.2, 0);
+    let plan = bundled_cnn();
+    let test = digits_test_set();
     let clients = 8;
     let queries = 25;
     let deployment = deploy(&plan, clients, clients);
     let started = std::time::Instant::now();
-    let workers: Vec<_> = (0..clients)
-        .map(|worker| {
-            let plan = plan.clone();
-            let transport = deployment.client.clone();
-            let (server, dealer) = (
-                deployment.server_address.clone(),
-                deployment.dealer_address.clone(),
-            );
-            let samples: Vec<Vec<f32>> = (0..queries)
-                .map(|q| test.sample((worker * queries + q) % test.len()).to_vec())
-                .collect();
-            std::thread::spawn(move || {
-                let mut client =
-                    Client::connect(plan.public.clone(), &server, &dealer, 1, &transport).unwrap();
-                let mut latencies = Vec::new();
-                for sample in &samples {
-                    let begin = std::time::Instant::now();
-                    let label = client.query(sample).unwrap().output[0] as usize;
-                    latencies.push(begin.elapsed().as_secs_f64());
-                    assert_eq!(
-                        label,
-                        argmax_rows(&run_plain(&plan, sample, 1).unwrap(), 10)[0]
-                    );
-                }
-                latencies
+    let mut latencies: Vec<f64> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..clients)
+            .map(|worker| {
+                let (plan, test, deployment) = (&plan, &test, &deployment);
+                scope.spawn(move || {
+                    let mut client = connect(deployment, plan);
+                    let mut latencies = Vec::new();
+                    for q in 0..queries {
+                        let sample = test.sample((worker * queries + q) % test.len());
+                        let begin = std::time::Instant::now();
+                        let label = client.query(sample).unwrap().output[0] as usize;
+                        latencies.push(begin.elapsed().as_secs_f64());
+                        assert_eq!(
+                            label,
+                            argmax_rows(&run_plain(plan, sample, 1).unwrap(), 10)[0]
+                        );
+                    }
+                    latencies
+                })
             })
-        })
-        .collect();
-    let mut latencies: Vec<f64> = workers
-        .into_iter()
-        .flat_map(|worker| worker.join().unwrap())
-        .collect();
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().unwrap())
+            .collect()
+    });
     let elapsed = started.elapsed().as_secs_f64();
-    let server = deployment.server.join().unwrap().unwrap();
-    let dealer = deployment.dealer.join().unwrap().unwrap();
+    let (dealer, server) = deployment.finish().unwrap();
     assert_eq!(server.queries, (clients * queries) as u64);
     assert_eq!(server.failed_sessions, 0);
     assert_eq!(dealer.payload_bytes_received_after_handshake, 0);
@@ -463,39 +378,35 @@ fn claims_are_role_bound_and_epochs_checked() {
     let deployment = deploy(&plan, 1, 2);
     let hash = plan.public.hash_hex().unwrap();
     // The honest client connects first: the server has registered with the dealer by then.
-    let mut client = deployment
-        .connect_client(&plan, ClientOptions::default())
-        .unwrap();
+    let mut client = connect(&deployment, &plan);
     // A client whose handshake names a stale epoch is refused by the dealer.
     let mut stale = deployment
-        .client
-        .connect(&deployment.dealer_address, Role::Dealer)
+        .client_transport()
+        .connect(deployment.dealer_address(), Role::Dealer)
         .unwrap();
-    let hello = veil_serve::handshake::Hello {
+    let hello = Hello {
         role: Role::Client,
         plan_hash: hash.clone(),
-        epoch: 6,
+        epoch: EPOCH - 1,
         extension: 1u64.to_le_bytes().to_vec(),
     };
-    veil_serve::handshake::handshake(&mut stale, &hello, Role::Dealer).unwrap();
+    handshake(&mut stale, &hello, Role::Dealer).unwrap();
     assert!(
         stale.recv().is_err(),
         "the dealer must close a stale-epoch session"
     );
     // A client certificate cannot claim a server half, whatever its handshake says.
-    let mut claim = vec![2u8];
-    claim.extend_from_slice(&42u128.to_le_bytes());
     let mut poser = deployment
-        .client
-        .connect(&deployment.dealer_address, Role::Dealer)
+        .client_transport()
+        .connect(deployment.dealer_address(), Role::Dealer)
         .unwrap();
-    let hello = veil_serve::handshake::Hello {
+    let hello = Hello {
         role: Role::Server,
         plan_hash: hash.clone(),
-        epoch: 7,
-        extension: claim.clone(),
+        epoch: EPOCH,
+        extension: ServerExtension::Claim { session_id: 42 }.encode(),
     };
-    let _ = veil_serve::handshake::handshake(&mut poser, &hello, Role::Dealer);
+    let _ = handshake(&mut poser, &hello, Role::Dealer);
     assert!(poser.recv().is_err());
     let input = vec![0.5f32; 64];
     let secure = client.query(&input).unwrap().output;
@@ -504,9 +415,8 @@ fn claims_are_role_bound_and_epochs_checked() {
         argmax_rows(&run_plain(&plan, &input, 1).unwrap(), 10)
     );
     drop(client);
-    let server = deployment.server.join().unwrap().unwrap();
+    let (dealer, server) = deployment.finish().unwrap();
     assert_eq!((server.queries, server.failed_sessions), (1, 0));
-    let dealer = deployment.dealer.join().unwrap().unwrap();
     assert_eq!(dealer.queries, 1);
 }
 
@@ -521,9 +431,11 @@ fn prefetched_queries_are_warm_and_unused_halves_are_burnt() {
         prefetch_queries: 3,
         ..ClientOptions::default()
     };
-    let mut client = deployment.connect_client(&plan, options).unwrap();
+    let mut client = deployment
+        .connect_client(plan.public.clone(), options)
+        .unwrap();
     assert_eq!(client.prefetched(), 3);
-    let data = veil_train::digits::load(&repository_file("data/digits/digits.csv.gz")).unwrap();
+    let data = digits_test_set();
     for index in 0..5 {
         let sample = data.sample(index);
         let report = client.query(sample).unwrap();
@@ -535,9 +447,8 @@ fn prefetched_queries_are_warm_and_unused_halves_are_burnt() {
         assert_eq!(client.prefetched(), 3);
     }
     drop(client);
-    let server = deployment.server.join().unwrap().unwrap();
+    let (dealer, server) = deployment.finish().unwrap();
     assert_eq!((server.queries, server.failed_sessions), (5, 0));
-    let dealer = deployment.dealer.join().unwrap().unwrap();
     assert_eq!(
         dealer.queries, 8,
         "five used and three held when the client left"
@@ -564,7 +475,9 @@ fn prefetching_stays_within_the_client_byte_budget() {
         prefetch_bytes: 60_000,
         expected_queries: None,
     };
-    let mut client = deployment.connect_client(&plan, options).unwrap();
+    let mut client = deployment
+        .connect_client(plan.public.clone(), options)
+        .unwrap();
     let held = client.prefetched();
     let report = client.query(&[0.25f32; 64]).unwrap();
     assert!(report.warm);
@@ -573,8 +486,7 @@ fn prefetching_stays_within_the_client_byte_budget() {
     assert_eq!(held as u64, 60_000 / half, "halves of {half} bytes");
     assert_eq!(client.prefetched(), held);
     drop(client);
-    deployment.server.join().unwrap().unwrap();
-    deployment.dealer.join().unwrap().unwrap();
+    deployment.finish().unwrap();
 }
 
 /// Each half goes once, to its own role: a second claim of a server half is refused, a
@@ -584,14 +496,9 @@ fn prefetching_stays_within_the_client_byte_budget() {
 fn a_half_is_delivered_once_and_only_to_its_role() {
     let plan = bundled_plan();
     let deployment = deploy(&plan, 2, 2);
-    let mut raw = RawClient::connect(
-        &plan,
-        &deployment.client,
-        &deployment.server_address,
-        &deployment.dealer_address,
-    );
+    let mut raw = RawClient::connect(&plan, &deployment);
     let mut material = raw.session();
-    veil_serve::roles::receive_items(&mut raw.dealer, &mut material).unwrap();
+    receive_items(&mut raw.dealer, &mut material).unwrap();
     let session = material.session_id();
     // The first claim (with the server's certificate) gets the server half ...
     let server_half = claim(&deployment, &plan, session).unwrap();
@@ -602,19 +509,21 @@ fn a_half_is_delivered_once_and_only_to_its_role() {
     assert!(!format!("{error:#}").is_empty());
     // A server certificate asking for a client session (a client half) is refused.
     let mut poser = deployment
-        .server_transport
-        .connect(&deployment.dealer_address, Role::Dealer)
+        .server_transport()
+        .connect(deployment.dealer_address(), Role::Dealer)
         .unwrap();
-    let mut extension = 1u64.to_le_bytes().to_vec();
-    extension.extend_from_slice(&0u64.to_le_bytes());
+    let extension = ClientExtension {
+        batch: 1,
+        prefetch: 0,
+    };
     let hello = Hello {
         role: Role::Client,
         plan_hash: plan.public.hash_hex().unwrap(),
-        epoch: 7,
-        extension,
+        epoch: EPOCH,
+        extension: extension.encode(),
     };
     let _ = handshake(&mut poser, &hello, Role::Dealer);
-    let _ = poser.send(&[]);
+    let _ = poser.send(&SessionRequest.encode());
     assert!(
         poser.recv().is_err(),
         "a server must not receive a client half"
@@ -625,9 +534,7 @@ fn a_half_is_delivered_once_and_only_to_its_role() {
     assert!(raw.server.recv().is_err());
     drop(raw);
     // ... and keeps serving the next client.
-    let mut client = deployment
-        .connect_client(&plan, ClientOptions::default())
-        .unwrap();
+    let mut client = connect(&deployment, &plan);
     let input = vec![0.75f32; 64];
     let secure = client.query(&input).unwrap().output;
     assert_eq!(
@@ -635,9 +542,8 @@ fn a_half_is_delivered_once_and_only_to_its_role() {
         argmax_rows(&run_plain(&plan, &input, 1).unwrap(), 10)
     );
     drop(client);
-    let server = deployment.server.join().unwrap().unwrap();
+    let (_, server) = deployment.finish().unwrap();
     assert_eq!((server.queries, server.failed_sessions), (1, 1));
-    deployment.dealer.join().unwrap().unwrap();
 }
 
 /// What the stand-in dealer does to its client.
@@ -650,48 +556,46 @@ enum DealerFault {
 }
 
 /// A dealer that accepts the server's registration and then one client per fault,
-/// misbehaving as told, then goes away entirely.
+/// misbehaving as told, then goes away entirely (run as the deployment's dealer).
 fn faulty_dealer(
     listener: TcpListener,
     transport: Transport,
     plan_hash: String,
     faults: Vec<DealerFault>,
-) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut ours = Hello {
-            role: Role::Dealer,
-            plan_hash,
-            epoch: 0,
-            extension: vec![],
-        };
-        let mut registration = transport.accept(&listener, Role::Server).unwrap();
-        ours.epoch = handshake(&mut registration, &ours, Role::Server)
-            .unwrap()
-            .epoch;
-        // Each client on a thread of its own, so one that stalls does not hold up the next.
-        let mut sessions = Vec::new();
-        for fault in faults {
-            let mut client = transport.accept(&listener, Role::Client).unwrap();
-            let ours = ours.clone();
-            sessions.push(std::thread::spawn(move || {
-                handshake(&mut client, &ours, Role::Client).unwrap();
-                assert!(client.recv().unwrap().is_empty());
-                match fault {
-                    DealerFault::FallsBehind => {
-                        std::thread::sleep(std::time::Duration::from_secs(3));
-                    }
-                    DealerFault::Vanishes => {
-                        let mut answer = vec![0u8];
-                        answer.extend_from_slice(&120u64.to_le_bytes());
-                        client.send(&answer).unwrap();
-                    }
+) -> veil_serve::Result<DealerSummary> {
+    let mut ours = Hello {
+        role: Role::Dealer,
+        plan_hash,
+        epoch: 0,
+        extension: vec![],
+    };
+    let mut registration = transport.accept(&listener, Role::Server)?;
+    ours.epoch = handshake(&mut registration, &ours, Role::Server)?.epoch;
+    // Each client on a thread of its own, so one that stalls does not hold up the next.
+    let mut sessions = Vec::new();
+    for fault in faults {
+        let mut client = transport.accept(&listener, Role::Client)?;
+        let ours = ours.clone();
+        sessions.push(std::thread::spawn(move || {
+            handshake(&mut client, &ours, Role::Client).unwrap();
+            SessionRequest::decode(&client.recv().unwrap(), Role::Client).unwrap();
+            match fault {
+                DealerFault::FallsBehind => {
+                    std::thread::sleep(std::time::Duration::from_secs(3));
                 }
-            }));
-        }
-        for session in sessions {
-            session.join().unwrap();
-        }
-    })
+                DealerFault::Vanishes => {
+                    let answer = SessionAnswer::Follows {
+                        claimable: std::time::Duration::from_secs(120),
+                    };
+                    client.send(&answer.encode()).unwrap();
+                }
+            }
+        }));
+    }
+    for session in sessions {
+        session.join().unwrap();
+    }
+    Ok(DealerSummary::default())
 }
 
 /// A dealer that falls behind or disconnects ends the client's query with an error
@@ -700,42 +604,34 @@ fn faulty_dealer(
 #[test]
 fn a_dealer_that_falls_behind_or_vanishes_is_a_clear_error() {
     let plan = bundled_plan();
-    let (dealer_listener, dealer_address) = listener();
-    let (server_listener, server_address) = listener();
     let short = TcpOptions {
         read_timeout: std::time::Duration::from_secs(1),
         ..TcpOptions::default()
     };
-    let (dealer_transport, server_transport, client_transport) = transports_with(short);
-    let dealer = faulty_dealer(
-        dealer_listener,
-        dealer_transport,
-        plan.public.hash_hex().unwrap(),
-        vec![DealerFault::FallsBehind, DealerFault::Vanishes],
-    );
-    let state = ServerState::new(plan.clone(), 7).unwrap();
-    let address = dealer_address.clone();
-    let server = std::thread::spawn(move || {
-        run_server(server_listener, &address, state, Some(3), &server_transport)
-    });
+    let mut transports = Transports::tls(TcpOptions::default()).unwrap();
+    transports.client = transports.client.with_options(short);
+    let mut deployment = Deployment::bind(transports).unwrap();
+    let plan_hash = plan.public.hash_hex().unwrap();
+    let faults = vec![DealerFault::FallsBehind, DealerFault::Vanishes];
+    deployment
+        .start_dealer_with(move |listener, transport| {
+            faulty_dealer(listener, transport, plan_hash, faults)
+        })
+        .unwrap();
+    let state = ServerState::new(plan.clone(), EPOCH).unwrap();
+    deployment.start_server(state, Some(3)).unwrap();
     let input = vec![0.5f32; 64];
     for expected in ["within 1 s", "closed"] {
-        let mut client = Client::connect(
-            plan.public.clone(),
-            &server_address,
-            &dealer_address,
-            1,
-            &client_transport,
-        )
-        .unwrap();
+        let mut client = connect(&deployment, &plan);
         let error = format!("{:#}", client.query(&input).unwrap_err());
         assert!(error.contains("dealer"), "{error}");
         assert!(error.contains(expected), "{error}");
     }
-    dealer.join().unwrap();
+    deployment.join_dealer().unwrap();
     // The dealer is gone: naming a session to the server fails that session's claim.
-    let mut link = client_transport
-        .connect(&server_address, Role::Server)
+    let mut link = deployment
+        .client_transport()
+        .connect(deployment.server_address(), Role::Server)
         .unwrap();
     let hello = Hello {
         role: Role::Client,
@@ -745,15 +641,16 @@ fn a_dealer_that_falls_behind_or_vanishes_is_a_clear_error() {
     };
     handshake(&mut link, &hello, Role::Server).unwrap();
     let _masked_weights = link.recv().unwrap();
-    let mut start = vec![0u8];
-    start.extend_from_slice(&42u128.to_le_bytes());
-    start.extend_from_slice(&1u64.to_le_bytes());
-    link.send(&start).unwrap();
+    let start = ClientMessage::QueryStart {
+        session_id: 42,
+        batch: 1,
+    };
+    link.send(&start.encode()).unwrap();
     assert!(
         link.recv().is_err(),
         "the server ends the session it cannot claim for"
     );
-    let summary = server.join().unwrap().unwrap();
+    let (_, summary) = deployment.finish().unwrap();
     assert_eq!((summary.queries, summary.failed_sessions), (0, 1));
 }
 
@@ -771,9 +668,7 @@ fn without_a_pool_material_streams_and_prefetching_is_refused() {
         ..DealerOptions::default()
     };
     let deployment = deploy_with(&plan, 2, options);
-    let mut client = deployment
-        .connect_client(&plan, ClientOptions::default())
-        .unwrap();
+    let mut client = connect(&deployment, &plan);
     for value in [-1.0f32, 2.0] {
         let input = vec![value; 64];
         let report = client.query(&input).unwrap();
@@ -789,14 +684,13 @@ fn without_a_pool_material_streams_and_prefetching_is_refused() {
         ..ClientOptions::default()
     };
     let error = deployment
-        .connect_client(&plan, prefetching)
+        .connect_client(plan.public.clone(), prefetching)
         .err()
         .expect("prefetching needs a pool");
     let error = format!("{error:#}");
     assert!(error.contains("pool_bytes"), "{error}");
-    let server = deployment.server.join().unwrap().unwrap();
+    let (dealer, server) = deployment.finish().unwrap();
     assert_eq!(server.queries, 2);
-    let dealer = deployment.dealer.join().unwrap().unwrap();
     assert_eq!((dealer.pool.hits, dealer.pool.pregenerated), (0, 0));
 }
 
@@ -811,15 +705,16 @@ fn prefetching_stops_at_the_expected_queries() {
         expected_queries: Some(3),
         ..ClientOptions::default()
     };
-    let mut client = deployment.connect_client(&plan, options).unwrap();
+    let mut client = deployment
+        .connect_client(plan.public.clone(), options)
+        .unwrap();
     assert_eq!(client.prefetched(), 3);
     for remaining in [2, 1, 0] {
         assert!(client.query(&[0.1f32; 64]).unwrap().warm);
         assert_eq!(client.prefetched(), remaining);
     }
     drop(client);
-    let server = deployment.server.join().unwrap().unwrap();
+    let (dealer, server) = deployment.finish().unwrap();
     assert_eq!((server.queries, server.unused_halves), (3, 0));
-    let dealer = deployment.dealer.join().unwrap().unwrap();
     assert_eq!((dealer.queries, dealer.burnt_sessions), (3, 0));
 }

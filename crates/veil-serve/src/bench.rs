@@ -1,0 +1,277 @@
+//! `veil bench`: a model measured end to end with each role in its own process on
+//! loopback (DESIGN.md §7): random weights, a random input, one warm-up and the medians
+//! of the measured queries, checked against the plain executor.
+
+use std::path::Path;
+
+use serde::Serialize;
+use veil_model::Plan;
+use veil_model::plain::run_plain;
+use veil_model::zoo::GaussianSampler;
+use veil_net::{NetworkProfile, Role};
+
+use crate::processes::{
+    ClientReport, DealerReport, RoleProcess, ServerReport, WorkFolder, free_loopback_addresses,
+};
+use crate::{Error, Result};
+
+/// Headroom over the largest calibrated magnitude when choosing comparison bit-widths.
+pub const CALIBRATION_HEADROOM: f64 = 8.0;
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// `mlp` (784-128-128-10) or `cnn6`.
+    pub model: String,
+    /// Samples per query.
+    pub batch: usize,
+    /// The setting (only `dealer`).
+    pub setting: String,
+    /// The network profile: `local`, `lan` or `wan`.
+    pub profile: String,
+    /// Set comparison bit-widths by calibration on 16 other random inputs.
+    pub calibrated: bool,
+    /// Mutual TLS between the parties (local profile only).
+    pub tls: bool,
+    /// Measured queries after one warm-up.
+    pub repetitions: usize,
+    /// The dealer's pool in bytes (its default when `None`).
+    pub pool_bytes: Option<u64>,
+    /// Queries' halves the client holds ahead.
+    pub prefetch: usize,
+    /// Milliseconds between queries.
+    pub pause_ms: u64,
+}
+
+/// Preprocessing bytes per party per query.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct PerParty {
+    /// The client's.
+    pub client: usize,
+    /// The server's.
+    pub server: usize,
+}
+
+/// The figures of DESIGN.md §7 and a few more; the field names are the JSON keys.
+#[derive(Clone, Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct BenchReport {
+    pub model: String,
+    pub setting: String,
+    pub profile: String,
+    pub batch: usize,
+    pub calibrated: bool,
+    pub runs: usize,
+    pub online_s: f64,
+    pub online_bytes_per_party: u64,
+    pub online_bytes_total: u64,
+    pub online_bytes_client: u64,
+    pub online_bytes_server: u64,
+    pub rounds: u64,
+    pub setup_bytes: u64,
+    pub preprocessing_bytes_per_party: PerParty,
+    pub offline_s: f64,
+    pub latency_s: f64,
+    pub warm_queries: usize,
+    pub prefetch: usize,
+    pub pause_ms: u64,
+    pub pool_bytes: Option<u64>,
+    pub pool_hits: u64,
+    pub dealer_payload_bytes_received: u64,
+    pub peak_rss_bytes: Option<u64>,
+    pub tls: bool,
+    pub threads_compute: usize,
+    pub threads_io: usize,
+    pub rounds_times_rtt_s: f64,
+    pub kernel: &'static str,
+    pub max_abs_err: f64,
+}
+
+/// The benchmark's plan: random weights, seed 0, calibrated on request.
+fn bench_plan(options: &BenchOptions) -> Result<Plan> {
+    let mut plan = match options.model.as_str() {
+        "mlp" => veil_model::zoo::random_mlp("mlp", &[784, 128, 128, 10], 0)?,
+        "cnn6" => veil_model::zoo::random_cnn6(0)?,
+        other => {
+            return Err(Error::Unknown {
+                what: "bench model",
+                name: other.into(),
+                have: "mlp, cnn6",
+            });
+        }
+    };
+    if options.calibrated {
+        // Calibration inputs from the bench's input distribution, another seed.
+        let mut calibration = GaussianSampler::new(1);
+        let samples = calibration.normal_vec(plan.public.input_len() * 16, 1.0);
+        let per_sample = plan.public.input_len();
+        veil_model::plain::calibrate_comparison_bits(
+            &mut plan,
+            &samples,
+            samples.len() / per_sample,
+            CALIBRATION_HEADROOM,
+        )?;
+    }
+    Ok(plan)
+}
+
+/// Runs the benchmark with `executable` (the `veil` binary) as each role's process.
+pub fn run_bench(executable: &Path, options: &BenchOptions) -> Result<BenchReport> {
+    let BenchOptions {
+        batch,
+        tls,
+        repetitions,
+        pool_bytes,
+        prefetch,
+        pause_ms,
+        ..
+    } = *options;
+    if options.setting != "dealer" {
+        return Err(Error::NotAvailable {
+            what: "setting",
+            name: options.setting.clone(),
+            have: "dealer",
+        });
+    }
+    let profile = options.profile.as_str();
+    let network = NetworkProfile::from_name(profile).ok_or_else(|| Error::Unknown {
+        what: "network profile",
+        name: profile.into(),
+        have: "local, lan, wan",
+    })?;
+    let plan = bench_plan(options)?;
+    let work = WorkFolder::new("bench")?;
+    let (full, public) = plan.save(work.path())?;
+    let mut sampler = GaussianSampler::new(0);
+    let input = sampler.normal_vec(plan.public.input_len() * batch, 1.0);
+    let input_path = work.path().join("input.txt");
+    let text: Vec<String> = input.iter().map(f32::to_string).collect();
+    std::fs::write(&input_path, text.join(" "))
+        .map_err(Error::io(format!("writing {}", input_path.display())))?;
+    let (dealer_address, server_address) = free_loopback_addresses()?;
+    let link = if tls {
+        if network != NetworkProfile::Local {
+            return Err(Error::Unsupported(
+                "network profiles are simulated on plain TCP only; run --tls with --profile local",
+            ));
+        }
+        vec![
+            "--tls-dir".into(),
+            work.certificates()?.display().to_string(),
+        ]
+    } else {
+        vec!["--insecure-plain-tcp".to_string()]
+    };
+    let path = |path: &Path| path.display().to_string();
+    let arguments = |role_arguments: Vec<String>| {
+        let mut arguments = role_arguments;
+        arguments.push("--json".into());
+        arguments.extend(link.iter().cloned());
+        arguments
+    };
+    let spawn =
+        |role, role_arguments| RoleProcess::spawn(executable, role, &arguments(role_arguments));
+    let mut dealer_arguments = vec![
+        "--listen".into(),
+        dealer_address.clone(),
+        "--public-plan".into(),
+        path(&public),
+        "--max-clients".into(),
+        "1".into(),
+    ];
+    dealer_arguments.extend(pool_bytes.map(|bytes| format!("--pool-bytes={bytes}")));
+    let dealer = spawn(Role::Dealer, dealer_arguments)?;
+    let server = spawn(
+        Role::Server,
+        vec![
+            "--listen".into(),
+            server_address.clone(),
+            "--dealer".into(),
+            dealer_address.clone(),
+            "--plan".into(),
+            path(&full),
+            "--max-clients".into(),
+            "1".into(),
+            "--profile".into(),
+            profile.into(),
+        ],
+    )?;
+    let client = spawn(
+        Role::Client,
+        vec![
+            "--server".into(),
+            server_address,
+            "--dealer".into(),
+            dealer_address,
+            "--public-plan".into(),
+            path(&public),
+            "--input".into(),
+            path(&input_path),
+            "--batch".into(),
+            batch.to_string(),
+            "--repeat".into(),
+            (repetitions + 1).to_string(),
+            "--prefetch".into(),
+            prefetch.to_string(),
+            "--pause-ms".into(),
+            pause_ms.to_string(),
+            "--profile".into(),
+            profile.into(),
+        ],
+    )?;
+    let client: ClientReport = client.report()?;
+    let server: ServerReport = server.report()?;
+    let dealer: DealerReport = dealer.report()?;
+    drop(work);
+    let plain = run_plain(&plan, &input, batch)?;
+    let max_abs_err = plain.iter().zip(&client.output).fold(0f64, |m, (p, s)| {
+        m.max((f64::from(*p) - f64::from(*s)).abs())
+    });
+    let (client_sent, server_sent) = (client.client_sent_bytes, client.server_sent_bytes);
+    let peak_rss_bytes = [
+        client.peak_rss_bytes,
+        server.peak_rss_bytes,
+        dealer.peak_rss_bytes,
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    Ok(BenchReport {
+        model: options.model.clone(),
+        setting: options.setting.clone(),
+        profile: options.profile.clone(),
+        batch,
+        calibrated: options.calibrated,
+        runs: client.runs,
+        online_s: client.online_s,
+        online_bytes_per_party: client_sent.max(server_sent),
+        online_bytes_total: client_sent + server_sent,
+        online_bytes_client: client_sent,
+        online_bytes_server: server_sent,
+        rounds: client.rounds,
+        setup_bytes: client.setup_bytes,
+        preprocessing_bytes_per_party: PerParty {
+            client: client.client_material_bytes,
+            server: server.material_bytes,
+        },
+        offline_s: client.offline_s,
+        latency_s: client.latency_s,
+        warm_queries: client.warm_queries,
+        prefetch,
+        pause_ms,
+        pool_bytes,
+        pool_hits: dealer.pool_hits,
+        dealer_payload_bytes_received: dealer.payload_bytes_received_after_handshake,
+        peak_rss_bytes,
+        tls,
+        threads_compute: 1,
+        threads_io: if network == NetworkProfile::Local {
+            1
+        } else {
+            2
+        },
+        rounds_times_rtt_s: client.rounds as f64 * network.round_trip().as_secs_f64(),
+        kernel: veil_core::kernels::Kernel::detect().name(),
+        max_abs_err,
+    })
+}

@@ -1,0 +1,654 @@
+//! Every wire message of the service, each with one encoder and one decoder
+//! (DESIGN.md §6).
+//!
+//! | message | from → to | form |
+//! |---|---|---|
+//! | [`Hello`] | everyone, first frame of every connection | `VEIL`, version u32, setting u8, role u8, epoch u64, hash length u16, hash, extension |
+//! | [`ServerExtension`] | server → dealer, in its hello | `1` + weight seed (registers) or `2` + session id (claims a half) |
+//! | [`ClientExtension`] | client → dealer, in its hello | batch u64, prefetch depth u64 |
+//! | [`SessionRequest`] | client → dealer | empty: "the next query" |
+//! | [`SessionAnswer`] | dealer → client | `0` + claimable seconds u64 (a session follows) or `1` + reason (refused) |
+//! | [`MaskedWeights`] | server → client, once per client session | D = W + B, u64 words in plan order |
+//! | [`ClientMessage`] | client → server, between queries | `0` + session id + batch u64 (query start) or `1` + session id (claim ahead) |
+//! | [`Ready`] | server → client | empty: "my half is in place" |
+//! | material stream | dealer → each party | the half's header, then per item a header and its words in chunks ([`send_item`]), then an empty frame ([`MaterialStream`]) |
+//!
+//! Integers are little-endian; session ids are 16 bytes. Decoders check every length
+//! before reading, allocate only what the bytes in hand (or one bounded chunk) can fill,
+//! return [`crate::PeerMisbehaved`] naming the message and what was wrong, and never
+//! panic (each has a fuzz target, `fuzz/fuzz_targets/serve_*.rs`).
+
+use std::time::Duration;
+
+use veil_core::RingTensor;
+use veil_core::prg::{SEED_BYTES, Seed};
+use veil_model::PublicPlan;
+use veil_model::plan::ParameterKind;
+use veil_mpc::PartyMaterial;
+use veil_mpc::material::{MaterialItem, Tag};
+use veil_net::{Channel, Role};
+
+use crate::{Error, PeerMisbehaved, Result};
+
+/// The wire protocol version.
+pub const PROTOCOL_VERSION: u32 = 1;
+const MAGIC: &[u8; 4] = b"VEIL";
+/// The `dealer` setting's code.
+pub const SETTING_DEALER: u8 = 1;
+/// Bytes of a session id on the wire.
+const SESSION_ID_BYTES: usize = 16;
+/// The largest batch a query may ask for.
+pub const MAX_BATCH: usize = 1 << 16;
+/// The largest material a party accepts for one query (16 GiB).
+pub const MAX_MATERIAL_BYTES: u64 = 16 << 30;
+/// Material travels in frames of at most this many bytes, under the channel's frame cap.
+pub const MATERIAL_CHUNK_BYTES: usize = 64 << 20;
+
+fn session_id(bytes: &[u8]) -> Option<u128> {
+    let bytes: [u8; SESSION_ID_BYTES] = bytes.try_into().ok()?;
+    Some(u128::from_le_bytes(bytes))
+}
+
+fn u64_at(bytes: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = bytes.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
+}
+
+/// A batch size in range, from its wire form.
+fn batch(message: &'static str, value: u64) -> Result<usize> {
+    usize::try_from(value)
+        .ok()
+        .filter(|batch| (1..=MAX_BATCH).contains(batch))
+        .ok_or_else(|| {
+            PeerMisbehaved::OutOfRange {
+                message,
+                field: "batch size",
+                found: value,
+                range: "1..=65536",
+            }
+            .into()
+        })
+}
+
+fn expect_empty(message: &'static str, bytes: &[u8]) -> Result<()> {
+    if bytes.is_empty() {
+        Ok(())
+    } else {
+        Err(PeerMisbehaved::WrongLength {
+            message,
+            expected: "0 bytes",
+            found: bytes.len(),
+        }
+        .into())
+    }
+}
+
+/// What one side announces first on every connection. Its `Debug` leaves out the
+/// extension, which can hold the server's weight seed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// The sender's role.
+    pub role: Role,
+    /// The public-plan hash (hex).
+    pub plan_hash: String,
+    /// The mask epoch (0 when the sender does not know it yet).
+    pub epoch: u64,
+    /// Extra bytes for this pair of roles (a [`ServerExtension`] to the dealer, a
+    /// [`ClientExtension`] to the dealer); empty otherwise.
+    pub extension: Vec<u8>,
+}
+
+impl std::fmt::Debug for Hello {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Hello")
+            .field("role", &self.role)
+            .field("plan_hash", &self.plan_hash)
+            .field("epoch", &self.epoch)
+            .field(
+                "extension",
+                &format_args!("<{} bytes>", self.extension.len()),
+            )
+            .finish()
+    }
+}
+
+/// Bytes of a hello before its plan hash.
+const HELLO_FIXED_BYTES: usize = 20;
+
+impl Hello {
+    /// The wire form.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes =
+            Vec::with_capacity(HELLO_FIXED_BYTES + self.plan_hash.len() + self.extension.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+        bytes.push(SETTING_DEALER);
+        bytes.push(self.role.code());
+        bytes.extend_from_slice(&self.epoch.to_le_bytes());
+        bytes.extend_from_slice(&(self.plan_hash.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(self.plan_hash.as_bytes());
+        bytes.extend_from_slice(&self.extension);
+        bytes
+    }
+
+    /// Decodes a peer's hello, checking magic, version and setting.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        const MESSAGE: &str = "the handshake";
+        if bytes.len() < HELLO_FIXED_BYTES || &bytes[..4] != MAGIC {
+            return Err(PeerMisbehaved::NotVeil.into());
+        }
+        let version = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+        if version != PROTOCOL_VERSION {
+            return Err(PeerMisbehaved::ProtocolVersion { found: version }.into());
+        }
+        if bytes[8] != SETTING_DEALER {
+            return Err(PeerMisbehaved::Setting { found: bytes[8] }.into());
+        }
+        let role =
+            Role::from_code(bytes[9]).ok_or(PeerMisbehaved::UnknownRole { code: bytes[9] })?;
+        let epoch = u64_at(&bytes[10..18]).ok_or(PeerMisbehaved::Truncated { message: MESSAGE })?;
+        let hash_len = usize::from(u16::from_le_bytes([bytes[18], bytes[19]]));
+        let hash_end = HELLO_FIXED_BYTES + hash_len;
+        let hash = bytes
+            .get(HELLO_FIXED_BYTES..hash_end)
+            .ok_or(PeerMisbehaved::Truncated { message: MESSAGE })?;
+        let plan_hash = std::str::from_utf8(hash)
+            .map_err(|_| PeerMisbehaved::NotText {
+                message: MESSAGE,
+                field: "plan hash",
+            })?
+            .to_string();
+        Ok(Self {
+            role,
+            plan_hash,
+            epoch,
+            extension: bytes[hash_end..].to_vec(),
+        })
+    }
+}
+
+/// What a server's connection to the dealer is for: the extension of its [`Hello`].
+/// Its `Debug` leaves out the weight seed.
+#[derive(Clone)]
+pub enum ServerExtension {
+    /// The server registers, handing the dealer the weight seed (B's seed) of its epoch.
+    Register {
+        /// The seed the server and the dealer derive the weight mask B from (secret).
+        weight_seed: Seed,
+    },
+    /// The server claims its half of a query session.
+    Claim {
+        /// The session the client named.
+        session_id: u128,
+    },
+}
+
+impl std::fmt::Debug for ServerExtension {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerExtension::Register { .. } => formatter.write_str("Register { <seed> }"),
+            ServerExtension::Claim { session_id } => formatter
+                .debug_struct("Claim")
+                .field("session_id", session_id)
+                .finish(),
+        }
+    }
+}
+
+const SERVER_REGISTERS: u8 = 1;
+const SERVER_CLAIMS: u8 = 2;
+
+impl ServerExtension {
+    /// The wire form.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(1 + SEED_BYTES.max(SESSION_ID_BYTES));
+        match self {
+            ServerExtension::Register { weight_seed } => {
+                bytes.push(SERVER_REGISTERS);
+                bytes.extend_from_slice(&weight_seed.to_bytes());
+            }
+            ServerExtension::Claim { session_id } => {
+                bytes.push(SERVER_CLAIMS);
+                bytes.extend_from_slice(&session_id.to_le_bytes());
+            }
+        }
+        bytes
+    }
+
+    /// Decodes the extension of a server's hello.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        const MESSAGE: &str = "the server's handshake extension";
+        let wrong_length = |found| PeerMisbehaved::WrongLength {
+            message: MESSAGE,
+            expected: "17 bytes",
+            found,
+        };
+        match bytes.split_first() {
+            Some((&SERVER_REGISTERS, seed)) => {
+                let seed: [u8; SEED_BYTES] =
+                    seed.try_into().map_err(|_| wrong_length(bytes.len()))?;
+                Ok(ServerExtension::Register {
+                    weight_seed: Seed::from_bytes(seed),
+                })
+            }
+            Some((&SERVER_CLAIMS, id)) => Ok(ServerExtension::Claim {
+                session_id: session_id(id).ok_or(wrong_length(bytes.len()))?,
+            }),
+            Some((&kind, _)) => Err(PeerMisbehaved::UnknownKind {
+                message: MESSAGE,
+                kind,
+            }
+            .into()),
+            None => Err(wrong_length(0).into()),
+        }
+    }
+}
+
+/// What a client declares to the dealer: the extension of its [`Hello`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientExtension {
+    /// Samples per query (1..=65536).
+    pub batch: usize,
+    /// Queries' halves it holds ahead of time (0: none).
+    pub prefetch: u64,
+}
+
+impl ClientExtension {
+    /// The wire form.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(16);
+        bytes.extend_from_slice(&(self.batch as u64).to_le_bytes());
+        bytes.extend_from_slice(&self.prefetch.to_le_bytes());
+        bytes
+    }
+
+    /// Decodes the extension of a client's hello to the dealer.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        const MESSAGE: &str =
+            "the client's handshake extension (its batch size and prefetch depth)";
+        let (Some(batch_value), Some(prefetch)) = (
+            bytes.get(..8).and_then(u64_at),
+            bytes.get(8..).and_then(u64_at),
+        ) else {
+            return Err(PeerMisbehaved::WrongLength {
+                message: MESSAGE,
+                expected: "16 bytes",
+                found: bytes.len(),
+            }
+            .into());
+        };
+        Ok(Self {
+            batch: batch(MESSAGE, batch_value)?,
+            prefetch,
+        })
+    }
+}
+
+/// The client asks the dealer for its next query session: an empty frame (the only
+/// kind of frame the dealer receives after a handshake).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionRequest;
+
+impl SessionRequest {
+    /// The wire form: empty.
+    pub fn encode(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    /// Checks a frame the dealer received from `role` after its handshake.
+    pub fn decode(bytes: &[u8], role: Role) -> Result<Self> {
+        if bytes.is_empty() {
+            Ok(SessionRequest)
+        } else {
+            Err(PeerMisbehaved::PayloadAfterHandshake { role }.into())
+        }
+    }
+}
+
+/// The dealer's answer to a [`SessionRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionAnswer {
+    /// A session follows (its half's header, then its items); the server's half waits
+    /// this long for the server's claim.
+    Follows {
+        /// How long the server's half stays claimable.
+        claimable: Duration,
+    },
+    /// No session: the dealer says why (public text).
+    Refused {
+        /// The dealer's reason.
+        reason: String,
+    },
+}
+
+const SESSION_FOLLOWS: u8 = 0;
+const SESSION_REFUSED: u8 = 1;
+
+impl SessionAnswer {
+    /// The wire form (the claimable time in whole seconds).
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            SessionAnswer::Follows { claimable } => {
+                let mut bytes = Vec::with_capacity(9);
+                bytes.push(SESSION_FOLLOWS);
+                bytes.extend_from_slice(&claimable.as_secs().to_le_bytes());
+                bytes
+            }
+            SessionAnswer::Refused { reason } => {
+                let mut bytes = Vec::with_capacity(1 + reason.len());
+                bytes.push(SESSION_REFUSED);
+                bytes.extend_from_slice(reason.as_bytes());
+                bytes
+            }
+        }
+    }
+
+    /// Decodes the dealer's answer.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        const MESSAGE: &str = "the dealer's answer to a session request";
+        match bytes.split_first() {
+            Some((&SESSION_FOLLOWS, seconds)) => {
+                let seconds = u64_at(seconds).ok_or(PeerMisbehaved::WrongLength {
+                    message: MESSAGE,
+                    expected: "9 bytes",
+                    found: bytes.len(),
+                })?;
+                Ok(SessionAnswer::Follows {
+                    claimable: Duration::from_secs(seconds),
+                })
+            }
+            Some((&SESSION_REFUSED, reason)) => Ok(SessionAnswer::Refused {
+                reason: String::from_utf8_lossy(reason).into_owned(),
+            }),
+            Some((&kind, _)) => Err(PeerMisbehaved::UnknownKind {
+                message: MESSAGE,
+                kind,
+            }
+            .into()),
+            None => Err(PeerMisbehaved::WrongLength {
+                message: MESSAGE,
+                expected: "at least 1 byte",
+                found: 0,
+            }
+            .into()),
+        }
+    }
+}
+
+/// D = W + B, the masked weights the server sends a client once per client session:
+/// every weight tensor's words in plan order, without names (the plan gives names and
+/// shapes).
+pub struct MaskedWeights;
+
+impl MaskedWeights {
+    /// The weight parameters of a plan, in wire order: (name, shape, words).
+    fn layout(plan: &PublicPlan) -> impl Iterator<Item = (&String, &Vec<usize>, usize)> {
+        plan.parameters
+            .iter()
+            .filter(|info| info.kind == ParameterKind::Weight)
+            .map(|info| (&info.name, &info.shape, info.shape.iter().product()))
+    }
+
+    /// The wire form of `masked` (every weight of `plan`, by name).
+    pub fn encode(
+        plan: &PublicPlan,
+        masked: &std::collections::HashMap<String, RingTensor>,
+    ) -> Result<Vec<u8>> {
+        let words: usize = Self::layout(plan).map(|(_, _, words)| words).sum();
+        let mut bytes = Vec::with_capacity(8 * words);
+        for (name, _, _) in Self::layout(plan) {
+            let tensor = masked.get(name).ok_or(Error::Unreachable(
+                "a weight of the plan has no masked form",
+            ))?;
+            for word in tensor.data() {
+                bytes.extend_from_slice(&word.to_le_bytes());
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Decodes D against `plan`: (name, tensor) per weight, in plan order. The length is
+    /// checked against the plan before anything is allocated.
+    pub fn decode(plan: &PublicPlan, bytes: &[u8]) -> Result<Vec<(String, RingTensor)>> {
+        const MESSAGE: &str = "the server's masked weights";
+        let expected = Self::layout(plan)
+            .try_fold(0usize, |total, (_, _, words)| {
+                words.checked_mul(8).and_then(|b| total.checked_add(b))
+            })
+            .ok_or(Error::Unreachable(
+                "the plan's weights overflow a byte count",
+            ))?;
+        if bytes.len() != expected {
+            return Err(PeerMisbehaved::WrongLength {
+                message: MESSAGE,
+                expected: "8 bytes per weight of the plan",
+                found: bytes.len(),
+            }
+            .into());
+        }
+        let mut weights = Vec::new();
+        let mut offset = 0;
+        for (name, shape, words) in Self::layout(plan) {
+            let data = bytes[offset..offset + 8 * words]
+                .chunks_exact(8)
+                .map(|word| u64_at(word).unwrap_or_default())
+                .collect();
+            weights.push((name.clone(), RingTensor::new(shape.clone(), data)?));
+            offset += 8 * words;
+        }
+        Ok(weights)
+    }
+}
+
+/// What a client tells the server between queries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientMessage {
+    /// Run a query with this session's material at this batch size.
+    QueryStart {
+        /// The session the dealer gave the client.
+        session_id: u128,
+        /// Samples in this query (1..=65536).
+        batch: usize,
+    },
+    /// Claim this session's half now, for a later query.
+    ClaimAhead {
+        /// The session the dealer gave the client.
+        session_id: u128,
+    },
+}
+
+const QUERY_START: u8 = 0;
+const CLAIM_AHEAD: u8 = 1;
+
+impl ClientMessage {
+    /// The wire form.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(1 + SESSION_ID_BYTES + 8);
+        match self {
+            ClientMessage::QueryStart { session_id, batch } => {
+                bytes.push(QUERY_START);
+                bytes.extend_from_slice(&session_id.to_le_bytes());
+                bytes.extend_from_slice(&(*batch as u64).to_le_bytes());
+            }
+            ClientMessage::ClaimAhead { session_id } => {
+                bytes.push(CLAIM_AHEAD);
+                bytes.extend_from_slice(&session_id.to_le_bytes());
+            }
+        }
+        bytes
+    }
+
+    /// Decodes a client's message between queries.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        const MESSAGE: &str = "the client's message between queries";
+        let wrong_length = || PeerMisbehaved::WrongLength {
+            message: MESSAGE,
+            expected: "25 bytes (a query start) or 17 (a claim-ahead notice)",
+            found: bytes.len(),
+        };
+        match bytes.split_first() {
+            Some((&QUERY_START, rest)) if rest.len() == SESSION_ID_BYTES + 8 => {
+                let (id, batch_value) = rest.split_at(SESSION_ID_BYTES);
+                Ok(ClientMessage::QueryStart {
+                    session_id: session_id(id).ok_or_else(wrong_length)?,
+                    batch: batch(MESSAGE, u64_at(batch_value).ok_or_else(wrong_length)?)?,
+                })
+            }
+            Some((&CLAIM_AHEAD, id)) => Ok(ClientMessage::ClaimAhead {
+                session_id: session_id(id).ok_or_else(wrong_length)?,
+            }),
+            Some((&QUERY_START, _)) | None => Err(wrong_length().into()),
+            Some((&kind, _)) => Err(PeerMisbehaved::UnknownKind {
+                message: MESSAGE,
+                kind,
+            }
+            .into()),
+        }
+    }
+}
+
+/// The server tells the client its half is in place and the query may start: an empty
+/// frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ready;
+
+impl Ready {
+    /// The wire form: empty.
+    pub fn encode(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    /// Decodes the server's ready message.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        expect_empty("the server's ready message", bytes).map(|()| Ready)
+    }
+}
+
+/// Sends one streamed material item: a header frame, then its words in chunks under
+/// the frame cap. [`MaterialStream`] decodes it.
+pub fn send_item(channel: &mut impl Channel, item: &MaterialItem) -> veil_net::Result<()> {
+    channel.send(&item.encoded_header())?;
+    for chunk in item.words().chunks(MATERIAL_CHUNK_BYTES / 8) {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|word| word.to_le_bytes()).collect();
+        channel.send(&bytes)?;
+    }
+    Ok(())
+}
+
+/// Ends a material stream: an empty frame.
+pub fn send_end(channel: &mut impl Channel) -> veil_net::Result<()> {
+    channel.send(&[])
+}
+
+/// The bytes an item occupies on the wire and in memory (header and words).
+pub fn item_bytes(item: &MaterialItem) -> u64 {
+    (item.encoded_header().len() + 8 * item.words().len()) as u64
+}
+
+/// Decodes a material stream frame by frame into a half whose header has arrived:
+/// items (a header frame, then chunk frames of whole words) until an empty frame.
+/// Every announced size is checked against [`MAX_MATERIAL_BYTES`], and an item's words
+/// are allocated at most one chunk ahead of the bytes that arrived.
+pub struct MaterialStream<'a> {
+    material: &'a mut PartyMaterial,
+    total_words: u64,
+    /// The item whose words are arriving, and its words so far.
+    current: Option<(Tag, Vec<u64>)>,
+    done: bool,
+}
+
+impl<'a> MaterialStream<'a> {
+    /// A stream into `material` (its header decoded already).
+    pub fn new(material: &'a mut PartyMaterial) -> Self {
+        Self {
+            material,
+            total_words: 0,
+            current: None,
+            done: false,
+        }
+    }
+
+    /// Whether the end frame has arrived.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Takes the stream's next frame.
+    pub fn accept(&mut self, frame: &[u8]) -> Result<()> {
+        if self.done {
+            return Err(Error::Unreachable(
+                "a material stream was fed after its end",
+            ));
+        }
+        let Some((tag, mut words)) = self.current.take() else {
+            if frame.is_empty() {
+                self.done = true;
+                return Ok(());
+            }
+            let tag = MaterialItem::decode_header(frame)?;
+            self.total_words = self.total_words.saturating_add(tag.words);
+            if self.total_words.saturating_mul(8) > MAX_MATERIAL_BYTES {
+                return Err(PeerMisbehaved::MaterialTooLarge {
+                    cap: MAX_MATERIAL_BYTES,
+                }
+                .into());
+            }
+            // Bounded by the cap above, and allocated one chunk at a time.
+            let expected =
+                usize::try_from(tag.words).map_err(|_| PeerMisbehaved::MaterialTooLarge {
+                    cap: MAX_MATERIAL_BYTES,
+                })?;
+            let words = Vec::with_capacity(expected.min(MATERIAL_CHUNK_BYTES / 8));
+            return self.item_words(tag, words);
+        };
+        let expected = usize::try_from(tag.words).unwrap_or(usize::MAX);
+        if frame.is_empty()
+            || !frame.len().is_multiple_of(8)
+            || frame.len() / 8 > expected - words.len()
+        {
+            return Err(PeerMisbehaved::ChunkMismatch.into());
+        }
+        words.extend(
+            frame
+                .chunks_exact(8)
+                .map(|word| u64_at(word).unwrap_or_default()),
+        );
+        self.item_words(tag, words)
+    }
+
+    /// Keeps an item until its words are complete, then adds it to the half.
+    fn item_words(&mut self, tag: Tag, words: Vec<u64>) -> Result<()> {
+        if words.len() as u64 == tag.words {
+            self.material.push_streamed(tag, words)?;
+        } else {
+            self.current = Some((tag, words));
+        }
+        Ok(())
+    }
+
+    /// Receives frames from `channel` until the end frame.
+    pub fn receive(mut self, channel: &mut impl Channel) -> Result<()> {
+        while !self.done {
+            let frame = channel.recv()?;
+            self.accept(&frame)?;
+        }
+        Ok(())
+    }
+}
+
+/// Receives streamed items into `material` (whose header has arrived) until the end
+/// frame.
+pub fn receive_items(channel: &mut impl Channel, material: &mut PartyMaterial) -> Result<()> {
+    MaterialStream::new(material).receive(channel)
+}
+
+/// Receives one party's streamed material: its header, then items until the end frame.
+pub fn receive_material(channel: &mut impl Channel) -> Result<PartyMaterial> {
+    let mut material = PartyMaterial::decode(&channel.recv()?)?;
+    receive_items(channel, &mut material)?;
+    Ok(material)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,347 @@
+//! The client: one client session with the server (set-up: D) and one with the dealer
+//! (dialled directly, never through the server); each query takes a half from the
+//! dealer (or from those prefetched), names its session to the server, and runs.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+use veil_core::{FixedPoint, RingTensor};
+use veil_model::PublicPlan;
+use veil_mpc::{ClientParameters, Party, PartyMaterial, PartyParameters, SessionLedger};
+use veil_net::{Channel, ChannelStats, Role, SessionChannel};
+
+use super::{MAX_HELD_HALVES, mpc_party};
+use crate::handshake::handshake;
+use crate::messages::{
+    ClientExtension, ClientMessage, Hello, MaskedWeights, Ready, SessionAnswer, SessionRequest,
+    receive_items,
+};
+use crate::transport::{Link, Transport};
+use crate::{Error, PeerMisbehaved, Result};
+
+/// What the client measured for one query (DESIGN.md §7 definitions).
+#[derive(Clone, Debug)]
+pub struct QueryReport {
+    /// Decoded output values.
+    pub output: Vec<f32>,
+    /// Wall time from input encoded to output reconstructed.
+    pub online_seconds: f64,
+    /// Client → server bytes in that window (payload + frame headers).
+    pub client_sent_bytes: u64,
+    /// Server → client bytes in that window.
+    pub server_sent_bytes: u64,
+    /// Times the client blocked on a receive in that window.
+    pub rounds: u64,
+    /// Bytes of this query's material at the client.
+    pub client_material_bytes: usize,
+    /// Time this query waited for its half from the dealer (none when prefetched).
+    pub offline_seconds: f64,
+    /// Wall time of the whole query: getting the client's half (unless prefetched), the
+    /// server's claim of its half, and the online phase.
+    pub latency_seconds: f64,
+    /// Whether the client held this query's half before the query (prefetched).
+    pub warm: bool,
+    /// Time spent after the query fetching halves for later queries (not in latency).
+    pub prefetch_seconds: f64,
+}
+
+/// The client's options.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientOptions {
+    /// Samples per query.
+    pub batch: usize,
+    /// Hold the halves of up to this many future queries (0: fetch each half when its
+    /// query starts; at most [`MAX_HELD_HALVES`]). Halves are fetched at connection and
+    /// after each query, and the server claims its half of each at once, so a query
+    /// finds both halves in place.
+    pub prefetch_queries: usize,
+    /// The most bytes of prefetched material the client holds.
+    pub prefetch_bytes: u64,
+    /// How many queries this client will run, when known: it never prefetches beyond
+    /// them (halves left over at the end are burnt, wasted).
+    pub expected_queries: Option<usize>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            batch: 1,
+            prefetch_queries: 0,
+            prefetch_bytes: 256 << 20,
+            expected_queries: None,
+        }
+    }
+}
+
+/// A half held for a later query.
+struct Prefetched {
+    material: PartyMaterial,
+    /// After this the server half may have been burnt at the dealer: drop it unused.
+    usable_until: Instant,
+}
+
+/// A connected client: one client session with the server and one with the dealer.
+pub struct Client {
+    plan: PublicPlan,
+    fixed_point: FixedPoint,
+    server: Link,
+    dealer: Link,
+    parameters: PartyParameters,
+    ledger: SessionLedger,
+    options: ClientOptions,
+    prefetched: VecDeque<Prefetched>,
+    /// Bytes of one half at this batch size, once one has arrived.
+    half_bytes: Option<usize>,
+    /// Bytes received from the server during set-up (D).
+    pub setup_bytes: u64,
+}
+
+impl Client {
+    /// Connects to the server (set-up: receives D) and to the dealer, with default
+    /// options at `batch` samples per query.
+    pub fn connect(
+        plan: PublicPlan,
+        server_address: &str,
+        dealer_address: &str,
+        batch: usize,
+        transport: &Transport,
+    ) -> Result<Self> {
+        let options = ClientOptions {
+            batch,
+            ..ClientOptions::default()
+        };
+        Self::connect_with(plan, server_address, dealer_address, options, transport)
+    }
+
+    /// Connects to the server (set-up: receives D) and to the dealer, and prefetches
+    /// halves when the options ask for it.
+    pub fn connect_with(
+        plan: PublicPlan,
+        server_address: &str,
+        dealer_address: &str,
+        options: ClientOptions,
+        transport: &Transport,
+    ) -> Result<Self> {
+        if options.prefetch_queries > MAX_HELD_HALVES {
+            return Err(Error::PrefetchTooDeep {
+                asked: options.prefetch_queries,
+                max: MAX_HELD_HALVES,
+            });
+        }
+        let plan_hash = plan.hash_hex()?;
+        let mut server = transport.connect(server_address, Role::Server)?;
+        let hello = Hello {
+            role: Role::Client,
+            plan_hash: plan_hash.clone(),
+            epoch: 0,
+            extension: vec![],
+        };
+        let server_hello = handshake(&mut server, &hello, Role::Server)?;
+        let before = server.stats();
+        let masked = server
+            .recv()
+            .map_err(Error::link("receiving the masked weights"))?;
+        let setup_bytes = server.stats().since(&before).bytes_received;
+        let weights = MaskedWeights::decode(&plan, &masked)?;
+        // The client dials the dealer itself, never through the server; a simulated
+        // network shapes the server link only.
+        let mut dealer = transport.unshaped().connect(dealer_address, Role::Dealer)?;
+        let extension = ClientExtension {
+            batch: options.batch,
+            prefetch: options.prefetch_queries as u64,
+        };
+        let hello = Hello {
+            role: Role::Client,
+            plan_hash,
+            epoch: server_hello.epoch,
+            extension: extension.encode(),
+        };
+        handshake(&mut dealer, &hello, Role::Dealer)?;
+        let mut client = Self {
+            fixed_point: plan.fixed_point()?,
+            plan,
+            server,
+            dealer,
+            parameters: PartyParameters::Client(Arc::new(ClientParameters::new(weights))),
+            ledger: SessionLedger::default(),
+            options,
+            prefetched: VecDeque::new(),
+            half_bytes: None,
+            setup_bytes,
+        };
+        client.top_up()?;
+        Ok(client)
+    }
+
+    /// Halves held for later queries.
+    pub fn prefetched(&self) -> usize {
+        self.prefetched.len()
+    }
+
+    /// Asks the dealer for a query session: its answer, then our half's header.
+    fn request_session(&mut self) -> Result<(PartyMaterial, Duration)> {
+        const WAITING: &str = "waiting for the dealer's session";
+        self.dealer.send(&SessionRequest.encode())?;
+        let answer = self.dealer.recv().map_err(Error::link(WAITING))?;
+        let claimable = match SessionAnswer::decode(&answer)? {
+            SessionAnswer::Follows { claimable } => claimable,
+            SessionAnswer::Refused { reason } => return Err(Error::SessionRefused { reason }),
+        };
+        let material = PartyMaterial::decode(&self.dealer.recv().map_err(Error::link(WAITING))?)?;
+        if Some(material.role()) != mpc_party(Role::Client) {
+            return Err(PeerMisbehaved::WrongMaterial.into());
+        }
+        Ok((material, claimable))
+    }
+
+    /// Receives the items of a half whose header has arrived.
+    fn receive_half(&mut self, material: &mut PartyMaterial) -> Result<()> {
+        receive_items(&mut self.dealer, material)
+            .map_err(|error| error.during("waiting for the dealer's material"))
+    }
+
+    /// Drops prefetched halves whose server half may no longer wait at the dealer.
+    fn drop_expired(&mut self) {
+        let now = Instant::now();
+        self.prefetched.retain(|held| held.usable_until > now);
+    }
+
+    /// Fetches halves for later queries until `prefetch_queries` are held or the next
+    /// would exceed `prefetch_bytes`.
+    fn top_up(&mut self) -> Result<()> {
+        self.drop_expired();
+        let wanted = self
+            .options
+            .expected_queries
+            .map_or(self.options.prefetch_queries, |remaining| {
+                remaining.min(self.options.prefetch_queries)
+            });
+        while self.prefetched.len() < wanted {
+            let held: usize = self
+                .prefetched
+                .iter()
+                .map(|held| held.material.encoded_len())
+                .sum();
+            if self
+                .half_bytes
+                .is_some_and(|half| (held + half) as u64 > self.options.prefetch_bytes)
+            {
+                break;
+            }
+            let (mut material, claimable) = self.request_session()?;
+            self.receive_half(&mut material)?;
+            let bytes = material.encoded_len();
+            self.half_bytes = Some(bytes);
+            if (held + bytes) as u64 > self.options.prefetch_bytes {
+                // Over budget: dropped unused (its server half is burnt at the dealer).
+                break;
+            }
+            // The server claims its half now, so the query finds both halves in place.
+            let notice = ClientMessage::ClaimAhead {
+                session_id: material.session_id(),
+            };
+            self.server.send(&notice.encode())?;
+            let margin = (claimable / 4).min(Duration::from_secs(5));
+            self.prefetched.push_back(Prefetched {
+                material,
+                usable_until: Instant::now() + claimable.saturating_sub(margin),
+            });
+        }
+        Ok(())
+    }
+
+    /// Tells the server which session this query uses and at what batch size.
+    fn start_query(&mut self, session_id: u128) -> Result<()> {
+        let start = ClientMessage::QueryStart {
+            session_id,
+            batch: self.options.batch,
+        };
+        self.server.send(&start.encode())?;
+        Ok(())
+    }
+
+    /// The client's side of one query: P1 of the two-party protocol over the server's
+    /// link, every frame tagged with the session id, the executor over the public plan
+    /// on the encoded input, and every item of the half used. Returns the encoded
+    /// output. The one place the client runs the protocol.
+    fn run_client_query(
+        &mut self,
+        material: PartyMaterial,
+        input: &RingTensor,
+    ) -> Result<RingTensor> {
+        let mut tagged = SessionChannel::new(&mut self.server, material.session_id());
+        let mut party = Party::new(
+            &mut tagged,
+            self.fixed_point,
+            material,
+            self.parameters.clone(),
+            &self.ledger,
+        )?;
+        let output = veil_exec::run(&mut party, &self.plan, self.options.batch, Some(input))?
+            .ok_or(Error::Unreachable(
+                "the executor returned no output at the client",
+            ))?;
+        party.finish()?;
+        Ok(output)
+    }
+
+    /// Runs one query on a batch of inputs (row-major).
+    pub fn query(&mut self, input: &[f32]) -> Result<QueryReport> {
+        let call_start = Instant::now();
+        if let Some(remaining) = &mut self.options.expected_queries {
+            *remaining = remaining.saturating_sub(1);
+        }
+        // Preprocessing first: both parties hold their halves before the online window.
+        self.drop_expired();
+        let (material, warm) = match self.prefetched.pop_front() {
+            Some(held) => {
+                self.start_query(held.material.session_id())?;
+                (held.material, true)
+            }
+            None => {
+                // The session header first: the server claims its half by this id
+                // while our half arrives.
+                let (mut material, _) = self.request_session()?;
+                self.start_query(material.session_id())?;
+                self.receive_half(&mut material)?;
+                (material, false)
+            }
+        };
+        let offline_seconds = call_start.elapsed().as_secs_f64();
+        let client_material_bytes = material.encoded_len();
+        let ready = self
+            .server
+            .recv()
+            .map_err(Error::link("waiting for the server to take its half"))?;
+        Ready::decode(&ready)?;
+        let before: ChannelStats = self.server.stats();
+        let started = Instant::now();
+        let encoded = veil_exec::encode_input(&self.plan, input, self.options.batch)?;
+        let output = self.run_client_query(material, &encoded)?;
+        let output = veil_exec::decode_output(&self.plan, &output)?;
+        let online_seconds = started.elapsed().as_secs_f64();
+        let latency_seconds = call_start.elapsed().as_secs_f64();
+        let used = self.server.stats().since(&before);
+        // Halves for the next queries, outside the latency. A failure here does not
+        // lose this answer: prefetching stops and later queries fetch on demand.
+        let prefetch_start = Instant::now();
+        if let Err(error) = self.top_up() {
+            warn!("client: prefetching stopped: {error}");
+            self.options.prefetch_queries = 0;
+        }
+        Ok(QueryReport {
+            output,
+            online_seconds,
+            client_sent_bytes: used.bytes_sent,
+            server_sent_bytes: used.bytes_received,
+            rounds: used.rounds,
+            client_material_bytes,
+            offline_seconds,
+            latency_seconds,
+            warm,
+            prefetch_seconds: prefetch_start.elapsed().as_secs_f64(),
+        })
+    }
+}

@@ -1,0 +1,350 @@
+//! The server: registers with the dealer, then serves client sessions; each query claims
+//! its half from the dealer by the session id the client names.
+
+use std::collections::VecDeque;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::ScopedJoinHandle;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+use veil_core::FixedPoint;
+use veil_core::prg::Seed;
+use veil_exec::server_parameters;
+use veil_model::{Plan, PublicPlan};
+use veil_mpc::{Party, PartyMaterial, PartyParameters, SessionLedger};
+use veil_net::{Channel, Role, SessionChannel};
+
+use super::{MAX_HELD_HALVES, accept_loop, mpc_party};
+use crate::handshake::handshake;
+use crate::messages::{
+    ClientMessage, Hello, MaskedWeights, Ready, ServerExtension, receive_material,
+};
+use crate::metrics::Metrics;
+use crate::transport::{Link, Transport};
+use crate::{Error, PeerMisbehaved, Result};
+
+/// How long the server retries connecting to the dealer for a claim.
+const CLAIM_CONNECT_PATIENCE: Duration = Duration::from_secs(2);
+
+/// A new mask epoch: seconds since the Unix epoch, so a restarted server never reuses one.
+pub fn new_epoch() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(1)
+}
+
+/// The server's state for one plan and epoch.
+pub struct ServerState {
+    metrics: Arc<Metrics>,
+    plan: Plan,
+    fixed_point: FixedPoint,
+    parameters: PartyParameters,
+    masked_weights: Vec<u8>,
+    epoch: u64,
+    weight_seed: Seed,
+}
+
+impl ServerState {
+    /// The server's metrics (to serve with [`crate::metrics::serve_metrics`]).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// The mask epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Loads a plan with a fresh weight seed and a new epoch.
+    pub fn new(plan: Plan, epoch: u64) -> Result<Self> {
+        let weight_seed = Seed::random()?;
+        let parameters = server_parameters(&plan, &weight_seed, epoch)?;
+        let masked = parameters.masked_weights().into_iter().collect();
+        let masked_weights = MaskedWeights::encode(&plan.public, &masked)?;
+        Ok(Self {
+            metrics: Arc::default(),
+            fixed_point: plan.public.fixed_point()?,
+            plan,
+            parameters: PartyParameters::Server(Arc::new(parameters)),
+            masked_weights,
+            epoch,
+            weight_seed,
+        })
+    }
+}
+
+/// What the server saw over its life.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServerSummary {
+    /// Queries answered.
+    pub queries: u64,
+    /// Client sessions that ended in an error.
+    pub failed_sessions: u64,
+    /// Bytes of the last query's material at the server.
+    pub material_bytes: usize,
+    /// Payload bytes sent to the dealer after the handshake (must be 0).
+    pub payload_bytes_sent_to_dealer: u64,
+    /// Halves claimed ahead for prefetched queries that their client never ran (burnt
+    /// when its session ended).
+    pub unused_halves: u64,
+}
+
+/// The server's state shared by its session threads.
+struct Server {
+    state: ServerState,
+    plan_hash: String,
+    dealer_address: String,
+    transport: Transport,
+    ledger: SessionLedger,
+    summary: Mutex<ServerSummary>,
+}
+
+impl Server {
+    fn count(&self, update: impl FnOnce(&mut ServerSummary)) {
+        if let Ok(mut summary) = self.summary.lock() {
+            update(&mut summary);
+        }
+    }
+}
+
+/// Runs the server: registers with the dealer (handing it the weight seed), then serves
+/// client sessions concurrently, each on its own thread, until `max_clients` sessions
+/// have ended (forever when `None`). Each query claims its half from the dealer over a
+/// connection of its own, by the session id the client names.
+pub fn run_server(
+    listener: TcpListener,
+    dealer_address: &str,
+    state: ServerState,
+    max_clients: Option<usize>,
+    transport: &Transport,
+) -> Result<ServerSummary> {
+    let plan_hash = state.plan.public.hash_hex()?;
+    // A simulated network shapes the client links only: dealer traffic is not online.
+    let mut registration = transport.unshaped().connect(dealer_address, Role::Dealer)?;
+    let extension = ServerExtension::Register {
+        weight_seed: state.weight_seed.clone(),
+    };
+    let hello = Hello {
+        role: Role::Server,
+        plan_hash: plan_hash.clone(),
+        epoch: state.epoch,
+        extension: extension.encode(),
+    };
+    drop(extension);
+    handshake(&mut registration, &hello, Role::Dealer)?;
+    drop(hello);
+    let after_handshake = registration.stats();
+    let server = Arc::new(Server {
+        state,
+        plan_hash,
+        dealer_address: dealer_address.to_string(),
+        transport: transport.clone(),
+        ledger: SessionLedger::default(),
+        summary: Mutex::new(ServerSummary::default()),
+    });
+    let sessions_started = AtomicUsize::new(0);
+    let sessions_ended = Arc::new(AtomicUsize::new(0));
+    let done = || max_clients.is_some_and(|max| sessions_ended.load(Ordering::SeqCst) >= max);
+    let threads = accept_loop(&listener, done, |stream| {
+        if max_clients.is_some_and(|max| sessions_started.fetch_add(1, Ordering::SeqCst) >= max) {
+            return None;
+        }
+        let server = Arc::clone(&server);
+        let ended = Arc::clone(&sessions_ended);
+        std::thread::Builder::new()
+            .name("veil-server-session".into())
+            .spawn(move || {
+                server.state.metrics.session_delta(1);
+                if let Err(error) = server_client_session(&server, stream) {
+                    server.count(|summary| summary.failed_sessions += 1);
+                    server.state.metrics.record_error(&error);
+                    warn!("server: client session failed: {error}");
+                }
+                server.state.metrics.session_delta(-1);
+                ended.fetch_add(1, Ordering::SeqCst);
+            })
+            .ok()
+    })?;
+    for thread in threads {
+        let _ = thread.join();
+    }
+    let mut summary = *server.summary.lock().map_err(|_| Error::ThreadPanicked {
+        what: "server session",
+    })?;
+    summary.payload_bytes_sent_to_dealer += registration
+        .stats()
+        .since(&after_handshake)
+        .payload_bytes_sent;
+    info!(queries = summary.queries, "server: done");
+    Ok(summary)
+}
+
+/// The server's side of one query: P0 of the two-party protocol over the client's link,
+/// every frame tagged with the session id, the executor over the public plan, and every
+/// item of the half used. The one place the server runs the protocol.
+fn run_server_query(
+    client: &mut Link,
+    plan: &PublicPlan,
+    fixed_point: FixedPoint,
+    parameters: &PartyParameters,
+    ledger: &SessionLedger,
+    material: PartyMaterial,
+    batch: usize,
+) -> Result<()> {
+    let mut tagged = SessionChannel::new(client, material.session_id());
+    let mut party = Party::new(
+        &mut tagged,
+        fixed_point,
+        material,
+        parameters.clone(),
+        ledger,
+    )?;
+    veil_exec::run(&mut party, plan, batch, None)?;
+    party.finish()?;
+    Ok(())
+}
+
+/// One client session at the server: set-up (D), then queries until the client leaves.
+fn server_client_session(server: &Server, stream: std::net::TcpStream) -> Result<()> {
+    let state = &server.state;
+    let (mut client, _) = server.transport.from_stream(stream, &[Role::Client])?;
+    let ours = Hello {
+        role: Role::Server,
+        plan_hash: server.plan_hash.clone(),
+        epoch: state.epoch,
+        extension: vec![],
+    };
+    handshake(&mut client, &ours, Role::Client)?;
+    // Client session set-up: D = W + B, once.
+    client.send(&state.masked_weights)?;
+    // Halves claimed ahead for this client's prefetched sessions, oldest first. Each
+    // claim runs on a thread of its own so a query is never held up by the claim for a
+    // later one; unused halves are dropped (zeroised) when the session ends.
+    std::thread::scope(|scope| -> Result<()> {
+        let mut held = HeldHalves {
+            claims: VecDeque::new(),
+            unused: 0,
+            server,
+        };
+        loop {
+            let request = match client.recv() {
+                Ok(request) => request,
+                Err(veil_net::Error::PeerClosed) => return Ok(()),
+                Err(error) => return Err(error.into()),
+            };
+            let (session_id, batch) = match ClientMessage::decode(&request)? {
+                ClientMessage::ClaimAhead { session_id } => {
+                    if held.claims.len() >= MAX_HELD_HALVES {
+                        held.claims.pop_front();
+                        held.unused += 1;
+                    }
+                    let claim = std::thread::Builder::new()
+                        .name("veil-server-claim".into())
+                        .spawn_scoped(scope, move || claim_server_half(server, session_id))
+                        .map_err(Error::io("starting a claim"))?;
+                    held.claims.push_back((session_id, claim));
+                    continue;
+                }
+                ClientMessage::QueryStart { session_id, batch } => (session_id, batch),
+            };
+            let material = match held.claims.iter().position(|(id, _)| *id == session_id) {
+                Some(index) => held
+                    .claims
+                    .remove(index)
+                    .ok_or(Error::Unreachable("a held half vanished from its list"))?
+                    .1
+                    .join()
+                    .map_err(|_| Error::ThreadPanicked { what: "claim" })??,
+                None => claim_server_half(server, session_id)?,
+            };
+            client.send(&Ready.encode())?;
+            let started = Instant::now();
+            let before = client.stats();
+            run_server_query(
+                &mut client,
+                &state.plan.public,
+                state.fixed_point,
+                &state.parameters,
+                &server.ledger,
+                material,
+                batch,
+            )?;
+            let used = client.stats().since(&before);
+            server.count(|summary| summary.queries += 1);
+            state.metrics.record_query(started.elapsed().as_secs_f64());
+            info!(
+                batch,
+                seconds = started.elapsed().as_secs_f64(),
+                bytes_sent = used.bytes_sent,
+                "server: query done"
+            );
+        }
+    })
+}
+
+/// The halves a server session claimed ahead; those never used are counted when the
+/// session ends (and dropped, zeroised, with their claim threads' results).
+struct HeldHalves<'scope, 'server> {
+    claims: VecDeque<(u128, ScopedJoinHandle<'scope, Result<PartyMaterial>>)>,
+    /// Halves dropped unused before the session's end (beyond [`MAX_HELD_HALVES`]).
+    unused: u64,
+    server: &'server Server,
+}
+
+impl Drop for HeldHalves<'_, '_> {
+    fn drop(&mut self) {
+        // Claims still running are waited for (the session's scope would wait anyway);
+        // a claim that failed held nothing.
+        let claimed = std::mem::take(&mut self.claims)
+            .into_iter()
+            .filter_map(|(_, claim)| claim.join().ok())
+            .filter(Result::is_ok)
+            .count() as u64;
+        let unused = self.unused + claimed;
+        if unused > 0 {
+            self.server.count(|summary| summary.unused_halves += unused);
+        }
+    }
+}
+
+/// Claims the server's half of `session_id` from the dealer over a new connection; the
+/// claim is the handshake itself, after which the server sends the dealer nothing.
+fn claim_server_half(server: &Server, session_id: u128) -> Result<PartyMaterial> {
+    let started = Instant::now();
+    // The dealer is up already (the server registered with it): a claim that cannot
+    // connect soon fails this session rather than stalling it.
+    let mut dealer = server.transport.unshaped().connect_within(
+        &server.dealer_address,
+        Role::Dealer,
+        CLAIM_CONNECT_PATIENCE,
+    )?;
+    let hello = Hello {
+        role: Role::Server,
+        plan_hash: server.plan_hash.clone(),
+        epoch: server.state.epoch,
+        extension: ServerExtension::Claim { session_id }.encode(),
+    };
+    handshake(&mut dealer, &hello, Role::Dealer)?;
+    let connected = started.elapsed().as_secs_f64();
+    let after_handshake = dealer.stats();
+    let material = receive_material(&mut dealer)
+        .map_err(|error| error.during("waiting for the dealer's material"))?;
+    info!(
+        connect_seconds = connected,
+        seconds = started.elapsed().as_secs_f64(),
+        bytes = material.encoded_len(),
+        "server: claimed a half"
+    );
+    if material.session_id() != session_id || Some(material.role()) != mpc_party(Role::Server) {
+        return Err(PeerMisbehaved::WrongMaterial.into());
+    }
+    server.count(|summary| {
+        summary.material_bytes = material.encoded_len();
+        summary.payload_bytes_sent_to_dealer +=
+            dealer.stats().since(&after_handshake).payload_bytes_sent;
+    });
+    Ok(material)
+}

@@ -1,0 +1,310 @@
+//! The command line's arguments: every command and flag, and `veil party`'s options
+//! merged from flags and a TOML config file.
+
+use std::path::PathBuf;
+
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Parser, Subcommand, ValueEnum};
+use veil_net::Role;
+
+/// The bundled digits models and data, relative to the repository root; the demo serves
+/// the CNN.
+pub(crate) const BUNDLED_MODELS: &str = "models";
+pub(crate) const DEMO_MODEL: &str = "digits-cnn";
+pub(crate) const DIGITS_DATA: &str = "data/digits/digits.csv.gz";
+/// The train/test split of the digits set (seed and test fraction) used by training and the demo.
+pub(crate) const DIGITS_SPLIT_SEED: u64 = 0;
+pub(crate) const DIGITS_TEST_FRACTION: f64 = 0.2;
+
+#[derive(Parser)]
+#[command(
+    name = "veil",
+    version,
+    about = "Secure model serving: the server keeps its weights, the client keeps its input"
+)]
+pub(crate) struct Arguments {
+    #[command(subcommand)]
+    pub(crate) command: Commands,
+}
+
+/// `veil party`'s options, from flags and a TOML config file.
+#[derive(clap::Args, serde::Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PartyArguments {
+    /// A TOML file with any of these options; flags override it.
+    #[arg(long)]
+    #[serde(skip)]
+    pub(crate) config: Option<PathBuf>,
+    /// Which party: client, server or dealer.
+    #[arg(long, value_parser = served_role())]
+    #[serde(default, deserialize_with = "deserialize_served_role")]
+    pub(crate) role: Option<Role>,
+    /// Address to listen on (server, dealer).
+    #[arg(long)]
+    pub(crate) listen: Option<String>,
+    /// The dealer's address (server, client): the client's comes from its own config.
+    #[arg(long)]
+    pub(crate) dealer: Option<String>,
+    /// The server's address (client).
+    #[arg(long)]
+    pub(crate) server: Option<String>,
+    /// The full plan (server).
+    #[arg(long)]
+    pub(crate) plan: Option<PathBuf>,
+    /// The public plan (client, dealer).
+    #[arg(long)]
+    pub(crate) public_plan: Option<PathBuf>,
+    /// Input file: whitespace- or comma-separated numbers, batch × input length (client).
+    #[arg(long)]
+    pub(crate) input: Option<PathBuf>,
+    /// Samples per query (client; 1 when absent).
+    #[arg(long)]
+    pub(crate) batch: Option<usize>,
+    /// Queries to run (client; 1 when absent), the first a warm-up when reporting medians.
+    #[arg(long)]
+    pub(crate) repeat: Option<usize>,
+    /// Serve this many client sessions, then exit (server, dealer).
+    #[arg(long)]
+    pub(crate) max_clients: Option<usize>,
+    /// Print a JSON report.
+    #[arg(long)]
+    #[serde(default)]
+    pub(crate) json: bool,
+    /// Mutual TLS: a folder made by `veil certs` holding ca.pem and ROLE.pem/ROLE.key.
+    #[arg(long)]
+    pub(crate) tls_dir: Option<PathBuf>,
+    /// Instead of TLS: plain TCP, loopback addresses only (testing).
+    #[arg(long)]
+    #[serde(default)]
+    pub(crate) insecure_plain_tcp: bool,
+    /// Simulated network on the client–server link: local (default), lan or wan (plain TCP only).
+    #[arg(long)]
+    pub(crate) profile: Option<String>,
+    /// Serve Prometheus metrics on this address (server, dealer): GET /metrics.
+    #[arg(long)]
+    pub(crate) metrics: Option<String>,
+    /// The dealer's preprocessing pool in bytes (dealer; 256 MiB when absent, 0 turns
+    /// pre-generation off).
+    #[arg(long)]
+    pub(crate) pool_bytes: Option<u64>,
+    /// Seconds a server half waits for the server's claim before it is burnt (dealer;
+    /// 120 when absent).
+    #[arg(long)]
+    pub(crate) claim_timeout_seconds: Option<u64>,
+    /// Hold the halves of this many future queries (client; 0 when absent).
+    #[arg(long)]
+    pub(crate) prefetch: Option<usize>,
+    /// The most bytes of prefetched material to hold (client; 256 MiB when absent).
+    #[arg(long)]
+    pub(crate) prefetch_bytes: Option<u64>,
+    /// Milliseconds to wait between repeated queries (client; 0 when absent), as a
+    /// stream of queries with gaps would.
+    #[arg(long)]
+    pub(crate) pause_ms: Option<u64>,
+}
+
+impl PartyArguments {
+    /// Flags first, then the config file.
+    pub(crate) fn or(self, config: PartyArguments) -> PartyArguments {
+        PartyArguments {
+            config: self.config,
+            role: self.role.or(config.role),
+            listen: self.listen.or(config.listen),
+            dealer: self.dealer.or(config.dealer),
+            server: self.server.or(config.server),
+            plan: self.plan.or(config.plan),
+            public_plan: self.public_plan.or(config.public_plan),
+            input: self.input.or(config.input),
+            batch: self.batch.or(config.batch),
+            repeat: self.repeat.or(config.repeat),
+            max_clients: self.max_clients.or(config.max_clients),
+            json: self.json || config.json,
+            tls_dir: self.tls_dir.or(config.tls_dir),
+            insecure_plain_tcp: self.insecure_plain_tcp || config.insecure_plain_tcp,
+            profile: self.profile.or(config.profile),
+            metrics: self.metrics.or(config.metrics),
+            pool_bytes: self.pool_bytes.or(config.pool_bytes),
+            claim_timeout_seconds: self.claim_timeout_seconds.or(config.claim_timeout_seconds),
+            prefetch: self.prefetch.or(config.prefetch),
+            prefetch_bytes: self.prefetch_bytes.or(config.prefetch_bytes),
+            pause_ms: self.pause_ms.or(config.pause_ms),
+        }
+    }
+}
+
+/// The roles a `veil party` can take (the helper belongs to `rep3`, not served yet).
+pub(crate) const SERVED_ROLES: [&str; 3] = ["client", "server", "dealer"];
+
+/// Parses `--role` into a [`Role`], offering the served roles.
+fn served_role() -> impl TypedValueParser<Value = Role> {
+    PossibleValuesParser::new(SERVED_ROLES).try_map(|name| name.parse::<Role>())
+}
+
+/// Reads `role` from a config file: one of the served roles.
+fn deserialize_served_role<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<Role>, D::Error> {
+    let name = <String as serde::Deserialize>::deserialize(deserializer)?;
+    match name.parse::<Role>() {
+        Ok(role) if SERVED_ROLES.contains(&role.name()) => Ok(Some(role)),
+        _ => Err(serde::de::Error::unknown_variant(&name, &SERVED_ROLES)),
+    }
+}
+
+/// The digits models `veil train-digits` makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum DigitsModel {
+    Cnn,
+    Mlp,
+}
+
+/// `veil bench`'s options.
+#[derive(clap::Args)]
+pub(crate) struct BenchArguments {
+    /// Benchmark model: `mlp` (784-128-128-10) or `cnn6` (DESIGN.md), random weights.
+    #[arg(long, default_value = "mlp")]
+    pub(crate) model: String,
+    /// Samples per query.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) batch: usize,
+    /// Setting (only `dealer` so far).
+    #[arg(long, default_value = "dealer")]
+    pub(crate) setting: String,
+    /// Network profile (only `local` so far).
+    #[arg(long, default_value = "local")]
+    pub(crate) profile: String,
+    /// Set comparison bit-widths by calibration on 16 other random inputs.
+    #[arg(long)]
+    pub(crate) calibrated: bool,
+    /// Mutual TLS between the parties (with the local profile only).
+    #[arg(long)]
+    pub(crate) tls: bool,
+    /// Measured repetitions after one warm-up.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) repetitions: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// The dealer's pool in bytes (0: every session is generated on request, streamed:
+    /// "cold"); the dealer's default when absent.
+    #[arg(long)]
+    pub(crate) pool_bytes: Option<u64>,
+    /// The client holds the halves of this many future queries ("warm": both parties
+    /// hold their material before the query).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) prefetch: usize,
+    /// Milliseconds between queries (the client's think time; not in any figure).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) pause_ms: u64,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Commands {
+    /// Runs every role on this machine over loopback and serves the bundled digits test set securely.
+    Demo {
+        /// The bundled model to serve: digits-cnn or digits-mlp.
+        #[arg(long, default_value = DEMO_MODEL)]
+        model: String,
+        /// The directory holding the bundled models.
+        #[arg(long, default_value = BUNDLED_MODELS)]
+        models: PathBuf,
+        /// The digits data file.
+        #[arg(long, default_value = DIGITS_DATA)]
+        data: PathBuf,
+        /// Serve only the first N test samples.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Compiles an architecture description and safetensors weights into NAME.plan and NAME.public.plan.
+    Compile {
+        /// Architecture description (JSON).
+        #[arg(long)]
+        arch: PathBuf,
+        /// Weights (safetensors, F32).
+        #[arg(long)]
+        weights: PathBuf,
+        /// Approximation policy.
+        #[arg(long, default_value = "exact")]
+        approx: String,
+        /// Output directory.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Calibration inputs (numbers, a whole number of samples): comparison bit-widths
+        /// are set from the ranges they reach, with 8× headroom. 64 bits when absent.
+        #[arg(long)]
+        calibrate: Option<PathBuf>,
+    },
+    /// Trains the digits MLP on the bundled data and compiles it.
+    TrainDigits {
+        /// Which model: cnn or mlp.
+        #[arg(long, value_enum, default_value = "cnn")]
+        model: DigitsModel,
+        /// What the client learns: label or logits.
+        #[arg(long, default_value = "label")]
+        output: String,
+        /// Output directory (a folder digits-MODEL is made in it).
+        #[arg(long, default_value = BUNDLED_MODELS)]
+        out: PathBuf,
+        /// The digits data file.
+        #[arg(long, default_value = DIGITS_DATA)]
+        data: PathBuf,
+    },
+    /// The model owner: serves a plan to clients (`--plan NAME.plan --listen ADDR
+    /// --dealer ADDR`). Options can come from a TOML file (`--config`); flags override it.
+    Serve(PartyArguments),
+    /// The third party: issues preprocessing (`--public-plan NAME.public.plan --listen
+    /// ADDR`). Options can come from a TOML file (`--config`); flags override it.
+    Dealer(PartyArguments),
+    /// The client: prints the prediction for an input (`--server ADDR --dealer ADDR
+    /// --public-plan NAME.public.plan --input FILE`). The dealer's address and the CA
+    /// come from the client's own config, never from the server.
+    Infer(PartyArguments),
+    /// Any one party, chosen by `--role` (or `role` in the config): the three commands
+    /// above in one.
+    Party(PartyArguments),
+    /// Load test: dealer and server as processes over mutual TLS, N concurrent clients,
+    /// every answer checked against the plain executor.
+    Load {
+        /// The bundled model: digits-cnn or digits-mlp.
+        #[arg(long, default_value = DEMO_MODEL)]
+        model: String,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Queries per client.
+        #[arg(long, default_value_t = 25)]
+        queries: usize,
+        /// Each client holds the halves of this many future queries.
+        #[arg(long, default_value_t = 0)]
+        prefetch: usize,
+        /// The dealer's pool in bytes (the dealer's default when absent).
+        #[arg(long)]
+        pool_bytes: Option<u64>,
+    },
+    /// Makes a deployment CA and one certificate per role (the role in a URI SAN).
+    Certs {
+        /// Output folder: ca.pem, and ROLE.pem + ROLE.key per role.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Measures a model end to end with each role in its own process on loopback.
+    Bench(BenchArguments),
+}
+
+impl BenchArguments {
+    /// The benchmark these arguments ask for.
+    pub(crate) fn options(&self) -> veil_serve::bench::BenchOptions {
+        veil_serve::bench::BenchOptions {
+            model: self.model.clone(),
+            batch: self.batch,
+            setting: self.setting.clone(),
+            profile: self.profile.clone(),
+            calibrated: self.calibrated,
+            tls: self.tls,
+            repetitions: self.repetitions,
+            pool_bytes: self.pool_bytes,
+            prefetch: self.prefetch,
+            pause_ms: self.pause_ms,
+        }
+    }
+}
