@@ -9,12 +9,11 @@ use crate::import::{Architecture, Layer, compile};
 use crate::ir::{DEFAULT_INPUT_NAME, Graph, InputKind, Node, Op};
 use crate::plan::{OutputPolicy, ParameterInfo, ParameterKind, Plan, PublicPlan};
 
-/// The benchmark models' sampler: the workspace's one deterministic sampler.
-pub use veil_core::sampling::SplitMix64 as GaussianSampler;
+use veil_core::sampling::SplitMix64;
 
 /// An MLP with ReLU between layers, e.g. sizes `[784, 128, 128, 10]` for `mlp`.
 pub fn random_mlp(name: &str, sizes: &[usize], seed: u64) -> Result<Plan> {
-    let mut sampler = GaussianSampler::new(seed);
+    let mut sampler = SplitMix64::new(seed);
     let mut nodes = vec![Node::input(
         DEFAULT_INPUT_NAME,
         vec![sizes[0]],
@@ -77,13 +76,13 @@ pub fn random_mlp(name: &str, sizes: &[usize], seed: u64) -> Result<Plan> {
 /// 4096→128, linear 128→10; 3×3 convolutions with padding 1; ReLU after each convolution
 /// and the first linear layer; input 3×32×32. Compiled with the pool-before-ReLU rewrite.
 pub fn random_cnn6(seed: u64) -> Result<Plan> {
-    let mut sampler = GaussianSampler::new(seed);
+    let mut sampler = SplitMix64::new(seed);
     let mut tensors = Vec::new();
     let mut layers = Vec::new();
     let convolution = |name: &str,
                        input: usize,
                        output: usize,
-                       sampler: &mut GaussianSampler,
+                       sampler: &mut SplitMix64,
                        tensors: &mut Vec<(String, Vec<usize>, Vec<f32>)>| {
         let fan_in = input * 9;
         tensors.push((
@@ -176,7 +175,7 @@ pub const EVERY_OP_CNN_ARCHITECTURE: &str = r#"{"name": "every-op-cnn", "input":
 /// it), a strided convolution without bias, an average pool, flatten and linear; input
 /// 2×8×8, 3 outputs. Random weights from `seed`.
 pub fn every_op_cnn(seed: u64) -> Result<Plan> {
-    let mut sampler = GaussianSampler::new(seed);
+    let mut sampler = SplitMix64::new(seed);
     let mut normal = |count: usize, sigma: f32| sampler.normal_vec(count, sigma);
     let tensors = vec![
         (
@@ -219,7 +218,7 @@ pub fn every_op_cnn(seed: u64) -> Result<Plan> {
 /// A small residual MLP for tests: input 3×4, flatten, 12 → 16 → ReLU → 16 (+ the
 /// first ReLU's output) → ReLU → 5. Random weights from `seed`.
 pub fn residual_mlp(seed: u64) -> Result<Plan> {
-    let mut sampler = GaussianSampler::new(seed);
+    let mut sampler = SplitMix64::new(seed);
     let mut tensors = Vec::new();
     for (name, outputs, inputs) in [("fc1", 16, 12), ("fc2", 16, 16), ("fc3", 5, 16)] {
         let weight = sampler.normal_vec(outputs * inputs, 1.0 / (inputs as f32).sqrt());

@@ -5,9 +5,9 @@
 use std::path::Path;
 
 use serde::Serialize;
+use veil_core::sampling::SplitMix64;
 use veil_model::Plan;
 use veil_model::plain::run_plain;
-use veil_model::zoo::GaussianSampler;
 use veil_net::{NetworkProfile, Role};
 
 use crate::processes::{
@@ -102,10 +102,10 @@ fn bench_plan(options: &BenchOptions) -> Result<Plan> {
     };
     if options.calibrated {
         // Calibration inputs from the bench's input distribution, another seed.
-        let mut calibration = GaussianSampler::new(1);
+        let mut calibration = SplitMix64::new(1);
         let samples = calibration.normal_vec(plan.public.input_len() * 16, 1.0);
         let per_sample = plan.public.input_len();
-        veil_model::plain::calibrate_comparison_bits(
+        veil_model::passes::calibration::calibrate_comparison_bits(
             &mut plan,
             &samples,
             samples.len() / per_sample,
@@ -142,7 +142,7 @@ pub fn run_bench(executable: &Path, options: &BenchOptions) -> Result<BenchRepor
     let plan = bench_plan(options)?;
     let work = WorkFolder::new("bench")?;
     let (full, public) = plan.save(work.path())?;
-    let mut sampler = GaussianSampler::new(0);
+    let mut sampler = SplitMix64::new(0);
     let input = sampler.normal_vec(plan.public.input_len() * batch, 1.0);
     let input_path = work.path().join("input.txt");
     let text: Vec<String> = input.iter().map(f32::to_string).collect();

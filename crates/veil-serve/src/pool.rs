@@ -27,7 +27,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
-use veil_core::FixedPoint;
 use veil_model::PublicPlan;
 use veil_mpc::material::MaterialItem;
 use veil_mpc::{DealerParameters, PartyRole};
@@ -139,7 +138,6 @@ impl Entry {
 /// `limit_bytes` (generation stops there, so memory stays bounded by the limit).
 pub fn generate_entry(
     plan: &PublicPlan,
-    fixed_point: FixedPoint,
     parameters: &Arc<DealerParameters>,
     batch: usize,
     limit_bytes: u64,
@@ -151,7 +149,7 @@ pub fn generate_entry(
     let mut over_limit = false;
     let (server_half, client_half, session, over) =
         (&mut server, &mut client, &mut session_id, &mut over_limit);
-    let outcome = generate_material(plan, fixed_point, parameters, batch, move |headers| {
+    let outcome = generate_material(plan, parameters, batch, move |headers| {
         *session = Some(headers.session_id);
         server_half.header.clone_from(&headers.server);
         client_half.header.clone_from(&headers.client);
@@ -229,7 +227,6 @@ pub struct PoolCounters {
 /// The dealer's pool for one (public-plan hash, epoch).
 pub struct Pool {
     plan: PublicPlan,
-    fixed_point: FixedPoint,
     parameters: Arc<DealerParameters>,
     config: PoolConfig,
     state: Mutex<PoolState>,
@@ -246,11 +243,9 @@ impl Pool {
         config: PoolConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Self> {
-        let fixed_point = plan.fixed_point()?;
         metrics.set_pool_capacity(config.capacity_bytes);
         Ok(Self {
             plan,
-            fixed_point,
             parameters,
             config,
             state: Mutex::new(PoolState::default()),
@@ -373,7 +368,6 @@ impl Pool {
     pub fn generate_now(&self, batch: usize) -> Result<Option<Entry>> {
         let entry = generate_entry(
             &self.plan,
-            self.fixed_point,
             &self.parameters,
             batch,
             self.config.capacity_bytes,
@@ -513,7 +507,6 @@ impl Pool {
             // is learnt once); an entry that does not fit what is free now is dropped.
             match generate_entry(
                 &self.plan,
-                self.fixed_point,
                 &self.parameters,
                 batch,
                 self.config.capacity_bytes,

@@ -5,6 +5,7 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 
+use veil_data::digits::Dataset;
 use veil_model::plain::{argmax_rows, run_plain};
 use veil_model::{Plan, PublicPlan};
 use veil_net::{Channel, Role, TcpOptions};
@@ -19,7 +20,6 @@ use veil_serve::roles::{
     receive_material,
 };
 use veil_serve::transport::{Link, Transport};
-use veil_train::digits::Dataset;
 
 fn repository_file(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -39,8 +39,8 @@ fn bundled_cnn() -> Plan {
 
 /// The digits test split (20 %, seed 0), as training and the demo use it.
 fn digits_test_set() -> Dataset {
-    let data = veil_train::digits::load(&repository_file("data/digits/digits.csv.gz")).unwrap();
-    veil_train::digits::split(&data, 0.2, 0).1
+    let data = veil_data::digits::load(&repository_file("data/digits/digits.csv.gz")).unwrap();
+    veil_data::digits::split(&data, 0.2, 0).1
 }
 
 /// The mask epoch of the tests' servers.

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use veil_data::digits::Dataset;
 use veil_model::plan::OutputPolicy;
 use veil_model::{Plan, PublicPlan};
 use veil_net::Role;
@@ -19,7 +20,6 @@ use veil_serve::bench::{CALIBRATION_HEADROOM, run_bench};
 use veil_serve::demo::run_demo;
 use veil_serve::load::{LoadOptions, run_load};
 use veil_serve::transport::write_certificate_folder;
-use veil_train::digits::Dataset;
 
 use crate::arguments::{
     Arguments, BUNDLED_MODELS, Commands, DIGITS_DATA, DIGITS_SPLIT_SEED, DIGITS_TEST_FRACTION,
@@ -121,8 +121,8 @@ fn run_command(arguments: Arguments) -> Result<()> {
 /// The digits data set's (train, test) split used by training, the demo and the load
 /// test.
 fn digits(data: &Path) -> Result<(Dataset, Dataset)> {
-    let dataset = veil_train::digits::load(data)?;
-    Ok(veil_train::digits::split(
+    let dataset = veil_data::digits::load(data)?;
+    Ok(veil_data::digits::split(
         &dataset,
         DIGITS_TEST_FRACTION,
         DIGITS_SPLIT_SEED,
@@ -242,7 +242,7 @@ fn calibrate_plan(plan: &mut Plan, samples: &[f32]) -> Result<()> {
             samples.len()
         );
     }
-    let changes = veil_model::plain::calibrate_comparison_bits(
+    let changes = veil_model::passes::calibration::calibrate_comparison_bits(
         plan,
         samples,
         samples.len() / per_sample,

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::warn;
-use veil_core::{FixedPoint, RingTensor};
+use veil_core::RingTensor;
 use veil_model::PublicPlan;
-use veil_mpc::{ClientParameters, Party, PartyMaterial, PartyParameters, SessionLedger};
+use veil_mpc::{ClientParameters, PartyMaterial, SessionLedger};
 use veil_net::{Channel, ChannelStats, Role, SessionChannel};
 
 use super::{MAX_HELD_HALVES, mpc_party};
@@ -85,10 +85,9 @@ struct Prefetched {
 /// A connected client: one client session with the server and one with the dealer.
 pub struct Client {
     plan: PublicPlan,
-    fixed_point: FixedPoint,
     server: Link,
     dealer: Link,
-    parameters: PartyParameters,
+    parameters: Arc<ClientParameters>,
     ledger: SessionLedger,
     options: ClientOptions,
     prefetched: VecDeque<Prefetched>,
@@ -160,11 +159,10 @@ impl Client {
         };
         handshake(&mut dealer, &hello, Role::Dealer)?;
         let mut client = Self {
-            fixed_point: plan.fixed_point()?,
             plan,
             server,
             dealer,
-            parameters: PartyParameters::Client(Arc::new(ClientParameters::new(weights))),
+            parameters: Arc::new(ClientParameters::new(weights)),
             ledger: SessionLedger::default(),
             options,
             prefetched: VecDeque::new(),
@@ -263,32 +261,31 @@ impl Client {
     }
 
     /// The client's side of one query: P1 of the two-party protocol over the server's
-    /// link, every frame tagged with the session id, the executor over the public plan
-    /// on the encoded input, and every item of the half used. Returns the encoded
-    /// output. The one place the client runs the protocol.
+    /// link, every frame tagged with the session id, on the encoded inputs; every item
+    /// of the half used. Returns the decoded output. The one place the client runs the
+    /// protocol.
     fn run_client_query(
         &mut self,
         material: PartyMaterial,
-        input: &RingTensor,
-    ) -> Result<RingTensor> {
-        let mut tagged = SessionChannel::new(&mut self.server, material.session_id());
-        let mut party = Party::new(
-            &mut tagged,
-            self.fixed_point,
+        inputs: &[RingTensor],
+    ) -> Result<Vec<f32>> {
+        let tagged = SessionChannel::new(&mut self.server, material.session_id());
+        let (output, _) = veil_exec::session::run_client(
+            tagged,
+            &self.plan,
+            &self.parameters,
             material,
-            self.parameters.clone(),
             &self.ledger,
+            inputs,
+            self.options.batch,
         )?;
-        let output = veil_exec::run(&mut party, &self.plan, self.options.batch, Some(input))?
-            .ok_or(Error::Unreachable(
-                "the executor returned no output at the client",
-            ))?;
-        party.finish()?;
         Ok(output)
     }
 
     /// Runs one query on a batch of inputs (row-major).
     pub fn query(&mut self, input: &[f32]) -> Result<QueryReport> {
+        // A bad input is refused here, before any material is consumed.
+        let inputs = veil_exec::encode_inputs(&self.plan, input, self.options.batch)?;
         let call_start = Instant::now();
         if let Some(remaining) = &mut self.options.expected_queries {
             *remaining = remaining.saturating_sub(1);
@@ -318,9 +315,7 @@ impl Client {
         Ready::decode(&ready)?;
         let before: ChannelStats = self.server.stats();
         let started = Instant::now();
-        let encoded = veil_exec::encode_input(&self.plan, input, self.options.batch)?;
-        let output = self.run_client_query(material, &encoded)?;
-        let output = veil_exec::decode_output(&self.plan, &output)?;
+        let output = self.run_client_query(material, &inputs)?;
         let online_seconds = started.elapsed().as_secs_f64();
         let latency_seconds = call_start.elapsed().as_secs_f64();
         let used = self.server.stats().since(&before);

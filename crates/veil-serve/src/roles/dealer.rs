@@ -9,11 +9,10 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
 use tracing::{info, warn};
-use veil_core::FixedPoint;
 use veil_exec::dealer_parameters;
 use veil_model::PublicPlan;
 use veil_mpc::material::MaterialItem;
-use veil_mpc::{DealerParameters, MaterialGenerator, PartyRole, SessionId};
+use veil_mpc::{DealerParameters, PartyRole, SessionId};
 use veil_net::{Channel, ChannelStats, Role};
 use zeroize::Zeroize;
 
@@ -78,27 +77,24 @@ impl Drop for SessionHeaders {
 /// the executor's dry run over the public plan, each item handed over as it is made.
 /// The one place the dealer runs the generating protocol.
 pub(crate) fn generate_material<'a>(
-    plan: &PublicPlan,
-    fixed_point: FixedPoint,
+    plan: &'a PublicPlan,
     parameters: &Arc<DealerParameters>,
     batch: usize,
     start: impl FnOnce(&SessionHeaders) -> Result<MaterialSink<'a>>,
 ) -> Result<()> {
-    let mut generator = MaterialGenerator::new(fixed_point, Arc::clone(parameters))?;
+    let generation = veil_exec::session::Generation::new(plan, parameters, batch)?;
     let headers = SessionHeaders {
-        session_id: generator.session_id(),
-        server: generator.encoded_header(PartyRole::Server),
-        client: generator.encoded_header(PartyRole::Client),
+        session_id: generation.session_id(),
+        server: generation.encoded_header(PartyRole::Server),
+        client: generation.encoded_header(PartyRole::Client),
     };
-    generator.stream_to(start(&headers)?);
-    veil_exec::run(&mut generator, plan, batch, None)?;
+    generation.stream(start(&headers)?)?;
     Ok(())
 }
 
 /// The dealer's state, shared by its session threads.
 struct Dealer {
     plan: PublicPlan,
-    fixed_point: FixedPoint,
     hello: Hello,
     epoch: u64,
     parameters: Arc<DealerParameters>,
@@ -184,7 +180,6 @@ pub fn run_dealer(
     };
     let dealer = Arc::new(Dealer {
         parameters,
-        fixed_point: plan.fixed_point()?,
         hello: Hello { epoch, ..hello },
         plan,
         epoch,
@@ -396,53 +391,47 @@ fn stream_session(dealer: &Dealer, client: &mut Link, batch: usize) -> Result<u6
         &mut server_after_handshake,
         &mut entry_bytes,
     );
-    generate_material(
-        &dealer.plan,
-        dealer.fixed_point,
-        &dealer.parameters,
-        batch,
-        move |headers| {
-            let session = headers.session_id;
-            let (handoff, claim) = std::sync::mpsc::channel();
-            dealer
-                .pending
-                .lock()
-                .map_err(|_| Error::ThreadPanicked {
-                    what: "dealer session",
-                })?
-                .insert(session, handoff);
-            let answer = SessionAnswer::Follows {
-                claimable: claim_timeout,
-            };
-            client_link.send(&answer.encode())?;
-            client_link.send(&headers.client)?;
-            let server = match claim.recv_timeout(claim_timeout) {
-                Ok(server) => slot.insert(server),
-                Err(_) => {
-                    if let Ok(mut pending) = dealer.pending.lock() {
-                        pending.remove(&session);
-                    }
-                    dealer.count(|summary| summary.burnt_sessions += 1);
-                    return Err(Error::ClaimTimedOut {
-                        seconds: claim_timeout.as_secs(),
-                    });
+    generate_material(&dealer.plan, &dealer.parameters, batch, move |headers| {
+        let session = headers.session_id;
+        let (handoff, claim) = std::sync::mpsc::channel();
+        dealer
+            .pending
+            .lock()
+            .map_err(|_| Error::ThreadPanicked {
+                what: "dealer session",
+            })?
+            .insert(session, handoff);
+        let answer = SessionAnswer::Follows {
+            claimable: claim_timeout,
+        };
+        client_link.send(&answer.encode())?;
+        client_link.send(&headers.client)?;
+        let server = match claim.recv_timeout(claim_timeout) {
+            Ok(server) => slot.insert(server),
+            Err(_) => {
+                if let Ok(mut pending) = dealer.pending.lock() {
+                    pending.remove(&session);
                 }
+                dealer.count(|summary| summary.burnt_sessions += 1);
+                return Err(Error::ClaimTimedOut {
+                    seconds: claim_timeout.as_secs(),
+                });
+            }
+        };
+        *after = server.stats();
+        server.send(&headers.server)?;
+        *bytes += (headers.client.len() + headers.server.len()) as u64;
+        // Material is generated and delivered op by op: each item goes only to its
+        // own role as soon as it is made, and is dropped (zeroised) once sent.
+        Ok(Box::new(move |role, item| {
+            *bytes += item_bytes(&item);
+            let link: &mut Link = match role {
+                PartyRole::Server => server,
+                PartyRole::Client => client_link,
             };
-            *after = server.stats();
-            server.send(&headers.server)?;
-            *bytes += (headers.client.len() + headers.server.len()) as u64;
-            // Material is generated and delivered op by op: each item goes only to its
-            // own role as soon as it is made, and is dropped (zeroised) once sent.
-            Ok(Box::new(move |role, item| {
-                *bytes += item_bytes(&item);
-                let link: &mut Link = match role {
-                    PartyRole::Server => server,
-                    PartyRole::Client => client_link,
-                };
-                send_item(link, &item).map_err(veil_mpc::Error::from)
-            }))
-        },
-    )?;
+            send_item(link, &item).map_err(veil_mpc::Error::from)
+        }))
+    })?;
     let server = server_slot
         .as_mut()
         .ok_or(Error::Unreachable("a streamed session ended unclaimed"))?;

@@ -9,11 +9,10 @@ use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
-use veil_core::FixedPoint;
 use veil_core::prg::Seed;
 use veil_exec::server_parameters;
 use veil_model::{Plan, PublicPlan};
-use veil_mpc::{Party, PartyMaterial, PartyParameters, SessionLedger};
+use veil_mpc::{PartyMaterial, ServerParameters, SessionLedger};
 use veil_net::{Channel, Role, SessionChannel};
 
 use super::{MAX_HELD_HALVES, accept_loop, mpc_party};
@@ -40,8 +39,7 @@ pub fn new_epoch() -> u64 {
 pub struct ServerState {
     metrics: Arc<Metrics>,
     plan: Plan,
-    fixed_point: FixedPoint,
-    parameters: PartyParameters,
+    parameters: Arc<ServerParameters>,
     masked_weights: Vec<u8>,
     epoch: u64,
     weight_seed: Seed,
@@ -66,9 +64,8 @@ impl ServerState {
         let masked_weights = MaskedWeights::encode(&plan.public, &masked)?;
         Ok(Self {
             metrics: Arc::default(),
-            fixed_point: plan.public.fixed_point()?,
             plan,
-            parameters: PartyParameters::Server(Arc::new(parameters)),
+            parameters: Arc::new(parameters),
             masked_weights,
             epoch,
             weight_seed,
@@ -188,22 +185,13 @@ pub fn run_server(
 fn run_server_query(
     client: &mut Link,
     plan: &PublicPlan,
-    fixed_point: FixedPoint,
-    parameters: &PartyParameters,
+    parameters: &Arc<ServerParameters>,
     ledger: &SessionLedger,
     material: PartyMaterial,
     batch: usize,
 ) -> Result<()> {
-    let mut tagged = SessionChannel::new(client, material.session_id());
-    let mut party = Party::new(
-        &mut tagged,
-        fixed_point,
-        material,
-        parameters.clone(),
-        ledger,
-    )?;
-    veil_exec::run(&mut party, plan, batch, None)?;
-    party.finish()?;
+    let tagged = SessionChannel::new(client, material.session_id());
+    veil_exec::session::run_server(tagged, plan, parameters, material, ledger, batch)?;
     Ok(())
 }
 
@@ -266,7 +254,6 @@ fn server_client_session(server: &Server, stream: std::net::TcpStream) -> Result
             run_server_query(
                 &mut client,
                 &state.plan.public,
-                state.fixed_point,
                 &state.parameters,
                 &server.ledger,
                 material,
