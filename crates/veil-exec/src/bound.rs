@@ -42,7 +42,6 @@ pub fn error_bound(plan: &Plan, input: &[f32]) -> Result<f64> {
                 out_features,
             } => {
                 let w = &plan.weights[weight];
-                let (e_in, x_max) = (bounds[node.inputs[0]], magnitudes[node.inputs[0]]);
                 let column_sum = (0..*out_features)
                     .map(|c| {
                         (0..*in_features)
@@ -50,15 +49,8 @@ pub fn error_bound(plan: &Plan, input: &[f32]) -> Result<f64> {
                             .sum::<f64>()
                     })
                     .fold(0f64, f64::max);
-                let bias_max = bias.as_ref().map_or(0.0, |b| {
-                    plan.weights[b]
-                        .iter()
-                        .fold(0f64, |m, &v| m.max(f64::from(v).abs()))
-                });
-                let bound = column_sum * e_in
-                    + (x_max + e_in) * (*in_features as f64) * 0.5 * ulp
-                    + 2.5 * ulp;
-                (bound, column_sum * x_max + bias_max)
+                let input = (bounds[node.inputs[0]], magnitudes[node.inputs[0]]);
+                affine_bound(plan, input, column_sum, *in_features, bias.as_deref(), ulp)
             }
             Op::Conv2d {
                 weight,
@@ -69,7 +61,6 @@ pub fn error_bound(plan: &Plan, input: &[f32]) -> Result<f64> {
                 ..
             } => {
                 let w = &plan.weights[weight];
-                let (e_in, x_max) = (bounds[node.inputs[0]], magnitudes[node.inputs[0]]);
                 let per_output = in_channels * kernel * kernel;
                 let channel_sum = (0..*out_channels)
                     .map(|o| {
@@ -79,15 +70,8 @@ pub fn error_bound(plan: &Plan, input: &[f32]) -> Result<f64> {
                             .sum::<f64>()
                     })
                     .fold(0f64, f64::max);
-                let bias_max = bias.as_ref().map_or(0.0, |b| {
-                    plan.weights[b]
-                        .iter()
-                        .fold(0f64, |m, &v| m.max(f64::from(v).abs()))
-                });
-                let bound = channel_sum * e_in
-                    + (x_max + e_in) * (per_output as f64) * 0.5 * ulp
-                    + 2.5 * ulp;
-                (bound, channel_sum * x_max + bias_max)
+                let input = (bounds[node.inputs[0]], magnitudes[node.inputs[0]]);
+                affine_bound(plan, input, channel_sum, per_output, bias.as_deref(), ulp)
             }
             // A mean does not grow errors; its truncation adds up to 2 ulp.
             Op::AvgPool2d { .. } => (
@@ -106,4 +90,27 @@ pub fn error_bound(plan: &Plan, input: &[f32]) -> Result<f64> {
         magnitudes.push(magnitude);
     }
     Ok(bounds[graph.output])
+}
+
+/// (error bound, magnitude bound) after a server-held linear map whose largest absolute
+/// column sum is `weight_sum` over `terms` products, on an input with `(error,
+/// magnitude)`: the input error grows by the column sum; each product adds half an ulp
+/// of weight encoding times the input; bias encoding and the truncation add 2.5 ulp.
+fn affine_bound(
+    plan: &Plan,
+    (input_error, input_magnitude): (f64, f64),
+    weight_sum: f64,
+    terms: usize,
+    bias: Option<&str>,
+    ulp: f64,
+) -> (f64, f64) {
+    let bias_max = bias.map_or(0.0, |b| {
+        plan.weights[b]
+            .iter()
+            .fold(0f64, |m, &v| m.max(f64::from(v).abs()))
+    });
+    let bound = weight_sum * input_error
+        + (input_magnitude + input_error) * (terms as f64) * 0.5 * ulp
+        + 2.5 * ulp;
+    (bound, weight_sum * input_magnitude + bias_max)
 }

@@ -6,7 +6,7 @@ use veil_model::import::{Architecture, compile, write_safetensors};
 use veil_model::plain::run_plain;
 use veil_model::plan::OutputPolicy;
 
-use crate::{assert_within, secure, simulated};
+use crate::{assert_agrees, assert_within, secure};
 
 #[test]
 fn secure_simulated_and_plain_agree_within_the_bound() {
@@ -27,15 +27,7 @@ fn secure_simulated_and_plain_agree_within_the_bound() {
             .collect(),
     ];
     for input in inputs {
-        let plain = run_plain(&plan, &input, batch).expect("plain");
-        let bound = veil_exec::error_bound(&plan, &input).expect("the bound");
-        let secure = secure(&plan, &input, batch);
-        let simulated = simulated(&plan, &input, batch);
-        assert_within(
-            &plain,
-            &[("secure", &secure), ("simulated", &simulated)],
-            bound,
-        );
+        assert_agrees(&plan, &input, batch);
     }
 }
 

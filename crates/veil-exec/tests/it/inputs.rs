@@ -7,10 +7,9 @@ use std::collections::BTreeMap;
 use veil_core::sampling::{SplitMix64, test_seed};
 use veil_model::Plan;
 use veil_model::ir::{Graph, InputKind, Node, Op};
-use veil_model::plain::run_plain;
 use veil_model::plan::{OutputPolicy, ParameterInfo, ParameterKind, PublicPlan};
 
-use crate::{assert_within, secure, simulated};
+use crate::assert_agrees;
 
 /// embeddings [6] + attention_mask [6] → linear 6 → 3 → ReLU: a two-input plan.
 fn two_input_plan(sampler: &mut SplitMix64) -> Plan {
@@ -64,15 +63,7 @@ fn two_client_inputs_agree_with_the_plain_run() {
     let batch = 3;
     let mut input = sampler.normal_vec(6 * batch, 2.0);
     input.extend((0..6 * batch).map(|i| if i % 4 == 3 { 0.0 } else { 1.0 }));
-    let plain = run_plain(&plan, &input, batch).expect("plain");
-    let bound = veil_exec::error_bound(&plan, &input).expect("the bound");
-    let secure = secure(&plan, &input, batch);
-    let simulated = simulated(&plan, &input, batch);
-    assert_within(
-        &plain,
-        &[("secure", &secure), ("simulated", &simulated)],
-        bound,
-    );
+    assert_agrees(&plan, &input, batch);
 }
 
 #[test]

@@ -87,6 +87,20 @@ pub(crate) fn simulated(plan: &Plan, input: &[f32], batch: usize) -> Vec<f32> {
     veil_exec::decode_output(&plan.public, &output).expect("decodes")
 }
 
+/// Runs `plan` plainly, simulated and securely on a batch, and asserts that both
+/// fixed-point results are within the documented bound of the plain one.
+pub(crate) fn assert_agrees(plan: &Plan, input: &[f32], batch: usize) {
+    let plain = veil_model::plain::run_plain(plan, input, batch).expect("plain");
+    let bound = veil_exec::error_bound(plan, input).expect("the bound");
+    let secure = secure(plan, input, batch);
+    let simulated = simulated(plan, input, batch);
+    assert_within(
+        &plain,
+        &[("secure", &secure), ("simulated", &simulated)],
+        bound,
+    );
+}
+
 /// Asserts that every secure and simulated output is within `bound` of the plain one.
 pub(crate) fn assert_within(plain: &[f32], others: &[(&str, &[f32])], bound: f64) {
     for (name, values) in others {
