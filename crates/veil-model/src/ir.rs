@@ -111,6 +111,12 @@ pub enum Op {
         /// Comparison bit-width from range analysis (64 when absent).
         bits: u32,
     },
+    /// GELU(x) = x·Φ(x), elementwise. The plain executor computes it exactly; under MPC
+    /// its pieces are chosen by comparisons decided on a `bits`-bit reduction.
+    Gelu {
+        /// Comparison bit-width from range analysis (64 when absent).
+        bits: u32,
+    },
     /// Flattens every dimension after the batch.
     Flatten,
     /// Elementwise sum of two inputs of one shape.
@@ -181,6 +187,21 @@ impl InputSlot<'_> {
 }
 
 impl Op {
+    /// The op's name as the plan's JSON spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Input { .. } => "input",
+            Op::Linear { .. } => "linear",
+            Op::Conv2d { .. } => "conv2d",
+            Op::MaxPool2d { .. } => "max_pool2d",
+            Op::AvgPool2d { .. } => "avg_pool2d",
+            Op::Relu { .. } => "relu",
+            Op::Gelu { .. } => "gelu",
+            Op::Flatten => "flatten",
+            Op::Add => "add",
+        }
+    }
+
     /// How many inputs the op reads.
     pub fn arity(&self) -> usize {
         match self {
@@ -190,6 +211,7 @@ impl Op {
             | Op::MaxPool2d { .. }
             | Op::AvgPool2d { .. }
             | Op::Relu { .. }
+            | Op::Gelu { .. }
             | Op::Flatten => 1,
             Op::Add => 2,
         }
@@ -219,6 +241,7 @@ impl Graph {
                 | Op::MaxPool2d { .. }
                 | Op::AvgPool2d { .. }
                 | Op::Relu { .. }
+                | Op::Gelu { .. }
                 | Op::Flatten
                 | Op::Add => None,
             })
@@ -345,11 +368,11 @@ impl Graph {
                     pool_shape(&input_shape(0), *kernel, *stride)
                         .ok_or_else(|| invalid(index, "avg_pool2d window does not fit".into()))?
                 }
-                Op::Relu { bits } => {
+                Op::Relu { bits } | Op::Gelu { bits } => {
                     if !(2..=64).contains(bits) {
                         return Err(invalid(
                             index,
-                            format!("relu bit-width {bits} outside 2..=64"),
+                            format!("{} bit-width {bits} outside 2..=64", node.op.name()),
                         ));
                     }
                     input_shape(0)

@@ -132,6 +132,10 @@ pub fn run_plain_all(plan: &Plan, input: &[f32], batch: usize) -> Result<Vec<Vec
                 out.iter().map(|&sum| (sum / area) as f32).collect()
             }
             Op::Relu { .. } => values[node.inputs[0]].iter().map(|&v| v.max(0.0)).collect(),
+            Op::Gelu { .. } => values[node.inputs[0]]
+                .iter()
+                .map(|&v| gelu(f64::from(v)) as f32)
+                .collect(),
             Op::Flatten => values[node.inputs[0]].clone(),
             Op::Add => values[node.inputs[0]]
                 .iter()
@@ -158,4 +162,31 @@ pub fn argmax_rows(values: &[f32], columns: usize) -> Vec<usize> {
                 .0
         })
         .collect()
+}
+
+/// GELU(x) = x·Φ(x) = ½x(1 + erf(x/√2)), in f64.
+pub fn gelu(x: f64) -> f64 {
+    0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2))
+}
+
+/// The error function, to within 1.2·10⁻⁷ everywhere (Numerical Recipes' `erfc` by a
+/// Chebyshev fit, W. H. Press et al., 3rd ed., §6.2.2), far below the f32 the plain
+/// executor returns.
+pub fn erf(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let polynomial = -z * z - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let complement = t * polynomial.exp();
+    if x >= 0.0 {
+        1.0 - complement
+    } else {
+        complement - 1.0
+    }
 }

@@ -127,6 +127,7 @@ impl PublicPlan {
                 | Op::MaxPool2d { .. }
                 | Op::AvgPool2d { .. }
                 | Op::Relu { .. }
+                | Op::Gelu { .. }
                 | Op::Flatten
                 | Op::Add => continue,
             };

@@ -245,3 +245,23 @@ pub fn residual_mlp(seed: u64) -> Result<Plan> {
         "exact",
     )
 }
+
+/// `gelu`: one GELU over `len` values (input N(0, 1) in the benchmarks), to measure the
+/// op's cost per element under MPC.
+pub fn gelu_layer(len: usize) -> Result<Plan> {
+    let architecture = Architecture {
+        name: "gelu".into(),
+        input: vec![len],
+        fractional_bits: None,
+        output: None,
+        layers: vec![Layer::Gelu {
+            name: None,
+            bits: None,
+        }],
+    };
+    compile(
+        &architecture,
+        &crate::import::write_safetensors(&[])?,
+        "exact",
+    )
+}

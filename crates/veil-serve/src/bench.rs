@@ -87,16 +87,21 @@ pub struct BenchReport {
     pub max_abs_err: f64,
 }
 
+/// How many values the `gelu` benchmark applies GELU to.
+const GELU_BENCH_ELEMENTS: usize = 128 * 128;
+
 /// The benchmark's plan: random weights, seed 0, calibrated on request.
 fn bench_plan(options: &BenchOptions) -> Result<Plan> {
     let mut plan = match options.model.as_str() {
         "mlp" => veil_model::zoo::random_mlp("mlp", &[784, 128, 128, 10], 0)?,
         "cnn6" => veil_model::zoo::random_cnn6(0)?,
+        // 128 × 128 values: one attention-sized activation.
+        "gelu" => veil_model::zoo::gelu_layer(GELU_BENCH_ELEMENTS)?,
         other => {
             return Err(Error::Unknown {
                 what: "bench model",
                 name: other.into(),
-                have: "mlp, cnn6",
+                have: "mlp, cnn6, gelu",
             });
         }
     };

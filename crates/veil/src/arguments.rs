@@ -161,7 +161,8 @@ pub(crate) enum DigitsModel {
 /// `veil bench`'s options.
 #[derive(clap::Args)]
 pub(crate) struct BenchArguments {
-    /// Benchmark model: `mlp` (784-128-128-10) or `cnn6` (DESIGN.md), random weights.
+    /// Benchmark model: `mlp` (784-128-128-10), `cnn6` (docs/results.md), random weights;
+    /// or `gelu` (one GELU over 128 × 128 values).
     #[arg(long, default_value = "mlp")]
     pub(crate) model: String,
     /// Samples per query.

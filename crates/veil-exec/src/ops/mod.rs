@@ -4,12 +4,14 @@
 //! - [`affine`]: server-held linear maps (linear, conv2d) with bias and truncation;
 //! - [`pooling`]: max pooling (a comparison tree) and average pooling;
 //! - [`elementwise`]: ReLU and residual sums;
+//! - [`gelu`]: GELU by PUMA's piecewise polynomial;
 //! - [`argmax`]: the `label` output policy's secure argmax.
 //!
-//! A new op family (gelu, softmax, layer_norm, attention) gets a module of its own here,
+//! A new op family (softmax, layer_norm, attention) gets a module of its own here,
 //! and one arm in [`crate::run`]'s match and in [`crate::error_bound`]'s.
 
 pub mod affine;
 pub mod argmax;
 pub mod elementwise;
+pub mod gelu;
 pub mod pooling;

@@ -5,6 +5,7 @@
 
 mod agreement;
 mod faults;
+mod gelu;
 mod inputs;
 
 use std::sync::Arc;

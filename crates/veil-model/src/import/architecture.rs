@@ -91,6 +91,13 @@ pub enum Layer {
         /// Comparison bit-width (64 when absent).
         bits: Option<u32>,
     },
+    /// GELU.
+    Gelu {
+        /// Optional name.
+        name: Option<String>,
+        /// Comparison bit-width (64 when absent).
+        bits: Option<u32>,
+    },
     /// Flatten all but the batch dimension.
     Flatten {
         /// Optional name.
@@ -436,6 +443,13 @@ impl GraphBuilder {
             Layer::Relu { name, bits } => (
                 name.clone(),
                 Op::Relu {
+                    bits: bits.unwrap_or(64),
+                },
+                vec![current],
+            ),
+            Layer::Gelu { name, bits } => (
+                name.clone(),
+                Op::Gelu {
                     bits: bits.unwrap_or(64),
                 },
                 vec![current],

@@ -23,11 +23,15 @@ pub fn calibrate_comparison_bits(
     let graph = &mut plan.public.graph;
     for index in 0..graph.nodes.len() {
         let source = graph.nodes[index].inputs.first().copied();
-        let (Some(source), factor) = (
+        // Each comparison's operand is at most `factor`·|x| + `offset`.
+        let (Some(source), (factor, offset)) = (
             source,
             match graph.nodes[index].op {
-                Op::Relu { .. } => 1.0,
-                Op::MaxPool2d { .. } => 2.0,
+                Op::Relu { .. } => (1.0, 0.0),
+                // Pairwise differences of the window.
+                Op::MaxPool2d { .. } => (2.0, 0.0),
+                // x against its pieces' breakpoints (at most 4 away).
+                Op::Gelu { .. } => (1.0, 4.0),
                 // No comparison inside: nothing to calibrate.
                 Op::Input { .. }
                 | Op::Linear { .. }
@@ -42,10 +46,11 @@ pub fn calibrate_comparison_bits(
         let largest = values[source]
             .iter()
             .fold(0f64, |m, v| m.max(f64::from(*v).abs()));
-        let magnitude = (largest * factor * headroom * scale).max(1.0);
+        let magnitude = ((largest * factor + offset) * headroom * scale).max(1.0);
         let bits = ((magnitude.log2().ceil() as u32) + 1).clamp(2, 64);
-        if let Op::Relu { bits: current } | Op::MaxPool2d { bits: current, .. } =
-            &mut graph.nodes[index].op
+        if let Op::Relu { bits: current }
+        | Op::Gelu { bits: current }
+        | Op::MaxPool2d { bits: current, .. } = &mut graph.nodes[index].op
         {
             *current = bits;
         }

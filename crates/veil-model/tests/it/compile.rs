@@ -14,16 +14,7 @@ fn op_names(plan: &veil_model::Plan) -> Vec<&'static str> {
         .graph
         .nodes
         .iter()
-        .map(|node| match node.op {
-            Op::Input { .. } => "input",
-            Op::Linear { .. } => "linear",
-            Op::Conv2d { .. } => "conv2d",
-            Op::MaxPool2d { .. } => "max_pool2d",
-            Op::AvgPool2d { .. } => "avg_pool2d",
-            Op::Relu { .. } => "relu",
-            Op::Flatten => "flatten",
-            Op::Add => "add",
-        })
+        .map(|node| node.op.name())
         .collect()
 }
 
