@@ -19,9 +19,10 @@ pub fn error_bound(plan: &Plan, input: &[f32]) -> Result<f64> {
     let per_sample = plan.public.input_len();
     let batch = input.len().checked_div(per_sample).unwrap_or(0);
     let mut inputs = plan.public.split_inputs(input, batch)?.into_iter();
+    let shapes = graph.infer_shapes(batch)?;
     let mut bounds: Vec<f64> = Vec::with_capacity(graph.nodes.len());
     let mut magnitudes: Vec<f64> = Vec::with_capacity(graph.nodes.len());
-    for node in &graph.nodes {
+    for (index, node) in graph.nodes.iter().enumerate() {
         let (bound, magnitude) = match &node.op {
             Op::Input { kind, .. } => {
                 let values = inputs.next().unwrap_or_default();
@@ -86,6 +87,15 @@ pub fn error_bound(plan: &Plan, input: &[f32]) -> Result<f64> {
                         + FIXED_POINT_ULPS * ulp,
                     magnitudes[node.inputs[0]] + APPROXIMATION_ERROR,
                 )
+            }
+            // An input error e moves each output by at most e/2 (Σ_j |∂p_i/∂x_j| =
+            // 2p_i(1 − p_i) ≤ ½); outputs lie in [0, 1], so no bound exceeds 1.
+            Op::Softmax { .. } => {
+                use crate::ops::softmax::{EXP_ERROR, FIXED_POINT_ULPS};
+                let columns = shapes[index].last().copied().unwrap_or(1) as f64;
+                let bound =
+                    0.5 * bounds[node.inputs[0]] + columns * EXP_ERROR + FIXED_POINT_ULPS * ulp;
+                (bound.min(1.0), 1.0)
             }
             Op::Relu { .. } | Op::Flatten | Op::MaxPool2d { .. } => {
                 (bounds[node.inputs[0]], magnitudes[node.inputs[0]])

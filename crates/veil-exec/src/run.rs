@@ -7,7 +7,7 @@ use veil_model::ir::Op;
 use veil_model::plan::OutputPolicy;
 use veil_mpc::Protocol;
 
-use crate::ops::{affine, argmax, elementwise, gelu, pooling};
+use crate::ops::{affine, argmax, elementwise, gelu, pooling, softmax};
 use crate::{Error, Result};
 
 /// Runs the plan's graph on a batch of `batch` samples. `inputs` holds the encoded
@@ -96,6 +96,9 @@ pub fn run<P: Protocol>(
             }
             Op::Gelu { bits } => {
                 gelu::gelu(protocol, operand(&values, node.inputs[0], index)?, *bits)?
+            }
+            Op::Softmax { bits } => {
+                softmax::softmax(protocol, operand(&values, node.inputs[0], index)?, *bits)?
             }
             Op::Flatten => {
                 let x = node.inputs[0];

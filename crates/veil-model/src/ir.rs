@@ -117,6 +117,12 @@ pub enum Op {
         /// Comparison bit-width from range analysis (64 when absent).
         bits: u32,
     },
+    /// Softmax over the last dimension. The plain executor computes it exactly; under
+    /// MPC the row max and the comparisons inside decide on a `bits`-bit reduction.
+    Softmax {
+        /// Comparison bit-width for the row max and the clipping (64 when absent).
+        bits: u32,
+    },
     /// Flattens every dimension after the batch.
     Flatten,
     /// Elementwise sum of two inputs of one shape.
@@ -197,6 +203,7 @@ impl Op {
             Op::AvgPool2d { .. } => "avg_pool2d",
             Op::Relu { .. } => "relu",
             Op::Gelu { .. } => "gelu",
+            Op::Softmax { .. } => "softmax",
             Op::Flatten => "flatten",
             Op::Add => "add",
         }
@@ -212,6 +219,7 @@ impl Op {
             | Op::AvgPool2d { .. }
             | Op::Relu { .. }
             | Op::Gelu { .. }
+            | Op::Softmax { .. }
             | Op::Flatten => 1,
             Op::Add => 2,
         }
@@ -242,6 +250,7 @@ impl Graph {
                 | Op::AvgPool2d { .. }
                 | Op::Relu { .. }
                 | Op::Gelu { .. }
+                | Op::Softmax { .. }
                 | Op::Flatten
                 | Op::Add => None,
             })
@@ -368,7 +377,7 @@ impl Graph {
                     pool_shape(&input_shape(0), *kernel, *stride)
                         .ok_or_else(|| invalid(index, "avg_pool2d window does not fit".into()))?
                 }
-                Op::Relu { bits } | Op::Gelu { bits } => {
+                Op::Relu { bits } | Op::Gelu { bits } | Op::Softmax { bits } => {
                     if !(2..=64).contains(bits) {
                         return Err(invalid(
                             index,

@@ -132,6 +132,23 @@ pub fn run_plain_all(plan: &Plan, input: &[f32], batch: usize) -> Result<Vec<Vec
                 out.iter().map(|&sum| (sum / area) as f32).collect()
             }
             Op::Relu { .. } => values[node.inputs[0]].iter().map(|&v| v.max(0.0)).collect(),
+            Op::Softmax { .. } => {
+                let columns = shapes[index].last().copied().unwrap_or(1).max(1);
+                values[node.inputs[0]]
+                    .chunks(columns)
+                    .flat_map(|row| {
+                        let largest = row
+                            .iter()
+                            .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+                        let exps: Vec<f64> = row
+                            .iter()
+                            .map(|&v| (f64::from(v) - largest).exp())
+                            .collect();
+                        let sum: f64 = exps.iter().sum();
+                        exps.into_iter().map(move |e| (e / sum) as f32)
+                    })
+                    .collect()
+            }
             Op::Gelu { .. } => values[node.inputs[0]]
                 .iter()
                 .map(|&v| gelu(f64::from(v)) as f32)

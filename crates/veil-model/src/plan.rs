@@ -128,6 +128,7 @@ impl PublicPlan {
                 | Op::AvgPool2d { .. }
                 | Op::Relu { .. }
                 | Op::Gelu { .. }
+                | Op::Softmax { .. }
                 | Op::Flatten
                 | Op::Add => continue,
             };

@@ -265,3 +265,23 @@ pub fn gelu_layer(len: usize) -> Result<Plan> {
         "exact",
     )
 }
+
+/// `softmax`: one softmax over rows of `columns` values, `rows` of them (input N(0, 1)
+/// in the benchmarks), to measure the op's cost per element under MPC.
+pub fn softmax_layer(rows: usize, columns: usize) -> Result<Plan> {
+    let architecture = Architecture {
+        name: "softmax".into(),
+        input: vec![rows, columns],
+        fractional_bits: None,
+        output: None,
+        layers: vec![Layer::Softmax {
+            name: None,
+            bits: None,
+        }],
+    };
+    compile(
+        &architecture,
+        &crate::import::write_safetensors(&[])?,
+        "exact",
+    )
+}

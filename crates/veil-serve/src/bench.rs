@@ -97,11 +97,13 @@ fn bench_plan(options: &BenchOptions) -> Result<Plan> {
         "cnn6" => veil_model::zoo::random_cnn6(0)?,
         // 128 × 128 values: one attention-sized activation.
         "gelu" => veil_model::zoo::gelu_layer(GELU_BENCH_ELEMENTS)?,
+        // One attention head's scores at 128 tokens.
+        "softmax" => veil_model::zoo::softmax_layer(128, 128)?,
         other => {
             return Err(Error::Unknown {
                 what: "bench model",
                 name: other.into(),
-                have: "mlp, cnn6, gelu",
+                have: "mlp, cnn6, gelu, softmax",
             });
         }
     };

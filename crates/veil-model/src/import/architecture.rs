@@ -98,6 +98,13 @@ pub enum Layer {
         /// Comparison bit-width (64 when absent).
         bits: Option<u32>,
     },
+    /// Softmax over the last dimension.
+    Softmax {
+        /// Optional name.
+        name: Option<String>,
+        /// Comparison bit-width (64 when absent).
+        bits: Option<u32>,
+    },
     /// Flatten all but the batch dimension.
     Flatten {
         /// Optional name.
@@ -450,6 +457,13 @@ impl GraphBuilder {
             Layer::Gelu { name, bits } => (
                 name.clone(),
                 Op::Gelu {
+                    bits: bits.unwrap_or(64),
+                },
+                vec![current],
+            ),
+            Layer::Softmax { name, bits } => (
+                name.clone(),
+                Op::Softmax {
                     bits: bits.unwrap_or(64),
                 },
                 vec![current],

@@ -32,6 +32,9 @@ pub fn calibrate_comparison_bits(
                 Op::MaxPool2d { .. } => (2.0, 0.0),
                 // x against its pieces' breakpoints (at most 4 away).
                 Op::Gelu { .. } => (1.0, 4.0),
+                // Pairwise differences for the row max, and x − max against the clip at
+                // −14 (the sum's comparisons pick their own width).
+                Op::Softmax { .. } => (2.0, 14.0),
                 // No comparison inside: nothing to calibrate.
                 Op::Input { .. }
                 | Op::Linear { .. }
@@ -50,6 +53,7 @@ pub fn calibrate_comparison_bits(
         let bits = ((magnitude.log2().ceil() as u32) + 1).clamp(2, 64);
         if let Op::Relu { bits: current }
         | Op::Gelu { bits: current }
+        | Op::Softmax { bits: current }
         | Op::MaxPool2d { bits: current, .. } = &mut graph.nodes[index].op
         {
             *current = bits;

@@ -1,0 +1,198 @@
+//! Softmax over the last dimension under MPC, written once over [`Protocol`], in PUMA's
+//! shape (cookbook §4.1, §4.2, §4.5): subtract the row max, clip at −14, exponentiate by
+//! the limit form, sum, and multiply by a Newton reciprocal of the sum.
+//!
+//! **Steps**, for rows of n values:
+//! 1. the row max by a tournament, max(a, b) = b + ReLU(a − b), ⌈log₂ n⌉ rounds;
+//! 2. d = x − max ≤ 0 (local) and the clip bit 1{d ≥ −14} (one comparison);
+//! 3. e^d ≈ (1 + d/2^8)^(2^8): d read at a scale 8 bits finer *is* d/2^8, so the base
+//!    needs no truncation; eight squarings at [`EXTRA_BITS`] more fractional bits, so
+//!    their truncation errors, amplified up to 2^8-fold, stay below 1/16 ulp; the clip
+//!    bit times the power (below −2^8 the base is negative and its powers wrap the ring,
+//!    but only where the clip bit is 0, and 0 times anything is exactly 0);
+//! 4. the row sum s ∈ [1, n] (local; the max's own term is 1);
+//! 5. 1/s by Newton, y ← y(2 − s·y), from y₀ = ¾·2^−J where 2^J ≤ s < 2^(J+1): J comes
+//!    from one batched comparison of s against 2, 4, …, so y₀ = ¾ − Σ_j ¾·2^−j·1{s ≥ 2^j}
+//!    is local in the bits, s·y₀ ∈ [¾, 3/2), and [`NEWTON_ITERATIONS`] iterations take
+//!    the relative error from ½ to ½^16;
+//! 6. e^d · y, truncated once.
+//!
+//! **Error.** Against the exact softmax, every output is within
+//! n·[`EXP_ERROR`] (the limit form only underestimates e^d, by at most [`EXP_ERROR`] on
+//! [−14, 0], and the clip drops at most e^−14 < [`EXP_ERROR`]): an output's numerator
+//! falls short by at most that and its denominator by at most n times that, over a sum
+//! of at least 1. Beyond the approximation, the fixed-point evaluation adds at most
+//! [`FIXED_POINT_ULPS`] ulps against the same approximation in f64 ([`approximate_row`]),
+//! which a test asserts.
+//!
+//! Rounds: ⌈log₂ n⌉ + 2 + 16 + 1 + 1 + 4·4 + 2. SIGMA's nExp tables and inverse table
+//! (cookbook §4.1, §4.2) are the cheaper route this module leaves room for.
+
+use veil_core::RingTensor;
+use veil_mpc::Protocol;
+
+use crate::Result;
+
+/// Values below the row max by more than this contribute 0.
+pub const CLIP: f64 = 14.0;
+/// The limit form squares 2^`SQUARINGS` times' worth: (1 + d/2^8)^(2^8).
+pub const SQUARINGS: u32 = 8;
+/// Extra fractional bits of the exponential's intermediate values.
+pub const EXTRA_BITS: u32 = 12;
+/// Newton iterations of the reciprocal.
+pub const NEWTON_ITERATIONS: usize = 4;
+/// The largest shortfall e^d − (1 + d/2^8)^(2^8) on d ∈ [−14, 0] (at d ≈ −2; a unit test
+/// scans it).
+pub const EXP_ERROR: f64 = 1.1e-3;
+/// The fixed-point error of one output against [`approximate_row`], in ulps, with a
+/// margin: the exponential's 1/16 ulp, the sum's n/16, the reciprocal's residual ½^16
+/// relative and a few ulps of its truncations, the last product's truncation.
+pub const FIXED_POINT_ULPS: f64 = 32.0;
+
+/// Softmax over the last dimension of a secret tensor; comparisons on `bits` bits.
+pub fn softmax<P: Protocol>(protocol: &mut P, value: &P::Shared, bits: u32) -> Result<P::Shared> {
+    let shape = protocol.shape_of(value);
+    let columns = shape.last().copied().unwrap_or(1).max(1);
+    let len: usize = shape.iter().product();
+    let rows = len / columns;
+    let f = protocol.fixed_point().fractional_bits();
+    let codec = protocol.fixed_point();
+    let constant =
+        |protocol: &mut P, value: f64, scale_bits: u32, count: usize| -> Result<P::Shared> {
+            let word = codec.encode_scaled(value, scale_bits)?;
+            Ok(protocol.public(&RingTensor::new(vec![count], vec![word; count])?)?)
+        };
+
+    // 1. The row max: block c holds column c of every row.
+    let column_major: Vec<usize> = (0..columns)
+        .flat_map(|c| (0..rows).map(move |r| r * columns + c))
+        .collect();
+    let mut candidates = protocol.gather(value, &column_major, &[len])?;
+    let mut count = columns;
+    while count > 1 {
+        let half = count / 2;
+        let block = |range: std::ops::Range<usize>| -> Vec<usize> {
+            (range.start * rows..range.end * rows).collect()
+        };
+        let paired = [half * rows];
+        let left = protocol.gather(&candidates, &block(0..half), &paired)?;
+        let right = protocol.gather(&candidates, &block(half..2 * half), &paired)?;
+        let difference = protocol.sub(&left, &right)?;
+        let positive = protocol.relu(&difference, bits)?;
+        let larger = protocol.add(&right, &positive)?;
+        candidates = if count % 2 == 1 {
+            let rest = protocol.gather(&candidates, &block(2 * half..count), &[rows])?;
+            protocol.concat(&[&larger, &rest])?
+        } else {
+            larger
+        };
+        count = count.div_ceil(2);
+    }
+    let maximum = candidates;
+    let per_element = |row_values: &P::Shared, protocol: &mut P| -> Result<P::Shared> {
+        let indices: Vec<usize> = (0..len).map(|index| index / columns).collect();
+        Ok(protocol.gather(row_values, &indices, &[len])?)
+    };
+
+    // 2. d = x − max ≤ 0 and the clip bit.
+    let x = protocol.gather(value, &(0..len).collect::<Vec<_>>(), &[len])?;
+    let broadcast_max = per_element(&maximum, protocol)?;
+    let d = protocol.sub(&x, &broadcast_max)?;
+    let clip = constant(protocol, CLIP, f, len)?;
+    let shifted = protocol.add(&d, &clip)?;
+    let keep = protocol.drelu(&shifted, bits)?;
+
+    // 3. e^d ≈ (1 + d/2^8)^(2^8), at f + EXTRA_BITS fractional bits.
+    let fine = f + EXTRA_BITS;
+    // d at scale f is d/2^8 at scale f + 8; lift it to scale f + EXTRA_BITS.
+    let lifted = protocol.scale(&d, 1u64 << (EXTRA_BITS - SQUARINGS))?;
+    let one = constant(protocol, 1.0, fine, len)?;
+    let mut power = protocol.add(&one, &lifted)?;
+    for _ in 0..SQUARINGS {
+        let square = protocol.mul(&power, &power)?;
+        power = protocol.truncate(&square, fine)?;
+    }
+    let exponential = protocol.mul(&keep, &power)?;
+
+    // 4. Row sums (at scale f + EXTRA_BITS), then at scale f for the reciprocal.
+    let mut sum = protocol.gather(&exponential, &column_major[..rows], &[rows])?;
+    for c in 1..columns {
+        let column = protocol.gather(
+            &exponential,
+            &column_major[c * rows..(c + 1) * rows],
+            &[rows],
+        )?;
+        sum = protocol.add(&sum, &column)?;
+    }
+    let sum = protocol.truncate(&sum, EXTRA_BITS)?;
+
+    // 5. Newton's reciprocal from y₀ = ¾·2^−J.
+    let exponents = (usize::BITS - columns.leading_zeros()) as i32 + 1;
+    // s − 2^j lies in [−2^exponents, n], and 2^exponents ≤ 4n.
+    let sum_bits = ((((4 * columns + 4) as f64) * codec.scale()).log2().ceil() as u32 + 2).min(64);
+    let mut thresholds = Vec::with_capacity(exponents as usize);
+    for j in 1..=exponents {
+        let threshold = constant(protocol, f64::from(2f32.powi(j)), f, rows)?;
+        thresholds.push(protocol.sub(&sum, &threshold)?);
+    }
+    let stacked: Vec<&P::Shared> = thresholds.iter().collect();
+    let stacked = protocol.concat(&stacked)?;
+    let at_least = protocol.drelu(&stacked, sum_bits)?;
+    let mut reciprocal = constant(protocol, 0.75, f, rows)?;
+    for j in 1..=exponents {
+        let block: Vec<usize> = ((j as usize - 1) * rows..j as usize * rows).collect();
+        let bit = protocol.gather(&at_least, &block, &[rows])?;
+        let step = protocol.scale(&bit, codec.encode(0.75 * f64::from(2f32.powi(-j)))?)?;
+        reciprocal = protocol.sub(&reciprocal, &step)?;
+    }
+    let two = constant(protocol, 2.0, f, rows)?;
+    for _ in 0..NEWTON_ITERATIONS {
+        let product = protocol.mul(&sum, &reciprocal)?;
+        let product = protocol.truncate(&product, f)?;
+        let correction = protocol.sub(&two, &product)?;
+        let next = protocol.mul(&reciprocal, &correction)?;
+        reciprocal = protocol.truncate(&next, f)?;
+    }
+
+    // 6. e^d · (1/s), back to scale f.
+    let broadcast_reciprocal = per_element(&reciprocal, protocol)?;
+    let output = protocol.mul(&exponential, &broadcast_reciprocal)?;
+    let output = protocol.truncate(&output, fine)?;
+    Ok(protocol.reshape(output, &shape)?)
+}
+
+/// The approximation in f64 for one row: exact max and reciprocal, the clip and the
+/// limit-form exponential.
+pub fn approximate_row(row: &[f64]) -> Vec<f64> {
+    let largest = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+    let exps: Vec<f64> = row.iter().map(|&v| approximate_exp(v - largest)).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
+
+/// (1 + d/2^8)^(2^8) for d ≥ −14, else 0.
+pub fn approximate_exp(d: f64) -> f64 {
+    if d < -CLIP {
+        0.0
+    } else {
+        (1.0 + d / f64::from(1u32 << SQUARINGS)).powi(1 << SQUARINGS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exponential_falls_short_by_at_most_its_documented_error() {
+        let mut worst: f64 = 0.0;
+        for step in 0..=140_000 {
+            let d = -f64::from(step) * 1e-4;
+            let shortfall = d.exp() - approximate_exp(d);
+            assert!(shortfall >= 0.0, "d = {d}: the limit form overshoots");
+            worst = worst.max(shortfall);
+        }
+        assert!(worst <= EXP_ERROR, "worst {worst}");
+        assert!((-CLIP).exp() < EXP_ERROR);
+    }
+}
