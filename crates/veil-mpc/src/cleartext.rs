@@ -10,7 +10,7 @@ use std::sync::Arc;
 use veil_core::{FixedPoint, RingTensor};
 
 use crate::gates::signed_reduction;
-use crate::protocol::{check_bits, check_shift, matmul_dimensions, same_shape};
+use crate::protocol::{check_bits, check_shift, matmul_dimensions, row_scaled, same_shape};
 use crate::{Error, Protocol, Result};
 
 /// The fixed-point simulation: every value in the clear.
@@ -125,6 +125,10 @@ impl Protocol for Cleartext {
     ) -> Result<RingTensor> {
         matmul_dimensions("matmul_weight", value.shape(), weight.shape())?;
         Ok(value.matmul(weight)?)
+    }
+
+    fn mul_weight(&mut self, value: &RingTensor, weight: &Arc<RingTensor>) -> Result<RingTensor> {
+        row_scaled(value, weight)
     }
 
     fn mul(&mut self, left: &RingTensor, right: &RingTensor) -> Result<RingTensor> {

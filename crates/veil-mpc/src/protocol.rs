@@ -91,6 +91,11 @@ pub trait Protocol {
         padding: usize,
     ) -> Result<Self::Shared>;
 
+    /// X ⊙ w for a secret `[m, n]` X and a server-held `[n]` vector w broadcast over the
+    /// rows (LayerNorm's scale γ): the one-sided product with a fixed weight mask, as
+    /// `matmul_weight`, for an elementwise map. Untruncated.
+    fn mul_weight(&mut self, value: &Self::Shared, weight: &Self::Weight) -> Result<Self::Shared>;
+
     /// Elementwise product of two secrets (Beaver triple). Untruncated.
     fn mul(&mut self, left: &Self::Shared, right: &Self::Shared) -> Result<Self::Shared>;
 
@@ -168,6 +173,30 @@ pub(crate) fn conv2d_output_shape(
             }
         }
         _ => Err(mismatch()),
+    }
+}
+
+/// X ⊙ w with the `[n]` vector w broadcast over the rows of the `[m, n]` X (wrapping).
+pub(crate) fn row_scaled(value: &RingTensor, weight: &RingTensor) -> Result<RingTensor> {
+    match (value.shape(), weight.shape()) {
+        (&[_, columns], &[length]) if columns == length => {
+            let data = value
+                .data()
+                .chunks(columns.max(1))
+                .flat_map(|row| {
+                    row.iter()
+                        .zip(weight.data())
+                        .map(|(x, w)| x.wrapping_mul(*w))
+                })
+                .collect();
+            Ok(RingTensor::new(value.shape().to_vec(), data)?)
+        }
+        _ => Err(veil_core::Error::ShapeMismatch {
+            op: "mul_weight",
+            expected: value.shape().get(1).map(|&c| vec![c]).unwrap_or_default(),
+            found: weight.shape().to_vec(),
+        }
+        .into()),
     }
 }
 

@@ -21,7 +21,7 @@ use super::beaver::elementwise_product;
 use super::material::{MaterialItem, MaterialKind, PartyMaterial, PartyRole, SessionId, op_stream};
 use super::parameters::DealerParameters;
 use crate::protocol::{
-    check_bits, check_shift, conv2d_output_shape, matmul_dimensions, same_shape,
+    check_bits, check_shift, conv2d_output_shape, matmul_dimensions, row_scaled, same_shape,
 };
 use crate::{Protocol, Result};
 
@@ -187,6 +187,11 @@ impl Protocol for MaterialGenerator<'_> {
     fn matmul_weight(&mut self, value: &ShapeOnly, mask: &Arc<RingTensor>) -> Result<ShapeOnly> {
         let (m, _, n) = matmul_dimensions("matmul_weight", &value.0, mask.shape())?;
         self.weight_product(value, mask, vec![m, n], |a, b| Ok(a.matmul(b)?))
+    }
+
+    fn mul_weight(&mut self, value: &ShapeOnly, mask: &Arc<RingTensor>) -> Result<ShapeOnly> {
+        let shape = value.0.clone();
+        self.weight_product(value, mask, shape, row_scaled)
     }
 
     fn conv2d_weight(

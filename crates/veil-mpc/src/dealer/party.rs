@@ -18,7 +18,7 @@ use super::codec::{bytes_to_words, words_to_bytes};
 use super::material::{MaterialKind, PartyMaterial, PartyRole, SessionLedger, Tag, op_stream};
 use super::parameters::{ClientParameters, ServerParameters, ServerWeight};
 use crate::protocol::{
-    check_bits, check_shift, conv2d_output_shape, matmul_dimensions, same_shape,
+    check_bits, check_shift, conv2d_output_shape, matmul_dimensions, row_scaled, same_shape,
 };
 use crate::{Error, PeerMisbehaved, Protocol, Result};
 
@@ -252,6 +252,11 @@ impl<C: Channel> Protocol for Party<C> {
     fn matmul_weight(&mut self, value: &Share, weight: &PartyWeight) -> Result<Share> {
         let (m, _, n) = matmul_dimensions("matmul_weight", value.value.shape(), weight.shape())?;
         self.weight_product(value, weight, vec![m, n], |x, w| Ok(x.matmul(w)?))
+    }
+
+    fn mul_weight(&mut self, value: &Share, weight: &PartyWeight) -> Result<Share> {
+        let shape = value.value.shape().to_vec();
+        self.weight_product(value, weight, shape, row_scaled)
     }
 
     fn conv2d_weight(

@@ -126,3 +126,23 @@ pub fn convolution_fixture(seed: &TestSeed, prg: &mut Prg) -> Fixture {
         vec![("b".into(), RingTensor::new(vec![3], bias).unwrap())],
     )
 }
+
+/// A `[5]` scale "g" in [−2, 2) and a `[5]` bias "b" at twice the scale.
+pub fn row_scale_fixture(seed: &TestSeed, prg: &mut Prg) -> Fixture {
+    let codec = FixedPoint::default();
+    let scale: Vec<u64> = (0..5)
+        .map(|_| {
+            codec
+                .encode((prg.next_u64() % 4000) as f64 / 1000.0 - 2.0)
+                .unwrap()
+        })
+        .collect();
+    let bias: Vec<u64> = (0..5)
+        .map(|i| codec.encode_scaled(i as f64 * 0.5 - 1.0, 32).unwrap())
+        .collect();
+    Fixture::new(
+        seed,
+        vec![("g".into(), RingTensor::new(vec![5], scale).unwrap())],
+        vec![("b".into(), RingTensor::new(vec![5], bias).unwrap())],
+    )
+}

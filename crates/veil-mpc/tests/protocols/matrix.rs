@@ -5,9 +5,11 @@
 use veil_core::RingTensor;
 use veil_core::sampling::test_seed;
 
-use crate::fixture::{Fixture, adversarial_values, convolution_fixture, linear_fixture};
+use crate::fixture::{
+    Fixture, adversarial_values, convolution_fixture, linear_fixture, row_scale_fixture,
+};
 use crate::programs::{
-    Comparisons, Convolution, Layer, Linear, LocalOperations, Products, Program, Truncate,
+    Comparisons, Convolution, Layer, Linear, LocalOperations, Products, Program, RowScale, Truncate,
 };
 use crate::settings::{Cleartext, Dealer, Setting};
 
@@ -129,6 +131,18 @@ fn local_operations_are_exact<S: Setting>() {
     }
 }
 
+/// The server-held elementwise scale is exact, and within one ulp above once truncated.
+fn row_scale_is_exact_and_truncation_within_one_ulp<S: Setting>() {
+    let seed = test_seed();
+    let mut prg = seed.prg();
+    let fixture = row_scale_fixture(&seed, &mut prg);
+    for bits in [40, 24, 24] {
+        let input = RingTensor::new(vec![3, 5], adversarial_values(15, bits, &mut prg)).unwrap();
+        check::<S>(&RowScale { truncate: false }, &fixture, &input);
+        check::<S>(&RowScale { truncate: true }, &fixture, &input);
+    }
+}
+
 /// A layer as the executor runs it (product, bias, truncation, ReLU) keeps the
 /// truncation's bound.
 fn a_layer_stays_within_one_ulp_above<S: Setting>() {
@@ -172,6 +186,7 @@ matrix! {
         drelu_relu_and_select_match_the_simulation,
         convolution_is_exact_and_truncation_within_one_ulp,
         local_operations_are_exact,
+        row_scale_is_exact_and_truncation_within_one_ulp,
         a_layer_stays_within_one_ulp_above,
     ],
 }

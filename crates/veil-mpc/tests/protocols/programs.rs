@@ -232,3 +232,38 @@ impl Program for LocalOperations {
         Bound::Exact
     }
 }
+
+/// X ⊙ g + b along the rows, optionally truncated: the server-held elementwise scale
+/// (LayerNorm's γ) and shift (β).
+#[derive(Clone, Debug)]
+pub struct RowScale {
+    pub truncate: bool,
+}
+
+impl Program for RowScale {
+    fn run<P: Protocol>(
+        &self,
+        p: &mut P,
+        input: Option<&RingTensor>,
+    ) -> Result<Option<RingTensor>> {
+        let x = p.input(&[3, 5], input)?;
+        let g = p.weight("g")?;
+        let b = p.bias("b")?;
+        let y = p.mul_weight(&x, &g)?;
+        let y = p.add_bias(&y, &b)?;
+        let y = if self.truncate {
+            p.truncate(&y, 16)?
+        } else {
+            y
+        };
+        p.reveal_to_client(&y)
+    }
+
+    fn bound(&self) -> Bound {
+        if self.truncate {
+            Bound::WithinOneUlpAbove
+        } else {
+            Bound::Exact
+        }
+    }
+}
