@@ -4,7 +4,8 @@
 use veil_model::Plan;
 use veil_model::ir::{InputKind, Op};
 
-use crate::Result;
+use crate::ops::layer_norm;
+use crate::{Error, Result};
 
 /// A bound on |fixed-point result − f32 result| at the output for this input, from the
 /// error sources: input and weight encoding (½ ulp each), bias encoding (½ ulp at 2f),
@@ -20,6 +21,8 @@ pub fn error_bound(plan: &Plan, input: &[f32]) -> Result<f64> {
     let batch = input.len().checked_div(per_sample).unwrap_or(0);
     let mut inputs = plan.public.split_inputs(input, batch)?.into_iter();
     let shapes = graph.infer_shapes(batch)?;
+    // Every node's plain values, computed once if an op's bound depends on them.
+    let mut plain_values: Option<Vec<Vec<f32>>> = None;
     let mut bounds: Vec<f64> = Vec::with_capacity(graph.nodes.len());
     let mut magnitudes: Vec<f64> = Vec::with_capacity(graph.nodes.len());
     for (index, node) in graph.nodes.iter().enumerate() {
@@ -90,6 +93,46 @@ pub fn error_bound(plan: &Plan, input: &[f32]) -> Result<f64> {
             }
             // An input error e moves each output by at most e/2 (Σ_j |∂p_i/∂x_j| =
             // 2p_i(1 − p_i) ≤ ½); outputs lie in [0, 1], so no bound exceeds 1.
+            Op::LayerNorm {
+                weight,
+                bias,
+                features,
+                epsilon,
+            } => {
+                let plain = match &plain_values {
+                    Some(values) => values,
+                    None => {
+                        plain_values.insert(veil_model::plain::run_plain_all(plan, input, batch)?)
+                    }
+                };
+                let smallest = smallest_deviation(&plain[node.inputs[0]], *features, *epsilon);
+                let variance = smallest * smallest;
+                let range = 2f64.powi(*layer_norm::EXPONENTS.start())
+                    ..2f64.powi(*layer_norm::EXPONENTS.end() + 1);
+                if !range.contains(&variance) {
+                    return Err(Error::OutOfRange {
+                        node: index,
+                        reason: format!(
+                            "a row's variance plus epsilon is outside the documented [{:.3e}, {:.3e})",
+                            range.start, range.end
+                        ),
+                    });
+                }
+                let largest = |name: &str| {
+                    plan.weights[name]
+                        .iter()
+                        .fold(0f64, |m, &v| m.max(f64::from(v).abs()))
+                };
+                let (gamma, beta) = (largest(weight), largest(bias));
+                let root = (*features as f64).sqrt();
+                let shifted = bounds[node.inputs[0]] + 2.0 * ulp;
+                let bound = gamma
+                    * (2.0 * shifted * (1.0 + root) / smallest
+                        + root * (2f64.powi(-24) / variance + 2f64.powi(-15))
+                        + 2.0 * ulp)
+                    + (root / 2.0 + 2.0) * ulp;
+                (bound, gamma * root + beta)
+            }
             Op::Softmax { .. } => {
                 use crate::ops::softmax::{EXP_ERROR, FIXED_POINT_ULPS};
                 let columns = shapes[index].last().copied().unwrap_or(1) as f64;
@@ -132,4 +175,21 @@ fn affine_bound(
         + (input_magnitude + input_error) * (terms as f64) * 0.5 * ulp
         + 2.5 * ulp;
     (bound, weight_sum * input_magnitude + bias_max)
+}
+
+/// The smallest √(σ² + ε) over the rows of `features` values.
+fn smallest_deviation(values: &[f32], features: usize, epsilon: f64) -> f64 {
+    values
+        .chunks(features.max(1))
+        .map(|row| {
+            let count = row.len() as f64;
+            let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / count;
+            let variance = row
+                .iter()
+                .map(|&v| (f64::from(v) - mean).powi(2))
+                .sum::<f64>()
+                / count;
+            (variance + epsilon).sqrt()
+        })
+        .fold(f64::INFINITY, f64::min)
 }

@@ -73,6 +73,14 @@ pub enum Error {
         /// The tensors given.
         found: usize,
     },
+    /// An input reaches an op outside the range its error bound documents.
+    #[error("node {node}: {reason}")]
+    OutOfRange {
+        /// The node.
+        node: usize,
+        /// What is out of range (the documented range, never a value).
+        reason: String,
+    },
     /// The client's run ended without an output (a protocol that reveals nothing to
     /// the client).
     #[error("the client's run revealed no output")]

@@ -7,7 +7,7 @@ use veil_model::ir::Op;
 use veil_model::plan::OutputPolicy;
 use veil_mpc::Protocol;
 
-use crate::ops::{affine, argmax, elementwise, gelu, pooling, softmax};
+use crate::ops::{affine, argmax, elementwise, gelu, layer_norm, pooling, softmax};
 use crate::{Error, Result};
 
 /// Runs the plan's graph on a batch of `batch` samples. `inputs` holds the encoded
@@ -97,6 +97,18 @@ pub fn run<P: Protocol>(
             Op::Gelu { bits } => {
                 gelu::gelu(protocol, operand(&values, node.inputs[0], index)?, *bits)?
             }
+            Op::LayerNorm {
+                weight,
+                bias,
+                features,
+                epsilon,
+            } => layer_norm::layer_norm(
+                protocol,
+                operand(&values, node.inputs[0], index)?,
+                (weight, bias),
+                *features,
+                *epsilon,
+            )?,
             Op::Softmax { bits } => {
                 softmax::softmax(protocol, operand(&values, node.inputs[0], index)?, *bits)?
             }

@@ -44,7 +44,7 @@ pub enum Visibility {
 pub const DEFAULT_INPUT_NAME: &str = "input";
 
 /// One operation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// One of the client's inputs, with its per-sample shape and kind; the node's name
@@ -123,6 +123,18 @@ pub enum Op {
         /// Comparison bit-width for the row max and the clipping (64 when absent).
         bits: u32,
     },
+    /// Layer normalisation over the last dimension: γ·(x − μ)/√(σ² + ε) + β with μ and
+    /// σ² the mean and variance of each row of `features` values.
+    LayerNorm {
+        /// γ's parameter name (a `[features]` weight).
+        weight: String,
+        /// β's parameter name (a `[features]` bias).
+        bias: String,
+        /// The normalised dimension's size.
+        features: usize,
+        /// ε.
+        epsilon: f64,
+    },
     /// Flattens every dimension after the batch.
     Flatten,
     /// Elementwise sum of two inputs of one shape.
@@ -130,7 +142,7 @@ pub enum Op {
 }
 
 /// A node: an op and the indices of the nodes it reads.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Node {
     /// A name for messages and residual references.
     pub name: String,
@@ -157,7 +169,7 @@ impl Node {
 }
 
 /// The graph: nodes in topological order; node 0 is the input; `output` is the result.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Graph {
     /// The nodes.
     pub nodes: Vec<Node>,
@@ -204,6 +216,7 @@ impl Op {
             Op::Relu { .. } => "relu",
             Op::Gelu { .. } => "gelu",
             Op::Softmax { .. } => "softmax",
+            Op::LayerNorm { .. } => "layer_norm",
             Op::Flatten => "flatten",
             Op::Add => "add",
         }
@@ -220,6 +233,7 @@ impl Op {
             | Op::Relu { .. }
             | Op::Gelu { .. }
             | Op::Softmax { .. }
+            | Op::LayerNorm { .. }
             | Op::Flatten => 1,
             Op::Add => 2,
         }
@@ -251,6 +265,7 @@ impl Graph {
                 | Op::Relu { .. }
                 | Op::Gelu { .. }
                 | Op::Softmax { .. }
+                | Op::LayerNorm { .. }
                 | Op::Flatten
                 | Op::Add => None,
             })
@@ -385,6 +400,24 @@ impl Graph {
                         ));
                     }
                     input_shape(0)
+                }
+                Op::LayerNorm {
+                    features, epsilon, ..
+                } => {
+                    let shape = input_shape(0);
+                    if shape.len() < 2 || shape.last() != Some(features) || *features == 0 {
+                        return Err(invalid(
+                            index,
+                            format!("layer_norm over {features} features gets {shape:?}"),
+                        ));
+                    }
+                    if !(epsilon.is_finite() && *epsilon >= 0.0) {
+                        return Err(invalid(
+                            index,
+                            "layer_norm's epsilon must be finite and non-negative".into(),
+                        ));
+                    }
+                    shape
                 }
                 Op::Flatten => {
                     let shape = input_shape(0);

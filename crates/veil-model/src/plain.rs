@@ -132,6 +132,31 @@ pub fn run_plain_all(plan: &Plan, input: &[f32], batch: usize) -> Result<Vec<Vec
                 out.iter().map(|&sum| (sum / area) as f32).collect()
             }
             Op::Relu { .. } => values[node.inputs[0]].iter().map(|&v| v.max(0.0)).collect(),
+            Op::LayerNorm {
+                weight,
+                bias,
+                features,
+                epsilon,
+            } => {
+                let (gamma, beta) = (&plan.weights[weight], &plan.weights[bias]);
+                values[node.inputs[0]]
+                    .chunks(*features)
+                    .flat_map(|row| {
+                        let count = row.len() as f64;
+                        let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / count;
+                        let variance = row
+                            .iter()
+                            .map(|&v| (f64::from(v) - mean).powi(2))
+                            .sum::<f64>()
+                            / count;
+                        let scale = 1.0 / (variance + epsilon).sqrt();
+                        row.iter().enumerate().map(move |(i, &v)| {
+                            ((f64::from(v) - mean) * scale * f64::from(gamma[i])
+                                + f64::from(beta[i])) as f32
+                        })
+                    })
+                    .collect()
+            }
             Op::Softmax { .. } => {
                 let columns = shapes[index].last().copied().unwrap_or(1).max(1);
                 values[node.inputs[0]]

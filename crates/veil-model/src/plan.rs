@@ -60,7 +60,7 @@ pub enum OutputPolicy {
 }
 
 /// The public part of a plan: everything but the weights.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PublicPlan {
     /// The model's name.
     pub name: String,
@@ -106,7 +106,7 @@ impl PublicPlan {
                     out_features,
                 } => (
                     weight,
-                    bias,
+                    bias.as_deref(),
                     vec![*in_features, *out_features],
                     *out_features,
                 ),
@@ -119,10 +119,16 @@ impl PublicPlan {
                     ..
                 } => (
                     weight,
-                    bias,
+                    bias.as_deref(),
                     vec![*out_channels, *in_channels, *kernel, *kernel],
                     *out_channels,
                 ),
+                Op::LayerNorm {
+                    weight,
+                    bias,
+                    features,
+                    ..
+                } => (weight, Some(bias.as_str()), vec![*features], *features),
                 Op::Input { .. }
                 | Op::MaxPool2d { .. }
                 | Op::AvgPool2d { .. }

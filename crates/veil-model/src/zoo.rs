@@ -285,3 +285,40 @@ pub fn softmax_layer(rows: usize, columns: usize) -> Result<Plan> {
         "exact",
     )
 }
+
+/// `layer_norm`: one layer normalisation over rows of `features` values, `rows` of them,
+/// with γ = 1 + 0.1·N(0, 1) and β ~ N(0, 0.02²) from `seed` (DESIGN's recipe), to
+/// measure the op's cost under MPC.
+pub fn layer_norm_layer(rows: usize, features: usize, seed: u64) -> Result<Plan> {
+    let mut sampler = SplitMix64::new(seed);
+    let gamma: Vec<f32> = sampler
+        .normal_vec(features, 0.1)
+        .iter()
+        .map(|g| 1.0 + g)
+        .collect();
+    let tensors = vec![
+        ("ln.weight".to_string(), vec![features], gamma),
+        (
+            "ln.bias".to_string(),
+            vec![features],
+            sampler.normal_vec(features, 0.02),
+        ),
+    ];
+    let architecture = Architecture {
+        name: "layer-norm".into(),
+        input: vec![rows, features],
+        fractional_bits: None,
+        output: None,
+        layers: vec![Layer::LayerNorm {
+            name: None,
+            weight: "ln.weight".into(),
+            bias: "ln.bias".into(),
+            eps: Some(1e-12),
+        }],
+    };
+    compile(
+        &architecture,
+        &crate::import::write_safetensors(&tensors)?,
+        "exact",
+    )
+}

@@ -99,11 +99,13 @@ fn bench_plan(options: &BenchOptions) -> Result<Plan> {
         "gelu" => veil_model::zoo::gelu_layer(GELU_BENCH_ELEMENTS)?,
         // One attention head's scores at 128 tokens.
         "softmax" => veil_model::zoo::softmax_layer(128, 128)?,
+        // all-MiniLM-L6-v2's hidden states at 128 tokens.
+        "layer_norm" => veil_model::zoo::layer_norm_layer(128, 384, 0)?,
         other => {
             return Err(Error::Unknown {
                 what: "bench model",
                 name: other.into(),
-                have: "mlp, cnn6, gelu, softmax",
+                have: "mlp, cnn6, gelu, softmax, layer_norm",
             });
         }
     };

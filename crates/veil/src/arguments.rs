@@ -162,7 +162,8 @@ pub(crate) enum DigitsModel {
 #[derive(clap::Args)]
 pub(crate) struct BenchArguments {
     /// Benchmark model: `mlp` (784-128-128-10), `cnn6` (docs/results.md), random weights;
-    /// `gelu` (one GELU over 128 × 128 values) or `softmax` (128 rows of 128).
+    /// `gelu` (one GELU over 128 × 128 values), `softmax` (128 rows of 128) or
+    /// `layer_norm` (128 rows of 384).
     #[arg(long, default_value = "mlp")]
     pub(crate) model: String,
     /// Samples per query.

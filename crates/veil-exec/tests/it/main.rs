@@ -7,6 +7,7 @@ mod agreement;
 mod faults;
 mod gelu;
 mod inputs;
+mod layer_norm;
 mod softmax;
 
 use std::sync::Arc;

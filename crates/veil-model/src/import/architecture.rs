@@ -98,6 +98,17 @@ pub enum Layer {
         /// Comparison bit-width (64 when absent).
         bits: Option<u32>,
     },
+    /// Layer normalisation over the last dimension (γ and β of shape `[features]`).
+    LayerNorm {
+        /// Optional name.
+        name: Option<String>,
+        /// γ.
+        weight: String,
+        /// β.
+        bias: String,
+        /// ε (1e-5 when absent).
+        eps: Option<f64>,
+    },
     /// Softmax over the last dimension.
     Softmax {
         /// Optional name.
@@ -461,6 +472,33 @@ impl GraphBuilder {
                 },
                 vec![current],
             ),
+            Layer::LayerNorm {
+                name,
+                weight,
+                bias,
+                eps,
+            } => {
+                let features = self.shape.last().copied().unwrap_or(0);
+                for (parameter, kind) in
+                    [(weight, ParameterKind::Weight), (bias, ParameterKind::Bias)]
+                {
+                    let (shape, values) = tensor(tensors, parameter)?;
+                    if shape != &vec![features] {
+                        return Err(shape_error(parameter, vec![features], shape));
+                    }
+                    self.add_parameter(parameter, vec![features], kind, values.clone())?;
+                }
+                (
+                    name.clone(),
+                    Op::LayerNorm {
+                        weight: weight.clone(),
+                        bias: bias.clone(),
+                        features,
+                        epsilon: eps.unwrap_or(1e-5),
+                    },
+                    vec![current],
+                )
+            }
             Layer::Softmax { name, bits } => (
                 name.clone(),
                 Op::Softmax {

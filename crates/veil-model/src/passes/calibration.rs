@@ -40,6 +40,8 @@ pub fn calibrate_comparison_bits(
                 | Op::Linear { .. }
                 | Op::Conv2d { .. }
                 | Op::AvgPool2d { .. }
+                // Its comparisons (the variance's exponent) choose their own width.
+                | Op::LayerNorm { .. }
                 | Op::Flatten
                 | Op::Add => continue,
             },
