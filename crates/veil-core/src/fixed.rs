@@ -62,6 +62,13 @@ impl FixedPoint {
         if !value.is_finite() {
             return Err(Error::NotFinite);
         }
+        if bits >= 62 {
+            // 2^bits itself is beyond the ring's signed range (and 1 << 64 overflows).
+            return Err(Error::OutOfRange {
+                limit: 0.0,
+                fractional_bits: bits,
+            });
+        }
         let scaled = (value * (1u64 << bits) as f64).round();
         // Compare before casting: Rust's float→int casts saturate silently (cookbook §7.3).
         if scaled.abs() >= (1u64 << 62) as f64 {

@@ -81,6 +81,18 @@ pub enum Error {
         /// What is out of range (the documented range, never a value).
         reason: String,
     },
+    /// An op's secure form does not support the plan's fixed-point precision.
+    #[error(
+        "{op} supports {supported} fractional bits, the plan has {found}; recompile the plan with fewer"
+    )]
+    UnsupportedPrecision {
+        /// The op.
+        op: &'static str,
+        /// The range it supports.
+        supported: &'static str,
+        /// The plan's fractional bits.
+        found: u32,
+    },
     /// The client's run ended without an output (a protocol that reveals nothing to
     /// the client).
     #[error("the client's run revealed no output")]

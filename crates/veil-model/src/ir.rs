@@ -40,6 +40,10 @@ pub enum Visibility {
     ClientPrivate,
 }
 
+/// The most elements any node's value may have for one query (2^36, 512 GiB of ring
+/// elements): larger shapes in a plan file are refused as malformed.
+pub const MAX_ELEMENTS: usize = 1 << 36;
+
 /// The name of a plan's input when the architecture gives none.
 pub const DEFAULT_INPUT_NAME: &str = "input";
 
@@ -399,7 +403,15 @@ impl Graph {
                             format!("{} bit-width {bits} outside 2..=64", node.op.name()),
                         ));
                     }
-                    input_shape(0)
+                    let shape = input_shape(0);
+                    // Softmax normalises each sample's rows, never across the batch.
+                    if matches!(node.op, Op::Softmax { .. }) && shape.len() < 2 {
+                        return Err(invalid(
+                            index,
+                            format!("softmax needs rows within each sample, gets {shape:?}"),
+                        ));
+                    }
+                    shape
                 }
                 Op::LayerNorm {
                     features, epsilon, ..
@@ -434,6 +446,18 @@ impl Graph {
                     left
                 }
             };
+            // Sizes come from files: refuse any whose element count overflows or exceeds
+            // what a query could ever hold, before anything is allocated from it.
+            let elements = shape
+                .iter()
+                .try_fold(1usize, |count, &dimension| count.checked_mul(dimension))
+                .filter(|&count| count <= MAX_ELEMENTS);
+            if elements.is_none() {
+                return Err(invalid(
+                    index,
+                    format!("shape {shape:?} has more than {MAX_ELEMENTS} elements"),
+                ));
+            }
             shapes.push(shape);
         }
         if index_out_of(self.output, self.nodes.len()) {

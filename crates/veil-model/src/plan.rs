@@ -173,7 +173,7 @@ impl PublicPlan {
     pub fn split_inputs<'a, T>(&self, values: &'a [T], batch: usize) -> Result<Vec<&'a [T]>> {
         let inputs = self.graph.inputs();
         let per_sample = self.input_len();
-        if values.len() != per_sample * batch || batch == 0 {
+        if per_sample.checked_mul(batch) != Some(values.len()) || batch == 0 {
             return Err(Error::InputShape {
                 expected: per_sample,
                 found: values.len(),

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use veil_core::{FixedPoint, RingTensor};
 
 use crate::gates::signed_reduction;
-use crate::protocol::{check_bits, check_shift, matmul_dimensions, row_scaled, same_shape};
+use crate::protocol::{
+    batched_matmul, check_bits, check_shift, matmul_dimensions, row_scaled, same_shape,
+};
 use crate::{Error, Protocol, Result};
 
 /// The fixed-point simulation: every value in the clear.
@@ -136,8 +138,7 @@ impl Protocol for Cleartext {
     }
 
     fn matmul(&mut self, left: &RingTensor, right: &RingTensor) -> Result<RingTensor> {
-        matmul_dimensions("matmul", left.shape(), right.shape())?;
-        Ok(left.matmul(right)?)
+        batched_matmul(left, right)
     }
 
     fn truncate(&mut self, value: &RingTensor, bits: u32) -> Result<RingTensor> {

@@ -99,7 +99,9 @@ pub trait Protocol {
     /// Elementwise product of two secrets (Beaver triple). Untruncated.
     fn mul(&mut self, left: &Self::Shared, right: &Self::Shared) -> Result<Self::Shared>;
 
-    /// Matrix product of two secrets, `[m, k]·[k, n]` (matrix triple). Untruncated.
+    /// Matrix product of two secrets, `[m, k]·[k, n]`, or a batch of them,
+    /// `[b, m, k]·[b, k, n]` → `[b, m, n]` (attention's Q·Kᵀ and P·V per head), in one
+    /// round (matrix triples). Untruncated.
     fn matmul(&mut self, left: &Self::Shared, right: &Self::Shared) -> Result<Self::Shared>;
 
     /// Arithmetic shift right by `bits` (precise truncation: floor, or floor + 1 ulp).
@@ -174,6 +176,43 @@ pub(crate) fn conv2d_output_shape(
         }
         _ => Err(mismatch()),
     }
+}
+
+/// Checks a (batched) matrix product's operands: `[m, k]·[k, n]` or
+/// `[b, m, k]·[b, k, n]`; returns (b, m, k, n) and the output shape.
+pub(crate) fn batched_matmul_dimensions(
+    left: &[usize],
+    right: &[usize],
+) -> Result<(usize, usize, usize, usize, Vec<usize>)> {
+    match (left, right) {
+        (&[m, k], &[k2, n]) if k == k2 => Ok((1, m, k, n, vec![m, n])),
+        (&[b, m, k], &[b2, k2, n]) if k == k2 && b == b2 => Ok((b, m, k, n, vec![b, m, n])),
+        _ => Err(veil_core::Error::ShapeMismatch {
+            op: "matmul",
+            expected: left.to_vec(),
+            found: right.to_vec(),
+        }
+        .into()),
+    }
+}
+
+/// The (batched) matrix product of two ring tensors of the shapes
+/// [`batched_matmul_dimensions`] accepts (wrapping).
+pub(crate) fn batched_matmul(left: &RingTensor, right: &RingTensor) -> Result<RingTensor> {
+    let (batch, m, k, n, shape) = batched_matmul_dimensions(left.shape(), right.shape())?;
+    let mut data = Vec::with_capacity(batch * m * n);
+    for index in 0..batch {
+        let a = RingTensor::new(
+            vec![m, k],
+            left.data()[index * m * k..(index + 1) * m * k].to_vec(),
+        )?;
+        let b = RingTensor::new(
+            vec![k, n],
+            right.data()[index * k * n..(index + 1) * k * n].to_vec(),
+        )?;
+        data.extend_from_slice(a.matmul(&b)?.data());
+    }
+    Ok(RingTensor::new(shape, data)?)
 }
 
 /// X ⊙ w with the `[n]` vector w broadcast over the rows of the `[m, n]` X (wrapping).

@@ -12,15 +12,19 @@
 //!         + 0.0018067462606141187·x⁶
 //! ```
 //!
+//! **Precision.** Up to 25 fractional bits (the polynomials' sums must stay below 2^62);
+//! plans with more are refused.
+//!
 //! **Error.** Against the exact GELU in f64 the approximation's largest error over the
 //! reals is 0.0200, at the x = 3 breakpoint (the unit test scans [−16, 16] and asserts
-//! it); beyond [−4, 3] it is at most 4·10⁻³. Under fixed point each output adds at most
+//! it); beyond [−4, 3] it is at most 4.1·10⁻³. Under fixed point each output adds at most
 //! [`FIXED_POINT_ULPS`] ulps on top, and an input error e grows to at most
 //! [`LIPSCHITZ`]·e (a comparison flipped by it picks the neighbouring piece, which is
 //! within the same 0.0200 of GELU there).
 //!
 //! **Steps** (9 rounds): the three comparisons x + 4 ≥ 0, x + 1.95 ≥ 0, 3 − x ≥ 0 as one
-//! batched DReLU on the node's `bits`; the powers x², (x³, x⁴), x⁶ as three Beaver
+//! batched DReLU on the node's `bits` (1.95 rounded down to the grid, so each encoded x
+//! gets the piece the exact breakpoint gives it); the powers x², (x³, x⁴), x⁶ as three Beaver
 //! products, each truncated once; both polynomials as public products summed at twice
 //! the scale (plus [`COEFFICIENT_EXTRA_BITS`]) and truncated together; then one bit×value product selects, per element,
 //! x, F0, F1 or nothing. Powers of a large |x| overflow the ring, but only inside a piece
@@ -32,12 +36,12 @@
 use veil_core::RingTensor;
 use veil_mpc::Protocol;
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// The approximation's largest absolute error against GELU over the reals.
 pub const APPROXIMATION_ERROR: f64 = 0.0200;
 
-/// A bound on GELU's slope (its derivative lies in [−0.17, 1.13]) and on the
+/// A bound on GELU's slope (its derivative lies in [−0.13, 1.13]) and on the
 /// approximation's over the range where its pieces are selected.
 pub const LIPSCHITZ: f64 = 1.25;
 
@@ -73,6 +77,14 @@ pub fn gelu<P: Protocol>(protocol: &mut P, value: &P::Shared, bits: u32) -> Resu
     let shape = protocol.shape_of(value);
     let len: usize = shape.iter().product();
     let fractional_bits = protocol.fixed_point().fractional_bits();
+    // F1 reaches 3·2^(2f + 8) at scale 2f + COEFFICIENT_EXTRA_BITS, below 2^62 for f ≤ 26.
+    if 2 * fractional_bits + COEFFICIENT_EXTRA_BITS + 2 >= 62 {
+        return Err(Error::UnsupportedPrecision {
+            op: "gelu",
+            supported: "up to 25",
+            found: fractional_bits,
+        });
+    }
     let x = protocol.gather(value, &(0..len).collect::<Vec<_>>(), &[len])?;
     let codec = protocol.fixed_point();
     let constant = |protocol: &mut P, value: f64, scale_bits: u32| -> Result<P::Shared> {
@@ -83,7 +95,11 @@ pub fn gelu<P: Protocol>(protocol: &mut P, value: &P::Shared, bits: u32) -> Resu
 
     // 1{x ≥ −4}, 1{x ≥ −1.95}, 1{x ≤ 3}: one batched comparison.
     let low = constant(protocol, -BREAKPOINTS[0], fractional_bits)?;
-    let middle = constant(protocol, -BREAKPOINTS[1], fractional_bits)?;
+    // −1.95 is not on the fixed-point grid: rounding its magnitude down puts the
+    // comparison's threshold on the first grid point at or above −1.95, so every encoded
+    // x is assigned the piece the exact breakpoint gives it.
+    let middle_word = (-BREAKPOINTS[1] * codec.scale()).floor() as u64;
+    let middle = protocol.public(&RingTensor::new(vec![len], vec![middle_word; len])?)?;
     let high = constant(protocol, BREAKPOINTS[2], fractional_bits)?;
     let above_low = protocol.add(&x, &low)?;
     let above_middle = protocol.add(&x, &middle)?;

@@ -29,7 +29,7 @@
 use veil_core::RingTensor;
 use veil_mpc::Protocol;
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// Fractional bits of the variance and of the comparisons' operands.
 pub const VARIANCE_BITS: u32 = 24;
@@ -62,6 +62,15 @@ pub fn layer_norm<P: Protocol>(
     let len: usize = shape.iter().product();
     let rows = len / features.max(1);
     let f = protocol.fixed_point().fractional_bits();
+    // The squares are truncated from 2f to VARIANCE_BITS (so 2f ≥ 24), and a centred
+    // value's square must stay below 2^62 at scale 2f.
+    if !(12..=20).contains(&f) {
+        return Err(Error::UnsupportedPrecision {
+            op: "layer_norm",
+            supported: "12 to 20",
+            found: f,
+        });
+    }
     let codec = protocol.fixed_point();
     let constant = |protocol: &mut P, value: f64, bits: u32, count: usize| -> Result<P::Shared> {
         let word = codec.encode_scaled(value, bits)?;

@@ -17,6 +17,9 @@
 //!    the relative error from ½ to ½^16;
 //! 6. e^d · y, truncated once.
 //!
+//! **Precision.** Up to 18 fractional bits (the squarings hold 1 at 2(f + 12) bits);
+//! plans with more are refused.
+//!
 //! **Error.** Against the exact softmax, every output is within
 //! n·[`EXP_ERROR`] (the limit form only underestimates e^d, by at most [`EXP_ERROR`] on
 //! [−14, 0], and the clip drops at most e^−14 < [`EXP_ERROR`]): an output's numerator
@@ -31,7 +34,7 @@
 use veil_core::RingTensor;
 use veil_mpc::Protocol;
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// Values below the row max by more than this contribute 0.
 pub const CLIP: f64 = 14.0;
@@ -56,6 +59,15 @@ pub fn softmax<P: Protocol>(protocol: &mut P, value: &P::Shared, bits: u32) -> R
     let len: usize = shape.iter().product();
     let rows = len / columns;
     let f = protocol.fixed_point().fractional_bits();
+    // The squarings hold values up to 1 at scale 2(f + EXTRA_BITS), which must stay
+    // below 2^62.
+    if 2 * (f + EXTRA_BITS) >= 62 {
+        return Err(Error::UnsupportedPrecision {
+            op: "softmax",
+            supported: "up to 18",
+            found: f,
+        });
+    }
     let codec = protocol.fixed_point();
     let constant =
         |protocol: &mut P, value: f64, scale_bits: u32, count: usize| -> Result<P::Shared> {

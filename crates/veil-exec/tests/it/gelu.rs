@@ -10,8 +10,12 @@ use veil_model::passes::calibration::calibrate_comparison_bits;
 use crate::assert_agrees;
 
 fn gelu_plan(len: usize) -> Plan {
+    gelu_plan_at(len, 16)
+}
+
+fn gelu_plan_at(len: usize, fractional_bits: u32) -> Plan {
     let architecture = Architecture::from_json(&format!(
-        r#"{{"name": "gelu", "input": [{len}], "layers": [{{"op": "gelu"}}]}}"#
+        r#"{{"name": "gelu", "input": [{len}], "fractional_bits": {fractional_bits}, "layers": [{{"op": "gelu"}}]}}"#
     ))
     .expect("parses");
     compile(
@@ -70,24 +74,36 @@ fn calibrated_gelu_agrees_within_the_bound() {
 }
 
 /// Beyond the approximation: the secure output is PUMA's polynomial of the encoded
-/// input to within the documented fixed-point error, piece by piece, including at the
-/// breakpoints (the comparisons see the same encoded value).
+/// input to within the documented fixed-point error, piece by piece, including at and
+/// beside the breakpoints (the comparisons see the same encoded value). At 14 and 18
+/// fractional bits −1.95 lies between grid points that round away from it.
 #[test]
 fn the_secure_polynomial_is_within_its_fixed_point_error() {
+    for fractional_bits in [16, 14, 18] {
+        check_polynomial(fractional_bits);
+    }
+}
+
+fn check_polynomial(fractional_bits: u32) {
     use veil_exec::ops::gelu::{FIXED_POINT_ULPS, approximate};
     let seed = test_seed();
     let mut sampler = SplitMix64::new(seed.value());
     let len = 512;
-    let plan = gelu_plan(len);
-    let mut input = sampler.normal_vec(len - 6, 2.5);
-    input.extend([
+    let plan = gelu_plan_at(len, fractional_bits);
+    let grid = 1.0 / f64::from(1u32 << fractional_bits);
+    let mut input = sampler.normal_vec(len - 8, 2.5);
+    for x in [
         -4.0,
         -1.95,
         3.0,
-        -4.0 - 1.0 / 65536.0,
-        3.0 + 1.0 / 65536.0,
+        -1.95 - grid,
+        -1.95 + grid,
+        -4.0 - grid,
+        3.0 + grid,
         0.0,
-    ]);
+    ] {
+        input.push(x as f32);
+    }
     let codec = plan.public.fixed_point().expect("the codec");
     let secure = crate::secure(&plan, &input, 1);
     let ulp = 1.0 / codec.scale();
@@ -98,9 +114,23 @@ fn the_secure_polynomial_is_within_its_fixed_point_error() {
         worst = worst.max(error);
         assert!(
             error <= FIXED_POINT_ULPS * ulp,
-            "x = {x}: secure {s}, polynomial {}",
+            "f = {fractional_bits}, x = {x}: secure {s}, polynomial {}",
             approximate(encoded)
         );
     }
     assert!(worst > 0.0, "the secure run is not bit-exact f64");
+}
+
+/// A plan whose precision the secure form cannot hold is refused with what to do.
+#[test]
+fn too_many_fractional_bits_are_refused() {
+    let plan = gelu_plan_at(4, 28);
+    let inputs = veil_exec::encode_inputs(&plan.public, &[0.5; 4], 1).expect("encodes");
+    let mut simulation = veil_exec::cleartext(&plan).expect("the simulation");
+    let error = veil_exec::run(&mut simulation, &plan.public, 1, Some(&inputs))
+        .expect_err("28 fractional bits");
+    assert!(
+        error.to_string().contains("gelu supports up to 25"),
+        "{error}"
+    );
 }

@@ -92,6 +92,55 @@ fn softmax_agrees_with_the_exact_function_within_the_bound() {
     let mut sampler = SplitMix64::new(seed.value());
     let input = rows(8, &mut sampler);
     let plan = softmax_plan(input.len() / 16, 8);
-    // Two samples of 8 rows each.
+    // Two samples of 4 rows each.
     assert_agrees(&plan, &input, 2);
+}
+
+/// After calibration the comparisons run on fewer bits and still agree.
+#[test]
+fn calibrated_softmax_is_within_the_fixed_point_error() {
+    use veil_model::passes::calibration::calibrate_comparison_bits;
+    let seed = test_seed();
+    let mut sampler = SplitMix64::new(seed.value());
+    let columns = 32;
+    let input = sampler.normal_vec(8 * columns, 3.0);
+    let mut plan = softmax_plan(8, columns);
+    let changes = calibrate_comparison_bits(&mut plan, &input, 1, 8.0).expect("calibrates");
+    assert!(changes[0].1 < 32, "calibrated to {} bits", changes[0].1);
+    let codec = plan.public.fixed_point().expect("the codec");
+    let secure = secure(&plan, &input, 1);
+    for (values, outputs) in input.chunks(columns).zip(secure.chunks(columns)) {
+        let encoded: Vec<f64> = values
+            .iter()
+            .map(|&v| codec.decode(codec.encode(f64::from(v)).expect("in range")))
+            .collect();
+        for (e, s) in approximate_row(&encoded).iter().zip(outputs) {
+            assert!(
+                (e - f64::from(*s)).abs() <= FIXED_POINT_ULPS / codec.scale(),
+                "secure {s}, approximation {e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn too_many_fractional_bits_are_refused() {
+    let architecture = Architecture::from_json(
+        r#"{"name": "softmax", "input": [2, 4], "fractional_bits": 20, "layers": [{"op": "softmax"}]}"#,
+    )
+    .expect("parses");
+    let plan = compile(
+        &architecture,
+        &write_safetensors(&[]).expect("no tensors"),
+        "exact",
+    )
+    .expect("compiles");
+    let inputs = veil_exec::encode_inputs(&plan.public, &[0.5; 8], 1).expect("encodes");
+    let mut simulation = veil_exec::cleartext(&plan).expect("the simulation");
+    let error = veil_exec::run(&mut simulation, &plan.public, 1, Some(&inputs))
+        .expect_err("20 fractional bits");
+    assert!(
+        error.to_string().contains("softmax supports up to 18"),
+        "{error}"
+    );
 }

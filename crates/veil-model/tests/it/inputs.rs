@@ -107,6 +107,27 @@ fn malformed_inputs_are_refused_with_the_node() {
             "expects 2 inputs, has 1",
         ),
         (vec![node("flat", Op::Flatten, vec![])], "expects 1 inputs"),
+        (
+            vec![
+                Node::input("huge", vec![1 << 30, 1 << 30], InputKind::Real),
+                node("relu", Op::Relu { bits: 64 }, vec![0]),
+            ],
+            "more than",
+        ),
+        (
+            vec![
+                Node::input("x", vec![usize::MAX, 2], InputKind::Real),
+                node("relu", Op::Relu { bits: 64 }, vec![0]),
+            ],
+            "more than",
+        ),
+        (
+            vec![
+                Node::input("scalar", vec![], InputKind::Real),
+                node("softmax", Op::Softmax { bits: 64 }, vec![0]),
+            ],
+            "softmax needs rows within each sample",
+        ),
     ];
     for (nodes, expected) in cases {
         let output = nodes.len() - 1;

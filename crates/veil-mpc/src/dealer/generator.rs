@@ -21,7 +21,8 @@ use super::beaver::elementwise_product;
 use super::material::{MaterialItem, MaterialKind, PartyMaterial, PartyRole, SessionId, op_stream};
 use super::parameters::DealerParameters;
 use crate::protocol::{
-    check_bits, check_shift, conv2d_output_shape, matmul_dimensions, row_scaled, same_shape,
+    batched_matmul, batched_matmul_dimensions, check_bits, check_shift, conv2d_output_shape,
+    matmul_dimensions, row_scaled, same_shape,
 };
 use crate::{Protocol, Result};
 
@@ -255,13 +256,20 @@ impl Protocol for MaterialGenerator<'_> {
     }
 
     fn matmul(&mut self, left: &ShapeOnly, right: &ShapeOnly) -> Result<ShapeOnly> {
-        let (m, k, n) = matmul_dimensions("matmul", &left.0, &right.0)?;
-        self.triple(MaterialKind::MatrixTriple, [m * k, k * n, m * n], |a, b| {
-            Ok(RingTensor::new(vec![m, k], a.to_vec())?
-                .matmul(&RingTensor::new(vec![k, n], b.to_vec())?)?
+        let (batch, m, k, n, shape) = batched_matmul_dimensions(&left.0, &right.0)?;
+        let (left_shape, right_shape) = (left.0.clone(), right.0.clone());
+        self.triple(
+            MaterialKind::MatrixTriple,
+            [batch * m * k, batch * k * n, batch * m * n],
+            |a, b| {
+                Ok(batched_matmul(
+                    &RingTensor::new(left_shape.clone(), a.to_vec())?,
+                    &RingTensor::new(right_shape.clone(), b.to_vec())?,
+                )?
                 .into_data())
-        })?;
-        Ok(ShapeOnly(vec![m, n]))
+            },
+        )?;
+        Ok(ShapeOnly(shape))
     }
 
     fn truncate(&mut self, value: &ShapeOnly, bits: u32) -> Result<ShapeOnly> {

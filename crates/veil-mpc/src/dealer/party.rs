@@ -18,7 +18,8 @@ use super::codec::{bytes_to_words, words_to_bytes};
 use super::material::{MaterialKind, PartyMaterial, PartyRole, SessionLedger, Tag, op_stream};
 use super::parameters::{ClientParameters, ServerParameters, ServerWeight};
 use crate::protocol::{
-    check_bits, check_shift, conv2d_output_shape, matmul_dimensions, row_scaled, same_shape,
+    batched_matmul, batched_matmul_dimensions, check_bits, check_shift, conv2d_output_shape,
+    matmul_dimensions, row_scaled, same_shape,
 };
 use crate::{Error, PeerMisbehaved, Protocol, Result};
 
@@ -303,13 +304,14 @@ impl<C: Channel> Protocol for Party<C> {
     }
 
     fn matmul(&mut self, left: &Share, right: &Share) -> Result<Share> {
-        let (m, _, n) = matmul_dimensions("matmul", left.value.shape(), right.value.shape())?;
+        let (_, _, _, _, shape) =
+            batched_matmul_dimensions(left.value.shape(), right.value.shape())?;
         self.beaver(
             MaterialKind::MatrixTriple,
             left,
             right,
-            vec![m, n],
-            |x, y| Ok(x.matmul(y)?),
+            shape,
+            batched_matmul,
         )
     }
 

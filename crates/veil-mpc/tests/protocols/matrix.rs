@@ -9,7 +9,8 @@ use crate::fixture::{
     Fixture, adversarial_values, convolution_fixture, linear_fixture, row_scale_fixture,
 };
 use crate::programs::{
-    Comparisons, Convolution, Layer, Linear, LocalOperations, Products, Program, RowScale, Truncate,
+    BatchedProducts, Comparisons, Convolution, Layer, Linear, LocalOperations, Products, Program,
+    RowScale, Truncate,
 };
 use crate::settings::{Cleartext, Dealer, Setting};
 
@@ -136,10 +137,62 @@ fn row_scale_is_exact_and_truncation_within_one_ulp<S: Setting>() {
     let seed = test_seed();
     let mut prg = seed.prg();
     let fixture = row_scale_fixture(&seed, &mut prg);
-    for bits in [40, 24, 24] {
+    for bits in [40, 32, 24] {
         let input = RingTensor::new(vec![3, 5], adversarial_values(15, bits, &mut prg)).unwrap();
         check::<S>(&RowScale { truncate: false }, &fixture, &input);
         check::<S>(&RowScale { truncate: true }, &fixture, &input);
+        // And against the formula computed here: x[i][j]·g[j] + b[j], wrapping.
+        let (g, b) = (fixture.weights[0].1.data(), fixture.biases[0].1.data());
+        let expected: Vec<u64> = input
+            .data()
+            .iter()
+            .enumerate()
+            .map(|(index, x)| x.wrapping_mul(g[index % 5]).wrapping_add(b[index % 5]))
+            .collect();
+        let expected = RingTensor::new(vec![3, 5], expected).unwrap();
+        check_against::<S>(
+            &RowScale { truncate: false },
+            &fixture,
+            &input,
+            &expected,
+            "x·g + b",
+        );
+    }
+}
+
+/// A batch of matrix products in one round, exact, and equal to the products of the
+/// slices computed here.
+fn batched_matrix_products_are_exact<S: Setting>() {
+    let seed = test_seed();
+    let mut prg = seed.prg();
+    let fixture = Fixture::empty(&seed);
+    for bits in [40, 24] {
+        let input = RingTensor::new(
+            vec![2 * 3 * 4 + 2 * 4 * 5],
+            adversarial_values(64, bits, &mut prg),
+        )
+        .unwrap();
+        check::<S>(&BatchedProducts, &fixture, &input);
+        let data = input.data();
+        let mut expected = Vec::new();
+        for slice in 0..2 {
+            let a =
+                RingTensor::new(vec![3, 4], data[slice * 12..(slice + 1) * 12].to_vec()).unwrap();
+            let b = RingTensor::new(
+                vec![4, 5],
+                data[24 + slice * 20..24 + (slice + 1) * 20].to_vec(),
+            )
+            .unwrap();
+            expected.extend_from_slice(a.matmul(&b).unwrap().data());
+        }
+        let expected = RingTensor::new(vec![2, 3, 5], expected).unwrap();
+        check_against::<S>(
+            &BatchedProducts,
+            &fixture,
+            &input,
+            &expected,
+            "the slices' products",
+        );
     }
 }
 
@@ -187,6 +240,7 @@ matrix! {
         convolution_is_exact_and_truncation_within_one_ulp,
         local_operations_are_exact,
         row_scale_is_exact_and_truncation_within_one_ulp,
+        batched_matrix_products_are_exact,
         a_layer_stays_within_one_ulp_above,
     ],
 }

@@ -267,3 +267,26 @@ impl Program for RowScale {
         }
     }
 }
+
+/// Two `[3, 4]·[4, 5]` products as one batched matrix product; the input holds both left
+/// operands, then both right ones.
+#[derive(Clone, Debug)]
+pub struct BatchedProducts;
+
+impl Program for BatchedProducts {
+    fn run<P: Protocol>(
+        &self,
+        p: &mut P,
+        input: Option<&RingTensor>,
+    ) -> Result<Option<RingTensor>> {
+        let x = p.input(&[2 * 3 * 4 + 2 * 4 * 5], input)?;
+        let left = p.gather(&x, &(0..24).collect::<Vec<_>>(), &[2, 3, 4])?;
+        let right = p.gather(&x, &(24..64).collect::<Vec<_>>(), &[2, 4, 5])?;
+        let product = p.matmul(&left, &right)?;
+        p.reveal_to_client(&product)
+    }
+
+    fn bound(&self) -> Bound {
+        Bound::Exact
+    }
+}
