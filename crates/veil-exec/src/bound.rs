@@ -181,15 +181,6 @@ fn affine_bound(
 fn smallest_deviation(values: &[f32], features: usize, epsilon: f64) -> f64 {
     values
         .chunks(features.max(1))
-        .map(|row| {
-            let count = row.len() as f64;
-            let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / count;
-            let variance = row
-                .iter()
-                .map(|&v| (f64::from(v) - mean).powi(2))
-                .sum::<f64>()
-                / count;
-            (variance + epsilon).sqrt()
-        })
+        .map(|row| (veil_model::plain::mean_and_variance(row).1 + epsilon).sqrt())
         .fold(f64::INFINITY, f64::min)
 }

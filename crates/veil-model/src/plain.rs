@@ -142,13 +142,7 @@ pub fn run_plain_all(plan: &Plan, input: &[f32], batch: usize) -> Result<Vec<Vec
                 values[node.inputs[0]]
                     .chunks(*features)
                     .flat_map(|row| {
-                        let count = row.len() as f64;
-                        let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / count;
-                        let variance = row
-                            .iter()
-                            .map(|&v| (f64::from(v) - mean).powi(2))
-                            .sum::<f64>()
-                            / count;
+                        let (mean, variance) = mean_and_variance(row);
                         let scale = 1.0 / (variance + epsilon).sqrt();
                         row.iter().enumerate().map(move |(i, &v)| {
                             ((f64::from(v) - mean) * scale * f64::from(gamma[i])
@@ -204,6 +198,18 @@ pub fn argmax_rows(values: &[f32], columns: usize) -> Vec<usize> {
                 .0
         })
         .collect()
+}
+
+/// A row's mean and (population) variance, in f64.
+pub fn mean_and_variance(row: &[f32]) -> (f64, f64) {
+    let count = row.len().max(1) as f64;
+    let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / count;
+    let variance = row
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / count;
+    (mean, variance)
 }
 
 /// GELU(x) = x·Φ(x) = ½x(1 + erf(x/√2)), in f64.

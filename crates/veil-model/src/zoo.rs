@@ -249,39 +249,40 @@ pub fn residual_mlp(seed: u64) -> Result<Plan> {
 /// `gelu`: one GELU over `len` values (input N(0, 1) in the benchmarks), to measure the
 /// op's cost per element under MPC.
 pub fn gelu_layer(len: usize) -> Result<Plan> {
-    let architecture = Architecture {
-        name: "gelu".into(),
-        input: vec![len],
-        fractional_bits: None,
-        output: None,
-        layers: vec![Layer::Gelu {
-            name: None,
-            bits: None,
-        }],
+    let gelu = Layer::Gelu {
+        name: None,
+        bits: None,
     };
-    compile(
-        &architecture,
-        &crate::import::write_safetensors(&[])?,
-        "exact",
-    )
+    single_layer("gelu", vec![len], gelu, &[])
 }
 
 /// `softmax`: one softmax over rows of `columns` values, `rows` of them (input N(0, 1)
 /// in the benchmarks), to measure the op's cost per element under MPC.
 pub fn softmax_layer(rows: usize, columns: usize) -> Result<Plan> {
+    let softmax = Layer::Softmax {
+        name: None,
+        bits: None,
+    };
+    single_layer("softmax", vec![rows, columns], softmax, &[])
+}
+
+/// A plan of one layer on an input of `input`'s shape, with `tensors` as its weights.
+fn single_layer(
+    name: &str,
+    input: Vec<usize>,
+    layer: Layer,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+) -> Result<Plan> {
     let architecture = Architecture {
-        name: "softmax".into(),
-        input: vec![rows, columns],
+        name: name.into(),
+        input,
         fractional_bits: None,
         output: None,
-        layers: vec![Layer::Softmax {
-            name: None,
-            bits: None,
-        }],
+        layers: vec![layer],
     };
     compile(
         &architecture,
-        &crate::import::write_safetensors(&[])?,
+        &crate::import::write_safetensors(tensors)?,
         "exact",
     )
 }
@@ -304,21 +305,11 @@ pub fn layer_norm_layer(rows: usize, features: usize, seed: u64) -> Result<Plan>
             sampler.normal_vec(features, 0.02),
         ),
     ];
-    let architecture = Architecture {
-        name: "layer-norm".into(),
-        input: vec![rows, features],
-        fractional_bits: None,
-        output: None,
-        layers: vec![Layer::LayerNorm {
-            name: None,
-            weight: "ln.weight".into(),
-            bias: "ln.bias".into(),
-            eps: Some(1e-12),
-        }],
+    let layer_norm = Layer::LayerNorm {
+        name: None,
+        weight: "ln.weight".into(),
+        bias: "ln.bias".into(),
+        eps: Some(1e-12),
     };
-    compile(
-        &architecture,
-        &crate::import::write_safetensors(&tensors)?,
-        "exact",
-    )
+    single_layer("layer-norm", vec![rows, features], layer_norm, &tensors)
 }
