@@ -140,6 +140,28 @@ pub fn error_bound(plan: &Plan, input: &[f32]) -> Result<f64> {
                     0.5 * bounds[node.inputs[0]] + columns * EXP_ERROR + FIXED_POINT_ULPS * ulp;
                 (bound.min(1.0), 1.0)
             }
+            // (A + ΔA)(B + ΔB) − AB over k terms, plus the truncation's floor and ulp.
+            Op::MatMul { .. } => {
+                let left_shape = &shapes[node.inputs[0]];
+                let k = left_shape[left_shape.len() - 1] as f64;
+                let (e_a, m_a) = (bounds[node.inputs[0]], magnitudes[node.inputs[0]]);
+                let (e_b, m_b) = (bounds[node.inputs[1]], magnitudes[node.inputs[1]]);
+                (
+                    k * (e_a * m_b + m_a * e_b + e_a * e_b) + 2.0 * ulp,
+                    k * m_a * m_b,
+                )
+            }
+            // The constant's encoding (½ ulp) times the value, and the truncation.
+            Op::Scale { factor } => {
+                let (e, m) = (bounds[node.inputs[0]], magnitudes[node.inputs[0]]);
+                (
+                    factor.abs() * e + 0.5 * ulp * (m + e) + 2.0 * ulp,
+                    factor.abs() * m,
+                )
+            }
+            Op::Reshape { .. } | Op::Transpose { .. } => {
+                (bounds[node.inputs[0]], magnitudes[node.inputs[0]])
+            }
             Op::Relu { .. } | Op::Flatten | Op::MaxPool2d { .. } => {
                 (bounds[node.inputs[0]], magnitudes[node.inputs[0]])
             }

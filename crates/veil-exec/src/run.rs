@@ -7,7 +7,9 @@ use veil_model::ir::Op;
 use veil_model::plan::OutputPolicy;
 use veil_mpc::Protocol;
 
-use crate::ops::{affine, argmax, elementwise, gelu, layer_norm, pooling, softmax};
+use crate::ops::{
+    affine, argmax, attention, elementwise, gelu, layer_norm, layout, pooling, softmax,
+};
 use crate::{Error, Result};
 
 /// Runs the plan's graph on a batch of `batch` samples. `inputs` holds the encoded
@@ -112,6 +114,26 @@ pub fn run<P: Protocol>(
             Op::Softmax { bits } => {
                 softmax::softmax(protocol, operand(&values, node.inputs[0], index)?, *bits)?
             }
+            Op::MatMul { transpose_right } => attention::matmul(
+                protocol,
+                operand(&values, node.inputs[0], index)?,
+                operand(&values, node.inputs[1], index)?,
+                *transpose_right,
+            )?,
+            Op::Scale { factor } => {
+                elementwise::scale(protocol, operand(&values, node.inputs[0], index)?, *factor)?
+            }
+            Op::Reshape { .. } => layout::reshape(
+                protocol,
+                operand(&values, node.inputs[0], index)?,
+                &shapes[index],
+            )?,
+            Op::Transpose { permutation } => layout::transpose(
+                protocol,
+                operand(&values, node.inputs[0], index)?,
+                permutation,
+                &shapes[index],
+            )?,
             Op::Flatten => {
                 let x = node.inputs[0];
                 if last_use[x] > index {

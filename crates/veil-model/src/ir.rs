@@ -65,7 +65,7 @@ pub enum Op {
         #[serde(default)]
         visibility: Visibility,
     },
-    /// y = x·W + b with W `[in_features, out_features]`.
+    /// y = x·W + b over the last dimension, with W `[in_features, out_features]`.
     Linear {
         /// The weight's parameter name.
         weight: String,
@@ -138,6 +138,28 @@ pub enum Op {
         features: usize,
         /// ε.
         epsilon: f64,
+    },
+    /// The product of two secret tensors over their last two dimensions, every leading
+    /// dimension a batch of products (attention's Q·Kᵀ with `transpose_right`, and P·V):
+    /// `[b, …, m, k]·[b, …, k, n]` (or `[b, …, n, k]` transposed) → `[b, …, m, n]`.
+    MatMul {
+        /// Whether the right operand is read transposed in its last two dimensions.
+        transpose_right: bool,
+    },
+    /// x times a public constant (attention's 1/√d).
+    Scale {
+        /// The constant.
+        factor: f64,
+    },
+    /// The same values under another per-sample shape with as many elements.
+    Reshape {
+        /// The new shape without the batch dimension.
+        shape: Vec<usize>,
+    },
+    /// The per-sample dimensions permuted (splitting and merging attention heads).
+    Transpose {
+        /// Output dimension i is input dimension `permutation[i]` (batch excluded).
+        permutation: Vec<usize>,
     },
     /// Flattens every dimension after the batch.
     Flatten,
@@ -221,6 +243,10 @@ impl Op {
             Op::Gelu { .. } => "gelu",
             Op::Softmax { .. } => "softmax",
             Op::LayerNorm { .. } => "layer_norm",
+            Op::MatMul { .. } => "matmul",
+            Op::Scale { .. } => "scale",
+            Op::Reshape { .. } => "reshape",
+            Op::Transpose { .. } => "transpose",
             Op::Flatten => "flatten",
             Op::Add => "add",
         }
@@ -238,8 +264,11 @@ impl Op {
             | Op::Gelu { .. }
             | Op::Softmax { .. }
             | Op::LayerNorm { .. }
+            | Op::Scale { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
             | Op::Flatten => 1,
-            Op::Add => 2,
+            Op::Add | Op::MatMul { .. } => 2,
         }
     }
 }
@@ -270,6 +299,10 @@ impl Graph {
                 | Op::Gelu { .. }
                 | Op::Softmax { .. }
                 | Op::LayerNorm { .. }
+                | Op::MatMul { .. }
+                | Op::Scale { .. }
+                | Op::Reshape { .. }
+                | Op::Transpose { .. }
                 | Op::Flatten
                 | Op::Add => None,
             })
@@ -327,14 +360,19 @@ impl Graph {
                     out_features,
                     ..
                 } => {
-                    let shape = input_shape(0);
-                    if shape.len() != 2 || shape[1] != *in_features {
+                    // Over the last dimension: [batch, …, in] → [batch, …, out] (a
+                    // sequence's tokens share the weight).
+                    let mut shape = input_shape(0);
+                    if shape.len() < 2 || shape.last() != Some(in_features) {
                         return Err(invalid(
                             index,
-                            format!("linear expects [batch, {in_features}], gets {shape:?}"),
+                            format!("linear expects [batch, …, {in_features}], gets {shape:?}"),
                         ));
                     }
-                    vec![batch, *out_features]
+                    if let Some(last) = shape.last_mut() {
+                        *last = *out_features;
+                    }
+                    shape
                 }
                 Op::Conv2d {
                     in_channels,
@@ -430,6 +468,74 @@ impl Graph {
                         ));
                     }
                     shape
+                }
+                Op::MatMul { transpose_right } => {
+                    let (left, right) = (input_shape(0), input_shape(1));
+                    let refuse = || {
+                        invalid(
+                            index,
+                            format!(
+                                "matmul of {left:?} and {right:?} (transpose_right {transpose_right})"
+                            ),
+                        )
+                    };
+                    let rank = left.len();
+                    if rank < 3 || right.len() != rank || left[..rank - 2] != right[..rank - 2] {
+                        return Err(refuse());
+                    }
+                    let (m, k) = (left[rank - 2], left[rank - 1]);
+                    let (right_k, n) = if *transpose_right {
+                        (right[rank - 1], right[rank - 2])
+                    } else {
+                        (right[rank - 2], right[rank - 1])
+                    };
+                    if k != right_k {
+                        return Err(refuse());
+                    }
+                    let mut shape = left[..rank - 2].to_vec();
+                    shape.extend([m, n]);
+                    shape
+                }
+                Op::Scale { factor } => {
+                    if !factor.is_finite() {
+                        return Err(invalid(
+                            index,
+                            "scale by a factor that is not finite".into(),
+                        ));
+                    }
+                    input_shape(0)
+                }
+                Op::Reshape { shape } => {
+                    let from = input_shape(0);
+                    let have: Option<usize> =
+                        from[1..].iter().try_fold(1usize, |c, &d| c.checked_mul(d));
+                    let want: Option<usize> =
+                        shape.iter().try_fold(1usize, |c, &d| c.checked_mul(d));
+                    if have != want || want.is_none() {
+                        return Err(invalid(index, format!("reshape of {from:?} to {shape:?}")));
+                    }
+                    let mut full = vec![batch];
+                    full.extend_from_slice(shape);
+                    full
+                }
+                Op::Transpose { permutation } => {
+                    let from = input_shape(0);
+                    let mut seen = vec![false; permutation.len()];
+                    let valid = permutation.len() + 1 == from.len()
+                        && permutation.iter().all(|&axis| {
+                            axis < seen.len() && !std::mem::replace(&mut seen[axis], true)
+                        });
+                    if !valid {
+                        return Err(invalid(
+                            index,
+                            format!(
+                                "transpose of {from:?} by {permutation:?}, which is not a permutation of its dimensions"
+                            ),
+                        ));
+                    }
+                    let mut full = vec![batch];
+                    full.extend(permutation.iter().map(|&axis| from[axis + 1]));
+                    full
                 }
                 Op::Flatten => {
                     let shape = input_shape(0);
@@ -538,4 +644,40 @@ pub fn pooling_indices(input: &[usize], kernel: usize, stride: usize) -> Vec<Vec
 
 fn index_out_of(index: usize, len: usize) -> bool {
     index >= len
+}
+
+/// For a `[batch, d₀, …]` value and a permutation of its per-sample dimensions, the flat
+/// index into the input of every output element, in output order.
+pub fn transpose_indices(input: &[usize], permutation: &[usize]) -> Vec<usize> {
+    let Some((&batch, dimensions)) = input.split_first() else {
+        return Vec::new();
+    };
+    let per_sample: usize = dimensions.iter().product();
+    // The input's strides, per dimension.
+    let mut strides = vec![1usize; dimensions.len()];
+    for axis in (0..dimensions.len().saturating_sub(1)).rev() {
+        strides[axis] = strides[axis + 1] * dimensions[axis + 1];
+    }
+    let output: Vec<usize> = permutation.iter().map(|&axis| dimensions[axis]).collect();
+    let mut indices = Vec::with_capacity(batch * per_sample);
+    let mut position = vec![0usize; output.len()];
+    for sample in 0..batch {
+        for _ in 0..per_sample {
+            let offset: usize = position
+                .iter()
+                .zip(permutation)
+                .map(|(&coordinate, &axis)| coordinate * strides[axis])
+                .sum();
+            indices.push(sample * per_sample + offset);
+            // Advance the output position, last dimension fastest.
+            for axis in (0..output.len()).rev() {
+                position[axis] += 1;
+                if position[axis] < output[axis] {
+                    break;
+                }
+                position[axis] = 0;
+            }
+        }
+    }
+    indices
 }

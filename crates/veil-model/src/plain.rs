@@ -1,6 +1,6 @@
 //! The plain f32 executor: the reference every secure result is measured against.
 
-use crate::ir::{Op, pooling_indices};
+use crate::ir::{Op, pooling_indices, transpose_indices};
 use crate::plan::Plan;
 use crate::{Error, Result};
 
@@ -36,8 +36,9 @@ pub fn run_plain_all(plan: &Plan, input: &[f32], batch: usize) -> Result<Vec<Vec
             } => {
                 let x = &values[node.inputs[0]];
                 let w = &plan.weights[weight];
-                let mut out = vec![0f32; batch * out_features];
-                for row in 0..batch {
+                let rows = x.len() / in_features;
+                let mut out = vec![0f32; rows * out_features];
+                for row in 0..rows {
                     for column in 0..*out_features {
                         let mut sum = 0f64;
                         for k in 0..*in_features {
@@ -172,6 +173,46 @@ pub fn run_plain_all(plan: &Plan, input: &[f32], batch: usize) -> Result<Vec<Vec
                 .iter()
                 .map(|&v| gelu(f64::from(v)) as f32)
                 .collect(),
+            Op::MatMul { transpose_right } => {
+                let (left, right) = (&values[node.inputs[0]], &values[node.inputs[1]]);
+                let left_shape = &shapes[node.inputs[0]];
+                let rank = left_shape.len();
+                let (m, k) = (left_shape[rank - 2], left_shape[rank - 1]);
+                let n = shapes[index][rank - 1];
+                let products = left.len() / (m * k).max(1);
+                let mut out = vec![0f32; products * m * n];
+                for product in 0..products {
+                    let (a, b) = (&left[product * m * k..], &right[product * k * n..]);
+                    for row in 0..m {
+                        for column in 0..n {
+                            let sum: f64 = (0..k)
+                                .map(|inner| {
+                                    let right_value = if *transpose_right {
+                                        b[column * k + inner]
+                                    } else {
+                                        b[inner * n + column]
+                                    };
+                                    f64::from(a[row * k + inner]) * f64::from(right_value)
+                                })
+                                .sum();
+                            out[product * m * n + row * n + column] = sum as f32;
+                        }
+                    }
+                }
+                out
+            }
+            Op::Scale { factor } => values[node.inputs[0]]
+                .iter()
+                .map(|&v| (f64::from(v) * factor) as f32)
+                .collect(),
+            Op::Reshape { .. } => values[node.inputs[0]].clone(),
+            Op::Transpose { permutation } => {
+                let x = &values[node.inputs[0]];
+                transpose_indices(&shapes[node.inputs[0]], permutation)
+                    .into_iter()
+                    .map(|source| x[source])
+                    .collect()
+            }
             Op::Flatten => values[node.inputs[0]].clone(),
             Op::Add => values[node.inputs[0]]
                 .iter()

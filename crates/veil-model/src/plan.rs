@@ -135,6 +135,10 @@ impl PublicPlan {
                 | Op::Relu { .. }
                 | Op::Gelu { .. }
                 | Op::Softmax { .. }
+                | Op::MatMul { .. }
+                | Op::Scale { .. }
+                | Op::Reshape { .. }
+                | Op::Transpose { .. }
                 | Op::Flatten
                 | Op::Add => continue,
             };

@@ -21,7 +21,7 @@ pub const CALIBRATION_HEADROOM: f64 = 8.0;
 /// What to measure.
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
-    /// `mlp` (784-128-128-10) or `cnn6`.
+    /// `mlp` (784-128-128-10), `cnn6`, `gelu`, `softmax`, `layer_norm` or `bert-layer`.
     pub model: String,
     /// Samples per query.
     pub batch: usize,
@@ -41,6 +41,8 @@ pub struct BenchOptions {
     pub prefetch: usize,
     /// Milliseconds between queries.
     pub pause_ms: u64,
+    /// Tokens of the sequence models (`bert-layer`).
+    pub sequence: usize,
 }
 
 /// Preprocessing bytes per party per query.
@@ -101,11 +103,16 @@ fn bench_plan(options: &BenchOptions) -> Result<Plan> {
         "softmax" => veil_model::zoo::softmax_layer(128, 128)?,
         // all-MiniLM-L6-v2's hidden states at 128 tokens.
         "layer_norm" => veil_model::zoo::layer_norm_layer(128, 384, 0)?,
+        // One BERT-base encoder layer on `sequence` token embeddings.
+        "bert-layer" => veil_model::zoo::random_encoder_layer(
+            veil_model::zoo::EncoderDimensions::bert_base(options.sequence),
+            0,
+        )?,
         other => {
             return Err(Error::Unknown {
                 what: "bench model",
                 name: other.into(),
-                have: "mlp, cnn6, gelu, softmax, layer_norm",
+                have: "mlp, cnn6, gelu, softmax, layer_norm, bert-layer",
             });
         }
     };

@@ -163,7 +163,7 @@ pub(crate) enum DigitsModel {
 pub(crate) struct BenchArguments {
     /// Benchmark model: `mlp` (784-128-128-10), `cnn6` (docs/results.md), random weights;
     /// `gelu` (one GELU over 128 × 128 values), `softmax` (128 rows of 128) or
-    /// `layer_norm` (128 rows of 384).
+    /// `layer_norm` (128 rows of 384), or `bert-layer` (one BERT-base encoder layer, `--seq`).
     #[arg(long, default_value = "mlp")]
     pub(crate) model: String,
     /// Samples per query.
@@ -184,6 +184,9 @@ pub(crate) struct BenchArguments {
     /// Measured repetitions after one warm-up.
     #[arg(long, default_value_t = 5)]
     pub(crate) repetitions: usize,
+    /// Tokens for `bert-layer` (the padded sequence length).
+    #[arg(long, default_value_t = 128)]
+    pub(crate) seq: usize,
     /// Print JSON.
     #[arg(long)]
     pub(crate) json: bool,
@@ -307,6 +310,7 @@ impl BenchArguments {
             pool_bytes: self.pool_bytes,
             prefetch: self.prefetch,
             pause_ms: self.pause_ms,
+            sequence: self.seq,
         }
     }
 }

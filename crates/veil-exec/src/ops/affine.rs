@@ -6,7 +6,8 @@ use veil_mpc::Protocol;
 
 use crate::Result;
 
-/// y = x·W + b for a secret `[batch, in]` x and a server-held `[in, out]` W.
+/// y = x·W + b over the last dimension of a secret `[batch, …, in]` x, for a
+/// server-held `[in, out]` W: one product of the `[rows, in]` matrix of every position.
 pub fn linear<P: Protocol>(
     protocol: &mut P,
     value: &P::Shared,
@@ -14,9 +15,29 @@ pub fn linear<P: Protocol>(
     bias: Option<&str>,
     fractional_bits: u32,
 ) -> Result<P::Shared> {
-    affine(protocol, value, weight, bias, fractional_bits, |p, x, w| {
-        p.matmul_weight(x, w)
-    })
+    let shape = protocol.shape_of(value);
+    if shape.len() == 2 {
+        return affine(protocol, value, weight, bias, fractional_bits, |p, x, w| {
+            p.matmul_weight(x, w)
+        });
+    }
+    let inputs = shape.last().copied().unwrap_or(1).max(1);
+    let len: usize = shape.iter().product();
+    let rows = len / inputs;
+    let matrix = protocol.gather(value, &(0..len).collect::<Vec<_>>(), &[rows, inputs])?;
+    let output = affine(
+        protocol,
+        &matrix,
+        weight,
+        bias,
+        fractional_bits,
+        |p, x, w| p.matmul_weight(x, w),
+    )?;
+    let mut output_shape = shape;
+    if let Some(last) = output_shape.last_mut() {
+        *last = protocol.shape_of(&output).last().copied().unwrap_or(0);
+    }
+    Ok(protocol.reshape(output, &output_shape)?)
 }
 
 /// y = conv2d(x, W) + b for a secret NCHW x, with (stride, padding).

@@ -1,5 +1,6 @@
 //! Elementwise ops: ReLU (one DCF comparison gate, cookbook §3.4, on the node's
-//! calibrated bit-width) and the residual sum (local).
+//! calibrated bit-width), the residual sum (local) and a public scale (a local product
+//! and one truncation).
 
 use veil_mpc::Protocol;
 
@@ -17,4 +18,12 @@ pub fn add<P: Protocol>(
     right: &P::Shared,
 ) -> Result<P::Shared> {
     Ok(protocol.add(left, right)?)
+}
+
+/// x·c for a public constant c: the local product with c at the plan's scale, then one
+/// truncation.
+pub fn scale<P: Protocol>(protocol: &mut P, value: &P::Shared, factor: f64) -> Result<P::Shared> {
+    let codec = protocol.fixed_point();
+    let product = protocol.scale(value, codec.encode(factor)?)?;
+    Ok(protocol.truncate(&product, codec.fractional_bits())?)
 }

@@ -3,20 +3,24 @@
 //!
 //! - [`affine`]: server-held linear maps (linear, conv2d) with bias and truncation;
 //! - [`pooling`]: max pooling (a comparison tree) and average pooling;
-//! - [`elementwise`]: ReLU and residual sums;
+//! - [`elementwise`]: ReLU, residual sums and public scales;
+//! - [`attention`]: products of two secrets (Q·Kᵀ, P·V), batched over heads;
+//! - [`layout`]: reshape and transpose (local);
 //! - [`gelu`]: GELU by PUMA's piecewise polynomial;
 //! - [`layer_norm`]: layer normalisation (mean, variance, a comparison-normalised Newton
 //!   rsqrt, the server's γ and β);
 //! - [`softmax`]: softmax over the last dimension (max, limit-form exp, Newton reciprocal);
 //! - [`argmax`]: the `label` output policy's secure argmax.
 //!
-//! A new op family (attention) gets a module of its own here,
+//! A new op family gets a module of its own here,
 //! and one arm in [`crate::run`]'s match and in [`crate::error_bound`]'s.
 
 pub mod affine;
 pub mod argmax;
+pub mod attention;
 pub mod elementwise;
 pub mod gelu;
 pub mod layer_norm;
+pub mod layout;
 pub mod pooling;
 pub mod softmax;

@@ -42,6 +42,10 @@ pub fn calibrate_comparison_bits(
                 | Op::AvgPool2d { .. }
                 // Its comparisons (the variance's exponent) choose their own width.
                 | Op::LayerNorm { .. }
+                | Op::MatMul { .. }
+                | Op::Scale { .. }
+                | Op::Reshape { .. }
+                | Op::Transpose { .. }
                 | Op::Flatten
                 | Op::Add => continue,
             },
