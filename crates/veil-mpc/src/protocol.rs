@@ -96,6 +96,12 @@ pub trait Protocol {
     /// `matmul_weight`, for an elementwise map. Untruncated.
     fn mul_weight(&mut self, value: &Self::Shared, weight: &Self::Weight) -> Result<Self::Shared>;
 
+    /// x ⊙ x for a secret x. Untruncated. Settings with a cheaper square than a product
+    /// (the dealer's square pairs open one value, not two) override it.
+    fn square(&mut self, value: &Self::Shared) -> Result<Self::Shared> {
+        self.mul(value, value)
+    }
+
     /// Elementwise product of two secrets (Beaver triple). Untruncated.
     fn mul(&mut self, left: &Self::Shared, right: &Self::Shared) -> Result<Self::Shared>;
 

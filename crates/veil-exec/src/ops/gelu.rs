@@ -24,9 +24,10 @@
 //!
 //! **Steps** (9 rounds): the three comparisons x + 4 ≥ 0, x + 1.95 ≥ 0, 3 − x ≥ 0 as one
 //! batched DReLU on the node's `bits` (1.95 rounded down to the grid, so each encoded x
-//! gets the piece the exact breakpoint gives it); the powers x², (x³, x⁴), x⁶ as three Beaver
-//! products, each truncated once; both polynomials as public products summed at twice
-//! the scale (plus [`COEFFICIENT_EXTRA_BITS`]) and truncated together; then one bit×value product selects, per element,
+//! gets the piece the exact breakpoint gives it); the powers x² (a square pair), (x³, x⁴)
+//! (one product) and x⁶ (a square pair), each truncated once; both polynomials as public
+//! products summed at twice the scale (plus [`COEFFICIENT_EXTRA_BITS`]) and truncated
+//! together; then one bit×value product selects, per element,
 //! x, F0, F1 or nothing. Powers of a large |x| overflow the ring, but only inside a piece
 //! whose selector bit is 0, and 0 times any ring element is exactly 0.
 //!
@@ -116,7 +117,7 @@ pub fn gelu<P: Protocol>(protocol: &mut P, value: &P::Shared, bits: u32) -> Resu
     let select_f1 = protocol.sub(&d1_and_d2, &one)?;
 
     // Powers, each product truncated once.
-    let x2 = protocol.mul(&x, &x)?;
+    let x2 = protocol.square(&x)?;
     let x2 = protocol.truncate(&x2, fractional_bits)?;
     let left = protocol.concat(&[&x, &x2])?;
     let right = protocol.concat(&[&x2, &x2])?;
@@ -124,7 +125,7 @@ pub fn gelu<P: Protocol>(protocol: &mut P, value: &P::Shared, bits: u32) -> Resu
     let x3_x4 = protocol.truncate(&x3_x4, fractional_bits)?;
     let x3 = protocol.gather(&x3_x4, &block(0), &[len])?;
     let x4 = protocol.gather(&x3_x4, &block(1), &[len])?;
-    let x6 = protocol.mul(&x3, &x3)?;
+    let x6 = protocol.square(&x3)?;
     let x6 = protocol.truncate(&x6, fractional_bits)?;
 
     // Both polynomials at scale 2f + 8 (coefficients 8 bits finer than the values, so

@@ -99,7 +99,7 @@ pub fn layer_norm<P: Protocol>(
     let centred = protocol.sub(&x, &mean)?;
 
     // σ² + ε at VARIANCE_BITS.
-    let squares = protocol.mul(&centred, &centred)?;
+    let squares = protocol.square(&centred)?;
     let squares = protocol.truncate(&squares, 2 * f - VARIANCE_BITS)?;
     let sum = row_sum(protocol, &squares)?;
     let variance = protocol.scale(
@@ -148,7 +148,7 @@ pub fn layer_norm<P: Protocol>(
     let three = constant(protocol, 3.0, NEWTON_BITS, rows)?;
     let mut estimate = constant(protocol, 1.0 / 1.5f64.sqrt(), NEWTON_BITS, rows)?;
     for _ in 0..NEWTON_ITERATIONS {
-        let square = protocol.mul(&estimate, &estimate)?;
+        let square = protocol.square(&estimate)?;
         let square = protocol.truncate(&square, NEWTON_BITS)?;
         let product = protocol.mul(&normalised, &square)?;
         let product = protocol.truncate(&product, NEWTON_BITS)?;

@@ -6,7 +6,7 @@
 //! 1. the row max by a tournament, max(a, b) = b + ReLU(a − b), ⌈log₂ n⌉ rounds;
 //! 2. d = x − max ≤ 0 (local) and the clip bit 1{d ≥ −14} (one comparison);
 //! 3. e^d ≈ (1 + d/2^8)^(2^8): d read at a scale 8 bits finer *is* d/2^8, so the base
-//!    needs no truncation; eight squarings at [`EXTRA_BITS`] more fractional bits, so
+//!    needs no truncation; eight squarings (square pairs, one opening each) at [`EXTRA_BITS`] more fractional bits, so
 //!    their truncation errors, amplified up to 2^8-fold, stay below 1/16 ulp; the clip
 //!    bit times the power (below −2^8 the base is negative and its powers wrap the ring,
 //!    but only where the clip bit is 0, and 0 times anything is exactly 0);
@@ -121,7 +121,7 @@ pub fn softmax<P: Protocol>(protocol: &mut P, value: &P::Shared, bits: u32) -> R
     let one = constant(protocol, 1.0, fine, len)?;
     let mut power = protocol.add(&one, &lifted)?;
     for _ in 0..SQUARINGS {
-        let square = protocol.mul(&power, &power)?;
+        let square = protocol.square(&power)?;
         power = protocol.truncate(&square, fine)?;
     }
     let exponential = protocol.mul(&keep, &power)?;

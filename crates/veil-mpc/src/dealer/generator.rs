@@ -244,6 +244,11 @@ impl Protocol for MaterialGenerator<'_> {
         Ok(ShapeOnly(shape.to_vec()))
     }
 
+    fn square(&mut self, value: &ShapeOnly) -> Result<ShapeOnly> {
+        self.square_pair(value.0.iter().product())?;
+        Ok(value.clone())
+    }
+
     fn mul(&mut self, left: &ShapeOnly, right: &ShapeOnly) -> Result<ShapeOnly> {
         same_shape("mul", &left.0, &right.0)?;
         let len = left.0.iter().product();

@@ -55,6 +55,8 @@ pub enum MaterialKind {
     Drelu = 5,
     /// ReLU gate keys.
     Relu = 6,
+    /// A square pair (C = A² correction for the server).
+    SquareTriple = 7,
 }
 
 impl MaterialKind {
@@ -66,6 +68,7 @@ impl MaterialKind {
             4 => Self::MatrixTriple,
             5 => Self::Drelu,
             6 => Self::Relu,
+            7 => Self::SquareTriple,
             _ => return None,
         })
     }

@@ -291,6 +291,10 @@ impl<C: Channel> Protocol for Party<C> {
         Ok(self.share(value.value.gather(indices, shape)?))
     }
 
+    fn square(&mut self, value: &Share) -> Result<Share> {
+        self.square_share(value)
+    }
+
     fn mul(&mut self, left: &Share, right: &Share) -> Result<Share> {
         same_shape("mul", left.value.shape(), right.value.shape())?;
         let shape = left.value.shape().to_vec();

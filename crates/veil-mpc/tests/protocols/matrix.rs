@@ -10,7 +10,7 @@ use crate::fixture::{
 };
 use crate::programs::{
     BatchedProducts, Comparisons, Convolution, Layer, Linear, LocalOperations, Products, Program,
-    RowScale, Truncate,
+    RowScale, Squares, Truncate,
 };
 use crate::settings::{Cleartext, Dealer, Setting};
 
@@ -160,6 +160,20 @@ fn row_scale_is_exact_and_truncation_within_one_ulp<S: Setting>() {
     }
 }
 
+/// The square is exact and equals x·x computed here, for adversarial values.
+fn squares_are_exact<S: Setting>() {
+    let seed = test_seed();
+    let mut prg = seed.prg();
+    let fixture = Fixture::empty(&seed);
+    for bits in [62, 40, 24] {
+        let values = adversarial_values(40, bits, &mut prg);
+        let input = RingTensor::new(vec![40], values.clone()).unwrap();
+        let square: Vec<u64> = values.iter().map(|x| x.wrapping_mul(*x)).collect();
+        let expected = RingTensor::new(vec![80], [square.clone(), square].concat()).unwrap();
+        check_against::<S>(&Squares { len: 40 }, &fixture, &input, &expected, "x·x");
+    }
+}
+
 /// A batch of matrix products in one round, exact, and equal to the products of the
 /// slices computed here.
 fn batched_matrix_products_are_exact<S: Setting>() {
@@ -241,6 +255,7 @@ matrix! {
         local_operations_are_exact,
         row_scale_is_exact_and_truncation_within_one_ulp,
         batched_matrix_products_are_exact,
+        squares_are_exact,
         a_layer_stays_within_one_ulp_above,
     ],
 }

@@ -290,3 +290,27 @@ impl Program for BatchedProducts {
         Bound::Exact
     }
 }
+
+/// x ⊙ x by the setting's square, next to x ⊙ x by a product, as one `[2, len]` tensor.
+#[derive(Clone, Debug)]
+pub struct Squares {
+    pub len: usize,
+}
+
+impl Program for Squares {
+    fn run<P: Protocol>(
+        &self,
+        p: &mut P,
+        input: Option<&RingTensor>,
+    ) -> Result<Option<RingTensor>> {
+        let x = p.input(&[self.len], input)?;
+        let square = p.square(&x)?;
+        let product = p.mul(&x, &x)?;
+        let both = p.concat(&[&square, &product])?;
+        p.reveal_to_client(&both)
+    }
+
+    fn bound(&self) -> Bound {
+        Bound::Exact
+    }
+}
