@@ -4,6 +4,7 @@
 
 use veil_mpc::Protocol;
 
+use super::layout;
 use crate::Result;
 
 /// y = x·W + b over the last dimension of a secret `[batch, …, in]` x, for a
@@ -24,7 +25,7 @@ pub fn linear<P: Protocol>(
     let inputs = shape.last().copied().unwrap_or(1).max(1);
     let len: usize = shape.iter().product();
     let rows = len / inputs;
-    let matrix = protocol.gather(value, &(0..len).collect::<Vec<_>>(), &[rows, inputs])?;
+    let matrix = layout::reshape(protocol, value, &[rows, inputs])?;
     let output = affine(
         protocol,
         &matrix,

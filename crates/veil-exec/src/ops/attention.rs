@@ -4,6 +4,7 @@
 
 use veil_mpc::Protocol;
 
+use super::layout;
 use crate::Result;
 
 /// `[b, …, m, k]·[b, …, k, n]` (or the right operand `[b, …, n, k]`, read transposed),
@@ -23,11 +24,7 @@ pub fn matmul<P: Protocol>(
     } else {
         right_shape[rank - 1]
     };
-    let left = protocol.gather(
-        left,
-        &(0..products * m * k).collect::<Vec<_>>(),
-        &[products, m, k],
-    )?;
+    let left = layout::reshape(protocol, left, &[products, m, k])?;
     // The right operands as `[k, n]` blocks: a public rearrangement, local.
     let right_indices: Vec<usize> = (0..products)
         .flat_map(|product| {

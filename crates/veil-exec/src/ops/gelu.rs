@@ -37,6 +37,8 @@
 use veil_core::RingTensor;
 use veil_mpc::Protocol;
 
+use super::blocks::public_constant;
+use super::layout;
 use crate::{Error, Result};
 
 /// The approximation's largest absolute error against GELU over the reals.
@@ -86,22 +88,18 @@ pub fn gelu<P: Protocol>(protocol: &mut P, value: &P::Shared, bits: u32) -> Resu
             found: fractional_bits,
         });
     }
-    let x = protocol.gather(value, &(0..len).collect::<Vec<_>>(), &[len])?;
+    let x = layout::reshape(protocol, value, &[len])?;
     let codec = protocol.fixed_point();
-    let constant = |protocol: &mut P, value: f64, scale_bits: u32| -> Result<P::Shared> {
-        let word = codec.encode_scaled(value, scale_bits)?;
-        Ok(protocol.public(&RingTensor::new(vec![len], vec![word; len])?)?)
-    };
     let block = |index: usize| -> Vec<usize> { (index * len..(index + 1) * len).collect() };
 
     // 1{x ≥ −4}, 1{x ≥ −1.95}, 1{x ≤ 3}: one batched comparison.
-    let low = constant(protocol, -BREAKPOINTS[0], fractional_bits)?;
+    let low = public_constant(protocol, -BREAKPOINTS[0], fractional_bits, len)?;
     // −1.95 is not on the fixed-point grid: rounding its magnitude down puts the
     // comparison's threshold on the first grid point at or above −1.95, so every encoded
     // x is assigned the piece the exact breakpoint gives it.
     let middle_word = (-BREAKPOINTS[1] * codec.scale()).floor() as u64;
     let middle = protocol.public(&RingTensor::new(vec![len], vec![middle_word; len])?)?;
-    let high = constant(protocol, BREAKPOINTS[2], fractional_bits)?;
+    let high = public_constant(protocol, BREAKPOINTS[2], fractional_bits, len)?;
     let above_low = protocol.add(&x, &low)?;
     let above_middle = protocol.add(&x, &middle)?;
     let below_high = protocol.sub(&high, &x)?;
@@ -145,13 +143,13 @@ pub fn gelu<P: Protocol>(protocol: &mut P, value: &P::Shared, bits: u32) -> Resu
         Ok(sum)
     };
     let sum_bits = 2 * fractional_bits + COEFFICIENT_EXTRA_BITS;
-    let f0_constant = constant(protocol, F0[0], sum_bits)?;
+    let f0_constant = public_constant(protocol, F0[0], sum_bits, len)?;
     let f0 = polynomial(
         protocol,
         f0_constant,
         &[(&x, F0[1]), (&x2, F0[2]), (&x3, F0[3])],
     )?;
-    let f1_constant = constant(protocol, F1[0], sum_bits)?;
+    let f1_constant = public_constant(protocol, F1[0], sum_bits, len)?;
     let f1 = polynomial(
         protocol,
         f1_constant,

@@ -29,6 +29,8 @@
 use veil_core::RingTensor;
 use veil_mpc::Protocol;
 
+use super::blocks::{broadcast_rows, public_constant, row_sums};
+use super::layout;
 use crate::{Error, Result};
 
 /// Fractional bits of the variance and of the comparisons' operands.
@@ -72,36 +74,19 @@ pub fn layer_norm<P: Protocol>(
         });
     }
     let codec = protocol.fixed_point();
-    let constant = |protocol: &mut P, value: f64, bits: u32, count: usize| -> Result<P::Shared> {
-        let word = codec.encode_scaled(value, bits)?;
-        Ok(protocol.public(&RingTensor::new(vec![count], vec![word; count])?)?)
-    };
-    let row_sum = |protocol: &mut P, values: &P::Shared| -> Result<P::Shared> {
-        let column = |c: usize| -> Vec<usize> { (0..rows).map(|r| r * features + c).collect() };
-        let mut sum = protocol.gather(values, &column(0), &[rows])?;
-        for c in 1..features {
-            let next = protocol.gather(values, &column(c), &[rows])?;
-            sum = protocol.add(&sum, &next)?;
-        }
-        Ok(sum)
-    };
-    let per_element = |protocol: &mut P, row_values: &P::Shared| -> Result<P::Shared> {
-        let indices: Vec<usize> = (0..len).map(|index| index / features).collect();
-        Ok(protocol.gather(row_values, &indices, &[len])?)
-    };
-    let x = protocol.gather(value, &(0..len).collect::<Vec<_>>(), &[len])?;
+    let x = layout::reshape(protocol, value, &[len])?;
 
     // μ, c = x − μ.
-    let sum = row_sum(protocol, &x)?;
+    let sum = row_sums(protocol, &x, rows, features)?;
     let mean = protocol.scale(&sum, codec.encode_scaled(1.0 / features as f64, MEAN_BITS)?)?;
     let mean = protocol.truncate(&mean, MEAN_BITS)?;
-    let mean = per_element(protocol, &mean)?;
+    let mean = broadcast_rows(protocol, &mean, rows, features)?;
     let centred = protocol.sub(&x, &mean)?;
 
     // σ² + ε at VARIANCE_BITS.
     let squares = protocol.square(&centred)?;
     let squares = protocol.truncate(&squares, 2 * f - VARIANCE_BITS)?;
-    let sum = row_sum(protocol, &squares)?;
+    let sum = row_sums(protocol, &squares, rows, features)?;
     let variance = protocol.scale(
         &sum,
         codec.encode_scaled(1.0 / features as f64, VARIANCE_BITS)?,
@@ -115,7 +100,7 @@ pub fn layer_norm<P: Protocol>(
     let exponents: Vec<i32> = EXPONENTS.collect();
     let mut differences = Vec::with_capacity(exponents.len());
     for &j in &exponents {
-        let threshold = constant(protocol, 2f64.powi(j), VARIANCE_BITS, rows)?;
+        let threshold = public_constant(protocol, 2f64.powi(j), VARIANCE_BITS, rows)?;
         differences.push(protocol.sub(&variance, &threshold)?);
     }
     let stacked: Vec<&P::Shared> = differences.iter().collect();
@@ -124,8 +109,8 @@ pub fn layer_norm<P: Protocol>(
     // 2^−J and 2^−J/2 as step functions of the bits: start at J = min − 1 and step at
     // each 2^j the variance reaches.
     let below = exponents[0] - 1;
-    let mut power = constant(protocol, 2f64.powi(-below), POWER_BITS, rows)?;
-    let mut root = constant(
+    let mut power = public_constant(protocol, 2f64.powi(-below), POWER_BITS, rows)?;
+    let mut root = public_constant(
         protocol,
         2f64.powf(-f64::from(below) / 2.0),
         ROOT_BITS,
@@ -145,8 +130,8 @@ pub fn layer_norm<P: Protocol>(
     // rsqrt of the normalised variance v ∈ [1, 2) by Newton, at NEWTON_BITS.
     let normalised = protocol.mul(&variance, &power)?;
     let normalised = protocol.truncate(&normalised, VARIANCE_BITS + POWER_BITS - NEWTON_BITS)?;
-    let three = constant(protocol, 3.0, NEWTON_BITS, rows)?;
-    let mut estimate = constant(protocol, 1.0 / 1.5f64.sqrt(), NEWTON_BITS, rows)?;
+    let three = public_constant(protocol, 3.0, NEWTON_BITS, rows)?;
+    let mut estimate = public_constant(protocol, 1.0 / 1.5f64.sqrt(), NEWTON_BITS, rows)?;
     for _ in 0..NEWTON_ITERATIONS {
         let square = protocol.square(&estimate)?;
         let square = protocol.truncate(&square, NEWTON_BITS)?;
@@ -162,7 +147,7 @@ pub fn layer_norm<P: Protocol>(
     let inverse_root = protocol.truncate(&inverse_root, NEWTON_BITS)?;
 
     // c·rsqrt, then γ and β on the server's side of the one-sided product.
-    let inverse_root = per_element(protocol, &inverse_root)?;
+    let inverse_root = broadcast_rows(protocol, &inverse_root, rows, features)?;
     let normalised = protocol.mul(&centred, &inverse_root)?;
     let normalised = protocol.truncate(&normalised, ROOT_BITS)?;
     let normalised = protocol.reshape(normalised, &[rows, features])?;

@@ -5,7 +5,8 @@ use veil_mpc::Protocol;
 
 use crate::Result;
 
-/// The same values under `[batch] + shape`.
+/// A copy of the same values under `shape` (as many elements; the value itself may be
+/// read again, which a moving reshape would not allow).
 pub fn reshape<P: Protocol>(
     protocol: &mut P,
     value: &P::Shared,

@@ -10,6 +10,8 @@
 //! - [`layer_norm`]: layer normalisation (mean, variance, a comparison-normalised Newton
 //!   rsqrt, the server's γ and β);
 //! - [`softmax`]: softmax over the last dimension (max, limit-form exp, Newton reciprocal);
+//! - [`blocks`]: what the others share (public constants, row sums and broadcasts, the
+//!   max tournament);
 //! - [`argmax`]: the `label` output policy's secure argmax.
 //!
 //! A new op family gets a module of its own here,
@@ -18,6 +20,7 @@
 pub mod affine;
 pub mod argmax;
 pub mod attention;
+pub mod blocks;
 pub mod elementwise;
 pub mod gelu;
 pub mod layer_norm;

@@ -5,6 +5,8 @@
 use veil_model::ir::pooling_indices;
 use veil_mpc::Protocol;
 
+use super::blocks::tournament_max;
+
 use crate::{Error, Result};
 
 /// Max pooling as a comparison tree: the window's k² candidates are stacked, and each
@@ -20,26 +22,8 @@ pub fn max_pool<P: Protocol>(
     let offsets = pooling_indices(input_shape, kernel, stride);
     let output_len: usize = output_shape.iter().product();
     let stacked: Vec<usize> = offsets.concat();
-    let mut current = protocol.gather(value, &stacked, &[stacked.len()])?;
-    let mut count = offsets.len();
-    while count > 1 {
-        let half = count / 2;
-        let block = |range: std::ops::Range<usize>| -> Vec<usize> {
-            (range.start * output_len..range.end * output_len).collect()
-        };
-        let left = protocol.gather(&current, &block(0..half), &[half * output_len])?;
-        let right = protocol.gather(&current, &block(half..2 * half), &[half * output_len])?;
-        let difference = protocol.sub(&left, &right)?;
-        let positive = protocol.relu(&difference, bits)?;
-        let larger = protocol.add(&right, &positive)?;
-        current = if count % 2 == 1 {
-            let rest = protocol.gather(&current, &block(2 * half..count), &[output_len])?;
-            protocol.concat(&[&larger, &rest])?
-        } else {
-            larger
-        };
-        count = count.div_ceil(2);
-    }
+    let stacked = protocol.gather(value, &stacked, &[stacked.len()])?;
+    let current = tournament_max(protocol, stacked, offsets.len(), output_len, bits)?;
     Ok(protocol.reshape(current, output_shape)?)
 }
 

@@ -31,9 +31,10 @@
 //! Rounds: ⌈log₂ n⌉ + 2 + 16 + 1 + 1 + 4·4 + 2. SIGMA's nExp tables and inverse table
 //! (cookbook §4.1, §4.2) are the cheaper route this module leaves room for.
 
-use veil_core::RingTensor;
 use veil_mpc::Protocol;
 
+use super::blocks::{broadcast_rows, public_constant, row_sums, tournament_max};
+use super::layout;
 use crate::{Error, Result};
 
 /// Values below the row max by more than this contribute 0.
@@ -69,48 +70,19 @@ pub fn softmax<P: Protocol>(protocol: &mut P, value: &P::Shared, bits: u32) -> R
         });
     }
     let codec = protocol.fixed_point();
-    let constant =
-        |protocol: &mut P, value: f64, scale_bits: u32, count: usize| -> Result<P::Shared> {
-            let word = codec.encode_scaled(value, scale_bits)?;
-            Ok(protocol.public(&RingTensor::new(vec![count], vec![word; count])?)?)
-        };
 
     // 1. The row max: block c holds column c of every row.
     let column_major: Vec<usize> = (0..columns)
         .flat_map(|c| (0..rows).map(move |r| r * columns + c))
         .collect();
-    let mut candidates = protocol.gather(value, &column_major, &[len])?;
-    let mut count = columns;
-    while count > 1 {
-        let half = count / 2;
-        let block = |range: std::ops::Range<usize>| -> Vec<usize> {
-            (range.start * rows..range.end * rows).collect()
-        };
-        let paired = [half * rows];
-        let left = protocol.gather(&candidates, &block(0..half), &paired)?;
-        let right = protocol.gather(&candidates, &block(half..2 * half), &paired)?;
-        let difference = protocol.sub(&left, &right)?;
-        let positive = protocol.relu(&difference, bits)?;
-        let larger = protocol.add(&right, &positive)?;
-        candidates = if count % 2 == 1 {
-            let rest = protocol.gather(&candidates, &block(2 * half..count), &[rows])?;
-            protocol.concat(&[&larger, &rest])?
-        } else {
-            larger
-        };
-        count = count.div_ceil(2);
-    }
-    let maximum = candidates;
-    let per_element = |row_values: &P::Shared, protocol: &mut P| -> Result<P::Shared> {
-        let indices: Vec<usize> = (0..len).map(|index| index / columns).collect();
-        Ok(protocol.gather(row_values, &indices, &[len])?)
-    };
+    let candidates = protocol.gather(value, &column_major, &[len])?;
+    let maximum = tournament_max(protocol, candidates, columns, rows, bits)?;
 
     // 2. d = x − max ≤ 0 and the clip bit.
-    let x = protocol.gather(value, &(0..len).collect::<Vec<_>>(), &[len])?;
-    let broadcast_max = per_element(&maximum, protocol)?;
+    let x = layout::reshape(protocol, value, &[len])?;
+    let broadcast_max = broadcast_rows(protocol, &maximum, rows, columns)?;
     let d = protocol.sub(&x, &broadcast_max)?;
-    let clip = constant(protocol, CLIP, f, len)?;
+    let clip = public_constant(protocol, CLIP, f, len)?;
     let shifted = protocol.add(&d, &clip)?;
     let keep = protocol.drelu(&shifted, bits)?;
 
@@ -118,7 +90,7 @@ pub fn softmax<P: Protocol>(protocol: &mut P, value: &P::Shared, bits: u32) -> R
     let fine = f + EXTRA_BITS;
     // d at scale f is d/2^8 at scale f + 8; lift it to scale f + EXTRA_BITS.
     let lifted = protocol.scale(&d, 1u64 << (EXTRA_BITS - SQUARINGS))?;
-    let one = constant(protocol, 1.0, fine, len)?;
+    let one = public_constant(protocol, 1.0, fine, len)?;
     let mut power = protocol.add(&one, &lifted)?;
     for _ in 0..SQUARINGS {
         let square = protocol.square(&power)?;
@@ -127,15 +99,7 @@ pub fn softmax<P: Protocol>(protocol: &mut P, value: &P::Shared, bits: u32) -> R
     let exponential = protocol.mul(&keep, &power)?;
 
     // 4. Row sums (at scale f + EXTRA_BITS), then at scale f for the reciprocal.
-    let mut sum = protocol.gather(&exponential, &column_major[..rows], &[rows])?;
-    for c in 1..columns {
-        let column = protocol.gather(
-            &exponential,
-            &column_major[c * rows..(c + 1) * rows],
-            &[rows],
-        )?;
-        sum = protocol.add(&sum, &column)?;
-    }
+    let sum = row_sums(protocol, &exponential, rows, columns)?;
     let sum = protocol.truncate(&sum, EXTRA_BITS)?;
 
     // 5. Newton's reciprocal from y₀ = ¾·2^−J.
@@ -144,20 +108,20 @@ pub fn softmax<P: Protocol>(protocol: &mut P, value: &P::Shared, bits: u32) -> R
     let sum_bits = ((((4 * columns + 4) as f64) * codec.scale()).log2().ceil() as u32 + 2).min(64);
     let mut thresholds = Vec::with_capacity(exponents as usize);
     for j in 1..=exponents {
-        let threshold = constant(protocol, f64::from(2f32.powi(j)), f, rows)?;
+        let threshold = public_constant(protocol, f64::from(2f32.powi(j)), f, rows)?;
         thresholds.push(protocol.sub(&sum, &threshold)?);
     }
     let stacked: Vec<&P::Shared> = thresholds.iter().collect();
     let stacked = protocol.concat(&stacked)?;
     let at_least = protocol.drelu(&stacked, sum_bits)?;
-    let mut reciprocal = constant(protocol, 0.75, f, rows)?;
+    let mut reciprocal = public_constant(protocol, 0.75, f, rows)?;
     for j in 1..=exponents {
         let block: Vec<usize> = ((j as usize - 1) * rows..j as usize * rows).collect();
         let bit = protocol.gather(&at_least, &block, &[rows])?;
         let step = protocol.scale(&bit, codec.encode(0.75 * f64::from(2f32.powi(-j)))?)?;
         reciprocal = protocol.sub(&reciprocal, &step)?;
     }
-    let two = constant(protocol, 2.0, f, rows)?;
+    let two = public_constant(protocol, 2.0, f, rows)?;
     for _ in 0..NEWTON_ITERATIONS {
         let product = protocol.mul(&sum, &reciprocal)?;
         let product = protocol.truncate(&product, f)?;
@@ -167,7 +131,7 @@ pub fn softmax<P: Protocol>(protocol: &mut P, value: &P::Shared, bits: u32) -> R
     }
 
     // 6. e^d · (1/s), back to scale f.
-    let broadcast_reciprocal = per_element(&reciprocal, protocol)?;
+    let broadcast_reciprocal = broadcast_rows(protocol, &reciprocal, rows, columns)?;
     let output = protocol.mul(&exponential, &broadcast_reciprocal)?;
     let output = protocol.truncate(&output, fine)?;
     Ok(protocol.reshape(output, &shape)?)
