@@ -2,11 +2,10 @@
 //! weights and on adversarial inputs (zeros, large magnitudes, negatives).
 
 use veil_core::sampling::{SplitMix64, test_seed};
-use veil_model::import::{Architecture, compile, write_safetensors};
 use veil_model::plain::run_plain;
 use veil_model::plan::OutputPolicy;
 
-use crate::{assert_agrees, assert_within, secure};
+use crate::{adversarial_inputs, assert_agrees, assert_within, one_layer_plan, secure};
 
 #[test]
 fn secure_simulated_and_plain_agree_within_the_bound() {
@@ -14,18 +13,7 @@ fn secure_simulated_and_plain_agree_within_the_bound() {
     let mut sampler = SplitMix64::new(seed.value());
     let plan = veil_model::zoo::residual_mlp(seed.value()).expect("the test MLP");
     let batch = 4;
-    let inputs: Vec<Vec<f32>> = vec![
-        sampler.normal_vec(12 * batch, 1.0),
-        vec![0.0; 12 * batch],
-        (0..12 * batch)
-            .map(|i| if i % 2 == 0 { -1000.0 } else { 1000.0 })
-            .collect(),
-        sampler
-            .normal_vec(12 * batch, 50.0)
-            .iter()
-            .map(|v| -v.abs())
-            .collect(),
-    ];
+    let inputs = adversarial_inputs(12 * batch, 5.0, &mut sampler);
     for input in inputs {
         assert_agrees(&plan, &input, batch);
     }
@@ -56,16 +44,11 @@ fn max_pool_exhaustive_on_an_8_bit_domain() {
         .flat_map(|&a| values.iter().map(move |&b| (a, b)))
         .collect();
     let width = 2 * pairs.len();
-    let architecture = Architecture::from_json(&format!(
-        r#"{{"name": "max", "input": [1, 2, {width}], "layers": [{{"op": "max_pool2d", "kernel": 2, "bits": 8}}]}}"#
-    ))
-    .expect("parses");
-    let plan = compile(
-        &architecture,
-        &write_safetensors(&[]).expect("no tensors"),
-        "exact",
-    )
-    .expect("compiles");
+    let plan = one_layer_plan(
+        r#"{"op": "max_pool2d", "kernel": 2, "bits": 8}"#,
+        &[1, 2, width],
+        16,
+    );
     let ulp = 1.0 / 65536.0;
     let mut input = vec![0f32; 2 * width];
     for (index, (a, b)) in pairs.iter().enumerate() {

@@ -4,26 +4,16 @@
 
 use veil_core::sampling::{SplitMix64, test_seed};
 use veil_model::Plan;
-use veil_model::import::{Architecture, compile, write_safetensors};
 use veil_model::passes::calibration::calibrate_comparison_bits;
 
-use crate::assert_agrees;
+use crate::{adversarial_inputs, assert_agrees, one_layer_plan};
 
 fn gelu_plan(len: usize) -> Plan {
-    gelu_plan_at(len, 16)
+    veil_model::zoo::gelu_layer(len).expect("the GELU plan")
 }
 
 fn gelu_plan_at(len: usize, fractional_bits: u32) -> Plan {
-    let architecture = Architecture::from_json(&format!(
-        r#"{{"name": "gelu", "input": [{len}], "fractional_bits": {fractional_bits}, "layers": [{{"op": "gelu"}}]}}"#
-    ))
-    .expect("parses");
-    compile(
-        &architecture,
-        &write_safetensors(&[]).expect("no tensors"),
-        "exact",
-    )
-    .expect("compiles")
+    one_layer_plan(r#"{"op": "gelu"}"#, &[len], fractional_bits)
 }
 
 #[test]
@@ -41,19 +31,8 @@ fn gelu_agrees_with_the_exact_function_within_the_bound() {
         }
     }
     edges.resize(len * batch, 0.0);
-    let inputs: Vec<Vec<f32>> = vec![
-        sampler.normal_vec(len * batch, 2.0),
-        vec![0.0; len * batch],
-        edges,
-        (0..len * batch)
-            .map(|i| if i % 2 == 0 { -1000.0 } else { 1000.0 })
-            .collect(),
-        sampler
-            .normal_vec(len * batch, 5.0)
-            .iter()
-            .map(|v| -v.abs())
-            .collect(),
-    ];
+    let mut inputs = adversarial_inputs(len * batch, 2.0, &mut sampler);
+    inputs.push(edges);
     for input in inputs {
         assert_agrees(&plan, &input, batch);
     }

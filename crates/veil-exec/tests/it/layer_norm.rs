@@ -5,32 +5,12 @@
 
 use veil_core::sampling::{SplitMix64, test_seed};
 use veil_model::Plan;
-use veil_model::import::{Architecture, compile, write_safetensors};
 
 use crate::assert_agrees;
 
 fn layer_norm_plan(rows: usize, features: usize, sampler: &mut SplitMix64) -> Plan {
-    let gamma: Vec<f32> = sampler
-        .normal_vec(features, 0.1)
-        .iter()
-        .map(|g| 1.0 + g)
-        .collect();
-    let beta = sampler.normal_vec(features, 0.02);
-    let tensors = vec![
-        ("ln.weight".to_string(), vec![features], gamma),
-        ("ln.bias".to_string(), vec![features], beta),
-    ];
-    let architecture = Architecture::from_json(&format!(
-        r#"{{"name": "layer-norm", "input": [{rows}, {features}], "layers": [
-            {{"op": "layer_norm", "weight": "ln.weight", "bias": "ln.bias", "eps": 1e-12}}]}}"#
-    ))
-    .expect("parses");
-    compile(
-        &architecture,
-        &write_safetensors(&tensors).expect("tensors"),
-        "exact",
-    )
-    .expect("compiles")
+    veil_model::zoo::layer_norm_layer(rows, features, sampler.next_u64())
+        .expect("the LayerNorm plan")
 }
 
 /// Rows: N(0, 1); N(0, 1) + 100; 0.01·N(0, 1) − 3; 50·N(0, 1); −|N(0, 4)|.

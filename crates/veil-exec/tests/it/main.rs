@@ -81,6 +81,38 @@ pub(crate) fn secure(plan: &Plan, input: &[f32], batch: usize) -> Vec<f32> {
     output
 }
 
+/// A plan of one layer (its architecture JSON) on a per-sample `input` shape at
+/// `fractional_bits`, with no weights.
+pub(crate) fn one_layer_plan(layer: &str, input: &[usize], fractional_bits: u32) -> Plan {
+    let architecture = veil_model::import::Architecture::from_json(&format!(
+        r#"{{"name": "one-layer", "input": {input:?}, "fractional_bits": {fractional_bits}, "layers": [{layer}]}}"#
+    ))
+    .expect("the architecture parses");
+    let no_tensors = veil_model::import::write_safetensors(&[]).expect("no tensors");
+    veil_model::import::compile(&architecture, &no_tensors, "exact").expect("the layer compiles")
+}
+
+/// `count` values each of the adversarial kinds every secure op is tested on: N(0, σ²),
+/// zeros, ±1000 alternating, and all negative (−|N(0, (10σ)²)|).
+pub(crate) fn adversarial_inputs(
+    count: usize,
+    sigma: f32,
+    sampler: &mut veil_core::sampling::SplitMix64,
+) -> Vec<Vec<f32>> {
+    vec![
+        sampler.normal_vec(count, sigma),
+        vec![0.0; count],
+        (0..count)
+            .map(|i| if i % 2 == 0 { -1000.0 } else { 1000.0 })
+            .collect(),
+        sampler
+            .normal_vec(count, 10.0 * sigma)
+            .iter()
+            .map(|v| -v.abs())
+            .collect(),
+    ]
+}
+
 /// The fixed-point simulation of a batch, decoded.
 pub(crate) fn simulated(plan: &Plan, input: &[f32], batch: usize) -> Vec<f32> {
     let inputs = veil_exec::encode_inputs(&plan.public, input, batch).expect("a valid input");

@@ -6,21 +6,11 @@
 use veil_core::sampling::{SplitMix64, test_seed};
 use veil_exec::ops::softmax::{FIXED_POINT_ULPS, approximate_row};
 use veil_model::Plan;
-use veil_model::import::{Architecture, compile, write_safetensors};
 
-use crate::{assert_agrees, secure};
+use crate::{assert_agrees, one_layer_plan, secure};
 
 fn softmax_plan(rows: usize, columns: usize) -> Plan {
-    let architecture = Architecture::from_json(&format!(
-        r#"{{"name": "softmax", "input": [{rows}, {columns}], "layers": [{{"op": "softmax"}}]}}"#
-    ))
-    .expect("parses");
-    compile(
-        &architecture,
-        &write_safetensors(&[]).expect("no tensors"),
-        "exact",
-    )
-    .expect("compiles")
+    veil_model::zoo::softmax_layer(rows, columns).expect("the softmax plan")
 }
 
 /// Rows of `columns` values: random, then the adversarial ones.
@@ -125,16 +115,7 @@ fn calibrated_softmax_is_within_the_fixed_point_error() {
 
 #[test]
 fn too_many_fractional_bits_are_refused() {
-    let architecture = Architecture::from_json(
-        r#"{"name": "softmax", "input": [2, 4], "fractional_bits": 20, "layers": [{"op": "softmax"}]}"#,
-    )
-    .expect("parses");
-    let plan = compile(
-        &architecture,
-        &write_safetensors(&[]).expect("no tensors"),
-        "exact",
-    )
-    .expect("compiles");
+    let plan = one_layer_plan(r#"{"op": "softmax"}"#, &[2, 4], 20);
     let inputs = veil_exec::encode_inputs(&plan.public, &[0.5; 8], 1).expect("encodes");
     let mut simulation = veil_exec::cleartext(&plan).expect("the simulation");
     let error = veil_exec::run(&mut simulation, &plan.public, 1, Some(&inputs))
