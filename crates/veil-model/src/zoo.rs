@@ -159,7 +159,7 @@ pub fn random_cnn6(seed: u64) -> Result<Plan> {
 }
 
 /// The architecture of [`every_op_cnn`].
-pub const EVERY_OP_CNN_ARCHITECTURE: &str = r#"{"name": "every-op-cnn", "input": [2, 8, 8], "layers": [
+const EVERY_OP_CNN_ARCHITECTURE: &str = r#"{"name": "every-op-cnn", "input": [2, 8, 8], "layers": [
     {"op": "conv2d", "name": "c1", "weight": "c1.weight", "bias": "c1.bias", "padding": 1},
     {"op": "batch_norm", "weight": "bn.weight", "bias": "bn.bias", "running_mean": "bn.mean", "running_var": "bn.var"},
     {"op": "relu"},
