@@ -17,23 +17,19 @@ pub fn linear<P: Protocol>(
     fractional_bits: u32,
 ) -> Result<P::Shared> {
     let shape = protocol.shape_of(value);
-    if shape.len() == 2 {
-        return affine(protocol, value, weight, bias, fractional_bits, |p, x, w| {
-            p.matmul_weight(x, w)
-        });
-    }
     let inputs = shape.last().copied().unwrap_or(1).max(1);
-    let len: usize = shape.iter().product();
-    let rows = len / inputs;
-    let matrix = layout::reshape(protocol, value, &[rows, inputs])?;
-    let output = affine(
-        protocol,
-        &matrix,
-        weight,
-        bias,
-        fractional_bits,
-        |p, x, w| p.matmul_weight(x, w),
-    )?;
+    let rows = shape.iter().product::<usize>() / inputs;
+    // A sequence's positions become the rows of one matrix (a copy; a matrix is used as is).
+    let matrix;
+    let x = if shape.len() == 2 {
+        value
+    } else {
+        matrix = layout::reshape(protocol, value, &[rows, inputs])?;
+        &matrix
+    };
+    let output = affine(protocol, x, weight, bias, fractional_bits, |p, x, w| {
+        p.matmul_weight(x, w)
+    })?;
     let mut output_shape = shape;
     if let Some(last) = output_shape.last_mut() {
         *last = protocol.shape_of(&output).last().copied().unwrap_or(0);
