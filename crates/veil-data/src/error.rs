@@ -37,8 +37,8 @@ pub enum Error {
         /// The 1-based line number.
         line: usize,
     },
-    /// A row has the wrong number of comma-separated fields.
-    #[error("{}: line {line} has {found} columns, expected {expected} (64 pixels and a label)", path.display())]
+    /// A row has the wrong number of fields.
+    #[error("{}: line {line} has {found} columns, expected {expected}", path.display())]
     ColumnCount {
         /// The file.
         path: PathBuf,

@@ -3,7 +3,11 @@
 //!
 //! - [`digits`]: scikit-learn's 8×8 handwritten digits (bundled in the repository as
 //!   `data/digits/digits.csv.gz`), [`digits::load`] and the seeded train/test split
-//!   [`digits::split`] that training and the demo share.
+//!   [`digits::split`] that training and the demo share;
+//! - [`reviews`]: the Rotten Tomatoes movie-review sentences with human sentiment
+//!   ratings ([`reviews::load`]), fetched by `scripts/fetch`;
+//! - [`fetched`]: where `scripts/fetch` puts models and data (`$VEIL_CACHE`, else
+//!   `~/.cache/veil`).
 //!
 //! ```
 //! use veil_data::digits::{Dataset, FEATURES};
@@ -15,7 +19,8 @@
 //!
 //! # What this crate does not do
 //! No training (veil-train), no models (veil-model), no secure inference, and nothing is
-//! downloaded: data sets are read from local files.
+//! downloaded: data sets are read from local files (`scripts/fetch` is the one thing
+//! that downloads).
 //!
 //! # Secrets
 //! None: the data sets are public. Errors name files, lines and columns and quote at most
@@ -26,5 +31,7 @@
 
 pub mod digits;
 mod error;
+pub mod fetched;
+pub mod reviews;
 
 pub use error::{Error, Result};

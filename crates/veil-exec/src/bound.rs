@@ -30,9 +30,9 @@ pub fn error_bound(plan: &Plan, input: &[f32]) -> Result<f64> {
             Op::Input { kind, .. } => {
                 let values = inputs.next().unwrap_or_default();
                 let encoding = match kind {
-                    // Whole numbers encode exactly.
-                    InputKind::TokenIds { .. } => 0.0,
-                    InputKind::Real | InputKind::AttentionMask => 0.5 * ulp,
+                    // Whole numbers (token ids, a mask's 0 and 1) encode exactly.
+                    InputKind::TokenIds { .. } | InputKind::AttentionMask => 0.0,
+                    InputKind::Real => 0.5 * ulp,
                 };
                 (
                     encoding,
@@ -169,6 +169,22 @@ pub fn error_bound(plan: &Plan, input: &[f32]) -> Result<f64> {
                 bounds[node.inputs[0]] + bounds[node.inputs[1]],
                 magnitudes[node.inputs[0]] + magnitudes[node.inputs[1]],
             ),
+            // The mask's 0 and 1 encode exactly and the penalty is a whole number: the
+            // shift is exact.
+            Op::MaskScores { penalty } => (
+                bounds[node.inputs[0]],
+                magnitudes[node.inputs[0]] + f64::from(*penalty),
+            ),
+            // A product of two secrets summed over the tokens, as MatMul's bound.
+            Op::MaskedSum => {
+                let tokens = shapes[node.inputs[0]][1] as f64;
+                let (e_x, m_x) = (bounds[node.inputs[0]], magnitudes[node.inputs[0]]);
+                let (e_m, m_m) = (bounds[node.inputs[1]], magnitudes[node.inputs[1]]);
+                (
+                    tokens * (e_x * m_m + m_x * e_m + e_x * e_m) + 2.0 * ulp,
+                    tokens * m_x * m_m,
+                )
+            }
         };
         bounds.push(bound);
         magnitudes.push(magnitude);

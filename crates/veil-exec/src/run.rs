@@ -8,7 +8,7 @@ use veil_model::plan::OutputPolicy;
 use veil_mpc::Protocol;
 
 use crate::ops::{
-    affine, argmax, attention, elementwise, gelu, layer_norm, layout, pooling, softmax,
+    affine, argmax, attention, elementwise, gelu, layer_norm, layout, pooling, sequence, softmax,
 };
 use crate::{Error, Result};
 
@@ -148,6 +148,17 @@ pub fn run<P: Protocol>(
                 protocol.reshape(x, &shapes[index])?
             }
             Op::Add => elementwise::add(
+                protocol,
+                operand(&values, node.inputs[0], index)?,
+                operand(&values, node.inputs[1], index)?,
+            )?,
+            Op::MaskScores { penalty } => sequence::mask_scores(
+                protocol,
+                operand(&values, node.inputs[0], index)?,
+                operand(&values, node.inputs[1], index)?,
+                *penalty,
+            )?,
+            Op::MaskedSum => sequence::masked_sum(
                 protocol,
                 operand(&values, node.inputs[0], index)?,
                 operand(&values, node.inputs[1], index)?,

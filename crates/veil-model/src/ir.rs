@@ -165,6 +165,18 @@ pub enum Op {
     Flatten,
     /// Elementwise sum of two inputs of one shape.
     Add,
+    /// Attention scores with padding keys pushed out of the softmax: inputs
+    /// (scores `[b, …, keys]`, attention mask `[b, keys]`), output
+    /// scores + (mask − 1)·`penalty`, the mask broadcast over every head and query
+    /// (local under MPC: the mask is shared, the penalty public).
+    MaskScores {
+        /// How far below its row a padding key's score is pushed (a whole number).
+        penalty: u32,
+    },
+    /// Masked sum pooling over a sequence: inputs (values `[b, tokens, features]`,
+    /// attention mask `[b, tokens]`), output `[b, features]` = Σ_t mask_t·values_t (a
+    /// product of two secrets under MPC). The client divides by its own token count.
+    MaskedSum,
 }
 
 /// A node: an op and the indices of the nodes it reads.
@@ -249,6 +261,8 @@ impl Op {
             Op::Transpose { .. } => "transpose",
             Op::Flatten => "flatten",
             Op::Add => "add",
+            Op::MaskScores { .. } => "mask_scores",
+            Op::MaskedSum => "masked_sum",
         }
     }
 
@@ -268,7 +282,7 @@ impl Op {
             | Op::Reshape { .. }
             | Op::Transpose { .. }
             | Op::Flatten => 1,
-            Op::Add | Op::MatMul { .. } => 2,
+            Op::Add | Op::MatMul { .. } | Op::MaskScores { .. } | Op::MaskedSum => 2,
         }
     }
 }
@@ -304,7 +318,9 @@ impl Graph {
                 | Op::Reshape { .. }
                 | Op::Transpose { .. }
                 | Op::Flatten
-                | Op::Add => None,
+                | Op::Add
+                | Op::MaskScores { .. }
+                | Op::MaskedSum => None,
             })
             .collect()
     }
@@ -550,6 +566,38 @@ impl Graph {
                         return Err(invalid(index, format!("add of {left:?} and {right:?}")));
                     }
                     left
+                }
+                Op::MaskScores { .. } => {
+                    let (scores, mask) = (input_shape(0), input_shape(1));
+                    if mask.len() != 2 || scores.len() < 2 || scores.last() != mask.last() {
+                        return Err(invalid(
+                            index,
+                            format!(
+                                "mask_scores expects scores [batch, …, keys] and a mask [batch, keys], gets {scores:?} and {mask:?}"
+                            ),
+                        ));
+                    }
+                    scores
+                }
+                Op::MaskedSum => {
+                    let (values, mask) = (input_shape(0), input_shape(1));
+                    let [batch, tokens, features] = values[..] else {
+                        return Err(invalid(
+                            index,
+                            format!(
+                                "masked_sum expects values [batch, tokens, features], gets {values:?}"
+                            ),
+                        ));
+                    };
+                    if mask != [batch, tokens] {
+                        return Err(invalid(
+                            index,
+                            format!(
+                                "masked_sum of {values:?} needs a mask [{batch}, {tokens}], gets {mask:?}"
+                            ),
+                        ));
+                    }
+                    vec![batch, features]
                 }
             };
             // Sizes come from files: refuse any whose element count overflows or exceeds

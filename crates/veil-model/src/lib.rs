@@ -31,12 +31,14 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+mod encoder;
 mod error;
 pub mod import;
 pub mod ir;
 pub mod passes;
 pub mod plain;
 pub mod plan;
+pub mod text;
 pub mod zoo;
 
 pub use error::{Error, Result};

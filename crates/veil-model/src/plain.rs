@@ -38,17 +38,26 @@ pub fn run_plain_all(plan: &Plan, input: &[f32], batch: usize) -> Result<Vec<Vec
                 let w = &plan.weights[weight];
                 let rows = x.len() / in_features;
                 let mut out = vec![0f32; rows * out_features];
-                for row in 0..rows {
-                    for column in 0..*out_features {
-                        let mut sum = 0f64;
-                        for k in 0..*in_features {
-                            sum += f64::from(x[row * in_features + k])
-                                * f64::from(w[k * out_features + column]);
+                // Row by row, accumulating x[k]·W[k, ·] over k: W is read in its
+                // stored order, which keeps transformer-sized layers fast.
+                let mut sums = vec![0f64; *out_features];
+                for (row, output) in x.chunks(*in_features).zip(out.chunks_mut(*out_features)) {
+                    match bias {
+                        Some(bias) => {
+                            for (sum, &b) in sums.iter_mut().zip(&plan.weights[bias]) {
+                                *sum = f64::from(b);
+                            }
                         }
-                        if let Some(bias) = bias {
-                            sum += f64::from(plan.weights[bias][column]);
+                        None => sums.fill(0.0),
+                    }
+                    for (&value, weights) in row.iter().zip(w.chunks(*out_features)) {
+                        let value = f64::from(value);
+                        for (sum, &weight) in sums.iter_mut().zip(weights) {
+                            *sum += value * f64::from(weight);
                         }
-                        out[row * out_features + column] = sum as f32;
+                    }
+                    for (slot, &sum) in output.iter_mut().zip(&sums) {
+                        *slot = sum as f32;
                     }
                 }
                 out
@@ -219,6 +228,44 @@ pub fn run_plain_all(plan: &Plan, input: &[f32], batch: usize) -> Result<Vec<Vec
                 .zip(&values[node.inputs[1]])
                 .map(|(a, b)| a + b)
                 .collect(),
+            Op::MaskScores { penalty } => {
+                let (scores, mask) = (&values[node.inputs[0]], &values[node.inputs[1]]);
+                let keys = shapes[node.inputs[1]][1].max(1);
+                // Each sample's scores are rows of `keys` values, all under its mask.
+                let per_sample = scores.len() / batch.max(1);
+                scores
+                    .iter()
+                    .enumerate()
+                    .map(|(position, &score)| {
+                        let sample = position / per_sample.max(1);
+                        let present = f64::from(mask[sample * keys + position % keys]);
+                        (f64::from(score) + (present - 1.0) * f64::from(*penalty)) as f32
+                    })
+                    .collect()
+            }
+            Op::MaskedSum => {
+                let (x, mask) = (&values[node.inputs[0]], &values[node.inputs[1]]);
+                let [_, tokens, features] = shapes[node.inputs[0]][..] else {
+                    return Err(Error::InvalidGraph {
+                        node: index,
+                        reason: "masked_sum of a value that is not [batch, tokens, features]"
+                            .into(),
+                    });
+                };
+                let mut out = vec![0f32; batch * features];
+                for sample in 0..batch {
+                    for feature in 0..features {
+                        let sum: f64 = (0..tokens)
+                            .map(|token| {
+                                f64::from(mask[sample * tokens + token])
+                                    * f64::from(x[(sample * tokens + token) * features + feature])
+                            })
+                            .sum();
+                        out[sample * features + feature] = sum as f32;
+                    }
+                }
+                out
+            }
         };
         debug_assert_eq!(value.len(), shapes[index].iter().product::<usize>());
         values.push(value);

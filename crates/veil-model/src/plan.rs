@@ -3,11 +3,14 @@
 //!
 //! Layout (little-endian):
 //! `"VEILPLAN"` · format version u32 · kind u8 (1 full, 2 public) · header length u64 ·
-//! header (JSON of [`PublicPlan`]) · weights length u64 · weights (f32, in the order of
-//! `parameters`) · SHA-256 of everything before it.
+//! header (JSON of [`PublicPlan`]) · weights length u64 · weights · SHA-256 of
+//! everything before it. The weights section holds f32 values: in a full plan the
+//! parameters in the order of `parameters`, then a text plan's public
+//! [`TextTables`]; in a public plan only those tables (nothing for other plans).
 //!
 //! The public-plan hash, which parties compare in their handshake, is the SHA-256 of
-//! the header bytes: the same in both files.
+//! the header bytes: the same in both files. The header holds the tables' own SHA-256,
+//! so the hash binds them too.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::ir::{Graph, Op};
+use crate::text::{TextFrontEnd, TextTables};
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"VEILPLAN";
@@ -74,6 +78,10 @@ pub struct PublicPlan {
     pub graph: Graph,
     /// Every parameter, in the order the weights are stored.
     pub parameters: Vec<ParameterInfo>,
+    /// For plans over token sequences: what the client computes in the clear before
+    /// sharing and after reconstruction (absent for other plans).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextFrontEnd>,
 }
 
 impl PublicPlan {
@@ -140,7 +148,9 @@ impl PublicPlan {
                 | Op::Reshape { .. }
                 | Op::Transpose { .. }
                 | Op::Flatten
-                | Op::Add => continue,
+                | Op::Add
+                | Op::MaskScores { .. }
+                | Op::MaskedSum => continue,
             };
             self.expect_parameter(weight, weight_shape, ParameterKind::Weight)?;
             if let Some(bias) = bias {
@@ -205,6 +215,8 @@ pub struct Plan {
     pub public: PublicPlan,
     /// Weights by name, row-major f32 (secret).
     pub weights: BTreeMap<String, Vec<f32>>,
+    /// A text plan's public embedding tables (present exactly when `public.text` is).
+    pub text_tables: Option<TextTables>,
 }
 
 impl std::fmt::Debug for Plan {
@@ -216,6 +228,7 @@ impl std::fmt::Debug for Plan {
                 "weights",
                 &format_args!("<{} secret tensors>", self.weights.len()),
             )
+            .field("text_tables", &self.text_tables)
             .finish()
     }
 }
@@ -321,9 +334,11 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 impl PublicPlan {
-    /// The `NAME.public.plan` bytes.
-    pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        Ok(encode(KIND_PUBLIC, &self.header_bytes()?, &[]))
+    /// The `NAME.public.plan` bytes, with a text plan's tables.
+    pub fn to_bytes(&self, tables: Option<&TextTables>) -> Result<Vec<u8>> {
+        self.check_tables(tables)?;
+        let tables = tables.map(TextTables::to_bytes).unwrap_or_default();
+        Ok(encode(KIND_PUBLIC, &self.header_bytes()?, &tables))
     }
 
     /// Reads a public plan from bytes (a full plan's public part is accepted too).
@@ -332,14 +347,52 @@ impl PublicPlan {
         parse_header(header)
     }
 
+    /// Reads a public plan and, for a text plan, its tables (checked against the hash
+    /// in the header) from a public plan's bytes.
+    pub fn from_bytes_with_tables(bytes: &[u8]) -> Result<(Self, Option<TextTables>)> {
+        let (kind, header, section) = decode(bytes)?;
+        let public = parse_header(header)?;
+        let tables = match &public.text {
+            None => None,
+            Some(_) if kind != KIND_PUBLIC => {
+                // A full plan's section starts with the weights.
+                return Ok((public, Plan::from_bytes(bytes)?.text_tables));
+            }
+            Some(front) => Some(TextTables::from_bytes(front, section)?),
+        };
+        Ok((public, tables))
+    }
+
     /// Reads a public plan file.
     pub fn load(path: &Path) -> Result<Self> {
         Self::from_bytes(&read_file(path)?)
     }
 
-    /// Writes a public plan file.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        write_file(path, &self.to_bytes()?)
+    /// Reads a public plan file with a text plan's tables.
+    pub fn load_with_tables(path: &Path) -> Result<(Self, Option<TextTables>)> {
+        Self::from_bytes_with_tables(&read_file(path)?)
+    }
+
+    /// Writes a public plan file (with a text plan's tables).
+    pub fn save(&self, path: &Path, tables: Option<&TextTables>) -> Result<()> {
+        write_file(path, &self.to_bytes(tables)?)
+    }
+
+    /// Tables are given exactly for text plans, and match the header's hash.
+    fn check_tables(&self, tables: Option<&TextTables>) -> Result<()> {
+        match (&self.text, tables) {
+            (None, None) => Ok(()),
+            (Some(front), Some(tables)) if tables.sha256_hex() == front.tables_sha256 => Ok(()),
+            (Some(_), Some(_)) => Err(Error::InvalidHeader {
+                reason: "text tables: the tables do not match the hash in the header".into(),
+            }),
+            (Some(_), None) => Err(Error::InvalidHeader {
+                reason: "text tables: a text plan needs its embedding tables".into(),
+            }),
+            (None, Some(_)) => Err(Error::InvalidHeader {
+                reason: "text tables: given for a plan that is not a text plan".into(),
+            }),
+        }
     }
 }
 
@@ -361,7 +414,18 @@ impl Plan {
                 });
             }
         }
-        Ok(Self { public, weights })
+        Ok(Self {
+            public,
+            weights,
+            text_tables: None,
+        })
+    }
+
+    /// The plan with a text plan's public tables, checked against its header.
+    pub fn with_text_tables(mut self, tables: TextTables) -> Result<Self> {
+        self.public.check_tables(Some(&tables))?;
+        self.text_tables = Some(tables);
+        Ok(self)
     }
 
     /// The `NAME.plan` bytes.
@@ -371,6 +435,10 @@ impl Plan {
             for value in &self.weights[&info.name] {
                 weights.extend_from_slice(&value.to_le_bytes());
             }
+        }
+        self.public.check_tables(self.text_tables.as_ref())?;
+        if let Some(tables) = &self.text_tables {
+            weights.extend_from_slice(&tables.to_bytes());
         }
         Ok(encode(KIND_FULL, &self.public.header_bytes()?, &weights))
     }
@@ -390,6 +458,11 @@ impl Plan {
             .iter()
             .map(|p| p.shape.iter().product::<usize>())
             .sum();
+        let (weight_bytes, table_bytes) = if public.text.is_some() {
+            weight_bytes.split_at(weight_bytes.len().min(total * 4))
+        } else {
+            (weight_bytes, &[][..])
+        };
         if weight_bytes.len() != total * 4 {
             return Err(Error::InvalidHeader {
                 reason: format!(
@@ -398,6 +471,10 @@ impl Plan {
                 ),
             });
         }
+        let tables = match &public.text {
+            Some(front) => Some(TextTables::from_bytes(front, table_bytes)?),
+            None => None,
+        };
         let mut values = weight_bytes
             .chunks_exact(4)
             .map(|chunk| f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]));
@@ -406,7 +483,11 @@ impl Plan {
             let count: usize = info.shape.iter().product();
             weights.insert(info.name.clone(), values.by_ref().take(count).collect());
         }
-        Self::new(public, weights)
+        let plan = Self::new(public, weights)?;
+        match tables {
+            Some(tables) => plan.with_text_tables(tables),
+            None => Ok(plan),
+        }
     }
 
     /// Reads a full plan file.
@@ -419,7 +500,7 @@ impl Plan {
         let full = directory.join(format!("{}.plan", self.public.name));
         let public = directory.join(format!("{}.public.plan", self.public.name));
         write_file(&full, &self.to_bytes()?)?;
-        self.public.save(&public)?;
+        self.public.save(&public, self.text_tables.as_ref())?;
         Ok((full, public))
     }
 }
@@ -434,7 +515,10 @@ mod tests {
     #[test]
     fn decoding_arbitrary_bytes_never_panics() {
         let plan = random_mlp("fuzz", &[6, 4, 3], 1).unwrap();
-        let bases = [plan.to_bytes().unwrap(), plan.public.to_bytes().unwrap()];
+        let bases = [
+            plan.to_bytes().unwrap(),
+            plan.public.to_bytes(None).unwrap(),
+        ];
         let mut state = 3u64;
         for round in 0..4000 {
             state = state

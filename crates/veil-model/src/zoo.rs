@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 
 use crate::Result;
+pub use crate::encoder::EncoderDimensions;
+use crate::encoder::{EncoderBuilder, ParameterSource};
 use crate::import::{Architecture, Layer, compile};
 use crate::ir::{DEFAULT_INPUT_NAME, Graph, InputKind, Node, Op};
 use crate::plan::{OutputPolicy, ParameterInfo, ParameterKind, Plan, PublicPlan};
@@ -68,6 +70,7 @@ pub fn random_mlp(name: &str, sizes: &[usize], seed: u64) -> Result<Plan> {
         output_policy: OutputPolicy::Logits,
         graph: Graph { nodes, output },
         parameters,
+        text: None,
     };
     Plan::new(public, weights)
 }
@@ -314,110 +317,18 @@ pub fn layer_norm_layer(rows: usize, features: usize, seed: u64) -> Result<Plan>
     single_layer("layer-norm", vec![rows, features], layer_norm, &tensors)
 }
 
-/// The dimensions of a BERT-style encoder layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EncoderDimensions {
-    /// Tokens (the padded sequence length).
-    pub sequence: usize,
-    /// Hidden size.
-    pub hidden: usize,
-    /// Attention heads (dividing `hidden`).
-    pub heads: usize,
-    /// The feed-forward layer's inner size.
-    pub feed_forward: usize,
-}
-
-impl EncoderDimensions {
-    /// BERT-base: hidden 768, 12 heads, FFN 3072, at `sequence` tokens.
-    pub fn bert_base(sequence: usize) -> Self {
-        Self {
-            sequence,
-            hidden: 768,
-            heads: 12,
-            feed_forward: 3072,
-        }
-    }
-}
-
 /// `bert-layer`: one post-LayerNorm BERT encoder layer on token embeddings
 /// `[sequence, hidden]` (multi-head self-attention, residual, LayerNorm, GELU
 /// feed-forward, residual, LayerNorm), with DESIGN's random weights from `seed`:
 /// W ~ N(0, 1/fan_in), biases ~ N(0, 0.02²), γ = 1 + 0.1·N(0, 1), β ~ N(0, 0.02²).
 pub fn random_encoder_layer(dimensions: EncoderDimensions, seed: u64) -> Result<Plan> {
     let EncoderDimensions {
-        sequence,
-        hidden,
-        heads,
-        feed_forward,
+        sequence, hidden, ..
     } = dimensions;
-    let head = hidden / heads.max(1);
-    let mut layer = EncoderBuilder {
-        nodes: vec![Node::input(
-            "embeddings",
-            vec![sequence, hidden],
-            InputKind::Real,
-        )],
-        parameters: Vec::new(),
-        weights: BTreeMap::new(),
-        sampler: SplitMix64::new(seed),
-    };
-    let query = layer.linear("attention.query", 0, hidden, hidden);
-    let key = layer.linear("attention.key", 0, hidden, hidden);
-    let value = layer.linear("attention.value", 0, hidden, hidden);
-    let by_head = |layer: &mut EncoderBuilder, name: &str, from: usize| {
-        let split = Op::Reshape {
-            shape: vec![sequence, heads, head],
-        };
-        let split = layer.push(&format!("{name}.heads"), split, vec![from]);
-        let permutation = vec![1, 0, 2];
-        layer.push(
-            &format!("{name}.by_head"),
-            Op::Transpose { permutation },
-            vec![split],
-        )
-    };
-    let query = by_head(&mut layer, "attention.query", query);
-    let key = by_head(&mut layer, "attention.key", key);
-    let value = by_head(&mut layer, "attention.value", value);
-    let scores = layer.push(
-        "attention.scores",
-        Op::MatMul {
-            transpose_right: true,
-        },
-        vec![query, key],
-    );
-    let factor = 1.0 / (head as f64).sqrt();
-    let scaled = layer.push("attention.scaled", Op::Scale { factor }, vec![scores]);
-    let probabilities = layer.push(
-        "attention.probabilities",
-        Op::Softmax { bits: 64 },
-        vec![scaled],
-    );
-    let context = layer.push(
-        "attention.context",
-        Op::MatMul {
-            transpose_right: false,
-        },
-        vec![probabilities, value],
-    );
-    let permutation = vec![1, 0, 2];
-    let merged = layer.push(
-        "attention.merged",
-        Op::Transpose { permutation },
-        vec![context],
-    );
-    let flat = Op::Reshape {
-        shape: vec![sequence, hidden],
-    };
-    let merged = layer.push("attention.flat", flat, vec![merged]);
-    let output = layer.linear("attention.output", merged, hidden, hidden);
-    let residual = layer.push("attention.residual", Op::Add, vec![output, 0]);
-    let attention = layer.layer_norm("attention.layer_norm", residual, hidden);
-    let inner = layer.linear("feed_forward.inner", attention, hidden, feed_forward);
-    let activated = layer.push("feed_forward.gelu", Op::Gelu { bits: 64 }, vec![inner]);
-    let outer = layer.linear("feed_forward.output", activated, feed_forward, hidden);
-    let residual = layer.push("feed_forward.residual", Op::Add, vec![outer, attention]);
-    let output = layer.layer_norm("output.layer_norm", residual, hidden);
+    let mut source = RandomParameters(SplitMix64::new(seed));
+    let input = Node::input("embeddings", vec![sequence, hidden], InputKind::Real);
+    let mut layer = EncoderBuilder::new(vec![input], &mut source, 1e-12);
+    let output = layer.layer("", 0, dimensions, None)?;
     let public = PublicPlan {
         name: "bert-layer".into(),
         fractional_bits: veil_core::fixed::DEFAULT_FRACTIONAL_BITS,
@@ -428,78 +339,30 @@ pub fn random_encoder_layer(dimensions: EncoderDimensions, seed: u64) -> Result<
             output,
         },
         parameters: layer.parameters,
+        text: None,
     };
     Plan::new(public, layer.weights)
 }
 
-/// Builds an encoder layer's graph node by node, drawing its weights as it goes.
-struct EncoderBuilder {
-    nodes: Vec<Node>,
-    parameters: Vec<ParameterInfo>,
-    weights: BTreeMap<String, Vec<f32>>,
-    sampler: SplitMix64,
-}
+/// DESIGN's random encoder parameters: W ~ N(0, 1/fan_in), biases ~ N(0, 0.02²),
+/// γ = 1 + 0.1·N(0, 1), β ~ N(0, 0.02²), drawn in the order the builder asks.
+struct RandomParameters(SplitMix64);
 
-impl EncoderBuilder {
-    fn push(&mut self, name: &str, op: Op, inputs: Vec<usize>) -> usize {
-        self.nodes.push(Node {
-            name: name.into(),
-            op,
-            inputs,
-        });
-        self.nodes.len() - 1
-    }
-
-    fn parameter(
-        &mut self,
-        name: String,
-        shape: Vec<usize>,
-        kind: ParameterKind,
-        values: Vec<f32>,
-    ) {
-        self.weights.insert(name.clone(), values);
-        self.parameters.push(ParameterInfo { name, shape, kind });
-    }
-
-    fn linear(&mut self, name: &str, from: usize, inputs: usize, outputs: usize) -> usize {
-        let (weight, bias) = (format!("{name}.weight"), format!("{name}.bias"));
-        let values = self
-            .sampler
+impl ParameterSource for RandomParameters {
+    fn linear(&mut self, _: &str, inputs: usize, outputs: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let weight = self
+            .0
             .normal_vec(inputs * outputs, 1.0 / (inputs as f32).sqrt());
-        self.parameter(
-            weight.clone(),
-            vec![inputs, outputs],
-            ParameterKind::Weight,
-            values,
-        );
-        let values = self.sampler.normal_vec(outputs, 0.02);
-        self.parameter(bias.clone(), vec![outputs], ParameterKind::Bias, values);
-        let op = Op::Linear {
-            weight,
-            bias: Some(bias),
-            in_features: inputs,
-            out_features: outputs,
-        };
-        self.push(name, op, vec![from])
+        Ok((weight, self.0.normal_vec(outputs, 0.02)))
     }
 
-    fn layer_norm(&mut self, name: &str, from: usize, features: usize) -> usize {
-        let (weight, bias) = (format!("{name}.weight"), format!("{name}.bias"));
+    fn layer_norm(&mut self, _: &str, features: usize) -> Result<(Vec<f32>, Vec<f32>)> {
         let gamma = self
-            .sampler
+            .0
             .normal_vec(features, 0.1)
             .iter()
             .map(|g| 1.0 + g)
             .collect();
-        self.parameter(weight.clone(), vec![features], ParameterKind::Weight, gamma);
-        let beta = self.sampler.normal_vec(features, 0.02);
-        self.parameter(bias.clone(), vec![features], ParameterKind::Bias, beta);
-        let op = Op::LayerNorm {
-            weight,
-            bias,
-            features,
-            epsilon: 1e-12,
-        };
-        self.push(name, op, vec![from])
+        Ok((gamma, self.0.normal_vec(features, 0.02)))
     }
 }

@@ -6,6 +6,8 @@
 //! - [`elementwise`]: ReLU, residual sums and public scales;
 //! - [`attention`]: products of two secrets (Q·Kᵀ, P·V), batched over heads;
 //! - [`layout`]: reshape and transpose (local);
+//! - [`sequence`]: padded sequences under the attention mask (masked scores, masked sum
+//!   pooling);
 //! - [`gelu`]: GELU by PUMA's piecewise polynomial;
 //! - [`layer_norm`]: layer normalisation (mean, variance, a comparison-normalised Newton
 //!   rsqrt, the server's γ and β);
@@ -26,4 +28,5 @@ pub mod gelu;
 pub mod layer_norm;
 pub mod layout;
 pub mod pooling;
+pub mod sequence;
 pub mod softmax;

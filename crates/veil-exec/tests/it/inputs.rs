@@ -50,6 +50,7 @@ fn two_input_plan(sampler: &mut SplitMix64) -> Plan {
             shape: vec![6, 3],
             kind: ParameterKind::Weight,
         }],
+        text: None,
     };
     let weights = BTreeMap::from([("fc.weight".to_string(), sampler.normal_vec(18, 0.4))]);
     Plan::new(public, weights).expect("a valid plan")

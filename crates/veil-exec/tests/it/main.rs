@@ -9,6 +9,7 @@ mod faults;
 mod gelu;
 mod inputs;
 mod layer_norm;
+mod minilm;
 mod softmax;
 
 use std::sync::Arc;

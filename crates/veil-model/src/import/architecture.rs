@@ -196,6 +196,7 @@ pub fn compile(
             output,
         },
         parameters: builder.parameters,
+        text: None,
     };
     Plan::new(public, builder.weights)
 }

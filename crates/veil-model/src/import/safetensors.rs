@@ -9,12 +9,24 @@ pub type ShapedValues = (Vec<usize>, Vec<f32>);
 
 /// Reads the named f32 tensors of a safetensors file.
 pub fn read_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, ShapedValues>> {
+    read_safetensors_except(bytes, |_| false)
+}
+
+/// Reads the named f32 tensors of a safetensors file but those `ignored` names (which
+/// may have any type, e.g. Hugging Face's integer `position_ids` buffers).
+pub fn read_safetensors_except(
+    bytes: &[u8],
+    ignored: impl Fn(&str) -> bool,
+) -> Result<BTreeMap<String, ShapedValues>> {
     let tensors =
         safetensors::SafeTensors::deserialize(bytes).map_err(|error| Error::Safetensors {
             reason: error.to_string(),
         })?;
     let mut out = BTreeMap::new();
     for (name, view) in tensors.tensors() {
+        if ignored(&name) {
+            continue;
+        }
         if view.dtype() != safetensors::Dtype::F32 {
             return Err(Error::Safetensors {
                 reason: format!(

@@ -18,44 +18,57 @@ pub fn calibrate_comparison_bits(
     headroom: f64,
 ) -> Result<Vec<(usize, u32)>> {
     let values = run_plain_all(plan, input, batch)?;
+    let shapes = plan.public.graph.infer_shapes(batch)?;
     let scale = f64::from(1u32 << plan.public.fractional_bits.min(31));
     let mut changes = Vec::new();
     let graph = &mut plan.public.graph;
     for index in 0..graph.nodes.len() {
-        let source = graph.nodes[index].inputs.first().copied();
-        // Each comparison's operand is at most `factor`·|x| + `offset`.
-        let (Some(source), (factor, offset)) = (
-            source,
-            match graph.nodes[index].op {
-                Op::Relu { .. } => (1.0, 0.0),
-                // Pairwise differences of the window.
-                Op::MaxPool2d { .. } => (2.0, 0.0),
-                // x against its pieces' breakpoints (at most 4 away).
-                Op::Gelu { .. } => (1.0, 4.0),
-                // Pairwise differences for the row max, and x − max against the clip at
-                // −14 (the sum's comparisons pick their own width).
-                Op::Softmax { .. } => (2.0, 14.0),
-                // No comparison inside: nothing to calibrate.
-                Op::Input { .. }
-                | Op::Linear { .. }
-                | Op::Conv2d { .. }
-                | Op::AvgPool2d { .. }
-                // Its comparisons (the variance's exponent) choose their own width.
-                | Op::LayerNorm { .. }
-                | Op::MatMul { .. }
-                | Op::Scale { .. }
-                | Op::Reshape { .. }
-                | Op::Transpose { .. }
-                | Op::Flatten
-                | Op::Add => continue,
-            },
-        ) else {
+        let Some(&source) = graph.nodes[index].inputs.first() else {
             continue;
         };
-        let largest = values[source]
-            .iter()
-            .fold(0f64, |m, v| m.max(f64::from(*v).abs()));
-        let magnitude = ((largest * factor + offset) * headroom * scale).max(1.0);
+        let x = &values[source];
+        let largest = || x.iter().fold(0f64, |m, v| m.max(f64::from(*v).abs()));
+        // The largest magnitude a comparison operand reaches.
+        let reach = match graph.nodes[index].op {
+            Op::Relu { .. } => largest(),
+            // Pairwise differences of the window.
+            Op::MaxPool2d { .. } => 2.0 * largest(),
+            // x against its pieces' breakpoints (at most 4 away).
+            Op::Gelu { .. } => largest() + 4.0,
+            // Pairwise differences within a row for the row max, and x − max against
+            // the clip at −14: both within the row's spread (plus 14). A masked score
+            // sits a penalty below its row, so the spread, not 2·|x|, is the bound (the
+            // sum's comparisons pick their own width).
+            Op::Softmax { .. } => {
+                let columns = shapes[source].last().copied().unwrap_or(1).max(1);
+                let spread = x
+                    .chunks(columns)
+                    .map(|row| {
+                        let (low, high) = row.iter().fold((f64::MAX, f64::MIN), |(l, h), &v| {
+                            (l.min(f64::from(v)), h.max(f64::from(v)))
+                        });
+                        high - low
+                    })
+                    .fold(0f64, f64::max);
+                spread + 14.0
+            }
+            // No comparison inside: nothing to calibrate.
+            Op::Input { .. }
+            | Op::Linear { .. }
+            | Op::Conv2d { .. }
+            | Op::AvgPool2d { .. }
+            // Its comparisons (the variance's exponent) choose their own width.
+            | Op::LayerNorm { .. }
+            | Op::MatMul { .. }
+            | Op::Scale { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Flatten
+            | Op::Add
+            | Op::MaskScores { .. }
+            | Op::MaskedSum => continue,
+        };
+        let magnitude = (reach * headroom * scale).max(1.0);
         let bits = ((magnitude.log2().ceil() as u32) + 1).clamp(2, 64);
         if let Op::Relu { bits: current }
         | Op::Gelu { bits: current }

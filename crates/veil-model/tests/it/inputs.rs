@@ -23,6 +23,7 @@ fn public_plan(nodes: Vec<Node>, output: usize) -> PublicPlan {
         output_policy: OutputPolicy::Logits,
         graph: Graph { nodes, output },
         parameters: vec![],
+        text: None,
     }
 }
 
@@ -147,7 +148,7 @@ fn input_kinds_round_trip_through_the_header() {
         ],
         2,
     );
-    let bytes = public.to_bytes().expect("encodes");
+    let bytes = public.to_bytes(None).expect("encodes");
     let decoded = PublicPlan::from_bytes(&bytes).expect("decodes");
     assert_eq!(decoded, public);
     assert_eq!(

@@ -13,7 +13,10 @@ fn plans_round_trip_and_damage_is_detected() {
     let plan = veil_model::zoo::every_op_cnn(seed.value()).expect("the test CNN compiles");
     let bytes = plan.to_bytes().expect("encoding");
     assert_eq!(Plan::from_bytes(&bytes).expect("decoding"), plan);
-    let public = plan.public.to_bytes().expect("encoding the public part");
+    let public = plan
+        .public
+        .to_bytes(None)
+        .expect("encoding the public part");
     assert_eq!(
         PublicPlan::from_bytes(&public).expect("decoding"),
         plan.public

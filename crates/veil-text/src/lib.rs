@@ -1,0 +1,238 @@
+//! veil-text: the client's text front end for plans over token sequences (sentence
+//! embeddings from `veil compile --hf`).
+//!
+//! The client tokenizes its sentences locally with the public `tokenizer.json` the plan
+//! was compiled with (checked by SHA-256), padded and truncated to the plan's public
+//! sequence length, looks its tokens up in the plan's public embedding tables, and
+//! hands the executor two client-private inputs: the token embeddings and the attention
+//! mask ([`TextEncoder::encode`]). After the secure run it turns the revealed masked sum
+//! into each sentence's embedding ([`TextEncoder::finish`]: divided by its own token
+//! count, L2-normalised for sentence-transformers models).
+//!
+//! Tokenization is the `tokenizers` crate with its pure-Rust regex engine.
+//!
+//! # Secrets
+//! Sentences, token ids and embeddings are the client's secrets: no error of this crate
+//! carries them (errors name files, hashes, sizes and sentence positions).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use veil_model::PublicPlan;
+use veil_model::text::{TextFrontEnd, TextTables, finish_embedding};
+
+/// What can go wrong preparing text inputs.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Reading a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The plan is not over token sequences.
+    #[error(
+        "the plan {name:?} takes no text (it has no text front end); compile a text model with `veil compile --hf DIR`"
+    )]
+    NotTextPlan {
+        /// The plan's name.
+        name: String,
+    },
+    /// The plan's text plan has no embedding tables.
+    #[error(
+        "the plan {name:?} has no embedding tables; pass the NAME.public.plan (or NAME.plan) that `veil compile --hf` wrote"
+    )]
+    MissingTables {
+        /// The plan's name.
+        name: String,
+    },
+    /// The tokenizer file is not the one the plan was compiled with.
+    #[error(
+        "{path} has SHA-256 {found}, but the plan was compiled with a tokenizer of SHA-256 {expected}; pass the model's own tokenizer.json"
+    )]
+    TokenizerMismatch {
+        /// The file.
+        path: String,
+        /// The plan's hash.
+        expected: String,
+        /// The file's hash.
+        found: String,
+    },
+    /// The tokenizer file does not load, or cannot be configured.
+    #[error("tokenizer {path}: {reason}")]
+    Tokenizer {
+        /// The file.
+        path: String,
+        /// What went wrong (about the file, never about a sentence).
+        reason: String,
+    },
+    /// A sentence could not be tokenized.
+    #[error("the tokenizer could not encode sentence {index}")]
+    Encode {
+        /// The sentence's position in the batch.
+        index: usize,
+    },
+    /// A model-side error (a token outside the vocabulary, a bad table).
+    #[error(transparent)]
+    Model(#[from] veil_model::Error),
+}
+
+/// veil-text's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A batch of sentences, encoded for a text plan.
+#[derive(Clone, PartialEq)]
+pub struct EncodedBatch {
+    /// The executor's flat input buffer: every sentence's token embeddings, then every
+    /// sentence's attention mask ([`PublicPlan::split_inputs`]'s order).
+    pub inputs: Vec<f32>,
+    /// Each sentence's attention mask (1 for a real token, 0 for padding).
+    pub masks: Vec<Vec<f32>>,
+    /// Each sentence's token ids.
+    pub token_ids: Vec<Vec<u32>>,
+    /// Which sentences were longer than the sequence and cut.
+    pub truncated: Vec<bool>,
+}
+
+impl std::fmt::Debug for EncodedBatch {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "EncodedBatch {{ {} sentences (values hidden) }}",
+            self.masks.len()
+        )
+    }
+}
+
+impl EncodedBatch {
+    /// Sentences in the batch.
+    pub fn len(&self) -> usize {
+        self.masks.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.masks.is_empty()
+    }
+}
+
+/// The client's text front end for one plan.
+pub struct TextEncoder {
+    tokenizer: Tokenizer,
+    front: TextFrontEnd,
+    tables: TextTables,
+}
+
+impl TextEncoder {
+    /// Loads `tokenizer_file` (which must be the one `plan` was compiled with) and sets
+    /// its padding and truncation to the plan's sequence length.
+    pub fn new(
+        tokenizer_file: &Path,
+        plan: &PublicPlan,
+        tables: Option<TextTables>,
+    ) -> Result<Self> {
+        let front = plan.text.clone().ok_or_else(|| Error::NotTextPlan {
+            name: plan.name.clone(),
+        })?;
+        let tables = tables.ok_or_else(|| Error::MissingTables {
+            name: plan.name.clone(),
+        })?;
+        let path = tokenizer_file.display().to_string();
+        let bytes = std::fs::read(tokenizer_file).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let found: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        if found != front.tokenizer_sha256 {
+            return Err(Error::TokenizerMismatch {
+                path,
+                expected: front.tokenizer_sha256.clone(),
+                found,
+            });
+        }
+        let mut tokenizer = Tokenizer::from_bytes(&bytes).map_err(|error| Error::Tokenizer {
+            path: path.clone(),
+            reason: error.to_string(),
+        })?;
+        // Every query has exactly the plan's public length: pad and cut to it.
+        let mut padding = tokenizer.get_padding().cloned().unwrap_or(PaddingParams {
+            pad_id: front.padding_id,
+            ..PaddingParams::default()
+        });
+        padding.strategy = PaddingStrategy::Fixed(front.sequence);
+        tokenizer.with_padding(Some(padding));
+        let mut truncation = tokenizer.get_truncation().cloned().unwrap_or_default();
+        truncation.max_length = front.sequence;
+        tokenizer
+            .with_truncation(Some(TruncationParams { ..truncation }))
+            .map_err(|error| Error::Tokenizer {
+                path,
+                reason: error.to_string(),
+            })?;
+        Ok(Self {
+            tokenizer,
+            front,
+            tables,
+        })
+    }
+
+    /// The plan's text front end.
+    pub fn front(&self) -> &TextFrontEnd {
+        &self.front
+    }
+
+    /// Tokenizes and embeds a batch of sentences.
+    pub fn encode(&self, sentences: &[&str]) -> Result<EncodedBatch> {
+        let sequence = self.front.sequence;
+        let mut embeddings = Vec::with_capacity(sentences.len() * sequence * self.front.hidden);
+        let mut batch = EncodedBatch {
+            inputs: Vec::new(),
+            masks: Vec::with_capacity(sentences.len()),
+            token_ids: Vec::with_capacity(sentences.len()),
+            truncated: Vec::with_capacity(sentences.len()),
+        };
+        for (index, sentence) in sentences.iter().enumerate() {
+            let encoding = self
+                .tokenizer
+                .encode(*sentence, true)
+                .map_err(|_| Error::Encode { index })?;
+            let ids = encoding.get_ids().to_vec();
+            if ids.len() != sequence {
+                return Err(Error::Encode { index });
+            }
+            embeddings.extend(self.tables.embed(&self.front, &ids)?);
+            let mask: Vec<f32> = encoding
+                .get_attention_mask()
+                .iter()
+                .map(|&m| if m != 0 { 1.0 } else { 0.0 })
+                .collect();
+            batch.truncated.push(!encoding.get_overflowing().is_empty());
+            batch.masks.push(mask);
+            batch.token_ids.push(ids);
+        }
+        batch.inputs = embeddings;
+        for mask in &batch.masks {
+            batch.inputs.extend_from_slice(mask);
+        }
+        Ok(batch)
+    }
+
+    /// Each sentence's embedding from the revealed output (`[batch, hidden]`).
+    pub fn finish(&self, output: &[f32], batch: &EncodedBatch) -> Vec<Vec<f32>> {
+        output
+            .chunks(self.front.hidden.max(1))
+            .zip(&batch.masks)
+            .map(|(sum, mask)| finish_embedding(&self.front, sum, mask))
+            .collect()
+    }
+}
