@@ -281,6 +281,9 @@ pub enum Error {
     /// A tensor, codec or randomness error.
     #[error(transparent)]
     Core(#[from] veil_core::Error),
+    /// A text front-end error (tokenizer, tables).
+    #[error(transparent)]
+    Text(#[from] veil_text::Error),
 }
 
 impl Error {

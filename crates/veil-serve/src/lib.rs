@@ -23,6 +23,8 @@
 //! - [`deployment::Deployment`] runs the dealer and the server on threads over loopback
 //!   and connects clients to them; [`processes`] runs each role as a process of its own
 //!   and reads its report, for [`bench`](mod@bench) and [`load`].
+//! - [`embed`]: sentence embeddings of a text plan (`veil embed`), the client's side
+//!   against any deployment and every role in one process with a plain check.
 //! - [`Error`] keeps a peer that broke the protocol ([`PeerMisbehaved`]) apart from
 //!   local and configuration errors and from the errors of the crates below.
 //!
@@ -70,6 +72,7 @@
 pub mod bench;
 pub mod demo;
 pub mod deployment;
+pub mod embed;
 mod error;
 pub mod handshake;
 pub mod load;

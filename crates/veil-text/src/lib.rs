@@ -87,6 +87,25 @@ pub enum Error {
 /// veil-text's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Public sentences that set a text plan's comparison bit-widths when no calibration
+/// file is given (`veil compile --hf`): short and long, plain and noisy, one longer than
+/// any padded length so every position is reached. They are public text: calibrating on
+/// them reveals nothing about any client.
+pub const CALIBRATION_SENTENCES: [&str; 12] = [
+    "The quick brown fox jumps over the lazy dog.",
+    "It was the best of times, it was the worst of times.",
+    "Please send the quarterly report by Friday; thanks!",
+    "what?",
+    "A man is riding a horse on the beach at sunset.",
+    "The film's pacing drags, but the performances are wonderful and the score is lovely.",
+    "ERROR 404: page not found (try again later) -- #support @helpdesk",
+    "Two plus two is four, and 3.14159 is roughly pi.",
+    "I absolutely loved it!!! Best. Movie. Ever.",
+    "The committee postponed its decision until the budget figures are final.",
+    "Rain is expected tomorrow morning in the northern regions, with snow on higher ground.",
+    "Once upon a time, in a kingdom by the sea, there lived a princess who loved to read books about distant lands, strange animals, ancient wars, clever inventions and the stars; every evening she climbed the tallest tower of the castle with a lantern and a pile of volumes, and read until the candle burnt down, the owls fell silent and the first light of dawn crept over the water, while far below the fishermen prepared their boats, the bakers lit their ovens, the guards changed their watch at the gate and the whole town slowly woke to another ordinary day that nobody would ever remember, except her.",
+];
+
 /// A batch of sentences, encoded for a text plan.
 #[derive(Clone, PartialEq)]
 pub struct EncodedBatch {

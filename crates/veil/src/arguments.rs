@@ -220,25 +220,39 @@ pub(crate) enum Commands {
         #[arg(long)]
         limit: Option<usize>,
     },
-    /// Compiles an architecture description and safetensors weights into NAME.plan and NAME.public.plan.
+    /// Compiles a model into NAME.plan and NAME.public.plan: an architecture description
+    /// and safetensors weights (`--arch --weights`), or a Hugging Face BERT directory
+    /// (`--hf DIR`, which also writes NAME.tokenizer.json for the client).
     Compile {
         /// Architecture description (JSON).
-        #[arg(long)]
-        arch: PathBuf,
+        #[arg(long, required_unless_present = "hf", requires = "weights")]
+        arch: Option<PathBuf>,
         /// Weights (safetensors, F32).
         #[arg(long)]
-        weights: PathBuf,
+        weights: Option<PathBuf>,
+        /// A Hugging Face BERT-family directory (config.json, model.safetensors,
+        /// tokenizer.json; sentence-transformers pipelines too).
+        #[arg(long, conflicts_with_all = ["arch", "weights"])]
+        hf: Option<PathBuf>,
+        /// With --hf: the padded sequence length (public).
+        #[arg(long, default_value_t = 128)]
+        seq: usize,
         /// Approximation policy.
         #[arg(long, default_value = "exact")]
         approx: String,
         /// Output directory.
         #[arg(long, default_value = ".")]
         out: PathBuf,
-        /// Calibration inputs (numbers, a whole number of samples): comparison bit-widths
-        /// are set from the ranges they reach, with 8× headroom. 64 bits when absent.
+        /// Calibration inputs: comparison bit-widths are set from the ranges they reach,
+        /// with 8× headroom. Numbers (a whole number of samples), or with --hf sentences
+        /// (one a line). Absent: 64 bits, or with --hf veil's public calibration sentences.
         #[arg(long)]
         calibrate: Option<PathBuf>,
     },
+    /// Sentence embeddings computed securely: the client tokenizes and embeds locally and
+    /// learns only its embeddings. Against a deployment (`--server --dealer
+    /// --public-plan`), or every role on this machine from a model directory (`--model`).
+    Embed(EmbedArguments),
     /// Trains the digits MLP on the bundled data and compiles it.
     TrainDigits {
         /// Which model: cnn or mlp.
@@ -294,6 +308,51 @@ pub(crate) enum Commands {
     },
     /// Measures a model end to end with each role in its own process on loopback.
     Bench(BenchArguments),
+}
+
+/// `veil embed`'s options.
+#[derive(clap::Args)]
+pub(crate) struct EmbedArguments {
+    /// Sentences to embed (or --input).
+    pub(crate) sentences: Vec<String>,
+    /// A file of sentences, one a line.
+    #[arg(long)]
+    pub(crate) input: Option<PathBuf>,
+    /// A Hugging Face model directory: compile it and run the dealer, the server and this
+    /// client on loopback over mutual TLS (a demonstration, not a deployment).
+    #[arg(long, conflicts_with_all = ["server", "dealer", "public_plan"])]
+    pub(crate) model: Option<PathBuf>,
+    /// With --model: the padded sequence length.
+    #[arg(long, default_value_t = 128)]
+    pub(crate) seq: usize,
+    /// With --model: compare each embedding with the plain forward (the input stays in
+    /// this process).
+    #[arg(long, requires = "model")]
+    pub(crate) check: bool,
+    /// The server's address.
+    #[arg(long, requires_all = ["dealer", "public_plan"])]
+    pub(crate) server: Option<String>,
+    /// The dealer's address (from the client's own configuration, never the server's).
+    #[arg(long)]
+    pub(crate) dealer: Option<String>,
+    /// The public plan `veil compile --hf` wrote.
+    #[arg(long)]
+    pub(crate) public_plan: Option<PathBuf>,
+    /// The tokenizer (NAME.tokenizer.json beside the public plan when absent).
+    #[arg(long)]
+    pub(crate) tokenizer: Option<PathBuf>,
+    /// Mutual TLS: a folder made by `veil certs` holding ca.pem and client.pem/client.key.
+    #[arg(long)]
+    pub(crate) tls_dir: Option<PathBuf>,
+    /// Instead of TLS: plain TCP, loopback addresses only (testing).
+    #[arg(long)]
+    pub(crate) insecure_plain_tcp: bool,
+    /// Simulated network on the client–server link: local (default), lan or wan (plain TCP only).
+    #[arg(long)]
+    pub(crate) profile: Option<String>,
+    /// One JSON object a sentence: its index, embedding, tokens and query figures.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 impl BenchArguments {

@@ -4,6 +4,7 @@
 
 mod arguments;
 mod party;
+mod text;
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -61,12 +62,23 @@ fn run_command(arguments: Arguments) -> Result<()> {
             limit,
         } => demo(&model, &models, &data, limit),
         Commands::Compile {
+            hf: Some(directory),
+            seq,
+            calibrate,
+            out,
+            ..
+        } => text::compile_text(&directory, seq, calibrate.as_deref(), &out),
+        Commands::Compile {
             arch,
             weights,
             approx,
             out,
             calibrate,
+            ..
         } => {
+            let (Some(arch), Some(weights)) = (arch, weights) else {
+                bail!("give --arch and --weights, or --hf DIR");
+            };
             let architecture = veil_model::import::Architecture::from_json(&read_text(&arch)?)?;
             let weights = std::fs::read(&weights)
                 .with_context(|| format!("reading {}", weights.display()))?;
@@ -111,6 +123,7 @@ fn run_command(arguments: Arguments) -> Result<()> {
         Commands::Dealer(arguments) => run_party(arguments, Some(Role::Dealer)),
         Commands::Infer(arguments) => run_party(arguments, Some(Role::Client)),
         Commands::Party(arguments) => run_party(arguments, None),
+        Commands::Embed(arguments) => text::embed(arguments),
         Commands::Bench(arguments) => {
             let report = run_bench(&std::env::current_exe()?, &arguments.options())?;
             print_report(&report, arguments.json)

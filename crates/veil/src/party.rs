@@ -63,27 +63,7 @@ pub(crate) fn run_party(arguments: PartyArguments, forced: Option<Role>) -> Resu
         }
     };
     let (batch, repeat) = (batch.unwrap_or(1), repeat.unwrap_or(1));
-    let profile = profile.unwrap_or_else(|| "local".into());
-    let profile = NetworkProfile::from_name(&profile)
-        .with_context(|| format!("unknown network profile {profile:?} (have: local, lan, wan)"))?;
-    let options = TcpOptions {
-        profile,
-        ..TcpOptions::default()
-    };
-    let transport = match (tls_dir, insecure_plain_tcp) {
-        (Some(directory), false) => {
-            if profile != NetworkProfile::Local {
-                bail!(
-                    "network profiles are simulated on plain TCP only; drop --profile or use --insecure-plain-tcp"
-                );
-            }
-            Transport::from_certificate_folder(&directory, role, options)?
-        }
-        (None, true) => Transport::DangerousPlainTcp { options },
-        _ => bail!(
-            "pass exactly one of --tls-dir DIR (mutual TLS, see `veil certs`) and --insecure-plain-tcp"
-        ),
-    };
+    let transport = transport(role, tls_dir, insecure_plain_tcp, profile)?;
     let need = |value: Option<String>, flag: &str| {
         value.with_context(|| format!("--{flag} is required for this role"))
     };
@@ -161,6 +141,37 @@ pub(crate) fn run_party(arguments: PartyArguments, forced: Option<Role>) -> Resu
         }
     }
     Ok(())
+}
+
+/// The transport a role's flags ask for: mutual TLS from a `veil certs` folder, or plain
+/// TCP (loopback testing) with an optional simulated network profile.
+pub(crate) fn transport(
+    role: Role,
+    tls_dir: Option<std::path::PathBuf>,
+    insecure_plain_tcp: bool,
+    profile: Option<String>,
+) -> Result<Transport> {
+    let profile = profile.unwrap_or_else(|| "local".into());
+    let profile = NetworkProfile::from_name(&profile)
+        .with_context(|| format!("unknown network profile {profile:?} (have: local, lan, wan)"))?;
+    let options = TcpOptions {
+        profile,
+        ..TcpOptions::default()
+    };
+    Ok(match (tls_dir, insecure_plain_tcp) {
+        (Some(directory), false) => {
+            if profile != NetworkProfile::Local {
+                bail!(
+                    "network profiles are simulated on plain TCP only; drop --profile or use --insecure-plain-tcp"
+                );
+            }
+            Transport::from_certificate_folder(&directory, role, options)?
+        }
+        (None, true) => Transport::DangerousPlainTcp { options },
+        _ => bail!(
+            "pass exactly one of --tls-dir DIR (mutual TLS, see `veil certs`) and --insecure-plain-tcp"
+        ),
+    })
 }
 
 /// Prints what the client learnt: the label, or the logits and their argmax.

@@ -1,0 +1,222 @@
+//! `veil compile --hf` and `veil embed`: text plans from Hugging Face directories, and
+//! sentence embeddings computed securely.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use veil_model::import::{HuggingFaceOptions, compile_hugging_face};
+use veil_model::{Plan, PublicPlan};
+use veil_net::Role;
+use veil_serve::bench::CALIBRATION_HEADROOM;
+use veil_serve::embed::{SentenceEmbedding, embed_locally, embed_sentences};
+use veil_serve::roles::{Client, ClientOptions};
+use veil_text::{CALIBRATION_SENTENCES, TextEncoder};
+
+use crate::arguments::EmbedArguments;
+use crate::party::transport;
+use crate::read_text;
+
+/// Compiles a Hugging Face directory at `sequence` tokens, its comparison widths
+/// calibrated on `calibration` (a file of sentences) or on veil's public sentences.
+/// Returns the plan and the client's encoder for it.
+pub(crate) fn compile_text_plan(
+    directory: &Path,
+    sequence: usize,
+    calibration: Option<&Path>,
+) -> Result<(Plan, TextEncoder)> {
+    let options = HuggingFaceOptions {
+        sequence,
+        ..HuggingFaceOptions::default()
+    };
+    let mut plan = compile_hugging_face(directory, &options)
+        .with_context(|| format!("compiling the Hugging Face model in {}", directory.display()))?;
+    let encoder = TextEncoder::new(
+        &directory.join("tokenizer.json"),
+        &plan.public,
+        plan.text_tables.clone(),
+    )?;
+    let sentences = match calibration {
+        Some(path) => read_sentences(path)?,
+        None => CALIBRATION_SENTENCES.iter().map(|s| s.to_string()).collect(),
+    };
+    let sentences: Vec<&str> = sentences.iter().map(String::as_str).collect();
+    let calibration = encoder.encode(&sentences)?;
+    let changes = veil_model::passes::calibration::calibrate_comparison_bits(
+        &mut plan,
+        &calibration.inputs,
+        calibration.len(),
+        CALIBRATION_HEADROOM,
+    )?;
+    eprintln!(
+        "calibrated {} comparisons on {} sentences",
+        changes.len(),
+        sentences.len()
+    );
+    Ok((plan, encoder))
+}
+
+/// `veil compile --hf`: NAME.plan, NAME.public.plan and NAME.tokenizer.json in `out`.
+pub(crate) fn compile_text(
+    directory: &Path,
+    sequence: usize,
+    calibration: Option<&Path>,
+    out: &Path,
+) -> Result<()> {
+    let (plan, _) = compile_text_plan(directory, sequence, calibration)?;
+    let (full, public) = plan.save(out)?;
+    let tokenizer = tokenizer_beside(&public, &plan.public);
+    std::fs::copy(directory.join("tokenizer.json"), &tokenizer)
+        .with_context(|| format!("copying the tokenizer to {}", tokenizer.display()))?;
+    println!(
+        "wrote {} (server), {} and {} (client; the public plan also goes to the dealer); public-plan hash {}",
+        full.display(),
+        public.display(),
+        tokenizer.display(),
+        plan.public.hash_hex()?
+    );
+    Ok(())
+}
+
+/// NAME.tokenizer.json beside a public plan file.
+fn tokenizer_beside(public_plan_file: &Path, plan: &PublicPlan) -> PathBuf {
+    public_plan_file.with_file_name(format!("{}.tokenizer.json", plan.name))
+}
+
+/// Sentences from a file, one a line (blank lines skipped).
+fn read_sentences(path: &Path) -> Result<Vec<String>> {
+    let sentences: Vec<String> = read_text(path)?
+        .lines()
+        .map(|line| line.trim_end_matches('\r').to_string())
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    if sentences.is_empty() {
+        bail!("{} holds no sentences (one a line)", path.display());
+    }
+    Ok(sentences)
+}
+
+/// One sentence's line of `veil embed --json`.
+#[derive(Serialize)]
+struct EmbeddingLine<'a> {
+    index: usize,
+    tokens: usize,
+    truncated: bool,
+    embedding: &'a [f32],
+    online_s: f64,
+    latency_s: f64,
+    client_sent_bytes: u64,
+    server_sent_bytes: u64,
+    rounds: u64,
+    client_material_bytes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cosine_to_plain: Option<f64>,
+}
+
+/// `veil embed`.
+pub(crate) fn embed(arguments: EmbedArguments) -> Result<()> {
+    let mut sentences = arguments.sentences.clone();
+    if let Some(path) = &arguments.input {
+        sentences.extend(read_sentences(path)?);
+    }
+    if sentences.is_empty() {
+        bail!("no sentences: give them as arguments or with --input FILE (one a line)");
+    }
+    let sentences: Vec<&str> = sentences.iter().map(String::as_str).collect();
+    let (embedded, cosines) = match &arguments.model {
+        Some(directory) => {
+            let (plan, encoder) = compile_text_plan(directory, arguments.seq, None)?;
+            eprintln!(
+                "veil embed: {} at {} tokens; dealer, server and client on loopback over mutual TLS (a demonstration, not a deployment)",
+                plan.public.name, arguments.seq
+            );
+            let report = embed_locally(&plan, &encoder, &sentences, arguments.check)?;
+            (report.sentences, report.cosines)
+        }
+        None => (remote(&arguments, &sentences)?, None),
+    };
+    for (index, sentence) in embedded.iter().enumerate() {
+        let cosine = cosines.as_ref().map(|cosines| cosines[index]);
+        if arguments.json {
+            let line = EmbeddingLine {
+                index,
+                tokens: sentence.tokens,
+                truncated: sentence.truncated,
+                embedding: &sentence.embedding,
+                online_s: sentence.report.online_seconds,
+                latency_s: sentence.report.latency_seconds,
+                client_sent_bytes: sentence.report.client_sent_bytes,
+                server_sent_bytes: sentence.report.server_sent_bytes,
+                rounds: sentence.report.rounds,
+                client_material_bytes: sentence.report.client_material_bytes,
+                cosine_to_plain: cosine,
+            };
+            println!("{}", serde_json::to_string(&line)?);
+        } else {
+            print_embedding(index, sentence, cosine);
+        }
+    }
+    if let Some(cosines) = &cosines {
+        let mean = cosines.iter().sum::<f64>() / cosines.len().max(1) as f64;
+        let worst = cosines.iter().copied().fold(1.0, f64::min);
+        eprintln!(
+            "check: cosine to the plain forward, mean {mean:.6}, worst {worst:.6} over {} sentences",
+            cosines.len()
+        );
+    }
+    Ok(())
+}
+
+fn print_embedding(index: usize, sentence: &SentenceEmbedding, cosine: Option<f64>) {
+    let shown: Vec<String> = sentence
+        .embedding
+        .iter()
+        .take(8)
+        .map(|value| format!("{value:.5}"))
+        .collect();
+    let check = cosine.map_or(String::new(), |c| format!(", cosine to plain {c:.6}"));
+    println!(
+        "sentence {index}: {} tokens{}, online {:.2} s, {} B sent / {} B received, {} rounds{check}",
+        sentence.tokens,
+        if sentence.truncated { " (truncated)" } else { "" },
+        sentence.report.online_seconds,
+        sentence.report.client_sent_bytes,
+        sentence.report.server_sent_bytes,
+        sentence.report.rounds,
+    );
+    println!(
+        "  embedding [{}]: [{}, …]",
+        sentence.embedding.len(),
+        shown.join(", ")
+    );
+}
+
+/// The client's side against a running dealer and server.
+fn remote(arguments: &EmbedArguments, sentences: &[&str]) -> Result<Vec<SentenceEmbedding>> {
+    let (Some(server), Some(dealer), Some(public_plan)) = (
+        &arguments.server,
+        &arguments.dealer,
+        &arguments.public_plan,
+    ) else {
+        bail!("give --server, --dealer and --public-plan (or --model DIR to run every role here)");
+    };
+    let (plan, tables) = PublicPlan::load_with_tables(public_plan)
+        .with_context(|| format!("loading {}", public_plan.display()))?;
+    let tokenizer = arguments
+        .tokenizer
+        .clone()
+        .unwrap_or_else(|| tokenizer_beside(public_plan, &plan));
+    let encoder = TextEncoder::new(&tokenizer, &plan, tables)?;
+    let transport = transport(
+        Role::Client,
+        arguments.tls_dir.clone(),
+        arguments.insecure_plain_tcp,
+        arguments.profile.clone(),
+    )?;
+    let options = ClientOptions {
+        expected_queries: Some(sentences.len()),
+        ..ClientOptions::default()
+    };
+    let mut client = Client::connect_with(plan, server, dealer, options, &transport)?;
+    Ok(embed_sentences(&mut client, &encoder, sentences)?)
+}
