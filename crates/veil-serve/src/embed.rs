@@ -13,7 +13,9 @@ use veil_model::text::cosine;
 use veil_text::TextEncoder;
 
 use crate::deployment::{Deployment, DeploymentOptions};
-use crate::roles::{Client, ClientOptions, DealerOptions, DealerSummary, QueryReport, ServerSummary};
+use crate::roles::{
+    Client, ClientOptions, DealerOptions, DealerSummary, QueryReport, ServerSummary,
+};
 use crate::{Error, Result};
 
 /// One sentence's secure embedding.

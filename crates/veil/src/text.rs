@@ -29,8 +29,12 @@ pub(crate) fn compile_text_plan(
         sequence,
         ..HuggingFaceOptions::default()
     };
-    let mut plan = compile_hugging_face(directory, &options)
-        .with_context(|| format!("compiling the Hugging Face model in {}", directory.display()))?;
+    let mut plan = compile_hugging_face(directory, &options).with_context(|| {
+        format!(
+            "compiling the Hugging Face model in {}",
+            directory.display()
+        )
+    })?;
     let encoder = TextEncoder::new(
         &directory.join("tokenizer.json"),
         &plan.public,
@@ -38,7 +42,10 @@ pub(crate) fn compile_text_plan(
     )?;
     let sentences = match calibration {
         Some(path) => read_sentences(path)?,
-        None => CALIBRATION_SENTENCES.iter().map(|s| s.to_string()).collect(),
+        None => CALIBRATION_SENTENCES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
     };
     let sentences: Vec<&str> = sentences.iter().map(String::as_str).collect();
     let calibration = encoder.encode(&sentences)?;
@@ -178,7 +185,11 @@ fn print_embedding(index: usize, sentence: &SentenceEmbedding, cosine: Option<f6
     println!(
         "sentence {index}: {} tokens{}, online {:.2} s, {} B sent / {} B received, {} rounds{check}",
         sentence.tokens,
-        if sentence.truncated { " (truncated)" } else { "" },
+        if sentence.truncated {
+            " (truncated)"
+        } else {
+            ""
+        },
         sentence.report.online_seconds,
         sentence.report.client_sent_bytes,
         sentence.report.server_sent_bytes,
@@ -193,11 +204,9 @@ fn print_embedding(index: usize, sentence: &SentenceEmbedding, cosine: Option<f6
 
 /// The client's side against a running dealer and server.
 fn remote(arguments: &EmbedArguments, sentences: &[&str]) -> Result<Vec<SentenceEmbedding>> {
-    let (Some(server), Some(dealer), Some(public_plan)) = (
-        &arguments.server,
-        &arguments.dealer,
-        &arguments.public_plan,
-    ) else {
+    let (Some(server), Some(dealer), Some(public_plan)) =
+        (&arguments.server, &arguments.dealer, &arguments.public_plan)
+    else {
         bail!("give --server, --dealer and --public-plan (or --model DIR to run every role here)");
     };
     let (plan, tables) = PublicPlan::load_with_tables(public_plan)
