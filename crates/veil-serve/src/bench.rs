@@ -21,7 +21,8 @@ pub const CALIBRATION_HEADROOM: f64 = 8.0;
 /// What to measure.
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
-    /// `mlp` (784-128-128-10), `cnn6`, `gelu`, `softmax`, `layer_norm` or `bert-layer`.
+    /// `mlp` (784-128-128-10), `cnn6`, `gelu`, `softmax`, `layer_norm`, `bert-layer` or
+    /// `minilm6` (the real all-MiniLM-L6-v2, always calibrated).
     pub model: String,
     /// Samples per query.
     pub batch: usize,
@@ -92,8 +93,44 @@ pub struct BenchReport {
 /// How many values the `gelu` benchmark applies GELU to.
 const GELU_BENCH_ELEMENTS: usize = 128 * 128;
 
-/// The benchmark's plan: random weights, seed 0, calibrated on request.
-fn bench_plan(options: &BenchOptions) -> Result<Plan> {
+/// The sentence `minilm6` embeds (a movie review's; its real length is private and
+/// does not change the cost: every query has the padded length).
+const BENCH_SENTENCE: &str = "The gorgeously elaborate continuation of The Lord of the Rings trilogy is so huge that a column of words cannot adequately describe co-writer/director Peter Jackson's expanded vision of J.R.R. Tolkien's Middle-earth.";
+
+/// `minilm6`: the real all-MiniLM-L6-v2 (fetched by `scripts/fetch minilm`) at
+/// `sequence` tokens, calibrated on veil's public sentences, and one sentence's inputs
+/// for each of `batch` samples.
+fn minilm_plan(sequence: usize, batch: usize) -> Result<(Plan, Vec<f32>)> {
+    let directory = veil_data::fetched::minilm_directory().ok_or(Error::Unsupported(
+        "minilm6 needs all-MiniLM-L6-v2: run scripts/fetch minilm",
+    ))?;
+    let options = veil_model::import::HuggingFaceOptions {
+        sequence,
+        ..Default::default()
+    };
+    let mut plan = veil_model::import::compile_hugging_face(&directory, &options)?;
+    let encoder = veil_text::TextEncoder::new(
+        &directory.join("tokenizer.json"),
+        &plan.public,
+        plan.text_tables.clone(),
+    )?;
+    let calibration = encoder.encode(&veil_text::CALIBRATION_SENTENCES)?;
+    veil_model::passes::calibration::calibrate_comparison_bits(
+        &mut plan,
+        &calibration.inputs,
+        calibration.len(),
+        CALIBRATION_HEADROOM,
+    )?;
+    let input = encoder.encode(&vec![BENCH_SENTENCE; batch])?.inputs;
+    Ok((plan, input))
+}
+
+/// The benchmark's plan and input: random weights, seed 0, calibrated on request, a
+/// random input; `minilm6` is the real model on a real sentence.
+fn bench_plan(options: &BenchOptions) -> Result<(Plan, Vec<f32>)> {
+    if options.model == "minilm6" {
+        return minilm_plan(options.sequence, options.batch);
+    }
     let mut plan = match options.model.as_str() {
         "mlp" => veil_model::zoo::random_mlp("mlp", &[784, 128, 128, 10], 0)?,
         "cnn6" => veil_model::zoo::random_cnn6(0)?,
@@ -112,7 +149,7 @@ fn bench_plan(options: &BenchOptions) -> Result<Plan> {
             return Err(Error::Unknown {
                 what: "bench model",
                 name: other.into(),
-                have: "mlp, cnn6, gelu, softmax, layer_norm, bert-layer",
+                have: "mlp, cnn6, gelu, softmax, layer_norm, bert-layer, minilm6",
             });
         }
     };
@@ -128,7 +165,9 @@ fn bench_plan(options: &BenchOptions) -> Result<Plan> {
             CALIBRATION_HEADROOM,
         )?;
     }
-    Ok(plan)
+    let mut sampler = SplitMix64::new(0);
+    let input = sampler.normal_vec(plan.public.input_len() * options.batch, 1.0);
+    Ok((plan, input))
 }
 
 /// Runs the benchmark with `executable` (the `veil` binary) as each role's process.
@@ -155,11 +194,10 @@ pub fn run_bench(executable: &Path, options: &BenchOptions) -> Result<BenchRepor
         name: profile.into(),
         have: "local, lan, wan",
     })?;
-    let plan = bench_plan(options)?;
+    let (plan, input) = bench_plan(options)?;
+    let calibrated = options.calibrated || options.model == "minilm6";
     let work = WorkFolder::new("bench")?;
     let (full, public) = plan.save(work.path())?;
-    let mut sampler = SplitMix64::new(0);
-    let input = sampler.normal_vec(plan.public.input_len() * batch, 1.0);
     let input_path = work.path().join("input.txt");
     let text: Vec<String> = input.iter().map(f32::to_string).collect();
     std::fs::write(&input_path, text.join(" "))
@@ -257,7 +295,7 @@ pub fn run_bench(executable: &Path, options: &BenchOptions) -> Result<BenchRepor
         setting: options.setting.clone(),
         profile: options.profile.clone(),
         batch,
-        calibrated: options.calibrated,
+        calibrated,
         runs: client.runs,
         online_s: client.online_s,
         online_bytes_per_party: client_sent.max(server_sent),

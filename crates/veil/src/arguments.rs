@@ -163,7 +163,8 @@ pub(crate) enum DigitsModel {
 pub(crate) struct BenchArguments {
     /// Benchmark model: `mlp` (784-128-128-10), `cnn6` (docs/results.md), random weights;
     /// `gelu` (one GELU over 128 × 128 values), `softmax` (128 rows of 128) or
-    /// `layer_norm` (128 rows of 384), or `bert-layer` (one BERT-base encoder layer, `--seq`).
+    /// `layer_norm` (128 rows of 384), `bert-layer` (one BERT-base encoder layer, `--seq`) or
+    /// `minilm6` (the real all-MiniLM-L6-v2, `scripts/fetch minilm`, `--seq`).
     #[arg(long, default_value = "mlp")]
     pub(crate) model: String,
     /// Samples per query.
@@ -184,7 +185,7 @@ pub(crate) struct BenchArguments {
     /// Measured repetitions after one warm-up.
     #[arg(long, default_value_t = 5)]
     pub(crate) repetitions: usize,
-    /// Tokens for `bert-layer` (the padded sequence length).
+    /// Tokens for `bert-layer` and `minilm6` (the padded sequence length).
     #[arg(long, default_value_t = 128)]
     pub(crate) seq: usize,
     /// Print JSON.
