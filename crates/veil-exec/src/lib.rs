@@ -49,7 +49,7 @@ pub mod session;
 
 pub use bound::error_bound;
 pub use codec::{decode_output, encode_inputs};
-pub use parameters::{cleartext, dealer_parameters, server_parameters};
+pub use parameters::{cleartext, cleartext_checked, dealer_parameters, server_parameters};
 pub use run::run;
 
 /// What can go wrong running a plan.

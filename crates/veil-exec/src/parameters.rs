@@ -68,3 +68,10 @@ pub fn cleartext(plan: &Plan) -> Result<Cleartext> {
     let (weights, biases) = encoded_parameters(plan)?;
     Ok(Cleartext::new(plan.public.fixed_point()?, weights, biases))
 }
+
+/// The fixed-point simulation that refuses comparison operands outside their
+/// calibrated bit-width: a run that would give wrong comparisons under MPC ends with
+/// [`crate::Error::OutOfRange`] naming the node instead.
+pub fn cleartext_checked(plan: &Plan) -> Result<Cleartext> {
+    Ok(cleartext(plan)?.checking_ranges())
+}

@@ -45,125 +45,129 @@ pub fn run<P: Protocol>(
     }
     last_use[graph.output] = usize::MAX;
     for (index, node) in graph.nodes.iter().enumerate() {
-        let value = match &node.op {
-            Op::Input { .. } => {
-                let value = inputs.map(|inputs| &inputs[next_input]);
-                next_input += 1;
-                protocol.input(&shapes[index], value)?
-            }
-            Op::Linear { weight, bias, .. } => affine::linear(
-                protocol,
-                operand(&values, node.inputs[0], index)?,
-                weight,
-                bias.as_deref(),
-                fractional_bits,
-            )?,
-            Op::Conv2d {
-                weight,
-                bias,
-                stride,
-                padding,
-                ..
-            } => affine::conv2d(
-                protocol,
-                operand(&values, node.inputs[0], index)?,
-                weight,
-                bias.as_deref(),
-                (*stride, *padding),
-                fractional_bits,
-            )?,
-            Op::MaxPool2d {
-                kernel,
-                stride,
-                bits,
-            } => pooling::max_pool(
-                protocol,
-                operand(&values, node.inputs[0], index)?,
-                &shapes[node.inputs[0]],
-                &shapes[index],
-                (*kernel, *stride),
-                *bits,
-            )?,
-            Op::AvgPool2d { kernel, stride } => pooling::average_pool(
-                protocol,
-                operand(&values, node.inputs[0], index)?,
-                &shapes[node.inputs[0]],
-                &shapes[index],
-                (*kernel, *stride),
-                fractional_bits,
-                index,
-            )?,
-            Op::Relu { bits } => {
-                elementwise::relu(protocol, operand(&values, node.inputs[0], index)?, *bits)?
-            }
-            Op::Gelu { bits } => {
-                gelu::gelu(protocol, operand(&values, node.inputs[0], index)?, *bits)?
-            }
-            Op::LayerNorm {
-                weight,
-                bias,
-                features,
-                epsilon,
-            } => layer_norm::layer_norm(
-                protocol,
-                operand(&values, node.inputs[0], index)?,
-                (weight, bias),
-                *features,
-                *epsilon,
-            )?,
-            Op::Softmax { bits } => {
-                softmax::softmax(protocol, operand(&values, node.inputs[0], index)?, *bits)?
-            }
-            Op::MatMul { transpose_right } => attention::matmul(
-                protocol,
-                operand(&values, node.inputs[0], index)?,
-                operand(&values, node.inputs[1], index)?,
-                *transpose_right,
-            )?,
-            Op::Scale { factor } => {
-                elementwise::scale(protocol, operand(&values, node.inputs[0], index)?, *factor)?
-            }
-            Op::Reshape { .. } => layout::reshape(
-                protocol,
-                operand(&values, node.inputs[0], index)?,
-                &shapes[index],
-            )?,
-            Op::Transpose { permutation } => layout::transpose(
-                protocol,
-                operand(&values, node.inputs[0], index)?,
-                permutation,
-                &shapes[index],
-            )?,
-            Op::Flatten => {
-                let x = node.inputs[0];
-                if last_use[x] > index {
-                    // Reshaping moves the value; the IR keeps flatten's input single-use.
-                    return Err(veil_model::Error::InvalidGraph {
-                        node: index,
-                        reason: "a flattened value is read again".into(),
-                    }
-                    .into());
+        // Evaluated in a closure so that a range error can be given its node.
+        let evaluated = (|| -> Result<P::Shared> {
+            Ok(match &node.op {
+                Op::Input { .. } => {
+                    let value = inputs.map(|inputs| &inputs[next_input]);
+                    next_input += 1;
+                    protocol.input(&shapes[index], value)?
                 }
-                let x = values[x].take().ok_or_else(|| released(index, x))?;
-                protocol.reshape(x, &shapes[index])?
-            }
-            Op::Add => elementwise::add(
-                protocol,
-                operand(&values, node.inputs[0], index)?,
-                operand(&values, node.inputs[1], index)?,
-            )?,
-            Op::MaskScores { penalty } => sequence::mask_scores(
-                protocol,
-                operand(&values, node.inputs[0], index)?,
-                operand(&values, node.inputs[1], index)?,
-                *penalty,
-            )?,
-            Op::MaskedSum => sequence::masked_sum(
-                protocol,
-                operand(&values, node.inputs[0], index)?,
-                operand(&values, node.inputs[1], index)?,
-            )?,
-        };
+                Op::Linear { weight, bias, .. } => affine::linear(
+                    protocol,
+                    operand(&values, node.inputs[0], index)?,
+                    weight,
+                    bias.as_deref(),
+                    fractional_bits,
+                )?,
+                Op::Conv2d {
+                    weight,
+                    bias,
+                    stride,
+                    padding,
+                    ..
+                } => affine::conv2d(
+                    protocol,
+                    operand(&values, node.inputs[0], index)?,
+                    weight,
+                    bias.as_deref(),
+                    (*stride, *padding),
+                    fractional_bits,
+                )?,
+                Op::MaxPool2d {
+                    kernel,
+                    stride,
+                    bits,
+                } => pooling::max_pool(
+                    protocol,
+                    operand(&values, node.inputs[0], index)?,
+                    &shapes[node.inputs[0]],
+                    &shapes[index],
+                    (*kernel, *stride),
+                    *bits,
+                )?,
+                Op::AvgPool2d { kernel, stride } => pooling::average_pool(
+                    protocol,
+                    operand(&values, node.inputs[0], index)?,
+                    &shapes[node.inputs[0]],
+                    &shapes[index],
+                    (*kernel, *stride),
+                    fractional_bits,
+                    index,
+                )?,
+                Op::Relu { bits } => {
+                    elementwise::relu(protocol, operand(&values, node.inputs[0], index)?, *bits)?
+                }
+                Op::Gelu { bits } => {
+                    gelu::gelu(protocol, operand(&values, node.inputs[0], index)?, *bits)?
+                }
+                Op::LayerNorm {
+                    weight,
+                    bias,
+                    features,
+                    epsilon,
+                } => layer_norm::layer_norm(
+                    protocol,
+                    operand(&values, node.inputs[0], index)?,
+                    (weight, bias),
+                    *features,
+                    *epsilon,
+                )?,
+                Op::Softmax { bits } => {
+                    softmax::softmax(protocol, operand(&values, node.inputs[0], index)?, *bits)?
+                }
+                Op::MatMul { transpose_right } => attention::matmul(
+                    protocol,
+                    operand(&values, node.inputs[0], index)?,
+                    operand(&values, node.inputs[1], index)?,
+                    *transpose_right,
+                )?,
+                Op::Scale { factor } => {
+                    elementwise::scale(protocol, operand(&values, node.inputs[0], index)?, *factor)?
+                }
+                Op::Reshape { .. } => layout::reshape(
+                    protocol,
+                    operand(&values, node.inputs[0], index)?,
+                    &shapes[index],
+                )?,
+                Op::Transpose { permutation } => layout::transpose(
+                    protocol,
+                    operand(&values, node.inputs[0], index)?,
+                    permutation,
+                    &shapes[index],
+                )?,
+                Op::Flatten => {
+                    let x = node.inputs[0];
+                    if last_use[x] > index {
+                        // Reshaping moves the value; the IR keeps flatten's input single-use.
+                        return Err(veil_model::Error::InvalidGraph {
+                            node: index,
+                            reason: "a flattened value is read again".into(),
+                        }
+                        .into());
+                    }
+                    let x = values[x].take().ok_or_else(|| released(index, x))?;
+                    protocol.reshape(x, &shapes[index])?
+                }
+                Op::Add => elementwise::add(
+                    protocol,
+                    operand(&values, node.inputs[0], index)?,
+                    operand(&values, node.inputs[1], index)?,
+                )?,
+                Op::MaskScores { penalty } => sequence::mask_scores(
+                    protocol,
+                    operand(&values, node.inputs[0], index)?,
+                    operand(&values, node.inputs[1], index)?,
+                    *penalty,
+                )?,
+                Op::MaskedSum => sequence::masked_sum(
+                    protocol,
+                    operand(&values, node.inputs[0], index)?,
+                    operand(&values, node.inputs[1], index)?,
+                )?,
+            })
+        })();
+        let value = evaluated.map_err(|error| locate(error, index, node))?;
         values.push(Some(value));
         for &source in &node.inputs {
             if last_use[source] == index {
@@ -179,6 +183,17 @@ pub fn run<P: Protocol>(
             let label = argmax::argmax_rows(protocol, output, &shapes[graph.output], bits)?;
             Ok(protocol.reveal_to_client(&label)?)
         }
+    }
+}
+
+/// A range error of the range-checking simulation, with the node it happened at.
+fn locate(error: Error, index: usize, node: &veil_model::ir::Node) -> Error {
+    match error {
+        Error::Mpc(veil_mpc::Error::OutOfRange { op, detail }) => Error::OutOfRange {
+            node: index,
+            reason: format!("{:?} ({}, {op}): {detail}", node.name, node.op.name()),
+        },
+        other => other,
     }
 }
 

@@ -2,7 +2,9 @@
 //! arithmetic with the secure protocols' semantics: truncation is the floor (the secure
 //! truncation returns the floor or one ulp above it), comparisons decide the sign on the
 //! same k-bit reduction. Simulation and secure runs share the executor, so they cannot
-//! drift.
+//! drift. [`Cleartext::checking_ranges`] makes it refuse, instead of reducing, a
+//! comparison operand outside its k-bit range (where the secure run would decide the
+//! sign of a wrapped value): the executor then names the node.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,9 +22,36 @@ pub struct Cleartext {
     fixed_point: FixedPoint,
     weights: HashMap<String, Arc<RingTensor>>,
     biases: HashMap<String, Arc<RingTensor>>,
+    /// Refuse comparison operands outside their k-bit range.
+    check_ranges: bool,
 }
 
 impl Cleartext {
+    /// The same simulation, refusing every comparison operand outside the ±2^(k−1)
+    /// range of its k-bit comparison ([`Error::OutOfRange`]).
+    pub fn checking_ranges(mut self) -> Self {
+        self.check_ranges = true;
+        self
+    }
+
+    /// With range checks on, refuses a value outside the `bits`-bit signed range.
+    fn check_range(&self, op: &'static str, value: &RingTensor, bits: u32) -> Result<()> {
+        if !self.check_ranges || bits >= 64 {
+            return Ok(());
+        }
+        let fits = |x: u64| signed_reduction(x, bits) == x as i64;
+        if value.data().iter().all(|&x| fits(x)) {
+            return Ok(());
+        }
+        Err(Error::OutOfRange {
+            op,
+            detail: format!(
+                "a comparison operand exceeds the ±2^{} range of its {bits}-bit comparison; recalibrate on inputs like these, or compile with wider comparisons",
+                bits - 1
+            ),
+        })
+    }
+
     /// A simulation over encoded weights and biases (biases at twice the scale).
     pub fn new(
         fixed_point: FixedPoint,
@@ -33,6 +62,7 @@ impl Cleartext {
             fixed_point,
             weights: weights.into_iter().map(|(n, w)| (n, Arc::new(w))).collect(),
             biases: biases.into_iter().map(|(n, b)| (n, Arc::new(b))).collect(),
+            check_ranges: false,
         }
     }
 }
@@ -148,11 +178,13 @@ impl Protocol for Cleartext {
 
     fn drelu(&mut self, value: &RingTensor, bits: u32) -> Result<RingTensor> {
         check_bits("drelu", bits)?;
+        self.check_range("drelu", value, bits)?;
         Ok(value.map(|x| u64::from(signed_reduction(x, bits) >= 0)))
     }
 
     fn relu(&mut self, value: &RingTensor, bits: u32) -> Result<RingTensor> {
         check_bits("relu", bits)?;
+        self.check_range("relu", value, bits)?;
         Ok(value.map(|x| if signed_reduction(x, bits) >= 0 { x } else { 0 }))
     }
 

@@ -68,6 +68,15 @@ pub enum Error {
         /// What was wrong.
         detail: String,
     },
+    /// The range-checking simulation met an operand outside its op's documented range
+    /// (never raised by the secure settings, which cannot see values).
+    #[error("{op}: {detail}")]
+    OutOfRange {
+        /// The operation.
+        op: &'static str,
+        /// The documented range that was left (never a value).
+        detail: String,
+    },
     /// Whoever receives the generated material stopped the generation (for instance a
     /// pool whose capacity the material would exceed).
     #[error("material generation stopped: {0}")]

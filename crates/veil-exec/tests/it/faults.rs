@@ -132,3 +132,30 @@ fn material_is_refused_twice_and_for_the_other_role() {
         "{wrong_role}"
     );
 }
+
+/// The range-checking simulation refuses an input that drives a calibrated comparison
+/// outside its bit-width, naming the node, and runs in-range inputs as the plain
+/// simulation does.
+#[test]
+fn the_checked_simulation_names_the_node_an_input_drives_out_of_range() {
+    let mut plan = veil_model::zoo::random_mlp("range", &[8, 6, 3], 4).expect("an MLP");
+    let mut sampler = veil_core::sampling::SplitMix64::new(9);
+    let calibration = sampler.normal_vec(8 * 16, 1.0);
+    veil_model::passes::calibration::calibrate_comparison_bits(&mut plan, &calibration, 16, 2.0)
+        .expect("calibrates");
+    let run = |input: &[f32]| {
+        let encoded = veil_exec::encode_inputs(&plan.public, input, 1).expect("encodes");
+        let mut simulation = veil_exec::cleartext_checked(&plan).expect("the simulation");
+        veil_exec::run(&mut simulation, &plan.public, 1, Some(&encoded))
+    };
+    let typical = sampler.normal_vec(8, 1.0);
+    let output = run(&typical).expect("an in-range input runs");
+    assert!(output.is_some());
+    let large: Vec<f32> = typical.iter().map(|v| v * 1000.0).collect();
+    let error = run(&large).expect_err("out of the calibrated range").to_string();
+    assert!(
+        error.contains("relu") && error.contains("range of its"),
+        "{error}"
+    );
+    assert!(!error.contains(&format!("{}", large[0])), "a value leaked: {error}");
+}
