@@ -12,6 +12,7 @@
 //! - [`parameters`]: each role's form of the plan's parameters;
 //! - [`codec`]: the client's inputs in ([`encode_inputs`]) and its output out;
 //! - [`bound`]: the documented error bound against the f32 reference;
+//! - [`breakdown`]: one query's costs per operator kind and per primitive;
 //! - [`session`]: each role's steps of one query (generate, set up, run, finish), which
 //!   veil-serve, the demo and the test harnesses call.
 //!
@@ -41,6 +42,7 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod bound;
+pub mod breakdown;
 pub mod codec;
 pub mod ops;
 pub mod parameters;
@@ -50,7 +52,7 @@ pub mod session;
 pub use bound::error_bound;
 pub use codec::{decode_output, encode_inputs};
 pub use parameters::{cleartext, cleartext_checked, dealer_parameters, server_parameters};
-pub use run::run;
+pub use run::{Observer, run, run_observed};
 
 /// What can go wrong running a plan.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +99,9 @@ pub enum Error {
     /// the client).
     #[error("the client's run revealed no output")]
     NoOutput,
+    /// A thread of an in-process measurement ended without a result (a bug).
+    #[error("the {0} thread of the measurement panicked")]
+    Panicked(&'static str),
 }
 
 /// veil-exec's result type.

@@ -1,11 +1,14 @@
 //! The graph walk: every node of the plan in order, each op handed to its family's
 //! module in [`crate::ops`], values released as soon as their last reader has run.
 
+use std::time::{Duration, Instant};
+
 use veil_core::RingTensor;
 use veil_model::PublicPlan;
 use veil_model::ir::Op;
 use veil_model::plan::OutputPolicy;
 use veil_mpc::Protocol;
+use veil_mpc::accounting::Spent;
 
 use crate::ops::{
     affine, argmax, attention, elementwise, gelu, layer_norm, layout, pooling, sequence, softmax,
@@ -21,6 +24,22 @@ pub fn run<P: Protocol>(
     plan: &PublicPlan,
     batch: usize,
     inputs: Option<&[RingTensor]>,
+) -> Result<Option<RingTensor>> {
+    run_observed(protocol, plan, batch, inputs, &mut |_, _, _| {})
+}
+
+/// What [`run_observed`] reports after each node: the node's index (`None` for the
+/// output step: the reveal, and the argmax under the `label` policy), its wall time,
+/// and what the protocol spent in it ([`Protocol::spent`]).
+pub type Observer<'a> = dyn FnMut(Option<usize>, Duration, Spent) + 'a;
+
+/// [`run`], reporting each node's costs to `observe` (`veil bench --breakdown`).
+pub fn run_observed<P: Protocol>(
+    protocol: &mut P,
+    plan: &PublicPlan,
+    batch: usize,
+    inputs: Option<&[RingTensor]>,
+    observe: &mut Observer<'_>,
 ) -> Result<Option<RingTensor>> {
     let graph = &plan.graph;
     let shapes = graph.infer_shapes(batch)?;
@@ -45,6 +64,7 @@ pub fn run<P: Protocol>(
     }
     last_use[graph.output] = usize::MAX;
     for (index, node) in graph.nodes.iter().enumerate() {
+        let (before, started) = (protocol.spent(), Instant::now());
         // Evaluated in a closure so that a range error can be given its node.
         let evaluated = (|| -> Result<P::Shared> {
             Ok(match &node.op {
@@ -168,6 +188,11 @@ pub fn run<P: Protocol>(
             })
         })();
         let value = evaluated.map_err(|error| locate(error, index, node))?;
+        observe(
+            Some(index),
+            started.elapsed(),
+            protocol.spent().since(&before),
+        );
         values.push(Some(value));
         for &source in &node.inputs {
             if last_use[source] == index {
@@ -176,14 +201,17 @@ pub fn run<P: Protocol>(
         }
     }
     let output = operand(&values, graph.output, graph.output)?;
-    match plan.output_policy {
-        OutputPolicy::Logits => Ok(protocol.reveal_to_client(output)?),
+    let (before, started) = (protocol.spent(), Instant::now());
+    let revealed = match plan.output_policy {
+        OutputPolicy::Logits => protocol.reveal_to_client(output)?,
         // Only the label is reconstructed, only at the client.
         OutputPolicy::Label { bits } => {
             let label = argmax::argmax_rows(protocol, output, &shapes[graph.output], bits)?;
-            Ok(protocol.reveal_to_client(&label)?)
+            protocol.reveal_to_client(&label)?
         }
-    }
+    };
+    observe(None, started.elapsed(), protocol.spent().since(&before));
+    Ok(revealed)
 }
 
 /// A range error of the range-checking simulation, with the node it happened at.

@@ -55,6 +55,7 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod accounting;
 mod cleartext;
 mod dealer;
 mod error;

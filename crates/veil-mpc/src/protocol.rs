@@ -129,6 +129,12 @@ pub trait Protocol {
     /// Opens a secret to the client only: `Some(value)` at the client (and in
     /// simulation), `None` at every other role.
     fn reveal_to_client(&mut self, value: &Self::Shared) -> Result<Option<RingTensor>>;
+
+    /// What this role has spent so far, per primitive (`veil bench --breakdown`);
+    /// nothing in settings that do not count.
+    fn spent(&self) -> crate::accounting::Spent {
+        crate::accounting::Spent::default()
+    }
 }
 
 /// Checks that a `[m, k]` operand meets a `[k, n]` one; returns (m, k, n).

@@ -152,10 +152,15 @@ fn the_checked_simulation_names_the_node_an_input_drives_out_of_range() {
     let output = run(&typical).expect("an in-range input runs");
     assert!(output.is_some());
     let large: Vec<f32> = typical.iter().map(|v| v * 1000.0).collect();
-    let error = run(&large).expect_err("out of the calibrated range").to_string();
+    let error = run(&large)
+        .expect_err("out of the calibrated range")
+        .to_string();
     assert!(
         error.contains("relu") && error.contains("range of its"),
         "{error}"
     );
-    assert!(!error.contains(&format!("{}", large[0])), "a value leaked: {error}");
+    assert!(
+        !error.contains(&format!("{}", large[0])),
+        "a value leaked: {error}"
+    );
 }

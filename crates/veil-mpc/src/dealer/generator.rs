@@ -20,6 +20,7 @@ use veil_core::{FixedPoint, RingTensor};
 use super::beaver::elementwise_product;
 use super::material::{MaterialItem, MaterialKind, PartyMaterial, PartyRole, SessionId, op_stream};
 use super::parameters::DealerParameters;
+use crate::accounting::{Cost, Spent};
 use crate::protocol::{
     batched_matmul, batched_matmul_dimensions, check_bits, check_shift, conv2d_output_shape,
     matmul_dimensions, row_scaled, same_shape,
@@ -43,6 +44,8 @@ pub struct MaterialGenerator<'a> {
     outputs: [PartyMaterial; 2],
     /// When set, items are handed over as they are made instead of being kept.
     sink: Option<MaterialSink<'a>>,
+    /// Material bytes made so far, per primitive.
+    spent: Spent,
 }
 
 impl<'a> MaterialGenerator<'a> {
@@ -61,6 +64,11 @@ impl<'a> MaterialGenerator<'a> {
 
     /// Hands one party's item of the current step to the sink, or keeps it.
     pub(super) fn emit(&mut self, role: PartyRole, item: MaterialItem) -> Result<()> {
+        let cost = Cost {
+            material_bytes: (item.encoded_header().len() + 8 * item.words().len()) as u64,
+            ..Cost::default()
+        };
+        self.spent.add(item.tag().kind.primitive(), &cost);
         match &mut self.sink {
             Some(sink) => sink(role, item),
             None => {
@@ -107,6 +115,7 @@ impl<'a> MaterialGenerator<'a> {
             next_op: 0,
             outputs,
             sink: None,
+            spent: Spent::default(),
         }
     }
 
@@ -294,6 +303,10 @@ impl Protocol for MaterialGenerator<'_> {
 
     fn reveal_to_client(&mut self, _value: &ShapeOnly) -> Result<Option<RingTensor>> {
         Ok(None)
+    }
+
+    fn spent(&self) -> Spent {
+        self.spent
     }
 }
 

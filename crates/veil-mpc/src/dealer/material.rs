@@ -60,6 +60,21 @@ pub enum MaterialKind {
 }
 
 impl MaterialKind {
+    /// The primitive this material serves (for the per-primitive accounting).
+    pub fn primitive(self) -> crate::accounting::Primitive {
+        use crate::accounting::Primitive;
+        match self {
+            MaterialKind::WeightProduct => Primitive::WeightProduct,
+            MaterialKind::Truncation => Primitive::Truncation,
+            MaterialKind::ElementwiseTriple
+            | MaterialKind::MatrixTriple
+            | MaterialKind::SquareTriple => Primitive::SecretProduct,
+            MaterialKind::Drelu | MaterialKind::Relu => Primitive::Comparison,
+        }
+    }
+}
+
+impl MaterialKind {
     fn from_byte(byte: u8) -> Option<Self> {
         Some(match byte {
             1 => Self::WeightProduct,

@@ -9,6 +9,7 @@
 //! `beaver.rs`, `comparison.rs`.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use veil_core::prg::Prg;
 use veil_core::{FixedPoint, RingTensor};
@@ -17,6 +18,7 @@ use veil_net::Channel;
 use super::codec::{bytes_to_words, words_to_bytes};
 use super::material::{MaterialKind, PartyMaterial, PartyRole, SessionLedger, Tag, op_stream};
 use super::parameters::{ClientParameters, ServerParameters, ServerWeight};
+use crate::accounting::{Cost, Primitive, Spent};
 use crate::protocol::{
     batched_matmul, batched_matmul_dimensions, check_bits, check_shift, conv2d_output_shape,
     matmul_dimensions, row_scaled, same_shape,
@@ -89,6 +91,8 @@ pub struct Party<C: Channel> {
     material: PartyMaterial,
     parameters: PartyParameters,
     next_op: u32,
+    /// Online costs so far, per primitive.
+    spent: Spent,
 }
 
 impl<C: Channel> Party<C> {
@@ -119,7 +123,50 @@ impl<C: Channel> Party<C> {
             material,
             parameters,
             next_op: 0,
+            spent: Spent::default(),
         })
+    }
+
+    /// Runs one primitive, adding its time, bytes and rounds to the accounting.
+    fn measured<T>(
+        &mut self,
+        primitive: Primitive,
+        step: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
+        let (before, started) = (self.channel.stats(), Instant::now());
+        let result = step(self);
+        let used = self.channel.stats().since(&before);
+        let cost = Cost {
+            time: started.elapsed(),
+            sent_bytes: used.bytes_sent,
+            received_bytes: used.bytes_received,
+            rounds: used.rounds,
+            material_bytes: 0,
+        };
+        self.spent.add(primitive, &cost);
+        result
+    }
+
+    /// Opens a secret to the client (the server sends its share).
+    fn reveal(&mut self, value: &Share) -> Result<Option<RingTensor>> {
+        match self.role {
+            PartyRole::Server => {
+                self.channel.send(&words_to_bytes(value.value.data()))?;
+                Ok(None)
+            }
+            PartyRole::Client => {
+                let theirs = self.channel.recv()?;
+                let theirs = bytes_to_words("reveal", &theirs, value.value.len())?;
+                let data = value
+                    .value
+                    .data()
+                    .iter()
+                    .zip(&theirs)
+                    .map(|(a, b)| a.wrapping_add(*b))
+                    .collect();
+                Ok(Some(RingTensor::new(value.value.shape().to_vec(), data)?))
+            }
+        }
     }
 
     /// This party's role.
@@ -252,12 +299,16 @@ impl<C: Channel> Protocol for Party<C> {
 
     fn matmul_weight(&mut self, value: &Share, weight: &PartyWeight) -> Result<Share> {
         let (m, _, n) = matmul_dimensions("matmul_weight", value.value.shape(), weight.shape())?;
-        self.weight_product(value, weight, vec![m, n], |x, w| Ok(x.matmul(w)?))
+        self.measured(Primitive::WeightProduct, |party| {
+            party.weight_product(value, weight, vec![m, n], |x, w| Ok(x.matmul(w)?))
+        })
     }
 
     fn mul_weight(&mut self, value: &Share, weight: &PartyWeight) -> Result<Share> {
         let shape = value.value.shape().to_vec();
-        self.weight_product(value, weight, shape, row_scaled)
+        self.measured(Primitive::WeightProduct, |party| {
+            party.weight_product(value, weight, shape, row_scaled)
+        })
     }
 
     fn conv2d_weight(
@@ -269,8 +320,10 @@ impl<C: Channel> Protocol for Party<C> {
     ) -> Result<Share> {
         let output_shape =
             conv2d_output_shape(value.value.shape(), weight.shape(), stride, padding)?;
-        self.weight_product(value, weight, output_shape, |x, w| {
-            Ok(x.conv2d(w, stride, padding)?)
+        self.measured(Primitive::WeightProduct, |party| {
+            party.weight_product(value, weight, output_shape, |x, w| {
+                Ok(x.conv2d(w, stride, padding)?)
+            })
         })
     }
 
@@ -292,66 +345,61 @@ impl<C: Channel> Protocol for Party<C> {
     }
 
     fn square(&mut self, value: &Share) -> Result<Share> {
-        self.square_share(value)
+        self.measured(Primitive::SecretProduct, |party| party.square_share(value))
     }
 
     fn mul(&mut self, left: &Share, right: &Share) -> Result<Share> {
         same_shape("mul", left.value.shape(), right.value.shape())?;
         let shape = left.value.shape().to_vec();
-        self.beaver(
-            MaterialKind::ElementwiseTriple,
-            left,
-            right,
-            shape,
-            |x, y| Ok(x.mul(y)?),
-        )
+        self.measured(Primitive::SecretProduct, |party| {
+            party.beaver(
+                MaterialKind::ElementwiseTriple,
+                left,
+                right,
+                shape,
+                |x, y| Ok(x.mul(y)?),
+            )
+        })
     }
 
     fn matmul(&mut self, left: &Share, right: &Share) -> Result<Share> {
         let (_, _, _, _, shape) =
             batched_matmul_dimensions(left.value.shape(), right.value.shape())?;
-        self.beaver(
-            MaterialKind::MatrixTriple,
-            left,
-            right,
-            shape,
-            batched_matmul,
-        )
+        self.measured(Primitive::SecretProduct, |party| {
+            party.beaver(
+                MaterialKind::MatrixTriple,
+                left,
+                right,
+                shape,
+                batched_matmul,
+            )
+        })
     }
 
     fn truncate(&mut self, value: &Share, bits: u32) -> Result<Share> {
         check_shift(bits)?;
-        self.truncation(value, bits)
+        self.measured(Primitive::Truncation, |party| party.truncation(value, bits))
     }
 
     fn drelu(&mut self, value: &Share, bits: u32) -> Result<Share> {
         check_bits("drelu", bits)?;
-        self.comparison(value, bits, false)
+        self.measured(Primitive::Comparison, |party| {
+            party.comparison(value, bits, false)
+        })
     }
 
     fn relu(&mut self, value: &Share, bits: u32) -> Result<Share> {
         check_bits("relu", bits)?;
-        self.comparison(value, bits, true)
+        self.measured(Primitive::Comparison, |party| {
+            party.comparison(value, bits, true)
+        })
     }
 
     fn reveal_to_client(&mut self, value: &Share) -> Result<Option<RingTensor>> {
-        match self.role {
-            PartyRole::Server => {
-                self.channel.send(&words_to_bytes(value.value.data()))?;
-                Ok(None)
-            }
-            PartyRole::Client => {
-                let theirs = self.channel.recv()?;
-                let theirs = bytes_to_words("reveal", &theirs, value.value.len())?;
-                let data = value
-                    .value
-                    .data()
-                    .iter()
-                    .zip(&theirs)
-                    .map(|(a, b)| a.wrapping_add(*b))
-                    .collect();
-                Ok(Some(RingTensor::new(value.value.shape().to_vec(), data)?))
-            }
-        }
+        self.measured(Primitive::Reveal, |party| party.reveal(value))
+    }
+
+    fn spent(&self) -> Spent {
+        self.spent
     }
 }
