@@ -127,7 +127,7 @@ fn minilm_plan(sequence: usize, batch: usize) -> Result<(Plan, Vec<f32>)> {
 
 /// The benchmark's plan and input: random weights, seed 0, calibrated on request, a
 /// random input; `minilm6` is the real model on a real sentence.
-fn bench_plan(options: &BenchOptions) -> Result<(Plan, Vec<f32>)> {
+pub fn bench_plan(options: &BenchOptions) -> Result<(Plan, Vec<f32>)> {
     if options.model == "minilm6" {
         return minilm_plan(options.sequence, options.batch);
     }

@@ -202,6 +202,14 @@ pub(crate) struct BenchArguments {
     /// Milliseconds between queries (the client's think time; not in any figure).
     #[arg(long, default_value_t = 0)]
     pub(crate) pause_ms: u64,
+    /// Instead: where one query's time and bytes go, per operator kind and per protocol
+    /// primitive (dealer and parties in this process, one thread each), printed as
+    /// tables and drawn as an SVG bar chart against the plaintext FLOPs.
+    #[arg(long)]
+    pub(crate) breakdown: bool,
+    /// With --breakdown: the chart's file (breakdown-MODEL.svg when absent).
+    #[arg(long, requires = "breakdown")]
+    pub(crate) chart: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod arguments;
+mod breakdown;
 mod party;
 mod text;
 
@@ -124,6 +125,13 @@ fn run_command(arguments: Arguments) -> Result<()> {
         Commands::Infer(arguments) => run_party(arguments, Some(Role::Client)),
         Commands::Party(arguments) => run_party(arguments, None),
         Commands::Embed(arguments) => text::embed(arguments),
+        Commands::Bench(arguments) if arguments.breakdown => {
+            let options = arguments.options();
+            let chart = arguments.chart.clone().unwrap_or_else(|| {
+                std::path::PathBuf::from(format!("breakdown-{}.svg", options.model))
+            });
+            breakdown::breakdown(&options, &chart)
+        }
         Commands::Bench(arguments) => {
             let report = run_bench(&std::env::current_exe()?, &arguments.options())?;
             print_report(&report, arguments.json)

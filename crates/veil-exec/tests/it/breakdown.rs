@@ -23,7 +23,13 @@ fn the_breakdown_accounts_for_every_byte_once() {
             .find(|kind| kind.kind == name)
             .unwrap_or_else(|| panic!("no {name} row in {breakdown:?}"))
     };
-    for name in ["linear", "attention products", "softmax", "gelu", "layer_norm"] {
+    for name in [
+        "linear",
+        "attention products",
+        "softmax",
+        "gelu",
+        "layer_norm",
+    ] {
         let row = kind(name);
         assert!(
             row.online_bytes > 0 && row.material_bytes > 0 && row.rounds > 0,
