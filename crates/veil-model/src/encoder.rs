@@ -122,6 +122,31 @@ impl<'a> EncoderBuilder<'a> {
         Ok(self.push(name, op, vec![from]))
     }
 
+    /// A linear layer over the last dimension with the given weight `[inputs, outputs]`
+    /// and no bias.
+    pub(crate) fn linear_without_bias(
+        &mut self,
+        name: &str,
+        from: usize,
+        (inputs, outputs): (usize, usize),
+        weight_values: Vec<f32>,
+    ) -> usize {
+        let weight = format!("{name}.weight");
+        self.parameter(
+            weight.clone(),
+            vec![inputs, outputs],
+            ParameterKind::Weight,
+            weight_values,
+        );
+        let op = Op::Linear {
+            weight,
+            bias: None,
+            in_features: inputs,
+            out_features: outputs,
+        };
+        self.push(name, op, vec![from])
+    }
+
     /// A LayerNorm over the last dimension.
     pub(crate) fn layer_norm(&mut self, name: &str, from: usize, features: usize) -> Result<usize> {
         let (gamma, beta) = self.source.layer_norm(name, features)?;

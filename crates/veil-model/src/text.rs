@@ -20,11 +20,17 @@ use sha2::{Digest, Sha256};
 use crate::{Error, Result};
 
 /// How token embeddings are computed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EmbeddingMode {
     /// The tables are public, in the public plan; the client looks its tokens up.
+    #[default]
     Client,
+    /// The word table E is a server-held weight: the client shares its tokens one-hot
+    /// and the lookup is the product one-hot × E under the fixed weight mask (the
+    /// client receives D_E = E + B once per client session, and sends its masked
+    /// one-hot rows each query). Only the position rows are public.
+    Secure,
 }
 
 /// What the client makes of the revealed output.
@@ -61,10 +67,11 @@ pub struct TextFrontEnd {
     pub tables_sha256: String,
 }
 
-/// The public embedding tables of the `client` mode, row-major f32.
+/// The public embedding tables, row-major f32.
 #[derive(Clone, PartialEq)]
 pub struct TextTables {
-    /// `[vocabulary, hidden]`: one row per token id.
+    /// `[vocabulary, hidden]`: one row per token id (empty in the `secure` mode, where
+    /// the word table is the server's weight).
     pub word: Vec<f32>,
     /// `[sequence, hidden]`: the position rows with the token-type row 0 added.
     pub position: Vec<f32>,
@@ -101,8 +108,11 @@ impl TextTables {
     /// Reads the tables a front end describes from their bytes, checking the length
     /// and the hash.
     pub fn from_bytes(front: &TextFrontEnd, bytes: &[u8]) -> Result<Self> {
-        let word_len = front
-            .vocabulary
+        let word_rows = match front.embedding {
+            EmbeddingMode::Client => front.vocabulary,
+            EmbeddingMode::Secure => 0,
+        };
+        let word_len = word_rows
             .checked_mul(front.hidden)
             .ok_or_else(|| table_error("the vocabulary × hidden size overflows"))?;
         let position_len = front
@@ -133,9 +143,16 @@ impl TextTables {
         Ok(tables)
     }
 
-    /// The client's input for one sequence: the token embeddings `[sequence, hidden]`
-    /// of `ids` (exactly `sequence` of them, each below the vocabulary).
-    pub fn embed(&self, front: &TextFrontEnd, ids: &[u32]) -> Result<Vec<f32>> {
+    /// The client's inputs for one sequence of `ids` (exactly `sequence` of them, each
+    /// below the vocabulary), by input name: in the `client` mode the token embeddings
+    /// `embeddings` `[sequence, hidden]`; in the `secure` mode the one-hot rows
+    /// `token_one_hot` `[sequence, vocabulary]` and the public `positions`
+    /// `[sequence, hidden]`.
+    pub fn inputs(
+        &self,
+        front: &TextFrontEnd,
+        ids: &[u32],
+    ) -> Result<Vec<(&'static str, Vec<f32>)>> {
         if ids.len() != front.sequence {
             return Err(Error::InputShape {
                 expected: front.sequence,
@@ -143,27 +160,50 @@ impl TextTables {
                 shapes: vec![("token ids".into(), vec![front.sequence])],
             });
         }
-        let hidden = front.hidden;
-        let mut out = Vec::with_capacity(front.sequence * hidden);
-        for (position, &id) in ids.iter().enumerate() {
-            let id = id as usize;
-            if id >= front.vocabulary {
-                return Err(Error::InputValue {
-                    input: "token ids".into(),
-                    position,
-                    reason: format!(
-                        "token id {id} is outside the vocabulary of {}",
-                        front.vocabulary
-                    ),
-                });
-            }
-            let word = &self.word[id * hidden..(id + 1) * hidden];
-            let place = &self.position[position * hidden..(position + 1) * hidden];
-            out.extend(word.iter().zip(place).map(|(w, p)| w + p));
+        if let Some(position) = ids.iter().position(|&id| id as usize >= front.vocabulary) {
+            return Err(Error::InputValue {
+                input: "token ids".into(),
+                position,
+                reason: format!(
+                    "a token id is outside the vocabulary of {}",
+                    front.vocabulary
+                ),
+            });
         }
-        Ok(out)
+        let hidden = front.hidden;
+        let positions = &self.position[..front.sequence * hidden];
+        Ok(match front.embedding {
+            EmbeddingMode::Client => {
+                let mut out = Vec::with_capacity(front.sequence * hidden);
+                for (&id, place) in ids.iter().zip(positions.chunks(hidden)) {
+                    let id = id as usize;
+                    let word = &self.word[id * hidden..(id + 1) * hidden];
+                    out.extend(word.iter().zip(place).map(|(w, p)| w + p));
+                }
+                vec![(EMBEDDINGS_INPUT, out)]
+            }
+            EmbeddingMode::Secure => {
+                let mut one_hot = vec![0f32; front.sequence * front.vocabulary];
+                for (row, &id) in ids.iter().enumerate() {
+                    one_hot[row * front.vocabulary + id as usize] = 1.0;
+                }
+                vec![
+                    (ONE_HOT_INPUT, one_hot),
+                    (POSITIONS_INPUT, positions.to_vec()),
+                ]
+            }
+        })
     }
 }
+
+/// The name of a `client`-mode plan's token-embedding input.
+pub const EMBEDDINGS_INPUT: &str = "embeddings";
+/// The name of a `secure`-mode plan's one-hot token input.
+pub const ONE_HOT_INPUT: &str = "token_one_hot";
+/// The name of a `secure`-mode plan's public position input.
+pub const POSITIONS_INPUT: &str = "positions";
+/// The name of every text plan's attention-mask input.
+pub const MASK_INPUT: &str = "attention_mask";
 
 fn table_error(reason: &str) -> Error {
     Error::InvalidHeader {

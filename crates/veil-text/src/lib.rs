@@ -23,7 +23,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 use veil_model::PublicPlan;
-use veil_model::text::{TextFrontEnd, TextTables, finish_embedding};
+use veil_model::text::{MASK_INPUT, TextFrontEnd, TextTables, finish_embedding};
 
 /// What can go wrong preparing text inputs.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +78,14 @@ pub enum Error {
     Encode {
         /// The sentence's position in the batch.
         index: usize,
+    },
+    /// The plan's inputs are not a text plan's.
+    #[error(
+        "the plan has no input named {name:?}, which its text front end feeds; recompile it with `veil compile --hf`"
+    )]
+    InputMismatch {
+        /// The input the front end makes.
+        name: String,
     },
     /// A model-side error (a token outside the vocabulary, a bad table).
     #[error(transparent)]
@@ -147,6 +155,8 @@ pub struct TextEncoder {
     tokenizer: Tokenizer,
     front: TextFrontEnd,
     tables: TextTables,
+    /// The plan's input names, in the order of a flat input buffer.
+    input_names: Vec<String>,
 }
 
 impl TextEncoder {
@@ -198,10 +208,17 @@ impl TextEncoder {
                 path,
                 reason: error.to_string(),
             })?;
+        let input_names = plan
+            .graph
+            .inputs()
+            .iter()
+            .map(|slot| slot.name.to_string())
+            .collect();
         Ok(Self {
             tokenizer,
             front,
             tables,
+            input_names,
         })
     }
 
@@ -213,7 +230,12 @@ impl TextEncoder {
     /// Tokenizes and embeds a batch of sentences.
     pub fn encode(&self, sentences: &[&str]) -> Result<EncodedBatch> {
         let sequence = self.front.sequence;
-        let mut embeddings = Vec::with_capacity(sentences.len() * sequence * self.front.hidden);
+        // Each plan input's values over the batch, by name.
+        let mut by_input: Vec<(String, Vec<f32>)> = self
+            .input_names
+            .iter()
+            .map(|name| (name.clone(), Vec::new()))
+            .collect();
         let mut batch = EncodedBatch {
             inputs: Vec::new(),
             masks: Vec::with_capacity(sentences.len()),
@@ -229,20 +251,28 @@ impl TextEncoder {
             if ids.len() != sequence {
                 return Err(Error::Encode { index });
             }
-            embeddings.extend(self.tables.embed(&self.front, &ids)?);
             let mask: Vec<f32> = encoding
                 .get_attention_mask()
                 .iter()
                 .map(|&m| if m != 0 { 1.0 } else { 0.0 })
                 .collect();
+            let mut values = self.tables.inputs(&self.front, &ids)?;
+            values.push((MASK_INPUT, mask.clone()));
+            for (name, part) in values {
+                let slot = by_input
+                    .iter_mut()
+                    .find(|(input, _)| input == name)
+                    .ok_or_else(|| Error::InputMismatch { name: name.into() })?;
+                slot.1.extend(part);
+            }
             batch.truncated.push(!encoding.get_overflowing().is_empty());
             batch.masks.push(mask);
             batch.token_ids.push(ids);
         }
-        batch.inputs = embeddings;
-        for mask in &batch.masks {
-            batch.inputs.extend_from_slice(mask);
-        }
+        batch.inputs = by_input
+            .into_iter()
+            .flat_map(|(_, values)| values)
+            .collect();
         Ok(batch)
     }
 

@@ -246,6 +246,10 @@ pub(crate) enum Commands {
         /// With --hf: the padded sequence length (public).
         #[arg(long, default_value_t = 128)]
         seq: usize,
+        /// With --hf: `client` (the embedding tables are public, the client looks its
+        /// tokens up) or `secure` (the word table is the server's weight: one-hot × E).
+        #[arg(long, default_value = "client", value_parser = ["client", "secure"])]
+        embedding: String,
         /// Approximation policy.
         #[arg(long, default_value = "exact")]
         approx: String,
@@ -334,6 +338,10 @@ pub(crate) struct EmbedArguments {
     /// With --model: the padded sequence length.
     #[arg(long, default_value_t = 128)]
     pub(crate) seq: usize,
+    /// With --model: `client` (public embedding tables) or `secure` (one-hot × E, the
+    /// word table the server's weight).
+    #[arg(long, default_value = "client", value_parser = ["client", "secure"])]
+    pub(crate) embedding: String,
     /// With --model: compare each embedding with the plain forward (the input stays in
     /// this process).
     #[arg(long, requires = "model")]

@@ -65,10 +65,11 @@ fn run_command(arguments: Arguments) -> Result<()> {
         Commands::Compile {
             hf: Some(directory),
             seq,
+            embedding,
             calibrate,
             out,
             ..
-        } => text::compile_text(&directory, seq, calibrate.as_deref(), &out),
+        } => text::compile_text(&directory, (seq, &embedding), calibrate.as_deref(), &out),
         Commands::Compile {
             arch,
             weights,

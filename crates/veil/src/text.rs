@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use veil_model::import::{HuggingFaceOptions, compile_hugging_face};
+use veil_model::text::EmbeddingMode;
 use veil_model::{Plan, PublicPlan};
 use veil_net::Role;
 use veil_serve::bench::CALIBRATION_HEADROOM;
@@ -22,11 +23,17 @@ use crate::read_text;
 /// Returns the plan and the client's encoder for it.
 pub(crate) fn compile_text_plan(
     directory: &Path,
-    sequence: usize,
+    (sequence, embedding): (usize, &str),
     calibration: Option<&Path>,
 ) -> Result<(Plan, TextEncoder)> {
+    let embedding = match embedding {
+        "client" => EmbeddingMode::Client,
+        "secure" => EmbeddingMode::Secure,
+        other => bail!("unknown embedding mode {other:?} (have: client, secure)"),
+    };
     let options = HuggingFaceOptions {
         sequence,
+        embedding,
         ..HuggingFaceOptions::default()
     };
     let mut plan = compile_hugging_face(directory, &options).with_context(|| {
@@ -66,11 +73,11 @@ pub(crate) fn compile_text_plan(
 /// `veil compile --hf`: NAME.plan, NAME.public.plan and NAME.tokenizer.json in `out`.
 pub(crate) fn compile_text(
     directory: &Path,
-    sequence: usize,
+    shape: (usize, &str),
     calibration: Option<&Path>,
     out: &Path,
 ) -> Result<()> {
-    let (plan, _) = compile_text_plan(directory, sequence, calibration)?;
+    let (plan, _) = compile_text_plan(directory, shape, calibration)?;
     let (full, public) = plan.save(out)?;
     let tokenizer = tokenizer_beside(&public, &plan.public);
     std::fs::copy(directory.join("tokenizer.json"), &tokenizer)
@@ -132,12 +139,17 @@ pub(crate) fn embed(arguments: EmbedArguments) -> Result<()> {
     let sentences: Vec<&str> = sentences.iter().map(String::as_str).collect();
     let (embedded, cosines) = match &arguments.model {
         Some(directory) => {
-            let (plan, encoder) = compile_text_plan(directory, arguments.seq, None)?;
+            let (plan, encoder) =
+                compile_text_plan(directory, (arguments.seq, &arguments.embedding), None)?;
             eprintln!(
-                "veil embed: {} at {} tokens; dealer, server and client on loopback over mutual TLS (a demonstration, not a deployment)",
-                plan.public.name, arguments.seq
+                "veil embed: {} at {} tokens, {} embedding; dealer, server and client on loopback over mutual TLS (a demonstration, not a deployment)",
+                plan.public.name, arguments.seq, arguments.embedding
             );
             let report = embed_locally(&plan, &encoder, &sentences, arguments.check)?;
+            eprintln!(
+                "set-up: {} B of masked weights to the client, once per client session",
+                report.setup_bytes
+            );
             (report.sentences, report.cosines)
         }
         None => (remote(&arguments, &sentences)?, None),

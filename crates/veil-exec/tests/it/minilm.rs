@@ -5,7 +5,7 @@
 
 use veil_model::import::{HuggingFaceOptions, compile_hugging_face};
 use veil_model::plain::run_plain;
-use veil_model::text::cosine;
+use veil_model::text::{EmbeddingMode, cosine};
 use veil_text::TextEncoder;
 
 use crate::{secure, simulated};
@@ -91,4 +91,72 @@ fn report(name: &str, plain: &[Vec<f32>], embeddings: &[Vec<f32>]) {
     let worst = cosines.iter().copied().fold(1.0, f64::min);
     eprintln!("{name}: cosine to plain mean {mean:.6}, worst {worst:.6}");
     assert!(mean >= 0.999 && worst >= 0.995, "{name}: {cosines:?}");
+}
+
+/// The `secure` embedding mode (the word table a server weight, looked up as one-hot ×
+/// E under MPC) computes what the `client` mode computes, in the clear and securely.
+#[test]
+fn the_secure_embedding_lookup_agrees_with_the_client_lookup() {
+    let Some(directory) = veil_data::fetched::minilm_directory() else {
+        eprintln!(
+            "SKIPPED: all-MiniLM-L6-v2 is not fetched; {}",
+            veil_data::fetched::FETCH_HINT
+        );
+        return;
+    };
+    let compile = |embedding| {
+        let options = HuggingFaceOptions {
+            sequence: 8,
+            embedding,
+            ..HuggingFaceOptions::default()
+        };
+        let mut plan = compile_hugging_face(&directory, &options).expect("compiles");
+        let encoder = TextEncoder::new(
+            &directory.join("tokenizer.json"),
+            &plan.public,
+            plan.text_tables.clone(),
+        )
+        .expect("the tokenizer");
+        let calibration = encoder.encode(&CALIBRATION).expect("encodes");
+        veil_model::passes::calibration::calibrate_comparison_bits(
+            &mut plan,
+            &calibration.inputs,
+            calibration.len(),
+            8.0,
+        )
+        .expect("calibrates");
+        (plan, encoder)
+    };
+    let (client_plan, client_encoder) = compile(EmbeddingMode::Client);
+    let (secure_plan, secure_encoder) = compile(EmbeddingMode::Secure);
+    assert!(
+        secure_plan
+            .text_tables
+            .as_ref()
+            .expect("tables")
+            .word
+            .is_empty(),
+        "the secure mode's public tables must not hold the word table"
+    );
+    let sentences = &SENTENCES[..2];
+    let by_client = client_encoder.encode(sentences).expect("encodes");
+    let by_secure = secure_encoder.encode(sentences).expect("encodes");
+    let plain_client = client_encoder.finish(
+        &run_plain(&client_plan, &by_client.inputs, 2).expect("plain"),
+        &by_client,
+    );
+    let plain_secure = secure_encoder.finish(
+        &run_plain(&secure_plan, &by_secure.inputs, 2).expect("plain"),
+        &by_secure,
+    );
+    for (a, b) in plain_client.iter().zip(&plain_secure) {
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= 1e-6, "the lookups differ by {worst}");
+    }
+    let secure = secure_encoder.finish(&secure(&secure_plan, &by_secure.inputs, 2), &by_secure);
+    report("secure lookup", &plain_secure, &secure);
 }

@@ -3,11 +3,15 @@
 //! `modules.json` with `1_Pooling/config.json`) becomes a text [`Plan`].
 //!
 //! The plan's graph takes the token embeddings `[sequence, hidden]` and the attention
-//! mask `[sequence]` (both client-private), runs the embedding LayerNorm and every
+//! mask `[sequence]` (both client-private) in the `client` embedding mode, or in the
+//! `secure` mode the one-hot tokens `[sequence, vocabulary]`, which it multiplies with
+//! the server's word table E, and the public position rows; it runs the embedding
+//! LayerNorm and every
 //! post-LayerNorm encoder layer (attention with padding keys masked, GELU feed-forward)
-//! and ends in the masked sum over the tokens. The embedding tables are public (the
-//! `client` mode of [`crate::text`]): the client looks its tokens up, divides the
-//! revealed sum by its token count and L2-normalises when the pipeline says so.
+//! and ends in the masked sum over the tokens. In the `client` mode the embedding
+//! tables are public ([`crate::text`]) and the client looks its tokens up; in both it
+//! divides the revealed sum by its token count and L2-normalises when the pipeline says
+//! so.
 //!
 //! Accepted: `model_type` `bert`, absolute positions, `hidden_act` `gelu` (the exact
 //! erf form), tensor names with or without the `bert.` prefix, LayerNorm parameters
@@ -25,7 +29,10 @@ use super::safetensors::{ShapedValues, read_safetensors_except};
 use crate::encoder::{EncoderBuilder, EncoderDimensions, ParameterSource};
 use crate::ir::{Graph, InputKind, Node, Op};
 use crate::plan::{OutputPolicy, Plan, PublicPlan};
-use crate::text::{EmbeddingMode, TextFrontEnd, TextOutput, TextTables};
+use crate::text::{
+    EMBEDDINGS_INPUT, EmbeddingMode, MASK_INPUT, ONE_HOT_INPUT, POSITIONS_INPUT, TextFrontEnd,
+    TextOutput, TextTables,
+};
 use crate::{Error, Result};
 
 /// How far below its row a padding key's attention score is pushed. Under MPC the
@@ -45,6 +52,9 @@ pub struct HuggingFaceOptions {
     pub fractional_bits: u32,
     /// The attention mask's penalty.
     pub mask_penalty: u32,
+    /// Whether the word table is public (looked up by the client) or the server's
+    /// weight (one-hot × E under MPC).
+    pub embedding: EmbeddingMode,
 }
 
 impl Default for HuggingFaceOptions {
@@ -54,6 +64,7 @@ impl Default for HuggingFaceOptions {
             sequence: 128,
             fractional_bits: veil_core::fixed::DEFAULT_FRACTIONAL_BITS,
             mask_penalty: DEFAULT_MASK_PENALTY,
+            embedding: EmbeddingMode::Client,
         }
     }
 }
@@ -206,15 +217,41 @@ pub fn compile_hugging_face(directory: &Path, options: &HuggingFaceOptions) -> R
         .chunks(hidden)
         .flat_map(|row| row.iter().zip(&types[..hidden]).map(|(p, t)| p + t))
         .collect();
-    let tables = TextTables { word, position };
-
-    let inputs = vec![
-        Node::input("embeddings", vec![sequence, hidden], InputKind::Real),
-        Node::input("attention_mask", vec![sequence], InputKind::AttentionMask),
-    ];
-    let mask = 1;
-    let mut builder = EncoderBuilder::new(inputs, &mut source, config.layer_norm_eps);
-    let mut current = builder.layer_norm("embeddings.layer_norm", 0, hidden)?;
+    let mut builder;
+    let mut current;
+    let mask;
+    let tables = match options.embedding {
+        EmbeddingMode::Client => {
+            let inputs = vec![
+                Node::input(EMBEDDINGS_INPUT, vec![sequence, hidden], InputKind::Real),
+                Node::input(MASK_INPUT, vec![sequence], InputKind::AttentionMask),
+            ];
+            mask = 1;
+            builder = EncoderBuilder::new(inputs, &mut source, config.layer_norm_eps);
+            current = 0;
+            TextTables { word, position }
+        }
+        EmbeddingMode::Secure => {
+            let vocabulary = config.vocab_size;
+            let inputs = vec![
+                Node::input(ONE_HOT_INPUT, vec![sequence, vocabulary], InputKind::Real),
+                Node::input(POSITIONS_INPUT, vec![sequence, hidden], InputKind::Real),
+                Node::input(MASK_INPUT, vec![sequence], InputKind::AttentionMask),
+            ];
+            mask = 2;
+            builder = EncoderBuilder::new(inputs, &mut source, config.layer_norm_eps);
+            // The lookup: one-hot rows times E ([vocabulary, hidden] is already the
+            // [in, out] layout), E the server's weight.
+            let looked_up =
+                builder.linear_without_bias("embeddings.word", 0, (vocabulary, hidden), word);
+            current = builder.push("embeddings.sum", Op::Add, vec![looked_up, 1]);
+            TextTables {
+                word: Vec::new(),
+                position,
+            }
+        }
+    };
+    current = builder.layer_norm("embeddings.layer_norm", current, hidden)?;
     let dimensions = EncoderDimensions {
         sequence,
         hidden,
@@ -250,7 +287,7 @@ pub fn compile_hugging_face(directory: &Path, options: &HuggingFaceOptions) -> R
             vocabulary: config.vocab_size,
             hidden,
             padding_id: config.pad_token_id.unwrap_or(0),
-            embedding: EmbeddingMode::Client,
+            embedding: options.embedding,
             output: TextOutput::MeanPooled { normalize },
             tokenizer_sha256,
             tables_sha256: tables.sha256_hex(),
