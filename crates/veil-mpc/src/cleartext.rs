@@ -4,7 +4,8 @@
 //! same k-bit reduction. Simulation and secure runs share the executor, so they cannot
 //! drift. [`Cleartext::checking_ranges`] makes it refuse, instead of reducing, a
 //! comparison operand outside its k-bit range (where the secure run would decide the
-//! sign of a wrapped value): the executor then names the node.
+//! sign of a wrapped value), and any value an op declares out of its documented range
+//! ([`Protocol::check_range`]): the executor then names the node.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,7 +36,12 @@ impl Cleartext {
     }
 
     /// With range checks on, refuses a value outside the `bits`-bit signed range.
-    fn check_range(&self, op: &'static str, value: &RingTensor, bits: u32) -> Result<()> {
+    fn check_comparison_range(
+        &self,
+        op: &'static str,
+        value: &RingTensor,
+        bits: u32,
+    ) -> Result<()> {
         if !self.check_ranges || bits >= 64 {
             return Ok(());
         }
@@ -178,17 +184,44 @@ impl Protocol for Cleartext {
 
     fn drelu(&mut self, value: &RingTensor, bits: u32) -> Result<RingTensor> {
         check_bits("drelu", bits)?;
-        self.check_range("drelu", value, bits)?;
+        self.check_comparison_range("drelu", value, bits)?;
         Ok(value.map(|x| u64::from(signed_reduction(x, bits) >= 0)))
     }
 
     fn relu(&mut self, value: &RingTensor, bits: u32) -> Result<RingTensor> {
         check_bits("relu", bits)?;
-        self.check_range("relu", value, bits)?;
+        self.check_comparison_range("relu", value, bits)?;
         Ok(value.map(|x| if signed_reduction(x, bits) >= 0 { x } else { 0 }))
     }
 
     fn reveal_to_client(&mut self, value: &RingTensor) -> Result<Option<RingTensor>> {
         Ok(Some(value.clone()))
+    }
+
+    fn check_range(
+        &mut self,
+        value: &RingTensor,
+        fractional_bits: u32,
+        range: std::ops::Range<f64>,
+        what: &'static str,
+    ) -> Result<()> {
+        if !self.check_ranges {
+            return Ok(());
+        }
+        let scale = 2f64.powi(fractional_bits as i32);
+        if value
+            .data()
+            .iter()
+            .all(|&x| range.contains(&((x as i64) as f64 / scale)))
+        {
+            return Ok(());
+        }
+        Err(Error::OutOfRange {
+            op: what,
+            detail: format!(
+                "a value leaves the documented range [{:.3e}, {:.3e})",
+                range.start, range.end
+            ),
+        })
     }
 }

@@ -130,6 +130,19 @@ pub trait Protocol {
     /// simulation), `None` at every other role.
     fn reveal_to_client(&mut self, value: &Self::Shared) -> Result<Option<RingTensor>>;
 
+    /// Where values can be seen (the range-checking simulation), refuses a secret whose
+    /// values, read at `fractional_bits`, leave the op's documented `range` (`what`
+    /// names it). Everywhere else it does nothing: a secure party cannot see values.
+    fn check_range(
+        &mut self,
+        _value: &Self::Shared,
+        _fractional_bits: u32,
+        _range: std::ops::Range<f64>,
+        _what: &'static str,
+    ) -> Result<()> {
+        Ok(())
+    }
+
     /// What this role has spent so far, per primitive (`veil bench --breakdown`);
     /// nothing in settings that do not count.
     fn spent(&self) -> crate::accounting::Spent {

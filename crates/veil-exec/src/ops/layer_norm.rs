@@ -95,6 +95,8 @@ pub fn layer_norm<P: Protocol>(
     let epsilon_word = codec.encode_scaled(epsilon, VARIANCE_BITS)?.max(1);
     let epsilon = protocol.public(&RingTensor::new(vec![rows], vec![epsilon_word; rows])?)?;
     let variance = protocol.add(&variance, &epsilon)?;
+    let documented = 2f64.powi(*EXPONENTS.start())..2f64.powi(*EXPONENTS.end() + 1);
+    protocol.check_range(&variance, VARIANCE_BITS, documented, "layer_norm's σ² + ε")?;
 
     // J from one batched comparison against 2^j.
     let exponents: Vec<i32> = EXPONENTS.collect();

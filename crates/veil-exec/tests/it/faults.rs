@@ -164,3 +164,23 @@ fn the_checked_simulation_names_the_node_an_input_drives_out_of_range() {
         "a value leaked: {error}"
     );
 }
+
+/// A LayerNorm row whose variance leaves the documented range (a constant row: σ² + ε
+/// far below 2^−16) is named by the range-checking simulation.
+#[test]
+fn the_checked_simulation_names_a_layer_norm_outside_its_range() {
+    let plan = veil_model::zoo::layer_norm_layer(2, 8, 3).expect("a LayerNorm");
+    let run = |input: &[f32]| {
+        let encoded = veil_exec::encode_inputs(&plan.public, input, 1).expect("encodes");
+        let mut simulation = veil_exec::cleartext_checked(&plan).expect("the simulation");
+        veil_exec::run(&mut simulation, &plan.public, 1, Some(&encoded))
+    };
+    let typical = veil_core::sampling::SplitMix64::new(5).normal_vec(16, 1.0);
+    assert!(run(&typical).is_ok());
+    let constant = vec![0.75f32; 16];
+    let error = run(&constant).expect_err("a zero variance").to_string();
+    assert!(
+        error.contains("layer_norm") && error.contains("documented range"),
+        "{error}"
+    );
+}

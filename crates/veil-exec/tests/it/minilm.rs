@@ -8,7 +8,7 @@ use veil_model::plain::run_plain;
 use veil_model::text::{EmbeddingMode, cosine};
 use veil_text::TextEncoder;
 
-use crate::{secure, simulated};
+use crate::secure;
 
 const SENTENCES: [&str; 8] = [
     "A man is playing a guitar.",
@@ -64,7 +64,16 @@ fn minilm_sentence_embeddings_agree_with_the_plain_run() {
         &batch,
     );
     let started = std::time::Instant::now();
-    let simulated = encoder.finish(&simulated(&plan, &batch.inputs, batch.len()), &batch);
+    // The range-checking simulation: every comparison within its calibrated width and
+    // every LayerNorm variance within its documented range, or the test names the node.
+    let encoded = veil_exec::encode_inputs(&plan.public, &batch.inputs, batch.len())
+        .expect("a valid input");
+    let mut simulation = veil_exec::cleartext_checked(&plan).expect("the simulation");
+    let output = veil_exec::run(&mut simulation, &plan.public, batch.len(), Some(&encoded))
+        .expect("in range")
+        .expect("the simulation sees the output");
+    let output = veil_exec::decode_output(&plan.public, &output).expect("decodes");
+    let simulated = encoder.finish(&output, &batch);
     eprintln!("simulated in {:.1} s", started.elapsed().as_secs_f64());
     report("simulated", &plain, &simulated);
     // Two sentences a query: a query's material is held whole, so this bounds memory.
