@@ -159,7 +159,14 @@ pub fn error_bound(plan: &Plan, input: &[f32]) -> Result<f64> {
                     factor.abs() * m,
                 )
             }
-            Op::Reshape { .. } | Op::Transpose { .. } => {
+            Op::Tanh { .. } => {
+                use crate::ops::tanh::{APPROXIMATION_ERROR, FIXED_POINT_ULPS};
+                (
+                    bounds[node.inputs[0]] + APPROXIMATION_ERROR + FIXED_POINT_ULPS * ulp,
+                    1.0,
+                )
+            }
+            Op::Reshape { .. } | Op::Transpose { .. } | Op::FirstToken => {
                 (bounds[node.inputs[0]], magnitudes[node.inputs[0]])
             }
             Op::Relu { .. } | Op::Flatten | Op::MaxPool2d { .. } => {

@@ -32,6 +32,7 @@ pub fn operator_kind(op: &Op) -> &'static str {
         Op::MaxPool2d { .. } => "max",
         Op::Gelu { .. } => "gelu",
         Op::Softmax { .. } => "softmax",
+        Op::Tanh { .. } => "tanh",
         Op::LayerNorm { .. } => "layer_norm",
         Op::Scale { .. } | Op::AvgPool2d { .. } => "scale",
         Op::Input { .. } => "input",
@@ -39,6 +40,7 @@ pub fn operator_kind(op: &Op) -> &'static str {
         | Op::Reshape { .. }
         | Op::Transpose { .. }
         | Op::Flatten
+        | Op::FirstToken
         | Op::MaskScores { .. } => "local (add, reshape, mask)",
     }
 }
@@ -63,7 +65,7 @@ fn plaintext_flops(op: &Op, input: &[usize], output: &[usize]) -> f64 {
         }
         Op::MaskedSum => 2.0 * elements(input),
         Op::Softmax { .. } => 5.0 * elements(input),
-        Op::Gelu { .. } => 10.0 * elements(input),
+        Op::Gelu { .. } | Op::Tanh { .. } => 10.0 * elements(input),
         Op::LayerNorm { .. } => 8.0 * elements(input),
         Op::Relu { .. }
         | Op::MaxPool2d { .. }
@@ -71,7 +73,11 @@ fn plaintext_flops(op: &Op, input: &[usize], output: &[usize]) -> f64 {
         | Op::Scale { .. }
         | Op::Add
         | Op::MaskScores { .. } => elements(input),
-        Op::Input { .. } | Op::Reshape { .. } | Op::Transpose { .. } | Op::Flatten => 0.0,
+        Op::Input { .. }
+        | Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Flatten
+        | Op::FirstToken => 0.0,
     }
 }
 

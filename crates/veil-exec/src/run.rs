@@ -12,6 +12,7 @@ use veil_mpc::accounting::Spent;
 
 use crate::ops::{
     affine, argmax, attention, elementwise, gelu, layer_norm, layout, pooling, sequence, softmax,
+    tanh,
 };
 use crate::{Error, Result};
 
@@ -133,6 +134,23 @@ pub fn run_observed<P: Protocol>(
                     *features,
                     *epsilon,
                 )?,
+                Op::Tanh { bits } => {
+                    tanh::tanh(protocol, operand(&values, node.inputs[0], index)?, *bits)?
+                }
+                Op::FirstToken => {
+                    let shape = &shapes[node.inputs[0]];
+                    let (tokens, features) = (shape[1], shape[2]);
+                    let indices: Vec<usize> = (0..shape[0])
+                        .flat_map(|sample| {
+                            (0..features).map(move |feature| sample * tokens * features + feature)
+                        })
+                        .collect();
+                    protocol.gather(
+                        operand(&values, node.inputs[0], index)?,
+                        &indices,
+                        &shapes[index],
+                    )?
+                }
                 Op::Softmax { bits } => {
                     softmax::softmax(protocol, operand(&values, node.inputs[0], index)?, *bits)?
                 }

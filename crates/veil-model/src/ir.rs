@@ -127,6 +127,16 @@ pub enum Op {
         /// Comparison bit-width for the row max and the clipping (64 when absent).
         bits: u32,
     },
+    /// tanh(x), elementwise (a classification head's pooler). The plain executor
+    /// computes it exactly; under MPC the sign and the clip are comparisons on a
+    /// `bits`-bit reduction.
+    Tanh {
+        /// Comparison bit-width from range analysis (64 when absent).
+        bits: u32,
+    },
+    /// The first token's values of each sample, `[b, tokens, features]` → `[b,
+    /// features]` (BERT's `[CLS]` for a classification head; local).
+    FirstToken,
     /// Layer normalisation over the last dimension: γ·(x − μ)/√(σ² + ε) + β with μ and
     /// σ² the mean and variance of each row of `features` values.
     LayerNorm {
@@ -254,6 +264,8 @@ impl Op {
             Op::Relu { .. } => "relu",
             Op::Gelu { .. } => "gelu",
             Op::Softmax { .. } => "softmax",
+            Op::Tanh { .. } => "tanh",
+            Op::FirstToken => "first_token",
             Op::LayerNorm { .. } => "layer_norm",
             Op::MatMul { .. } => "matmul",
             Op::Scale { .. } => "scale",
@@ -277,6 +289,8 @@ impl Op {
             | Op::Relu { .. }
             | Op::Gelu { .. }
             | Op::Softmax { .. }
+            | Op::Tanh { .. }
+            | Op::FirstToken
             | Op::LayerNorm { .. }
             | Op::Scale { .. }
             | Op::Reshape { .. }
@@ -312,6 +326,8 @@ impl Graph {
                 | Op::Relu { .. }
                 | Op::Gelu { .. }
                 | Op::Softmax { .. }
+                | Op::Tanh { .. }
+                | Op::FirstToken
                 | Op::LayerNorm { .. }
                 | Op::MatMul { .. }
                 | Op::Scale { .. }
@@ -450,7 +466,10 @@ impl Graph {
                     pool_shape(&input_shape(0), *kernel, *stride)
                         .ok_or_else(|| invalid(index, "avg_pool2d window does not fit".into()))?
                 }
-                Op::Relu { bits } | Op::Gelu { bits } | Op::Softmax { bits } => {
+                Op::Relu { bits }
+                | Op::Gelu { bits }
+                | Op::Softmax { bits }
+                | Op::Tanh { bits } => {
                     if !(2..=64).contains(bits) {
                         return Err(invalid(
                             index,
@@ -578,6 +597,21 @@ impl Graph {
                         ));
                     }
                     scores
+                }
+                Op::FirstToken => {
+                    let values = input_shape(0);
+                    let [batch, tokens, features] = values[..] else {
+                        return Err(invalid(
+                            index,
+                            format!(
+                                "first_token expects [batch, tokens, features], gets {values:?}"
+                            ),
+                        ));
+                    };
+                    if tokens == 0 {
+                        return Err(invalid(index, "first_token of an empty sequence".into()));
+                    }
+                    vec![batch, features]
                 }
                 Op::MaskedSum => {
                     let (values, mask) = (input_shape(0), input_shape(1));

@@ -178,6 +178,23 @@ pub fn run_plain_all(plan: &Plan, input: &[f32], batch: usize) -> Result<Vec<Vec
                     })
                     .collect()
             }
+            Op::Tanh { .. } => values[node.inputs[0]]
+                .iter()
+                .map(|&v| f64::from(v).tanh() as f32)
+                .collect(),
+            Op::FirstToken => {
+                let [_, tokens, features] = shapes[node.inputs[0]][..] else {
+                    return Err(Error::InvalidGraph {
+                        node: index,
+                        reason: "first_token of a value that is not [batch, tokens, features]"
+                            .into(),
+                    });
+                };
+                values[node.inputs[0]]
+                    .chunks(tokens * features)
+                    .flat_map(|sample| sample[..features].iter().copied())
+                    .collect()
+            }
             Op::Gelu { .. } => values[node.inputs[0]]
                 .iter()
                 .map(|&v| gelu(f64::from(v)) as f32)

@@ -150,6 +150,8 @@ impl PublicPlan {
                 | Op::Flatten
                 | Op::Add
                 | Op::MaskScores { .. }
+                | Op::Tanh { .. }
+                | Op::FirstToken
                 | Op::MaskedSum => continue,
             };
             self.expect_parameter(weight, weight_shape, ParameterKind::Weight)?;

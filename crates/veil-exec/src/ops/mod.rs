@@ -12,6 +12,7 @@
 //! - [`layer_norm`]: layer normalisation (mean, variance, a comparison-normalised Newton
 //!   rsqrt, the server's γ and β);
 //! - [`softmax`]: softmax over the last dimension (max, limit-form exp, Newton reciprocal);
+//! - [`tanh`]: tanh from the softmax's exponential and a Newton reciprocal;
 //! - [`blocks`]: what the others share (public constants, row sums and broadcasts, the
 //!   max tournament);
 //! - [`argmax`]: the `label` output policy's secure argmax.
@@ -30,3 +31,4 @@ pub mod layout;
 pub mod pooling;
 pub mod sequence;
 pub mod softmax;
+pub mod tanh;

@@ -88,15 +88,7 @@ pub fn softmax<P: Protocol>(protocol: &mut P, value: &P::Shared, bits: u32) -> R
 
     // 3. e^d ≈ (1 + d/2^8)^(2^8), at f + EXTRA_BITS fractional bits.
     let fine = f + EXTRA_BITS;
-    // d at scale f is d/2^8 at scale f + 8; lift it to scale f + EXTRA_BITS.
-    let lifted = protocol.scale(&d, 1u64 << (EXTRA_BITS - SQUARINGS))?;
-    let one = public_constant(protocol, 1.0, fine, len)?;
-    let mut power = protocol.add(&one, &lifted)?;
-    for _ in 0..SQUARINGS {
-        let square = protocol.square(&power)?;
-        power = protocol.truncate(&square, fine)?;
-    }
-    let exponential = protocol.mul(&keep, &power)?;
+    let exponential = limit_exponential(protocol, &d, &keep, len)?;
 
     // 4. Row sums (at scale f + EXTRA_BITS), then at scale f for the reciprocal.
     let sum = row_sums(protocol, &exponential, rows, columns)?;
@@ -135,6 +127,28 @@ pub fn softmax<P: Protocol>(protocol: &mut P, value: &P::Shared, bits: u32) -> R
     let output = protocol.mul(&exponential, &broadcast_reciprocal)?;
     let output = protocol.truncate(&output, fine)?;
     Ok(protocol.reshape(output, &shape)?)
+}
+
+/// e^d ≈ (1 + d/2^8)^(2^8) for `len` values d ≤ 0 at the plan's scale f, times the
+/// clip bits `keep` (1{d ≥ −14}), at f + [`EXTRA_BITS`] fractional bits: d at scale f
+/// *is* d/2^8 at scale f + 8, lifted to f + [`EXTRA_BITS`], then [`SQUARINGS`]
+/// squarings (square pairs, one truncation each). Below −2^8 the base is negative and
+/// its powers wrap, but only where the clip bit is 0. Shared by softmax and sigmoid.
+pub fn limit_exponential<P: Protocol>(
+    protocol: &mut P,
+    d: &P::Shared,
+    keep: &P::Shared,
+    len: usize,
+) -> Result<P::Shared> {
+    let fine = protocol.fixed_point().fractional_bits() + EXTRA_BITS;
+    let lifted = protocol.scale(d, 1u64 << (EXTRA_BITS - SQUARINGS))?;
+    let one = public_constant(protocol, 1.0, fine, len)?;
+    let mut power = protocol.add(&one, &lifted)?;
+    for _ in 0..SQUARINGS {
+        let square = protocol.square(&power)?;
+        power = protocol.truncate(&square, fine)?;
+    }
+    Ok(protocol.select(keep, &power)?)
 }
 
 /// The approximation in f64 for one row: exact max and reciprocal, the clip and the

@@ -12,6 +12,7 @@ mod inputs;
 mod layer_norm;
 mod minilm;
 mod softmax;
+mod tanh;
 
 use std::sync::Arc;
 use std::thread;

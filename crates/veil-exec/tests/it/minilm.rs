@@ -66,8 +66,8 @@ fn minilm_sentence_embeddings_agree_with_the_plain_run() {
     let started = std::time::Instant::now();
     // The range-checking simulation: every comparison within its calibrated width and
     // every LayerNorm variance within its documented range, or the test names the node.
-    let encoded = veil_exec::encode_inputs(&plan.public, &batch.inputs, batch.len())
-        .expect("a valid input");
+    let encoded =
+        veil_exec::encode_inputs(&plan.public, &batch.inputs, batch.len()).expect("a valid input");
     let mut simulation = veil_exec::cleartext_checked(&plan).expect("the simulation");
     let output = veil_exec::run(&mut simulation, &plan.public, batch.len(), Some(&encoded))
         .expect("in range")

@@ -98,6 +98,13 @@ pub enum Layer {
         /// Comparison bit-width (64 when absent).
         bits: Option<u32>,
     },
+    /// tanh.
+    Tanh {
+        /// Optional name.
+        name: Option<String>,
+        /// Comparison bit-width (64 when absent).
+        bits: Option<u32>,
+    },
     /// Layer normalisation over the last dimension (γ and β of shape `[features]`).
     LayerNorm {
         /// Optional name.
@@ -469,6 +476,13 @@ impl GraphBuilder {
             Layer::Gelu { name, bits } => (
                 name.clone(),
                 Op::Gelu {
+                    bits: bits.unwrap_or(64),
+                },
+                vec![current],
+            ),
+            Layer::Tanh { name, bits } => (
+                name.clone(),
+                Op::Tanh {
                     bits: bits.unwrap_or(64),
                 },
                 vec![current],

@@ -35,6 +35,8 @@ pub fn calibrate_comparison_bits(
             Op::MaxPool2d { .. } => 2.0 * largest(),
             // x against its pieces' breakpoints (at most 4 away).
             Op::Gelu { .. } => largest() + 4.0,
+            // The sign of x, and −2|x| against the clip at −14.
+            Op::Tanh { .. } => 2.0 * largest() + 14.0,
             // Pairwise differences within a row for the row max, and x − max against
             // the clip at −14: both within the row's spread (plus 14). A masked score
             // sits a penalty below its row, so the spread, not 2·|x|, is the bound (the
@@ -66,12 +68,14 @@ pub fn calibrate_comparison_bits(
             | Op::Flatten
             | Op::Add
             | Op::MaskScores { .. }
+            | Op::FirstToken
             | Op::MaskedSum => continue,
         };
         let magnitude = (reach * headroom * scale).max(1.0);
         let bits = ((magnitude.log2().ceil() as u32) + 1).clamp(2, 64);
         if let Op::Relu { bits: current }
         | Op::Gelu { bits: current }
+        | Op::Tanh { bits: current }
         | Op::Softmax { bits: current }
         | Op::MaxPool2d { bits: current, .. } = &mut graph.nodes[index].op
         {
