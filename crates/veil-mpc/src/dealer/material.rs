@@ -12,8 +12,8 @@
 //! ([`PartyMaterial::into_streaming`]): the dealer makes items in the order the party's
 //! steps take them, so a party can run while its half is still arriving. A
 //! [`MaterialFeeder`], driven by a thread that reads the dealer's link, hands items over
-//! through a bounded queue of [`STREAM_AHEAD_ITEMS`]; the party pulls the next one when a
-//! step asks for it, and so holds about one op's material at a time, never a whole
+//! through a bounded queue ([`STREAM_QUEUED_ITEMS`]); the party pulls the next one when
+//! a step asks for it, and so holds about one op's material at a time, never a whole
 //! query's.
 
 use std::collections::{HashSet, VecDeque};
@@ -164,10 +164,13 @@ impl MaterialItem {
     }
 }
 
-/// How many items a streaming half queues ahead of the party's steps. The dealer makes
-/// at most one item per party per op, so with the item the feeder is assembling and the
-/// one in use a party holds about one op's material; the queue only smooths delivery.
-pub const STREAM_AHEAD_ITEMS: usize = 2;
+/// How many complete items a streaming half queues between its feeder and the party,
+/// besides the one the feeder holds while it waits to hand it over. The dealer makes at
+/// most one item per party per op and an item is a whole op's material, so with none
+/// queued a party holds the item its step is using and the next op's (complete, or
+/// arriving): about one layer's material, and the next item is read from the network
+/// while the current op runs.
+pub const STREAM_QUEUED_ITEMS: usize = 0;
 
 /// What a feeder hands a streaming half.
 enum Delivery {
@@ -240,11 +243,12 @@ impl MaterialFeeder {
     }
 
     /// Fails the stream: the party's next take returns [`Error::MaterialStreamFailed`]
-    /// with `reason` (public text: it must hold no material). Does not wait for room in
-    /// a full queue: the party then finds the stream cut when the queue runs dry.
+    /// with `reason` (public text: it must hold no material). Waits until the party
+    /// takes it or drops its half (a party always does one or the other: at its next
+    /// step, its end or its failure).
     pub fn fail(self, reason: String) {
-        // Full or gone: dropping the sender cuts the stream, which the party reports.
-        let _ = self.sender.try_send(Delivery::Failed(reason));
+        // A party that dropped its half needs no reason.
+        let _ = self.sender.send(Delivery::Failed(reason));
     }
 }
 
@@ -265,10 +269,11 @@ impl PartyMaterial {
     }
 
     /// Makes this half (its header decoded, and any items it holds) a streaming one:
-    /// its further items come through the returned feeder, at most `ahead` queued
-    /// (at least one), and its end must be the feeder's [`MaterialFeeder::finish`].
-    pub fn into_streaming(mut self, ahead: usize) -> (Self, MaterialFeeder) {
-        let (sender, receiver) = sync_channel(ahead.max(1));
+    /// its further items come through the returned feeder, `queued` complete items at
+    /// most waiting in between ([`STREAM_QUEUED_ITEMS`]; 0: each push waits for the
+    /// party's take), and its end must be the feeder's [`MaterialFeeder::finish`].
+    pub fn into_streaming(mut self, queued: usize) -> (Self, MaterialFeeder) {
+        let (sender, receiver) = sync_channel(queued);
         self.source = Some(receiver);
         (self, MaterialFeeder { sender })
     }
@@ -609,10 +614,10 @@ mod tests {
         ]
     }
 
-    /// A header-only half of `sample()`'s session, streaming.
+    /// A header-only half of `sample()`'s session, streaming, two items queued at most.
     fn streaming() -> (PartyMaterial, MaterialFeeder) {
         PartyMaterial::new(42, PartyRole::Server, Seed::dangerous_from_test_value(1))
-            .into_streaming(STREAM_AHEAD_ITEMS)
+            .into_streaming(2)
     }
 
     #[test]
@@ -746,10 +751,7 @@ mod tests {
         drop(streamed);
         let (pushed, error) = feeding.join().unwrap();
         assert!(matches!(error, Error::MaterialConsumerGone), "{error}");
-        assert!(
-            pushed <= 1 + STREAM_AHEAD_ITEMS as u32 + 1,
-            "pushed {pushed}"
-        );
+        assert!(pushed <= 1 + 2, "pushed {pushed}");
     }
 
     #[test]
