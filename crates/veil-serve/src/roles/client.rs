@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 use veil_core::RingTensor;
 use veil_model::PublicPlan;
-use veil_mpc::material::STREAM_AHEAD_ITEMS;
+use veil_mpc::material::STREAM_QUEUED_ITEMS;
 use veil_mpc::{ClientParameters, PartyMaterial, SessionLedger};
 use veil_net::{Channel, ChannelStats, Role, SessionChannel};
 
@@ -100,7 +100,7 @@ type HalfFeed = JoinHandle<(Link, Result<u64>)>;
 /// arrive. If the party stops early the thread stops at its next item, dropping the
 /// link (then mid-stream, of no further use).
 fn stream_half(dealer: Link, material: PartyMaterial) -> Result<(PartyMaterial, HalfFeed)> {
-    let (material, feeder) = material.into_streaming(STREAM_AHEAD_ITEMS);
+    let (material, feeder) = material.into_streaming(STREAM_QUEUED_ITEMS);
     let feed = std::thread::Builder::new()
         .name("veil-client-material".into())
         .spawn(move || {

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use veil_core::prg::Seed;
 use veil_exec::server_parameters;
 use veil_model::{Plan, PublicPlan};
-use veil_mpc::material::STREAM_AHEAD_ITEMS;
+use veil_mpc::material::STREAM_QUEUED_ITEMS;
 use veil_mpc::{PartyMaterial, ServerParameters, SessionLedger};
 use veil_net::{Channel, ChannelStats, Role, SessionChannel};
 
@@ -397,13 +397,14 @@ impl StreamingClaim {
 
 /// Claims the server's half of `session_id` from the dealer over a new connection and
 /// streams it: returns once the header has arrived, with a half whose items a feed
-/// thread hands over as they come, at most [`STREAM_AHEAD_ITEMS`] ahead of the party.
+/// thread hands over as they come, at most [`STREAM_QUEUED_ITEMS`] queued beyond the
+/// one it holds.
 /// If the query stops early the thread stops at its next item and drops the link.
 fn claim_streaming(server: &Server, session_id: u128) -> Result<(PartyMaterial, StreamingClaim)> {
     let started = Instant::now();
     let (mut dealer, material, after_handshake) = claim_header(server, session_id)?;
     let header_bytes = material.encoded_len();
-    let (material, feeder) = material.into_streaming(STREAM_AHEAD_ITEMS);
+    let (material, feeder) = material.into_streaming(STREAM_QUEUED_ITEMS);
     let feed = std::thread::Builder::new()
         .name("veil-server-material".into())
         .spawn(move || {
