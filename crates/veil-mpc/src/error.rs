@@ -50,6 +50,16 @@ pub enum Error {
         /// Unused items.
         left: usize,
     },
+    /// A streaming half's feeder failed, or its stream was cut before its end (the
+    /// dealer's link failed or it sent something malformed); start a new session.
+    #[error("the preprocessing stream failed: {reason}; start a new session")]
+    MaterialStreamFailed {
+        /// Why (public text: roles, sizes and link errors, never material).
+        reason: String,
+    },
+    /// A feeder pushed an item to a half its party had dropped (the query ended early).
+    #[error("the party stopped taking preprocessing material (its query ended early)")]
+    MaterialConsumerGone,
     /// A session's material was presented a second time.
     #[error("the preprocessing of this session was already consumed; material is used once only")]
     MaterialReused,

@@ -69,6 +69,6 @@ pub use dealer::{
 pub use dealer::{material, parameters};
 pub use error::{Error, PeerMisbehaved, Result};
 pub use fss::{dcf, gates};
-pub use material::{PartyMaterial, PartyRole, SessionId, SessionLedger};
+pub use material::{MaterialFeeder, PartyMaterial, PartyRole, SessionId, SessionLedger};
 pub use parameters::{ClientParameters, DealerParameters, ServerParameters};
 pub use protocol::Protocol;

@@ -11,10 +11,16 @@
 //! session and the non-blocking socket (mio), so `send` never waits for the peer and
 //! `exchange` is full duplex. Byte accounting counts frames (payload and headers), not
 //! TLS records.
+//!
+//! Receiving is flow-controlled: the I/O thread stops reading the socket while
+//! [`INCOMING_QUEUE_BYTES`] of complete frames wait for `recv`, so a peer that sends
+//! faster than this side consumes (the dealer streaming material) is held back by TCP,
+//! and this side holds a bounded amount of what it has not yet read.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::thread::JoinHandle;
 
@@ -27,6 +33,10 @@ use crate::{Channel, ChannelStats, Error, Result, Role, TcpOptions};
 /// The DNS name every party certificate carries; identity is the role, below.
 pub const PARTY_DNS_NAME: &str = "veil-party";
 const ROLE_URI_PREFIX: &str = "urn:veil:role:";
+
+/// The I/O thread reads no more from the socket while this many bytes of complete frames
+/// wait for `recv` (one frame is always let through, whatever its size).
+pub const INCOMING_QUEUE_BYTES: usize = 8 << 20;
 
 /// The URI subject-alternative name that states `role` in a certificate.
 fn role_uri(role: Role) -> String {
@@ -181,6 +191,8 @@ const WAKE: mio::Token = mio::Token(1);
 pub struct TlsChannel {
     outgoing: Option<Sender<Vec<u8>>>,
     incoming: Receiver<Result<Vec<u8>>>,
+    /// Bytes of the frames in `incoming`, shared with the I/O thread.
+    queued: Arc<AtomicUsize>,
     waker: Arc<mio::Waker>,
     io_thread: Option<JoinHandle<()>>,
     peer_role: Role,
@@ -302,6 +314,8 @@ impl TlsChannel {
         let (outgoing, queue) = channel::<Vec<u8>>();
         let (sink, incoming) = channel::<Result<Vec<u8>>>();
         let (handshake_done, handshake) = channel::<Result<Role>>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let pump_queued = Arc::clone(&queued);
         let max_frame_bytes = options.max_frame_bytes;
         let io_thread = std::thread::Builder::new()
             .name("veil-net-tls".into())
@@ -312,6 +326,7 @@ impl TlsChannel {
                     poll,
                     queue,
                     sink,
+                    queued: pump_queued,
                     handshake_done: Some(handshake_done),
                     inbox: Vec::new(),
                     max_frame_bytes,
@@ -337,6 +352,7 @@ impl TlsChannel {
         let channel = Self {
             outgoing: Some(outgoing),
             incoming,
+            queued,
             waker,
             io_thread: Some(io_thread),
             peer_role,
@@ -366,6 +382,8 @@ struct Pump {
     poll: mio::Poll,
     queue: Receiver<Vec<u8>>,
     sink: Sender<Result<Vec<u8>>>,
+    /// Bytes of the frames in `sink` not yet taken by `recv`.
+    queued: Arc<AtomicUsize>,
     handshake_done: Option<Sender<Result<Role>>>,
     inbox: Vec<u8>,
     max_frame_bytes: usize,
@@ -411,8 +429,9 @@ impl Pump {
                 let _ = self.socket.shutdown(std::net::Shutdown::Write);
                 return Ok(());
             }
-            // Read until the socket would block.
-            loop {
+            // Read until the socket would block, or until enough frames wait for `recv`
+            // (which wakes this thread when it has taken them).
+            while self.queued.load(Ordering::Acquire) < INCOMING_QUEUE_BYTES {
                 match self.connection.read_tls(&mut self.socket) {
                     Ok(0) => {
                         self.deliver()?;
@@ -495,6 +514,7 @@ impl Pump {
                 break;
             }
             let body = start + FRAME_HEADER_BYTES;
+            self.queued.fetch_add(length, Ordering::AcqRel);
             let _ = self.sink.send(Ok(self.inbox[body..body + length].to_vec()));
             start = body + length;
         }
@@ -524,7 +544,18 @@ impl Channel for TlsChannel {
     fn recv(&mut self) -> Result<Vec<u8>> {
         let timeout = self.options.read_timeout;
         let payload = match self.incoming.recv_timeout(timeout) {
-            Ok(frame) => frame?,
+            Ok(Ok(frame)) => {
+                let before = self.queued.fetch_sub(frame.len(), Ordering::AcqRel);
+                if before >= INCOMING_QUEUE_BYTES && before - frame.len() < INCOMING_QUEUE_BYTES {
+                    // The I/O thread paused reading: let it read on.
+                    self.waker.wake().map_err(|source| Error::Io {
+                        context: "waking the TLS thread",
+                        source,
+                    })?;
+                }
+                frame
+            }
+            Ok(Err(error)) => return Err(error),
             Err(RecvTimeoutError::Timeout) => {
                 return Err(Error::Timeout {
                     seconds: timeout.as_secs(),
@@ -614,6 +645,30 @@ mod tests {
         assert_eq!((got.len(), peer_got), (size, size));
         assert!(got.iter().all(|&b| b == 2));
         assert_eq!(peer_stats.bytes_received, size as u64 + 4);
+    }
+
+    #[test]
+    fn a_receiver_that_does_not_read_holds_back_the_sender() {
+        let (server, client, _) = identities();
+        let (accepted, connected) = pair(server, vec![Role::Client], client, vec![Role::Server]);
+        let (mut accepted, mut connected) = (accepted.unwrap(), connected.unwrap());
+        let (frames, size) = (64, 1 << 20);
+        for index in 0..frames {
+            connected.send(&vec![index as u8; size]).unwrap();
+        }
+        // Give the I/O threads time to move whatever they may.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let waiting = accepted.queued.load(Ordering::Acquire);
+        assert!(
+            waiting < INCOMING_QUEUE_BYTES + size,
+            "{waiting} bytes queued unread"
+        );
+        for index in 0..frames {
+            let frame = accepted.recv().unwrap();
+            assert_eq!(frame.len(), size);
+            assert!(frame.iter().all(|&byte| byte == index as u8));
+        }
+        assert_eq!(accepted.queued.load(Ordering::Acquire), 0);
     }
 
     #[test]

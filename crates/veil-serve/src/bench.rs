@@ -82,12 +82,22 @@ pub struct BenchReport {
     pub pool_hits: u64,
     pub dealer_payload_bytes_received: u64,
     pub peak_rss_bytes: Option<u64>,
+    pub peak_rss_bytes_per_process: PeakRss,
     pub tls: bool,
     pub threads_compute: usize,
     pub threads_io: usize,
     pub rounds_times_rtt_s: f64,
     pub kernel: &'static str,
     pub max_abs_err: f64,
+}
+
+/// Each role process's peak resident set size (Linux `VmHWM`), in bytes.
+#[derive(Clone, Copy, Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct PeakRss {
+    pub client: Option<u64>,
+    pub server: Option<u64>,
+    pub dealer: Option<u64>,
 }
 
 /// How many values the `gelu` benchmark applies GELU to.
@@ -317,6 +327,11 @@ pub fn run_bench(executable: &Path, options: &BenchOptions) -> Result<BenchRepor
         pool_hits: dealer.pool_hits,
         dealer_payload_bytes_received: dealer.payload_bytes_received_after_handshake,
         peak_rss_bytes,
+        peak_rss_bytes_per_process: PeakRss {
+            client: client.peak_rss_bytes,
+            server: server.peak_rss_bytes,
+            dealer: dealer.peak_rss_bytes,
+        },
         tls,
         threads_compute: 1,
         threads_io: if network == NetworkProfile::Local {

@@ -158,6 +158,10 @@ pub enum Error {
         /// The dealer's epoch.
         ours: u64,
     },
+    /// The client's link to the dealer was lost with a query that failed while its half
+    /// was streaming.
+    #[error("the link to the dealer was lost when an earlier query failed; reconnect the client")]
+    DealerLinkLost,
     /// The dealer refused a session and said why.
     #[error("the dealer refused the session: {reason}")]
     SessionRefused {

@@ -24,8 +24,8 @@ use veil_core::RingTensor;
 use veil_core::prg::{SEED_BYTES, Seed};
 use veil_model::PublicPlan;
 use veil_model::plan::ParameterKind;
-use veil_mpc::PartyMaterial;
 use veil_mpc::material::{MaterialItem, Tag};
+use veil_mpc::{MaterialFeeder, PartyMaterial};
 use veil_net::{Channel, Role};
 
 use crate::{Error, PeerMisbehaved, Result};
@@ -546,24 +546,44 @@ pub fn item_bytes(item: &MaterialItem) -> u64 {
     (item.encoded_header().len() + 8 * item.words().len()) as u64
 }
 
+/// Where a [`MaterialStream`] puts each item once its words are complete.
+enum Destination<'a> {
+    /// A whole half, in memory.
+    Whole(&'a mut PartyMaterial),
+    /// A streaming half's bounded queue, which the party drains as it runs.
+    Feed(&'a MaterialFeeder),
+}
+
 /// Decodes a material stream frame by frame into a half whose header has arrived:
 /// items (a header frame, then chunk frames of whole words) until an empty frame.
 /// Every announced size is checked against [`MAX_MATERIAL_BYTES`], and an item's words
 /// are allocated at most one chunk ahead of the bytes that arrived.
 pub struct MaterialStream<'a> {
-    material: &'a mut PartyMaterial,
+    destination: Destination<'a>,
     total_words: u64,
+    items: u64,
     /// The item whose words are arriving, and its words so far.
     current: Option<(Tag, Vec<u64>)>,
     done: bool,
 }
 
 impl<'a> MaterialStream<'a> {
-    /// A stream into `material` (its header decoded already).
+    /// A stream into `material` (its header decoded already), kept whole.
     pub fn new(material: &'a mut PartyMaterial) -> Self {
+        Self::into_destination(Destination::Whole(material))
+    }
+
+    /// A stream into a streaming half's `feeder`: each item goes to the party's bounded
+    /// queue as soon as its words are complete, waiting while the queue is full.
+    pub fn feeding(feeder: &'a MaterialFeeder) -> Self {
+        Self::into_destination(Destination::Feed(feeder))
+    }
+
+    fn into_destination(destination: Destination<'a>) -> Self {
         Self {
-            material,
+            destination,
             total_words: 0,
+            items: 0,
             current: None,
             done: false,
         }
@@ -572,6 +592,13 @@ impl<'a> MaterialStream<'a> {
     /// Whether the end frame has arrived.
     pub fn is_done(&self) -> bool {
         self.done
+    }
+
+    /// Bytes of the items announced so far (headers and words, as [`item_bytes`]).
+    pub fn item_bytes(&self) -> u64 {
+        self.items
+            .saturating_mul(ITEM_HEADER_BYTES)
+            .saturating_add(self.total_words.saturating_mul(8))
     }
 
     /// Takes the stream's next frame.
@@ -587,6 +614,7 @@ impl<'a> MaterialStream<'a> {
                 return Ok(());
             }
             let tag = MaterialItem::decode_header(frame)?;
+            self.items += 1;
             self.total_words = self.total_words.saturating_add(tag.words);
             if self.total_words.saturating_mul(8) > MAX_MATERIAL_BYTES {
                 return Err(PeerMisbehaved::MaterialTooLarge {
@@ -617,10 +645,13 @@ impl<'a> MaterialStream<'a> {
         self.item_words(tag, words)
     }
 
-    /// Keeps an item until its words are complete, then adds it to the half.
+    /// Keeps an item until its words are complete, then hands it on.
     fn item_words(&mut self, tag: Tag, words: Vec<u64>) -> Result<()> {
         if words.len() as u64 == tag.words {
-            self.material.push_streamed(tag, words)?;
+            match &mut self.destination {
+                Destination::Whole(material) => material.push_streamed(tag, words)?,
+                Destination::Feed(feeder) => feeder.push(tag, words)?,
+            }
         } else {
             self.current = Some((tag, words));
         }
@@ -629,6 +660,10 @@ impl<'a> MaterialStream<'a> {
 
     /// Receives frames from `channel` until the end frame.
     pub fn receive(mut self, channel: &mut impl Channel) -> Result<()> {
+        self.receive_all(channel)
+    }
+
+    fn receive_all(&mut self, channel: &mut impl Channel) -> Result<()> {
         while !self.done {
             let frame = channel.recv()?;
             self.accept(&frame)?;
@@ -636,6 +671,9 @@ impl<'a> MaterialStream<'a> {
         Ok(())
     }
 }
+
+/// Bytes of a streamed item's header on the wire (as [`MaterialItem::encoded_header`]).
+const ITEM_HEADER_BYTES: u64 = 4 + 1 + 8;
 
 /// Receives streamed items into `material` (whose header has arrived) until the end
 /// frame.
@@ -648,6 +686,28 @@ pub fn receive_material(channel: &mut impl Channel) -> Result<PartyMaterial> {
     let mut material = PartyMaterial::decode(&channel.recv()?)?;
     receive_items(channel, &mut material)?;
     Ok(material)
+}
+
+/// Feeds a streaming half from `channel` (its header received): each item goes to
+/// `feeder` as it completes, then the end mark after the end frame. Run on a thread of
+/// its own while the party consumes. On an error the stream is failed with its
+/// (public) message, so the party's next take reports it, and the error is returned;
+/// a party that stops taking material stops this at its next item. Returns the bytes
+/// of the items received.
+pub fn feed_items(channel: &mut impl Channel, feeder: MaterialFeeder) -> Result<u64> {
+    let mut stream = MaterialStream::feeding(&feeder);
+    let received = stream.receive_all(channel);
+    let bytes = stream.item_bytes();
+    match received {
+        Ok(()) => {
+            feeder.finish()?;
+            Ok(bytes)
+        }
+        Err(error) => {
+            feeder.fail(error.to_string());
+            Err(error)
+        }
+    }
 }
 
 #[cfg(test)]

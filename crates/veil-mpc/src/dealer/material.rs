@@ -7,8 +7,17 @@
 //! Items are moved out as they are consumed, a session's material is accepted once per
 //! process ([`SessionLedger`]), and leftovers at the end are an error, so no item can be
 //! used twice.
+//!
+//! A half is either whole (every item in memory, as decoded or generated) or streaming
+//! ([`PartyMaterial::into_streaming`]): the dealer makes items in the order the party's
+//! steps take them, so a party can run while its half is still arriving. A
+//! [`MaterialFeeder`], driven by a thread that reads the dealer's link, hands items over
+//! through a bounded queue ([`STREAM_QUEUED_ITEMS`]); the party pulls the next one when
+//! a step asks for it, and so holds about one op's material at a time, never a whole
+//! query's.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use veil_core::prg::{Prg, SEED_BYTES, Seed};
@@ -170,12 +179,32 @@ impl MaterialItem {
     }
 }
 
+/// How many complete items a streaming half queues between its feeder and the party,
+/// besides the one the feeder holds while it waits to hand it over. The dealer makes at
+/// most one item per party per op and an item is a whole op's material, so with none
+/// queued a party holds the item its step is using and the next op's (complete, or
+/// arriving): about one layer's material, and the next item is read from the network
+/// while the current op runs.
+pub const STREAM_QUEUED_ITEMS: usize = 0;
+
+/// What a feeder hands a streaming half.
+enum Delivery {
+    /// The next item.
+    Item(MaterialItem),
+    /// The stream's end: every item was delivered.
+    End,
+    /// The stream failed; the reason is public text (no material).
+    Failed(String),
+}
+
 /// One party's material for one query session.
 pub struct PartyMaterial {
     session_id: SessionId,
     role: PartyRole,
     seed: Seed,
     items: VecDeque<MaterialItem>,
+    /// The rest of a streaming half, until its end arrives (`None` when whole).
+    source: Option<Receiver<Delivery>>,
 }
 
 impl std::fmt::Debug for PartyMaterial {
@@ -184,7 +213,57 @@ impl std::fmt::Debug for PartyMaterial {
             .debug_struct("PartyMaterial")
             .field("role", &self.role)
             .field("items", &self.items.len())
+            .field("streaming", &self.source.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+/// The sending end of a streaming half ([`PartyMaterial::into_streaming`]): whoever
+/// reads the dealer's link pushes each item as it completes, then [`Self::finish`]es
+/// the stream or [`Self::fail`]s it. A push waits while the party's queue is full, and
+/// fails once the party has dropped its half, so a feeder never outlives its consumer.
+/// Dropped without either call, the party's next take fails: the stream was cut.
+pub struct MaterialFeeder {
+    sender: SyncSender<Delivery>,
+}
+
+impl std::fmt::Debug for MaterialFeeder {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("MaterialFeeder")
+    }
+}
+
+impl MaterialFeeder {
+    /// Hands over the next item, whose words arrived after its header; waits while the
+    /// party's queue is full. An error when the words do not match the header, or when
+    /// the party no longer takes material.
+    pub fn push(&self, tag: Tag, words: Vec<u64>) -> Result<()> {
+        if words.len() as u64 != tag.words {
+            return Err(PeerMisbehaved::MalformedMaterial(
+                "a streamed item's words do not match its header",
+            )
+            .into());
+        }
+        self.sender
+            .send(Delivery::Item(MaterialItem { tag, words }))
+            .map_err(|_| Error::MaterialConsumerGone)
+    }
+
+    /// Ends the stream: every item was delivered. An error when the party no longer
+    /// takes material.
+    pub fn finish(self) -> Result<()> {
+        self.sender
+            .send(Delivery::End)
+            .map_err(|_| Error::MaterialConsumerGone)
+    }
+
+    /// Fails the stream: the party's next take returns [`Error::MaterialStreamFailed`]
+    /// with `reason` (public text: it must hold no material). Waits until the party
+    /// takes it or drops its half (a party always does one or the other: at its next
+    /// step, its end or its failure).
+    pub fn fail(self, reason: String) {
+        // A party that dropped its half needs no reason.
+        let _ = self.sender.send(Delivery::Failed(reason));
     }
 }
 
@@ -200,7 +279,69 @@ impl PartyMaterial {
             role,
             seed,
             items: VecDeque::new(),
+            source: None,
         }
+    }
+
+    /// Makes this half (its header decoded, and any items it holds) a streaming one:
+    /// its further items come through the returned feeder, `queued` complete items at
+    /// most waiting in between ([`STREAM_QUEUED_ITEMS`]; 0: each push waits for the
+    /// party's take), and its end must be the feeder's [`MaterialFeeder::finish`].
+    pub fn into_streaming(mut self, queued: usize) -> (Self, MaterialFeeder) {
+        let (sender, receiver) = sync_channel(queued);
+        self.source = Some(receiver);
+        (self, MaterialFeeder { sender })
+    }
+
+    /// Whether items are still to come from a feeder.
+    pub fn is_streaming(&self) -> bool {
+        self.source.is_some()
+    }
+
+    /// Waits for a streaming half's next delivery: `true` when an item was queued,
+    /// `false` at the end (or for a whole half); the feeder's failure, or a stream cut
+    /// before its end, is an error.
+    fn pull(&mut self) -> Result<bool> {
+        let Some(source) = &self.source else {
+            return Ok(false);
+        };
+        let delivery = source.recv();
+        match delivery {
+            Ok(Delivery::Item(item)) => {
+                self.items.push_back(item);
+                Ok(true)
+            }
+            Ok(Delivery::End) => {
+                self.source = None;
+                Ok(false)
+            }
+            Ok(Delivery::Failed(reason)) => {
+                self.source = None;
+                Err(Error::MaterialStreamFailed { reason })
+            }
+            Err(_) => {
+                self.source = None;
+                Err(Error::MaterialStreamFailed {
+                    reason: "the stream was cut before its end".into(),
+                })
+            }
+        }
+    }
+
+    /// Ends the query's use of this material: waits for a streaming half's end (items
+    /// still arriving are counted and dropped, zeroised), and fails if any item was left
+    /// unused or the stream failed or was cut.
+    pub fn finish(&mut self) -> Result<()> {
+        let mut left = self.items.len();
+        self.items.clear();
+        while self.pull()? {
+            left += self.items.len();
+            self.items.clear();
+        }
+        if left > 0 {
+            return Err(Error::MaterialLeftOver { left });
+        }
+        Ok(())
     }
 
     pub(crate) fn push(&mut self, item: MaterialItem) {
@@ -234,12 +375,13 @@ impl PartyMaterial {
         &self.seed
     }
 
-    /// Items not yet consumed.
+    /// Items held and not yet consumed (for a streaming half, those that arrived; more
+    /// may follow).
     pub fn remaining_items(&self) -> usize {
         self.items.len()
     }
 
-    /// Bytes of the wire form.
+    /// Bytes of the wire form (for a streaming half, of the items held now).
     pub fn encoded_len(&self) -> usize {
         HEADER_BYTES
             + self
@@ -249,8 +391,12 @@ impl PartyMaterial {
                 .sum::<usize>()
     }
 
-    /// Takes the next item, which must carry `expected`'s tag.
+    /// Takes the next item, which must carry `expected`'s tag; a streaming half waits
+    /// for it to arrive.
     pub(crate) fn take(&mut self, expected: Tag) -> Result<Vec<u64>> {
+        if self.items.is_empty() {
+            self.pull()?;
+        }
         match self.items.front() {
             Some(item) if item.tag == expected => {}
             other => {
@@ -324,6 +470,7 @@ impl PartyMaterial {
             role,
             seed,
             items,
+            source: None,
         })
     }
 }
@@ -458,6 +605,168 @@ mod tests {
             material.take(second),
             Err(Error::MaterialMismatch { .. })
         ));
+    }
+
+    /// The tags and words of `sample()`'s items, in order.
+    fn sample_items() -> Vec<(Tag, Vec<u64>)> {
+        vec![
+            (
+                Tag {
+                    op_index: 0,
+                    kind: MaterialKind::WeightProduct,
+                    words: 3,
+                },
+                vec![1, 2, 3],
+            ),
+            (
+                Tag {
+                    op_index: 1,
+                    kind: MaterialKind::Truncation,
+                    words: 2,
+                },
+                vec![4, 5],
+            ),
+        ]
+    }
+
+    /// A header-only half of `sample()`'s session, streaming, two items queued at most.
+    fn streaming() -> (PartyMaterial, MaterialFeeder) {
+        PartyMaterial::new(42, PartyRole::Server, Seed::dangerous_from_test_value(1))
+            .into_streaming(2)
+    }
+
+    #[test]
+    fn a_streamed_half_yields_what_a_whole_one_does() {
+        let (mut streamed, feeder) = streaming();
+        let feeding = std::thread::spawn(move || {
+            for (tag, words) in sample_items() {
+                feeder.push(tag, words)?;
+            }
+            feeder.finish()
+        });
+        let mut whole = sample();
+        for (tag, _) in sample_items() {
+            assert_eq!(streamed.take(tag).unwrap(), whole.take(tag).unwrap());
+        }
+        streamed.finish().unwrap();
+        whole.finish().unwrap();
+        feeding.join().unwrap().unwrap();
+        assert!(!streamed.is_streaming());
+    }
+
+    #[test]
+    fn a_feeder_waits_for_the_party_within_its_bound() {
+        let (mut streamed, feeder) =
+            PartyMaterial::new(42, PartyRole::Client, Seed::dangerous_from_test_value(1))
+                .into_streaming(1);
+        let pushed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&pushed);
+        let feeding = std::thread::spawn(move || {
+            for op_index in 0..10 {
+                let tag = Tag {
+                    op_index,
+                    kind: MaterialKind::Drelu,
+                    words: 1,
+                };
+                feeder.push(tag, vec![u64::from(op_index)])?;
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            feeder.finish()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // One queued; the feeder waits on the second.
+        assert!(pushed.load(std::sync::atomic::Ordering::SeqCst) <= 1);
+        for op_index in 0..10 {
+            let tag = Tag {
+                op_index,
+                kind: MaterialKind::Drelu,
+                words: 1,
+            };
+            assert_eq!(streamed.take(tag).unwrap(), vec![u64::from(op_index)]);
+        }
+        streamed.finish().unwrap();
+        feeding.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_failed_or_cut_stream_is_an_error_from_take() {
+        let [(first, first_words), (second, _)]: [(Tag, Vec<u64>); 2] =
+            sample_items().try_into().unwrap();
+        let (mut streamed, feeder) = streaming();
+        feeder.push(first, first_words.clone()).unwrap();
+        feeder.fail("the dealer's link closed".into());
+        streamed.take(first).unwrap();
+        let error = streamed.take(second).unwrap_err();
+        assert!(
+            matches!(&error, Error::MaterialStreamFailed { reason } if reason.contains("link closed")),
+            "{error}"
+        );
+        // The feeder dropped without an end: cut.
+        let (mut streamed, feeder) = streaming();
+        let feeding = std::thread::spawn(move || feeder.push(first, first_words));
+        feeding.join().unwrap().unwrap();
+        streamed.take(first).unwrap();
+        assert!(matches!(
+            streamed.take(second),
+            Err(Error::MaterialStreamFailed { .. })
+        ));
+        // A missing end is an error at the query's end too.
+        let (mut streamed, feeder) = streaming();
+        drop(feeder);
+        assert!(matches!(
+            streamed.finish(),
+            Err(Error::MaterialStreamFailed { .. })
+        ));
+        // A feeder's item with the wrong word count is refused.
+        let (_streamed, feeder) = streaming();
+        assert!(feeder.push(first, vec![1]).is_err());
+    }
+
+    #[test]
+    fn items_left_in_a_stream_are_an_error_at_the_end() {
+        let (mut streamed, feeder) = streaming();
+        let feeding = std::thread::spawn(move || {
+            for (tag, words) in sample_items() {
+                feeder.push(tag, words)?;
+            }
+            feeder.finish()
+        });
+        let (first, _) = sample_items()[0].clone();
+        streamed.take(first).unwrap();
+        assert!(matches!(
+            streamed.finish(),
+            Err(Error::MaterialLeftOver { left: 1 })
+        ));
+        feeding.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn dropping_the_half_stops_its_feeder() {
+        let (mut streamed, feeder) = streaming();
+        let feeding = std::thread::spawn(move || {
+            let mut op_index = 0;
+            loop {
+                let tag = Tag {
+                    op_index,
+                    kind: MaterialKind::Relu,
+                    words: 1,
+                };
+                if let Err(error) = feeder.push(tag, vec![7]) {
+                    return (op_index, error);
+                }
+                op_index += 1;
+            }
+        });
+        let tag = Tag {
+            op_index: 0,
+            kind: MaterialKind::Relu,
+            words: 1,
+        };
+        streamed.take(tag).unwrap();
+        drop(streamed);
+        let (pushed, error) = feeding.join().unwrap();
+        assert!(matches!(error, Error::MaterialConsumerGone), "{error}");
+        assert!(pushed <= 1 + 2, "pushed {pushed}");
     }
 
     #[test]

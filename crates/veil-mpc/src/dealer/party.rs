@@ -179,12 +179,10 @@ impl<C: Channel> Party<C> {
         &self.channel
     }
 
-    /// Ends the query: every material item must have been used.
-    pub fn finish(self) -> Result<C> {
-        let left = self.material.remaining_items();
-        if left > 0 {
-            return Err(Error::MaterialLeftOver { left });
-        }
+    /// Ends the query: every material item must have been used (a streaming half must
+    /// also have reached its end).
+    pub fn finish(mut self) -> Result<C> {
+        self.material.finish()?;
         Ok(self.channel)
     }
 

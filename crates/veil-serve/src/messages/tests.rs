@@ -211,6 +211,72 @@ fn feed(header: &[u8], frames: &[Vec<u8>]) -> Result<Option<PartyMaterial>> {
     Ok(None)
 }
 
+/// Replays frames in order, then reports the peer gone.
+struct Replay(std::collections::VecDeque<Vec<u8>>);
+
+impl Channel for Replay {
+    fn send(&mut self, _: &[u8]) -> veil_net::Result<()> {
+        Ok(())
+    }
+    fn recv(&mut self) -> veil_net::Result<Vec<u8>> {
+        self.0.pop_front().ok_or(veil_net::Error::PeerClosed)
+    }
+    fn stats(&self) -> veil_net::ChannelStats {
+        veil_net::ChannelStats::default()
+    }
+}
+
+/// Feeds `frames` on a thread into a streaming half of `header`, queueing one item.
+fn feed_on_thread(
+    header: &[u8],
+    frames: &[Vec<u8>],
+) -> (PartyMaterial, std::thread::JoinHandle<Result<u64>>) {
+    let (half, feeder) = PartyMaterial::decode(header).unwrap().into_streaming(1);
+    let mut link = Replay(frames.iter().cloned().collect());
+    (
+        half,
+        std::thread::spawn(move || feed_items(&mut link, feeder)),
+    )
+}
+
+#[test]
+fn a_fed_half_gets_every_item_and_a_cut_or_abandoned_stream_ends_cleanly() {
+    let (header, frames, whole) = material_stream();
+    let items = PartyMaterial::decode(&whole).unwrap().remaining_items();
+    // Every item arrives, then the end; unused, they are left over.
+    let (mut half, feed) = feed_on_thread(&header, &frames);
+    match half.finish() {
+        Err(veil_mpc::Error::MaterialLeftOver { left }) => assert_eq!(left, items),
+        other => panic!("expected leftovers, got {other:?}"),
+    }
+    assert_eq!(
+        feed.join().unwrap().unwrap(),
+        (whole.len() - header.len()) as u64
+    );
+    // The dealer's link closes before the end frame: the half reports it.
+    let (mut half, feed) = feed_on_thread(&header, &frames[..frames.len() - 1]);
+    let error = half.finish().unwrap_err();
+    assert!(
+        matches!(error, veil_mpc::Error::MaterialStreamFailed { .. }),
+        "{error}"
+    );
+    assert!(feed.join().unwrap().is_err());
+    // A damaged chunk fails the stream with the decoder's message.
+    let mut damaged = frames.clone();
+    damaged.insert(2, vec![1, 2, 3]);
+    let (mut half, feed) = feed_on_thread(&header, &damaged);
+    assert!(half.finish().is_err());
+    assert!(feed.join().unwrap().is_err());
+    // The party drops its half: the feeder stops instead of reading on.
+    let (half, feed) = feed_on_thread(&header, &frames);
+    drop(half);
+    let error = feed.join().unwrap().unwrap_err();
+    assert!(
+        matches!(error, Error::Mpc(veil_mpc::Error::MaterialConsumerGone)),
+        "{error}"
+    );
+}
+
 #[test]
 fn material_streams_round_trip_and_damaged_streams_never_panic() {
     let (header, frames, whole) = material_stream();

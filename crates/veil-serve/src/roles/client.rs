@@ -1,14 +1,22 @@
 //! The client: one client session with the server (set-up: D) and one with the dealer
 //! (dialled directly, never through the server); each query takes a half from the
 //! dealer (or from those prefetched), names its session to the server, and runs.
+//!
+//! A query without a prefetched half streams its half: the dealer's link goes to a feed
+//! thread that hands items to the party through a bounded queue as they arrive, the
+//! online run starts as soon as the server is ready, and the link comes back when the
+//! stream has ended. So the client holds about one op's material at a time; only
+//! prefetched halves (held for later queries, within `prefetch_bytes`) are whole.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tracing::warn;
 use veil_core::RingTensor;
 use veil_model::PublicPlan;
+use veil_mpc::material::STREAM_QUEUED_ITEMS;
 use veil_mpc::{ClientParameters, PartyMaterial, SessionLedger};
 use veil_net::{Channel, ChannelStats, Role, SessionChannel};
 
@@ -16,7 +24,7 @@ use super::{MAX_HELD_HALVES, mpc_party};
 use crate::handshake::handshake;
 use crate::messages::{
     ClientExtension, ClientMessage, Hello, MaskedWeights, Ready, SessionAnswer, SessionRequest,
-    receive_items,
+    feed_items, receive_items,
 };
 use crate::transport::{Link, Transport};
 use crate::{Error, PeerMisbehaved, Result};
@@ -34,7 +42,8 @@ pub struct QueryReport {
     pub server_sent_bytes: u64,
     /// Times the client blocked on a receive in that window.
     pub rounds: u64,
-    /// Bytes of this query's material at the client.
+    /// Bytes of this query's material at the client (all of it, though a streamed half
+    /// is never held whole).
     pub client_material_bytes: usize,
     /// Time this query waited for its half from the dealer (none when prefetched).
     pub offline_seconds: f64,
@@ -82,11 +91,35 @@ struct Prefetched {
     usable_until: Instant,
 }
 
+/// The thread feeding a streamed half from the dealer's link: it gives the link back
+/// with the bytes of the items it received.
+type HalfFeed = JoinHandle<(Link, Result<u64>)>;
+
+/// Starts streaming a half whose header came over `dealer`: a feed thread takes the
+/// link and hands the items to the returned half, which the party consumes as they
+/// arrive. If the party stops early the thread stops at its next item, dropping the
+/// link (then mid-stream, of no further use).
+fn stream_half(dealer: Link, material: PartyMaterial) -> Result<(PartyMaterial, HalfFeed)> {
+    let (material, feeder) = material.into_streaming(STREAM_QUEUED_ITEMS);
+    let feed = std::thread::Builder::new()
+        .name("veil-client-material".into())
+        .spawn(move || {
+            let mut dealer = dealer;
+            let received = feed_items(&mut dealer, feeder)
+                .map_err(|error| error.during("waiting for the dealer's material"));
+            (dealer, received)
+        })
+        .map_err(Error::io("starting the material feed"))?;
+    Ok((material, feed))
+}
+
 /// A connected client: one client session with the server and one with the dealer.
 pub struct Client {
     plan: PublicPlan,
     server: Link,
-    dealer: Link,
+    /// The dealer's link; away while a feed thread streams a half over it, and gone
+    /// for good after a query that failed mid-stream.
+    dealer: Option<Link>,
     parameters: Arc<ClientParameters>,
     ledger: SessionLedger,
     options: ClientOptions,
@@ -161,7 +194,7 @@ impl Client {
         let mut client = Self {
             plan,
             server,
-            dealer,
+            dealer: Some(dealer),
             parameters: Arc::new(ClientParameters::new(weights)),
             ledger: SessionLedger::default(),
             options,
@@ -178,16 +211,22 @@ impl Client {
         self.prefetched.len()
     }
 
+    /// The dealer's link, unless an earlier query lost it.
+    fn dealer(&mut self) -> Result<&mut Link> {
+        self.dealer.as_mut().ok_or(Error::DealerLinkLost)
+    }
+
     /// Asks the dealer for a query session: its answer, then our half's header.
     fn request_session(&mut self) -> Result<(PartyMaterial, Duration)> {
         const WAITING: &str = "waiting for the dealer's session";
-        self.dealer.send(&SessionRequest.encode())?;
-        let answer = self.dealer.recv().map_err(Error::link(WAITING))?;
+        let dealer = self.dealer()?;
+        dealer.send(&SessionRequest.encode())?;
+        let answer = dealer.recv().map_err(Error::link(WAITING))?;
         let claimable = match SessionAnswer::decode(&answer)? {
             SessionAnswer::Follows { claimable } => claimable,
             SessionAnswer::Refused { reason } => return Err(Error::SessionRefused { reason }),
         };
-        let material = PartyMaterial::decode(&self.dealer.recv().map_err(Error::link(WAITING))?)?;
+        let material = PartyMaterial::decode(&dealer.recv().map_err(Error::link(WAITING))?)?;
         if Some(material.role()) != mpc_party(Role::Client) {
             return Err(PeerMisbehaved::WrongMaterial.into());
         }
@@ -196,7 +235,7 @@ impl Client {
 
     /// Receives the items of a half whose header has arrived.
     fn receive_half(&mut self, material: &mut PartyMaterial) -> Result<()> {
-        receive_items(&mut self.dealer, material)
+        receive_items(self.dealer()?, material)
             .map_err(|error| error.during("waiting for the dealer's material"))
     }
 
@@ -290,24 +329,26 @@ impl Client {
         if let Some(remaining) = &mut self.options.expected_queries {
             *remaining = remaining.saturating_sub(1);
         }
-        // Preprocessing first: both parties hold their halves before the online window.
+        // A prefetched half is whole; otherwise the half streams: the server claims its
+        // half by the session id while ours arrives, and both run as items come.
         self.drop_expired();
-        let (material, warm) = match self.prefetched.pop_front() {
+        let (material, feed) = match self.prefetched.pop_front() {
             Some(held) => {
                 self.start_query(held.material.session_id())?;
-                (held.material, true)
+                (held.material, None)
             }
             None => {
-                // The session header first: the server claims its half by this id
-                // while our half arrives.
-                let (mut material, _) = self.request_session()?;
+                let (material, _) = self.request_session()?;
                 self.start_query(material.session_id())?;
-                self.receive_half(&mut material)?;
-                (material, false)
+                let header_bytes = material.encoded_len();
+                let dealer = self.dealer.take().ok_or(Error::DealerLinkLost)?;
+                let (material, feed) = stream_half(dealer, material)?;
+                (material, Some((feed, header_bytes)))
             }
         };
+        let warm = feed.is_none();
+        let whole_bytes = material.encoded_len();
         let offline_seconds = call_start.elapsed().as_secs_f64();
-        let client_material_bytes = material.encoded_len();
         let ready = self
             .server
             .recv()
@@ -315,10 +356,23 @@ impl Client {
         Ready::decode(&ready)?;
         let before: ChannelStats = self.server.stats();
         let started = Instant::now();
+        // On an error a feed thread still running stops at its next item (the half is
+        // dropped); the dealer's link goes with it.
         let output = self.run_client_query(material, &inputs)?;
         let online_seconds = started.elapsed().as_secs_f64();
         let latency_seconds = call_start.elapsed().as_secs_f64();
         let used = self.server.stats().since(&before);
+        let client_material_bytes = match feed {
+            None => whole_bytes,
+            Some((feed, header_bytes)) => {
+                // The query used every item, so the stream has ended: the link is back.
+                let (dealer, received) = feed.join().map_err(|_| Error::ThreadPanicked {
+                    what: "material feed",
+                })?;
+                self.dealer = Some(dealer);
+                header_bytes + received? as usize
+            }
+        };
         // Halves for the next queries, outside the latency. A failure here does not
         // lose this answer: prefetching stops and later queries fetch on demand.
         let prefetch_start = Instant::now();

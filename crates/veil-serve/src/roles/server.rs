@@ -1,24 +1,30 @@
 //! The server: registers with the dealer, then serves client sessions; each query claims
 //! its half from the dealer by the session id the client names.
+//!
+//! A query's half streams: once its header has arrived a feed thread hands the items to
+//! the party through a bounded queue as they come, so the server holds about one op's
+//! material at a time. Halves claimed ahead for a prefetching client's later queries
+//! (the warm mode) are received whole.
 
 use std::collections::VecDeque;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::ScopedJoinHandle;
+use std::thread::{JoinHandle, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 use veil_core::prg::Seed;
 use veil_exec::server_parameters;
 use veil_model::{Plan, PublicPlan};
+use veil_mpc::material::STREAM_QUEUED_ITEMS;
 use veil_mpc::{PartyMaterial, ServerParameters, SessionLedger};
-use veil_net::{Channel, Role, SessionChannel};
+use veil_net::{Channel, ChannelStats, Role, SessionChannel};
 
 use super::{MAX_HELD_HALVES, accept_loop, mpc_party};
 use crate::handshake::handshake;
 use crate::messages::{
-    ClientMessage, Hello, MaskedWeights, Ready, ServerExtension, receive_material,
+    ClientMessage, Hello, MaskedWeights, Ready, ServerExtension, feed_items, receive_items,
 };
 use crate::metrics::Metrics;
 use crate::transport::{Link, Transport};
@@ -80,7 +86,8 @@ pub struct ServerSummary {
     pub queries: u64,
     /// Client sessions that ended in an error.
     pub failed_sessions: u64,
-    /// Bytes of the last query's material at the server.
+    /// Bytes of the last query's material at the server (all of it, though a streamed
+    /// half is never held whole).
     pub material_bytes: usize,
     /// Payload bytes sent to the dealer after the handshake (must be 0).
     pub payload_bytes_sent_to_dealer: u64,
@@ -238,15 +245,21 @@ fn server_client_session(server: &Server, stream: std::net::TcpStream) -> Result
                 }
                 ClientMessage::QueryStart { session_id, batch } => (session_id, batch),
             };
-            let material = match held.claims.iter().position(|(id, _)| *id == session_id) {
-                Some(index) => held
-                    .claims
-                    .remove(index)
-                    .ok_or(Error::Unreachable("a held half vanished from its list"))?
-                    .1
-                    .join()
-                    .map_err(|_| Error::ThreadPanicked { what: "claim" })??,
-                None => claim_server_half(server, session_id)?,
+            let (material, feed) = match held.claims.iter().position(|(id, _)| *id == session_id) {
+                Some(index) => {
+                    let material = held
+                        .claims
+                        .remove(index)
+                        .ok_or(Error::Unreachable("a held half vanished from its list"))?
+                        .1
+                        .join()
+                        .map_err(|_| Error::ThreadPanicked { what: "claim" })??;
+                    (material, None)
+                }
+                None => {
+                    let (material, feed) = claim_streaming(server, session_id)?;
+                    (material, Some(feed))
+                }
             };
             client.send(&Ready.encode())?;
             let started = Instant::now();
@@ -260,6 +273,10 @@ fn server_client_session(server: &Server, stream: std::net::TcpStream) -> Result
                 batch,
             )?;
             let used = client.stats().since(&before);
+            if let Some(feed) = feed {
+                // The query used every item, so the stream has ended.
+                feed.finish(server)?;
+            }
             server.count(|summary| summary.queries += 1);
             state.metrics.record_query(started.elapsed().as_secs_f64());
             info!(
@@ -297,10 +314,9 @@ impl Drop for HeldHalves<'_, '_> {
     }
 }
 
-/// Claims the server's half of `session_id` from the dealer over a new connection; the
-/// claim is the handshake itself, after which the server sends the dealer nothing.
-fn claim_server_half(server: &Server, session_id: u128) -> Result<PartyMaterial> {
-    let started = Instant::now();
+/// A claim's link to the dealer after its handshake, with the header of the half it
+/// delivers (checked to be this session's server half) and the link's counters then.
+fn claim_header(server: &Server, session_id: u128) -> Result<(Link, PartyMaterial, ChannelStats)> {
     // The dealer is up already (the server registered with it): a claim that cannot
     // connect soon fails this session rather than stalling it.
     let mut dealer = server.transport.unshaped().connect_within(
@@ -315,23 +331,95 @@ fn claim_server_half(server: &Server, session_id: u128) -> Result<PartyMaterial>
         extension: ServerExtension::Claim { session_id }.encode(),
     };
     handshake(&mut dealer, &hello, Role::Dealer)?;
-    let connected = started.elapsed().as_secs_f64();
     let after_handshake = dealer.stats();
-    let material = receive_material(&mut dealer)
+    let header = dealer
+        .recv()
+        .map_err(Error::link("waiting for the dealer's material"))?;
+    let material = PartyMaterial::decode(&header)?;
+    if material.session_id() != session_id || Some(material.role()) != mpc_party(Role::Server) {
+        return Err(PeerMisbehaved::WrongMaterial.into());
+    }
+    Ok((dealer, material, after_handshake))
+}
+
+/// Claims the server's half of `session_id` from the dealer over a new connection and
+/// receives it whole (a half held for a later query); the claim is the handshake
+/// itself, after which the server sends the dealer nothing.
+fn claim_server_half(server: &Server, session_id: u128) -> Result<PartyMaterial> {
+    let started = Instant::now();
+    let (mut dealer, mut material, after_handshake) = claim_header(server, session_id)?;
+    receive_items(&mut dealer, &mut material)
         .map_err(|error| error.during("waiting for the dealer's material"))?;
     info!(
-        connect_seconds = connected,
         seconds = started.elapsed().as_secs_f64(),
         bytes = material.encoded_len(),
         "server: claimed a half"
     );
-    if material.session_id() != session_id || Some(material.role()) != mpc_party(Role::Server) {
-        return Err(PeerMisbehaved::WrongMaterial.into());
-    }
     server.count(|summary| {
         summary.material_bytes = material.encoded_len();
         summary.payload_bytes_sent_to_dealer +=
             dealer.stats().since(&after_handshake).payload_bytes_sent;
     });
     Ok(material)
+}
+
+/// What a claim's feed thread gives back: the payload bytes the server sent the dealer
+/// after the handshake (must be 0), and the bytes of the items received.
+type FeedOutcome = (u64, Result<u64>);
+
+/// A half streaming from the dealer: the feed thread, and the header's size.
+struct StreamingClaim {
+    feed: JoinHandle<FeedOutcome>,
+    header_bytes: usize,
+    started: Instant,
+}
+
+impl StreamingClaim {
+    /// After the query used every item: waits for the feed thread (its stream has
+    /// ended) and records the half's size.
+    fn finish(self, server: &Server) -> Result<()> {
+        let (payload_sent, received) = self
+            .feed
+            .join()
+            .map_err(|_| Error::ThreadPanicked { what: "claim" })?;
+        let bytes = self.header_bytes + received? as usize;
+        info!(
+            seconds = self.started.elapsed().as_secs_f64(),
+            bytes, "server: streamed a half"
+        );
+        server.count(|summary| {
+            summary.material_bytes = bytes;
+            summary.payload_bytes_sent_to_dealer += payload_sent;
+        });
+        Ok(())
+    }
+}
+
+/// Claims the server's half of `session_id` from the dealer over a new connection and
+/// streams it: returns once the header has arrived, with a half whose items a feed
+/// thread hands over as they come, at most [`STREAM_QUEUED_ITEMS`] queued beyond the
+/// one it holds.
+/// If the query stops early the thread stops at its next item and drops the link.
+fn claim_streaming(server: &Server, session_id: u128) -> Result<(PartyMaterial, StreamingClaim)> {
+    let started = Instant::now();
+    let (mut dealer, material, after_handshake) = claim_header(server, session_id)?;
+    let header_bytes = material.encoded_len();
+    let (material, feeder) = material.into_streaming(STREAM_QUEUED_ITEMS);
+    let feed = std::thread::Builder::new()
+        .name("veil-server-material".into())
+        .spawn(move || {
+            let received = feed_items(&mut dealer, feeder)
+                .map_err(|error| error.during("waiting for the dealer's material"));
+            let payload_sent = dealer.stats().since(&after_handshake).payload_bytes_sent;
+            (payload_sent, received)
+        })
+        .map_err(Error::io("starting the material feed"))?;
+    Ok((
+        material,
+        StreamingClaim {
+            feed,
+            header_bytes,
+            started,
+        },
+    ))
 }
