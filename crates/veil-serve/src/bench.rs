@@ -281,7 +281,15 @@ pub fn run_bench(executable: &Path, options: &BenchOptions) -> Result<BenchRepor
             pause_ms.to_string(),
             "--profile".into(),
             profile.into(),
-        ],
+        ]
+        .into_iter()
+        // Prefetched halves may take as much room at the client as the dealer's pool.
+        .chain(
+            pool_bytes
+                .filter(|_| prefetch > 0)
+                .map(|bytes| format!("--prefetch-bytes={bytes}")),
+        )
+        .collect(),
     )?;
     let client: ClientReport = client.report()?;
     let server: ServerReport = server.report()?;
