@@ -36,10 +36,12 @@ use crate::text::{
 use crate::{Error, Result};
 
 /// How far below its row a padding key's attention score is pushed. Under MPC the
-/// score's comparisons must span it, so it is no larger than it must be: with the
+/// softmax's comparisons must span every row's spread, penalty included, and their
+/// keys grow with the bits that takes, so it is no larger than it must be: with the
 /// softmax's clip at −14, a padding key contributes exactly 0 unless its score is more
-/// than 1010 above the row's real maximum, far outside what trained models reach.
-pub const DEFAULT_MASK_PENALTY: u32 = 1024;
+/// than 50 above the row's real maximum (all-MiniLM-L6-v2's scaled scores span about
+/// ±10), and the plain executor applies the same penalty.
+pub const DEFAULT_MASK_PENALTY: u32 = 64;
 
 /// Compile options for a Hugging Face directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
