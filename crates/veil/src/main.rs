@@ -151,14 +151,17 @@ fn digits(data: &Path) -> Result<(Dataset, Dataset)> {
     ))
 }
 
-/// Prints a report as JSON (keys sorted), pretty when asked.
+/// Prints a report as JSON (keys sorted), pretty when asked. A reader that went away
+/// (a closed pipe) is an error, not a panic.
 fn print_report(report: &impl serde::Serialize, pretty: bool) -> Result<()> {
+    use std::io::Write;
     let value = serde_json::to_value(report)?;
-    if pretty {
-        println!("{}", serde_json::to_string_pretty(&value)?);
+    let text = if pretty {
+        serde_json::to_string_pretty(&value)?
     } else {
-        println!("{value}");
-    }
+        value.to_string()
+    };
+    writeln!(std::io::stdout(), "{text}").context("writing the report to standard output")?;
     Ok(())
 }
 
