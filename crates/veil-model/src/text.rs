@@ -34,7 +34,7 @@ pub enum EmbeddingMode {
 }
 
 /// What the client makes of the revealed output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
 pub enum TextOutput {
     /// The output is a masked sum over the tokens: divided by the token count it is the
@@ -43,6 +43,12 @@ pub enum TextOutput {
     MeanPooled {
         /// Whether to L2-normalise.
         normalize: bool,
+    },
+    /// A sequence-classification head: the output is one logit per label (or, under
+    /// the `label` policy, the label's index alone).
+    Classification {
+        /// The labels' names, by index (`id2label`).
+        labels: Vec<String>,
     },
 }
 
@@ -211,16 +217,20 @@ fn table_error(reason: &str) -> Error {
     }
 }
 
-/// The sentence embedding from the revealed masked sum `[hidden]` and the sequence's
-/// attention mask: divided by the token count (at least 1), L2-normalised when the
-/// front end says so.
+/// One sequence's result from its revealed output and its attention mask: for mean
+/// pooling the masked sum `[hidden]` divided by the token count (at least 1),
+/// L2-normalised when the front end says so; for a classification head the output as
+/// revealed (logits, or the label's index).
 pub fn finish_embedding(front: &TextFrontEnd, masked_sum: &[f32], mask: &[f32]) -> Vec<f32> {
+    let normalize = match &front.output {
+        TextOutput::MeanPooled { normalize } => *normalize,
+        TextOutput::Classification { .. } => return masked_sum.to_vec(),
+    };
     let tokens = mask.iter().filter(|&&m| m != 0.0).count().max(1) as f64;
     let mean: Vec<f64> = masked_sum
         .iter()
         .map(|&value| f64::from(value) / tokens)
         .collect();
-    let TextOutput::MeanPooled { normalize } = front.output;
     let norm = if normalize {
         mean.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12)
     } else {

@@ -276,10 +276,12 @@ impl TextEncoder {
         Ok(batch)
     }
 
-    /// Each sentence's embedding from the revealed output (`[batch, hidden]`).
+    /// Each sentence's result from the revealed output: its embedding (`[batch,
+    /// hidden]` masked sums), or a classification head's logits or label index.
     pub fn finish(&self, output: &[f32], batch: &EncodedBatch) -> Vec<Vec<f32>> {
+        let per_sentence = output.len() / batch.len().max(1);
         output
-            .chunks(self.front.hidden.max(1))
+            .chunks(per_sentence.max(1))
             .zip(&batch.masks)
             .map(|(sum, mask)| finish_embedding(&self.front, sum, mask))
             .collect()

@@ -169,3 +169,168 @@ fn the_secure_embedding_lookup_agrees_with_the_client_lookup() {
     let secure = secure_encoder.finish(&secure(&secure_plan, &by_secure.inputs, 2), &by_secure);
     report("secure lookup", &plain_secure, &secure);
 }
+
+/// A Hugging Face `BertForSequenceClassification` directory (random weights, the
+/// MiniLM tokenizer) compiles to a plan ending in tanh(pooler([CLS])) and the
+/// classifier, whose secure logits agree with the plain ones within the bound.
+#[test]
+fn a_bert_sequence_classifier_is_served_securely() {
+    let Some(minilm) = veil_data::fetched::minilm_directory() else {
+        eprintln!(
+            "SKIPPED: all-MiniLM-L6-v2's tokenizer is not fetched; {}",
+            veil_data::fetched::FETCH_HINT
+        );
+        return;
+    };
+    let directory = std::env::temp_dir().join(format!("veil-classifier-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("a temporary directory");
+    std::fs::copy(
+        minilm.join("tokenizer.json"),
+        directory.join("tokenizer.json"),
+    )
+    .expect("the tokenizer");
+    let (hidden, inner, vocabulary, positions) = (16, 32, 30522, 64);
+    std::fs::write(
+        directory.join("config.json"),
+        format!(
+            r#"{{"model_type": "bert", "architectures": ["BertForSequenceClassification"],
+            "hidden_size": {hidden}, "num_attention_heads": 2, "num_hidden_layers": 1,
+            "intermediate_size": {inner}, "hidden_act": "gelu", "layer_norm_eps": 1e-12,
+            "vocab_size": {vocabulary}, "max_position_embeddings": {positions},
+            "type_vocab_size": 2, "pad_token_id": 0,
+            "id2label": {{"0": "negative", "1": "positive"}}}}"#
+        ),
+    )
+    .expect("config.json");
+    let mut sampler =
+        veil_core::sampling::SplitMix64::new(veil_core::sampling::test_seed().value());
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut add = |name: &str, shape: Vec<usize>, sigma: f32, offset: f32| {
+        let count = shape.iter().product();
+        let values = sampler
+            .normal_vec(count, sigma)
+            .into_iter()
+            .map(|v| v + offset)
+            .collect();
+        tensors.push((name.to_string(), shape, values));
+    };
+    add(
+        "bert.embeddings.word_embeddings.weight",
+        vec![vocabulary, hidden],
+        0.5,
+        0.0,
+    );
+    add(
+        "bert.embeddings.position_embeddings.weight",
+        vec![positions, hidden],
+        0.1,
+        0.0,
+    );
+    add(
+        "bert.embeddings.token_type_embeddings.weight",
+        vec![2, hidden],
+        0.1,
+        0.0,
+    );
+    let layer_norm = |add: &mut dyn FnMut(&str, Vec<usize>, f32, f32), name: &str| {
+        add(&format!("{name}.weight"), vec![hidden], 0.1, 1.0);
+        add(&format!("{name}.bias"), vec![hidden], 0.02, 0.0);
+    };
+    layer_norm(&mut add, "bert.embeddings.LayerNorm");
+    let prefix = "bert.encoder.layer.0";
+    let scale = 1.0 / (hidden as f32).sqrt();
+    for part in [
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+    ] {
+        add(
+            &format!("{prefix}.{part}.weight"),
+            vec![hidden, hidden],
+            scale,
+            0.0,
+        );
+        add(&format!("{prefix}.{part}.bias"), vec![hidden], 0.02, 0.0);
+    }
+    layer_norm(&mut add, &format!("{prefix}.attention.output.LayerNorm"));
+    add(
+        &format!("{prefix}.intermediate.dense.weight"),
+        vec![inner, hidden],
+        scale,
+        0.0,
+    );
+    add(
+        &format!("{prefix}.intermediate.dense.bias"),
+        vec![inner],
+        0.02,
+        0.0,
+    );
+    add(
+        &format!("{prefix}.output.dense.weight"),
+        vec![hidden, inner],
+        1.0 / (inner as f32).sqrt(),
+        0.0,
+    );
+    add(
+        &format!("{prefix}.output.dense.bias"),
+        vec![hidden],
+        0.02,
+        0.0,
+    );
+    layer_norm(&mut add, &format!("{prefix}.output.LayerNorm"));
+    add("bert.pooler.dense.weight", vec![hidden, hidden], scale, 0.0);
+    add("bert.pooler.dense.bias", vec![hidden], 0.02, 0.0);
+    add("classifier.weight", vec![2, hidden], scale, 0.0);
+    add("classifier.bias", vec![2], 0.02, 0.0);
+    let bytes = veil_model::import::write_safetensors(&tensors).expect("safetensors");
+    std::fs::write(directory.join("model.safetensors"), bytes).expect("model.safetensors");
+
+    let options = HuggingFaceOptions {
+        sequence: 16,
+        ..HuggingFaceOptions::default()
+    };
+    let mut plan = compile_hugging_face(&directory, &options).expect("compiles");
+    let front = plan.public.text.clone().expect("a text plan");
+    assert_eq!(
+        front.output,
+        veil_model::text::TextOutput::Classification {
+            labels: vec!["negative".into(), "positive".into()]
+        }
+    );
+    let encoder = TextEncoder::new(
+        &directory.join("tokenizer.json"),
+        &plan.public,
+        plan.text_tables.clone(),
+    )
+    .expect("the tokenizer");
+    let calibration = encoder.encode(&CALIBRATION).expect("encodes");
+    veil_model::passes::calibration::calibrate_comparison_bits(
+        &mut plan,
+        &calibration.inputs,
+        calibration.len(),
+        8.0,
+    )
+    .expect("calibrates");
+    let batch = encoder.encode(&SENTENCES[..2]).expect("encodes");
+    let plain = run_plain(&plan, &batch.inputs, 2).expect("plain");
+    assert_eq!(plain.len(), 4, "two logits a sentence");
+    let bound = veil_exec::error_bound(&plan, &batch.inputs).expect("the bound");
+    let secure = secure(&plan, &batch.inputs, 2);
+    for (p, s) in plain.iter().zip(&secure) {
+        assert!(
+            f64::from((p - s).abs()) <= bound,
+            "secure {s} plain {p} bound {bound}"
+        );
+    }
+    eprintln!("classifier logits: plain {plain:?}, secure {secure:?}, bound {bound:.2e}");
+    // The composed bound through LayerNorms and attention is loose; the observed error
+    // is the approximations' (GELU 0.02, tanh 2.2e-3, softmax), a few 1e-3.
+    let worst = plain
+        .iter()
+        .zip(&secure)
+        .map(|(p, s)| (p - s).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 0.05, "worst logit error {worst}");
+    std::fs::remove_dir_all(&directory).ok();
+}

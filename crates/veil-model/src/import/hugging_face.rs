@@ -86,6 +86,32 @@ struct BertConfig {
     type_vocab_size: usize,
     pad_token_id: Option<u32>,
     position_embedding_type: Option<String>,
+    #[serde(default)]
+    architectures: Vec<String>,
+    /// A classification head's label names by index.
+    #[serde(default)]
+    id2label: BTreeMap<String, String>,
+}
+
+impl BertConfig {
+    /// Whether the model is a sequence classifier (pooler, tanh, classifier).
+    fn classifies(&self) -> bool {
+        self.architectures
+            .iter()
+            .any(|name| name == "BertForSequenceClassification")
+    }
+
+    /// The labels by index (`LABEL_i` where `id2label` names none).
+    fn labels(&self, count: usize) -> Vec<String> {
+        (0..count)
+            .map(|index| {
+                self.id2label
+                    .get(&index.to_string())
+                    .cloned()
+                    .unwrap_or_else(|| format!("LABEL_{index}"))
+            })
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -219,6 +245,16 @@ pub fn compile_hugging_face(directory: &Path, options: &HuggingFaceOptions) -> R
         .chunks(hidden)
         .flat_map(|row| row.iter().zip(&types[..hidden]).map(|(p, t)| p + t))
         .collect();
+    // A classifier's label count, from its weight `[labels, hidden]`.
+    let labels = match source.tensors.get("classifier.weight") {
+        Some((shape, _)) if shape.len() == 2 && shape[0] > 0 => shape[0],
+        _ if config.classifies() => {
+            return Err(Error::MissingParameter {
+                name: "classifier.weight".into(),
+            });
+        }
+        _ => 0,
+    };
     let mut builder;
     let mut current;
     let mask;
@@ -268,9 +304,24 @@ pub fn compile_hugging_face(directory: &Path, options: &HuggingFaceOptions) -> R
             Some((mask, options.mask_penalty)),
         )?;
     }
-    let output = builder.push("pooling", Op::MaskedSum, vec![current, mask]);
+    let (output, text_output) = if config.classifies() {
+        // BertForSequenceClassification: tanh(pooler(h[CLS])), then the classifier.
+        let first = builder.push("pooler.first_token", Op::FirstToken, vec![current]);
+        let pooled = builder.linear("pooler.dense", first, hidden, hidden)?;
+        let pooled = builder.push("pooler.tanh", Op::Tanh { bits: 64 }, vec![pooled]);
+        let logits = builder.linear("classifier", pooled, hidden, labels)?;
+        (
+            logits,
+            TextOutput::Classification {
+                labels: config.labels(labels),
+            },
+        )
+    } else {
+        let output = builder.push("pooling", Op::MaskedSum, vec![current, mask]);
+        (output, TextOutput::MeanPooled { normalize })
+    };
     let (nodes, parameters, weights) = (builder.nodes, builder.parameters, builder.weights);
-    source.check_all_used()?;
+    source.check_all_used(config.classifies())?;
 
     let name = options.name.clone().unwrap_or_else(|| {
         directory
@@ -290,7 +341,7 @@ pub fn compile_hugging_face(directory: &Path, options: &HuggingFaceOptions) -> R
             hidden,
             padding_id: config.pad_token_id.unwrap_or(0),
             embedding: options.embedding,
-            output: TextOutput::MeanPooled { normalize },
+            output: text_output,
             tokenizer_sha256,
             tables_sha256: tables.sha256_hex(),
         }),
@@ -319,9 +370,14 @@ impl HuggingFaceTensors {
         Self { tensors, prefix }
     }
 
-    /// Removes a tensor, checking its shape.
+    /// Removes a tensor, checking its shape (the classifier's names carry no prefix).
     fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let full = format!("{}{name}", self.prefix);
+        let prefix = if name.starts_with("classifier.") {
+            ""
+        } else {
+            self.prefix
+        };
+        let full = format!("{prefix}{name}");
         let (found, values) = self
             .tensors
             .remove(&full)
@@ -349,11 +405,14 @@ impl HuggingFaceTensors {
         }
     }
 
-    /// Every encoder tensor was used: only the pooler (a classification head's) may be
-    /// left over.
-    fn check_all_used(&self) -> Result<()> {
+    /// Every tensor was used: only an embedding model's pooler may be left over.
+    fn check_all_used(&self, classifies: bool) -> Result<()> {
         let pooler = format!("{}pooler.", self.prefix);
-        match self.tensors.keys().find(|name| !name.starts_with(&pooler)) {
+        match self
+            .tensors
+            .keys()
+            .find(|name| classifies || !name.starts_with(&pooler))
+        {
             None => Ok(()),
             Some(name) => Err(invalid(format!(
                 "model.safetensors holds {name:?}, which no part of a BERT encoder reads"
@@ -364,8 +423,10 @@ impl HuggingFaceTensors {
     /// The Hugging Face name of veil's parameter `name` (`layer.3.attention.query` →
     /// `encoder.layer.3.attention.self.query`).
     fn file_name(name: &str) -> Result<String> {
-        if name == "embeddings.layer_norm" {
-            return Ok("embeddings.LayerNorm".into());
+        match name {
+            "embeddings.layer_norm" => return Ok("embeddings.LayerNorm".into()),
+            "pooler.dense" | "classifier" => return Ok(name.into()),
+            _ => {}
         }
         let unknown = || invalid(format!("no Hugging Face tensor for {name:?}"));
         let rest = name.strip_prefix("layer.").ok_or_else(unknown)?;
