@@ -202,41 +202,29 @@ fn a_bert_sequence_classifier_is_served_securely() {
         ),
     )
     .expect("config.json");
-    let mut sampler =
-        veil_core::sampling::SplitMix64::new(veil_core::sampling::test_seed().value());
-    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
-    let mut add = |name: &str, shape: Vec<usize>, sigma: f32, offset: f32| {
-        let count = shape.iter().product();
-        let values = sampler
-            .normal_vec(count, sigma)
-            .into_iter()
-            .map(|v| v + offset)
-            .collect();
-        tensors.push((name.to_string(), shape, values));
+    let mut tensors = RandomTensors {
+        sampler: veil_core::sampling::SplitMix64::new(veil_core::sampling::test_seed().value()),
+        tensors: Vec::new(),
     };
-    add(
+    tensors.add(
         "bert.embeddings.word_embeddings.weight",
         vec![vocabulary, hidden],
         0.5,
         0.0,
     );
-    add(
+    tensors.add(
         "bert.embeddings.position_embeddings.weight",
         vec![positions, hidden],
         0.1,
         0.0,
     );
-    add(
+    tensors.add(
         "bert.embeddings.token_type_embeddings.weight",
         vec![2, hidden],
         0.1,
         0.0,
     );
-    let layer_norm = |add: &mut dyn FnMut(&str, Vec<usize>, f32, f32), name: &str| {
-        add(&format!("{name}.weight"), vec![hidden], 0.1, 1.0);
-        add(&format!("{name}.bias"), vec![hidden], 0.02, 0.0);
-    };
-    layer_norm(&mut add, "bert.embeddings.LayerNorm");
+    tensors.layer_norm("bert.embeddings.LayerNorm", hidden);
     let prefix = "bert.encoder.layer.0";
     let scale = 1.0 / (hidden as f32).sqrt();
     for part in [
@@ -245,44 +233,46 @@ fn a_bert_sequence_classifier_is_served_securely() {
         "attention.self.value",
         "attention.output.dense",
     ] {
-        add(
+        tensors.add(
             &format!("{prefix}.{part}.weight"),
             vec![hidden, hidden],
             scale,
             0.0,
         );
-        add(&format!("{prefix}.{part}.bias"), vec![hidden], 0.02, 0.0);
+        tensors.add(&format!("{prefix}.{part}.bias"), vec![hidden], 0.02, 0.0);
     }
-    layer_norm(&mut add, &format!("{prefix}.attention.output.LayerNorm"));
-    add(
+    tensors.layer_norm(&format!("{prefix}.attention.output.LayerNorm"), hidden);
+    tensors.add(
         &format!("{prefix}.intermediate.dense.weight"),
         vec![inner, hidden],
         scale,
         0.0,
     );
-    add(
+    tensors.add(
         &format!("{prefix}.intermediate.dense.bias"),
         vec![inner],
         0.02,
         0.0,
     );
-    add(
+    let inner_scale = 1.0 / (inner as f32).sqrt();
+    tensors.add(
         &format!("{prefix}.output.dense.weight"),
         vec![hidden, inner],
-        1.0 / (inner as f32).sqrt(),
+        inner_scale,
         0.0,
     );
-    add(
+    tensors.add(
         &format!("{prefix}.output.dense.bias"),
         vec![hidden],
         0.02,
         0.0,
     );
-    layer_norm(&mut add, &format!("{prefix}.output.LayerNorm"));
-    add("bert.pooler.dense.weight", vec![hidden, hidden], scale, 0.0);
-    add("bert.pooler.dense.bias", vec![hidden], 0.02, 0.0);
-    add("classifier.weight", vec![2, hidden], scale, 0.0);
-    add("classifier.bias", vec![2], 0.02, 0.0);
+    tensors.layer_norm(&format!("{prefix}.output.LayerNorm"), hidden);
+    tensors.add("bert.pooler.dense.weight", vec![hidden, hidden], scale, 0.0);
+    tensors.add("bert.pooler.dense.bias", vec![hidden], 0.02, 0.0);
+    tensors.add("classifier.weight", vec![2, hidden], scale, 0.0);
+    tensors.add("classifier.bias", vec![2], 0.02, 0.0);
+    let tensors = tensors.tensors;
     let bytes = veil_model::import::write_safetensors(&tensors).expect("safetensors");
     std::fs::write(directory.join("model.safetensors"), bytes).expect("model.safetensors");
 
@@ -333,4 +323,30 @@ fn a_bert_sequence_classifier_is_served_securely() {
         .fold(0f32, f32::max);
     assert!(worst < 0.05, "worst logit error {worst}");
     std::fs::remove_dir_all(&directory).ok();
+}
+
+/// Random named tensors for a synthetic model file.
+struct RandomTensors {
+    sampler: veil_core::sampling::SplitMix64,
+    tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+impl RandomTensors {
+    /// A tensor of N(offset, σ²) values.
+    fn add(&mut self, name: &str, shape: Vec<usize>, sigma: f32, offset: f32) {
+        let count = shape.iter().product();
+        let values = self
+            .sampler
+            .normal_vec(count, sigma)
+            .into_iter()
+            .map(|v| v + offset)
+            .collect();
+        self.tensors.push((name.to_string(), shape, values));
+    }
+
+    /// A LayerNorm's γ ≈ 1 and β ≈ 0.
+    fn layer_norm(&mut self, name: &str, features: usize) {
+        self.add(&format!("{name}.weight"), vec![features], 0.1, 1.0);
+        self.add(&format!("{name}.bias"), vec![features], 0.02, 0.0);
+    }
 }
