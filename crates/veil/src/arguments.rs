@@ -266,6 +266,9 @@ pub(crate) enum Commands {
     /// learns only its embeddings. Against a deployment (`--server --dealer
     /// --public-plan`), or every role on this machine from a model directory (`--model`).
     Embed(EmbedArguments),
+    /// A text classifier's label for each sentence, computed securely (a Hugging Face
+    /// BertForSequenceClassification plan; the same options as `veil embed`).
+    Classify(EmbedArguments),
     /// Trains the digits MLP on the bundled data and compiles it.
     TrainDigits {
         /// Which model: cnn or mlp.

@@ -125,7 +125,7 @@ fn run_command(arguments: Arguments) -> Result<()> {
         Commands::Dealer(arguments) => run_party(arguments, Some(Role::Dealer)),
         Commands::Infer(arguments) => run_party(arguments, Some(Role::Client)),
         Commands::Party(arguments) => run_party(arguments, None),
-        Commands::Embed(arguments) => text::embed(arguments),
+        Commands::Embed(arguments) | Commands::Classify(arguments) => text::embed(arguments),
         Commands::Bench(arguments) if arguments.breakdown => {
             let options = arguments.options();
             let chart = arguments.chart.clone().unwrap_or_else(|| {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use veil_model::import::{HuggingFaceOptions, compile_hugging_face};
-use veil_model::text::EmbeddingMode;
+use veil_model::text::{EmbeddingMode, TextFrontEnd, TextOutput};
 use veil_model::{Plan, PublicPlan};
 use veil_net::Role;
 use veil_serve::bench::CALIBRATION_HEADROOM;
@@ -137,7 +137,7 @@ pub(crate) fn embed(arguments: EmbedArguments) -> Result<()> {
         bail!("no sentences: give them as arguments or with --input FILE (one a line)");
     }
     let sentences: Vec<&str> = sentences.iter().map(String::as_str).collect();
-    let (embedded, cosines) = match &arguments.model {
+    let (embedded, cosines, front) = match &arguments.model {
         Some(directory) => {
             let (plan, encoder) =
                 compile_text_plan(directory, (arguments.seq, &arguments.embedding), None)?;
@@ -150,9 +150,17 @@ pub(crate) fn embed(arguments: EmbedArguments) -> Result<()> {
                 "set-up: {} B of masked weights to the client, once per client session",
                 report.setup_bytes
             );
-            (report.sentences, report.cosines)
+            let front = encoder.front().clone();
+            (report.sentences, report.cosines, front)
         }
-        None => (remote(&arguments, &sentences)?, None),
+        None => {
+            let (embedded, front) = remote(&arguments, &sentences)?;
+            (embedded, None, front)
+        }
+    };
+    let labels = match &front.output {
+        TextOutput::Classification { labels } => Some(labels.as_slice()),
+        TextOutput::MeanPooled { .. } => None,
     };
     for (index, sentence) in embedded.iter().enumerate() {
         let cosine = cosines.as_ref().map(|cosines| cosines[index]);
@@ -172,7 +180,7 @@ pub(crate) fn embed(arguments: EmbedArguments) -> Result<()> {
             };
             println!("{}", serde_json::to_string(&line)?);
         } else {
-            print_embedding(index, sentence, cosine);
+            print_embedding(index, sentence, cosine, labels);
         }
     }
     if let Some(cosines) = &cosines {
@@ -186,7 +194,28 @@ pub(crate) fn embed(arguments: EmbedArguments) -> Result<()> {
     Ok(())
 }
 
-fn print_embedding(index: usize, sentence: &SentenceEmbedding, cosine: Option<f64>) {
+/// Prints one sentence's result: a classifier's label (from its logits, or the index
+/// the `label` policy revealed), or an embedding's first values.
+fn print_embedding(
+    index: usize,
+    sentence: &SentenceEmbedding,
+    cosine: Option<f64>,
+    labels: Option<&[String]>,
+) {
+    if let Some(labels) = labels {
+        let output = &sentence.embedding;
+        let best = if output.len() == 1 {
+            output[0] as usize
+        } else {
+            veil_model::plain::argmax_rows(output, output.len())[0]
+        };
+        let name = labels.get(best).map_or("?", String::as_str);
+        println!(
+            "sentence {index}: {name} (label {best}), output {output:?}, online {:.2} s, {} rounds",
+            sentence.report.online_seconds, sentence.report.rounds
+        );
+        return;
+    }
     let shown: Vec<String> = sentence
         .embedding
         .iter()
@@ -215,7 +244,10 @@ fn print_embedding(index: usize, sentence: &SentenceEmbedding, cosine: Option<f6
 }
 
 /// The client's side against a running dealer and server.
-fn remote(arguments: &EmbedArguments, sentences: &[&str]) -> Result<Vec<SentenceEmbedding>> {
+fn remote(
+    arguments: &EmbedArguments,
+    sentences: &[&str],
+) -> Result<(Vec<SentenceEmbedding>, TextFrontEnd)> {
     let (Some(server), Some(dealer), Some(public_plan)) =
         (&arguments.server, &arguments.dealer, &arguments.public_plan)
     else {
@@ -239,5 +271,6 @@ fn remote(arguments: &EmbedArguments, sentences: &[&str]) -> Result<Vec<Sentence
         ..ClientOptions::default()
     };
     let mut client = Client::connect_with(plan, server, dealer, options, &transport)?;
-    Ok(embed_sentences(&mut client, &encoder, sentences)?)
+    let embedded = embed_sentences(&mut client, &encoder, sentences)?;
+    Ok((embedded, encoder.front().clone()))
 }
