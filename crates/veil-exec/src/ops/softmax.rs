@@ -128,8 +128,8 @@ pub fn softmax<P: Protocol>(protocol: &mut P, value: &P::Shared, bits: u32) -> R
     // [2^J, 2^(J+1)) that s lies in): one batched comparison of s against 1.5, 2, 3, 4,
     // 6, …, and y₀ is local in the bits (each passed threshold steps it down).
     let exponents = (usize::BITS - columns.leading_zeros()) as i32 + 1;
-    // s − t lies in [−2^(exponents+1), n], and 2^exponents ≤ 4n.
-    let sum_bits = ((((8 * columns + 8) as f64) * codec.scale()).log2().ceil() as u32 + 2).min(64);
+    // s − t lies in [−2^exponents, n], and 2^exponents ≤ 4n.
+    let sum_bits = ((((4 * columns + 4) as f64) * codec.scale()).log2().ceil() as u32 + 2).min(64);
     let starts = reciprocal_starts(exponents);
     let mut thresholds = Vec::with_capacity(starts.len());
     for &(threshold, _) in &starts {
