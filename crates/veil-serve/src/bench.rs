@@ -118,17 +118,10 @@ fn minilm_plan(sequence: usize, batch: usize) -> Result<(Plan, Vec<f32>)> {
         sequence,
         ..Default::default()
     };
-    let mut plan = veil_model::import::compile_hugging_face(&directory, &options)?;
-    let encoder = veil_text::TextEncoder::new(
-        &directory.join("tokenizer.json"),
-        &plan.public,
-        plan.text_tables.clone(),
-    )?;
-    let calibration = encoder.encode(&veil_text::CALIBRATION_SENTENCES)?;
-    veil_model::passes::calibration::calibrate_comparison_bits(
-        &mut plan,
-        &calibration.inputs,
-        calibration.len(),
+    let (plan, encoder, _) = veil_text::compile_calibrated(
+        &directory,
+        &options,
+        &veil_text::CALIBRATION_SENTENCES,
         CALIBRATION_HEADROOM,
     )?;
     let input = encoder.encode(&vec![BENCH_SENTENCE; batch])?.inputs;

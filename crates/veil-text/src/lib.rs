@@ -114,6 +114,33 @@ pub const CALIBRATION_SENTENCES: [&str; 12] = [
     "Once upon a time, in a kingdom by the sea, there lived a princess who loved to read books about distant lands, strange animals, ancient wars, clever inventions and the stars; every evening she climbed the tallest tower of the castle with a lantern and a pile of volumes, and read until the candle burnt down, the owls fell silent and the first light of dawn crept over the water, while far below the fishermen prepared their boats, the bakers lit their ovens, the guards changed their watch at the gate and the whole town slowly woke to another ordinary day that nobody would ever remember, except her.",
 ];
 
+/// Compiles a Hugging Face directory (`veil_model::import::compile_hugging_face`) and
+/// sets its comparison bit-widths from `sentences` (public text: veil's
+/// [`CALIBRATION_SENTENCES`] unless the operator chooses others) with `headroom` over
+/// the largest magnitudes they reach. Returns the plan, the client's encoder for it (the
+/// directory's `tokenizer.json`), and how many comparisons were calibrated.
+pub fn compile_calibrated(
+    directory: &Path,
+    options: &veil_model::import::HuggingFaceOptions,
+    sentences: &[&str],
+    headroom: f64,
+) -> Result<(veil_model::Plan, TextEncoder, usize)> {
+    let mut plan = veil_model::import::compile_hugging_face(directory, options)?;
+    let encoder = TextEncoder::new(
+        &directory.join("tokenizer.json"),
+        &plan.public,
+        plan.text_tables.clone(),
+    )?;
+    let calibration = encoder.encode(sentences)?;
+    let changes = veil_model::passes::calibration::calibrate_comparison_bits(
+        &mut plan,
+        &calibration.inputs,
+        calibration.len(),
+        headroom,
+    )?;
+    Ok((plan, encoder, changes.len()))
+}
+
 /// A batch of sentences, encoded for a text plan.
 #[derive(Clone, PartialEq)]
 pub struct EncodedBatch {

@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use veil_model::import::{HuggingFaceOptions, compile_hugging_face};
+use veil_model::import::HuggingFaceOptions;
 use veil_model::text::{EmbeddingMode, TextFrontEnd, TextOutput};
 use veil_model::{Plan, PublicPlan};
 use veil_net::Role;
 use veil_serve::bench::CALIBRATION_HEADROOM;
 use veil_serve::embed::{SentenceEmbedding, embed_locally, embed_sentences};
 use veil_serve::roles::{Client, ClientOptions};
-use veil_text::{CALIBRATION_SENTENCES, TextEncoder};
+use veil_text::{CALIBRATION_SENTENCES, TextEncoder, compile_calibrated};
 
 use crate::arguments::EmbedArguments;
 use crate::party::transport;
@@ -36,17 +36,6 @@ pub(crate) fn compile_text_plan(
         embedding,
         ..HuggingFaceOptions::default()
     };
-    let mut plan = compile_hugging_face(directory, &options).with_context(|| {
-        format!(
-            "compiling the Hugging Face model in {}",
-            directory.display()
-        )
-    })?;
-    let encoder = TextEncoder::new(
-        &directory.join("tokenizer.json"),
-        &plan.public,
-        plan.text_tables.clone(),
-    )?;
     let sentences = match calibration {
         Some(path) => read_sentences(path)?,
         None => CALIBRATION_SENTENCES
@@ -55,16 +44,17 @@ pub(crate) fn compile_text_plan(
             .collect(),
     };
     let sentences: Vec<&str> = sentences.iter().map(String::as_str).collect();
-    let calibration = encoder.encode(&sentences)?;
-    let changes = veil_model::passes::calibration::calibrate_comparison_bits(
-        &mut plan,
-        &calibration.inputs,
-        calibration.len(),
-        CALIBRATION_HEADROOM,
-    )?;
+    let (plan, encoder, calibrated) =
+        compile_calibrated(directory, &options, &sentences, CALIBRATION_HEADROOM).with_context(
+            || {
+                format!(
+                    "compiling the Hugging Face model in {}",
+                    directory.display()
+                )
+            },
+        )?;
     eprintln!(
-        "calibrated {} comparisons on {} sentences",
-        changes.len(),
+        "calibrated {calibrated} comparisons on {} sentences",
         sentences.len()
     );
     Ok((plan, encoder))

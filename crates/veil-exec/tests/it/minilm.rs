@@ -3,7 +3,8 @@
 //! embeddings of 8 sentences at a 32-token padded length (the length is public and
 //! the plan's choice; 32 keeps the test short), mean cosine ≥ 0.999 and worst ≥ 0.995.
 
-use veil_model::import::{HuggingFaceOptions, compile_hugging_face};
+use veil_model::Plan;
+use veil_model::import::HuggingFaceOptions;
 use veil_model::plain::run_plain;
 use veil_model::text::{EmbeddingMode, cosine};
 use veil_text::TextEncoder;
@@ -20,6 +21,14 @@ const SENTENCES: [&str; 8] = [
     "naïve café résumé — unicode, numbers 12345 and punctuation?",
     "",
 ];
+
+/// A Hugging Face directory compiled and calibrated on [`CALIBRATION`] with 8× headroom,
+/// as `veil compile --hf --calibrate` does.
+fn compile(directory: &std::path::Path, options: &HuggingFaceOptions) -> (Plan, TextEncoder) {
+    let (plan, encoder, _) = veil_text::compile_calibrated(directory, options, &CALIBRATION, 8.0)
+        .expect("compiles and calibrates");
+    (plan, encoder)
+}
 
 /// Other sentences, for the comparisons' bit-widths.
 const CALIBRATION: [&str; 4] = [
@@ -42,22 +51,8 @@ fn minilm_sentence_embeddings_agree_with_the_plain_run() {
         sequence: 32,
         ..HuggingFaceOptions::default()
     };
-    let mut plan = compile_hugging_face(&directory, &options).expect("compiles");
-    let encoder = TextEncoder::new(
-        &directory.join("tokenizer.json"),
-        &plan.public,
-        plan.text_tables.clone(),
-    )
-    .expect("the tokenizer");
     // Comparison widths from other sentences, as `veil compile --hf --calibrate` sets them.
-    let calibration = encoder.encode(&CALIBRATION).expect("encodes");
-    veil_model::passes::calibration::calibrate_comparison_bits(
-        &mut plan,
-        &calibration.inputs,
-        calibration.len(),
-        8.0,
-    )
-    .expect("calibrates");
+    let (plan, encoder) = compile(&directory, &options);
     let batch = encoder.encode(&SENTENCES).expect("encodes");
     let plain = encoder.finish(
         &run_plain(&plan, &batch.inputs, batch.len()).expect("plain"),
@@ -113,31 +108,13 @@ fn the_secure_embedding_lookup_agrees_with_the_client_lookup() {
         );
         return;
     };
-    let compile = |embedding| {
-        let options = HuggingFaceOptions {
-            sequence: 8,
-            embedding,
-            ..HuggingFaceOptions::default()
-        };
-        let mut plan = compile_hugging_face(&directory, &options).expect("compiles");
-        let encoder = TextEncoder::new(
-            &directory.join("tokenizer.json"),
-            &plan.public,
-            plan.text_tables.clone(),
-        )
-        .expect("the tokenizer");
-        let calibration = encoder.encode(&CALIBRATION).expect("encodes");
-        veil_model::passes::calibration::calibrate_comparison_bits(
-            &mut plan,
-            &calibration.inputs,
-            calibration.len(),
-            8.0,
-        )
-        .expect("calibrates");
-        (plan, encoder)
+    let at = |embedding| HuggingFaceOptions {
+        sequence: 8,
+        embedding,
+        ..HuggingFaceOptions::default()
     };
-    let (client_plan, client_encoder) = compile(EmbeddingMode::Client);
-    let (secure_plan, secure_encoder) = compile(EmbeddingMode::Secure);
+    let (client_plan, client_encoder) = compile(&directory, &at(EmbeddingMode::Client));
+    let (secure_plan, secure_encoder) = compile(&directory, &at(EmbeddingMode::Secure));
     assert!(
         secure_plan
             .text_tables
@@ -280,7 +257,7 @@ fn a_bert_sequence_classifier_is_served_securely() {
         sequence: 16,
         ..HuggingFaceOptions::default()
     };
-    let mut plan = compile_hugging_face(&directory, &options).expect("compiles");
+    let (plan, encoder) = compile(&directory, &options);
     let front = plan.public.text.clone().expect("a text plan");
     assert_eq!(
         front.output,
@@ -288,20 +265,6 @@ fn a_bert_sequence_classifier_is_served_securely() {
             labels: vec!["negative".into(), "positive".into()]
         }
     );
-    let encoder = TextEncoder::new(
-        &directory.join("tokenizer.json"),
-        &plan.public,
-        plan.text_tables.clone(),
-    )
-    .expect("the tokenizer");
-    let calibration = encoder.encode(&CALIBRATION).expect("encodes");
-    veil_model::passes::calibration::calibrate_comparison_bits(
-        &mut plan,
-        &calibration.inputs,
-        calibration.len(),
-        8.0,
-    )
-    .expect("calibrates");
     let batch = encoder.encode(&SENTENCES[..2]).expect("encodes");
     let plain = run_plain(&plan, &batch.inputs, 2).expect("plain");
     assert_eq!(plain.len(), 4, "two logits a sentence");
