@@ -20,7 +20,7 @@ use veil_mpc::{
 };
 use veil_net::memory_pair;
 
-use crate::{Error, Result, run, run_observed};
+use crate::{Error, Result, run_observed};
 
 /// The operator kinds a breakdown reports.
 pub fn operator_kind(op: &Op) -> &'static str {
@@ -176,15 +176,14 @@ pub fn measure(plan: &Plan, input: &[f32], batch: usize) -> Result<Breakdown> {
     let fixed_point = public.fixed_point()?;
     let server_plan = public.clone();
     let server = std::thread::spawn(move || -> Result<()> {
-        let mut party = Party::new(
+        crate::session::run_server(
             server_channel,
-            fixed_point,
+            &server_plan,
+            &server_parameters,
             server_material,
-            PartyParameters::Server(server_parameters),
             &SessionLedger::default(),
+            batch,
         )?;
-        run(&mut party, &server_plan, batch, None)?;
-        party.finish()?;
         Ok(())
     });
     let mut client = Party::new(

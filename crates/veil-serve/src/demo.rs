@@ -8,7 +8,7 @@ use veil_model::plan::OutputPolicy;
 
 use crate::deployment::{Deployment, DeploymentOptions};
 use crate::processes::median;
-use crate::roles::{ClientOptions, DealerOptions, DealerSummary, QueryReport, ServerSummary};
+use crate::roles::{ClientOptions, DealerSummary, QueryReport, ServerSummary};
 use crate::{Error, Result};
 
 /// What the demo measured.
@@ -45,15 +45,7 @@ pub fn run_demo<'a>(
     samples: impl IntoIterator<Item = (&'a [f32], usize)>,
 ) -> Result<DemoReport> {
     let public = &plan.public;
-    let options = DeploymentOptions {
-        dealer: DealerOptions {
-            max_clients: Some(1),
-            ..DealerOptions::default()
-        },
-        server_clients: Some(1),
-        ..DeploymentOptions::default()
-    };
-    let deployment = Deployment::start(plan, options)?;
+    let deployment = Deployment::start(plan, DeploymentOptions::single_client())?;
     let mut client = deployment.connect_client(public.clone(), ClientOptions::default())?;
     let classes = public.graph.infer_shapes(1)?[public.graph.output][1];
     let labels_only = matches!(public.output_policy, OutputPolicy::Label { .. });

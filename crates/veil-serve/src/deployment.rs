@@ -72,6 +72,21 @@ pub struct DeploymentOptions {
     pub client_channel: TcpOptions,
 }
 
+impl DeploymentOptions {
+    /// A deployment for one client session: the dealer and the server each serve one
+    /// client, then [`Deployment::finish`] returns (the demo, `veil embed --model`).
+    pub fn single_client() -> Self {
+        Self {
+            dealer: DealerOptions {
+                max_clients: Some(1),
+                ..DealerOptions::default()
+            },
+            server_clients: Some(1),
+            ..Self::default()
+        }
+    }
+}
+
 /// A dealer and a server running on threads of this process, on loopback.
 pub struct Deployment {
     transports: Transports,

@@ -13,9 +13,7 @@ use veil_model::text::cosine;
 use veil_text::TextEncoder;
 
 use crate::deployment::{Deployment, DeploymentOptions};
-use crate::roles::{
-    Client, ClientOptions, DealerOptions, DealerSummary, QueryReport, ServerSummary,
-};
+use crate::roles::{Client, ClientOptions, DealerSummary, QueryReport, ServerSummary};
 use crate::{Error, Result};
 
 /// One sentence's secure embedding.
@@ -81,15 +79,7 @@ pub fn embed_locally(
     sentences: &[&str],
     check: bool,
 ) -> Result<LocalEmbedReport> {
-    let options = DeploymentOptions {
-        dealer: DealerOptions {
-            max_clients: Some(1),
-            ..DealerOptions::default()
-        },
-        server_clients: Some(1),
-        ..DeploymentOptions::default()
-    };
-    let deployment = Deployment::start(plan, options)?;
+    let deployment = Deployment::start(plan, DeploymentOptions::single_client())?;
     let mut client = deployment.connect_client(plan.public.clone(), ClientOptions::default())?;
     let embedded = embed_sentences(&mut client, encoder, sentences)?;
     let setup_bytes = client.setup_bytes;
