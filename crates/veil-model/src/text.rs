@@ -11,7 +11,7 @@
 //! the handshake's public-plan hash binds them.
 //!
 //! **After.** The graph ends in a masked sum over the tokens; the client divides by its
-//! own token count and, for sentence embeddings, L2-normalises ([`finish_embedding`]).
+//! own token count and, for sentence embeddings, L2-normalises ([`finish_output`]).
 //! The server learns the padded length only, never the true one.
 
 use serde::{Deserialize, Serialize};
@@ -221,7 +221,7 @@ fn table_error(reason: &str) -> Error {
 /// pooling the masked sum `[hidden]` divided by the token count (at least 1),
 /// L2-normalised when the front end says so; for a classification head the output as
 /// revealed (logits, or the label's index).
-pub fn finish_embedding(front: &TextFrontEnd, masked_sum: &[f32], mask: &[f32]) -> Vec<f32> {
+pub fn finish_output(front: &TextFrontEnd, masked_sum: &[f32], mask: &[f32]) -> Vec<f32> {
     let normalize = match &front.output {
         TextOutput::MeanPooled { normalize } => *normalize,
         TextOutput::Classification { .. } => return masked_sum.to_vec(),

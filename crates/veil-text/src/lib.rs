@@ -23,7 +23,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 use veil_model::PublicPlan;
-use veil_model::text::{MASK_INPUT, TextFrontEnd, TextTables, finish_embedding};
+use veil_model::text::{MASK_INPUT, TextFrontEnd, TextTables, finish_output};
 
 /// What can go wrong preparing text inputs.
 #[derive(Debug, thiserror::Error)]
@@ -310,7 +310,7 @@ impl TextEncoder {
         output
             .chunks(per_sentence.max(1))
             .zip(&batch.masks)
-            .map(|(sum, mask)| finish_embedding(&self.front, sum, mask))
+            .map(|(sum, mask)| finish_output(&self.front, sum, mask))
             .collect()
     }
 }
