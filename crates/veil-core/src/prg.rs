@@ -176,8 +176,11 @@ impl Prg {
 
     /// A uniform tensor of the given shape.
     pub fn tensor(&mut self, shape: &[usize]) -> crate::RingTensor {
-        let data = self.vec_u64(crate::tensor::element_count(shape));
-        crate::RingTensor::new(shape.to_vec(), data).unwrap_or_default()
+        // Filled in place: the tensor always has its shape's element count (a mask
+        // that came out short would leave words of what it masks in the clear).
+        let mut tensor = crate::RingTensor::zeros(shape);
+        self.fill_u64(tensor.data_mut());
+        tensor
     }
 }
 

@@ -153,6 +153,7 @@ pub fn measure(plan: &Plan, input: &[f32], batch: usize) -> Result<Breakdown> {
     let weight_seed = Seed::random()?;
     let dealer = Arc::new(crate::dealer_parameters(public, &weight_seed, 1));
     let mut generator = MaterialGenerator::new(public.fixed_point()?, dealer)?;
+    generator.set_batch(batch)?;
     let mut material_by_primitive = Spent::default();
     run_observed(
         &mut generator,
@@ -170,7 +171,7 @@ pub fn measure(plan: &Plan, input: &[f32], batch: usize) -> Result<Breakdown> {
     let (server_material, client_material) = generator.finish();
 
     let server_parameters = Arc::new(crate::server_parameters(plan, &weight_seed, 1)?);
-    let client_parameters = Arc::new(ClientParameters::new(server_parameters.masked_weights()));
+    let client_parameters = Arc::new(ClientParameters::new(server_parameters.masked_weights()?));
     let encoded = crate::encode_inputs(public, input, batch)?;
     let (server_channel, client_channel) = memory_pair();
     let fixed_point = public.fixed_point()?;

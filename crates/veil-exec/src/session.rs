@@ -43,7 +43,8 @@ impl<'a> Generation<'a> {
         parameters: &Arc<DealerParameters>,
         batch: usize,
     ) -> Result<Self> {
-        let generator = MaterialGenerator::new(plan.fixed_point()?, Arc::clone(parameters))?;
+        let mut generator = MaterialGenerator::new(plan.fixed_point()?, Arc::clone(parameters))?;
+        generator.set_batch(batch)?;
         Ok(Self {
             generator,
             plan,
@@ -89,6 +90,7 @@ pub fn run_server<C: Channel>(
     ledger: &SessionLedger,
     batch: usize,
 ) -> Result<C> {
+    check_batch(&material, batch)?;
     let mut party = Party::new(
         channel,
         plan.fixed_point()?,
@@ -112,6 +114,7 @@ pub fn run_client<C: Channel>(
     inputs: &[RingTensor],
     batch: usize,
 ) -> Result<(Vec<f32>, C)> {
+    check_batch(&material, batch)?;
     let mut party = Party::new(
         channel,
         plan.fixed_point()?,
@@ -122,4 +125,18 @@ pub fn run_client<C: Channel>(
     let output = run(&mut party, plan, batch, Some(inputs))?.ok_or(Error::NoOutput)?;
     let channel = party.finish()?;
     Ok((decode_output(plan, &output)?, channel))
+}
+
+/// A query runs at the batch size its material was made for: the header states it, so
+/// a batch a peer declares never sizes anything the material did not.
+fn check_batch(material: &PartyMaterial, batch: usize) -> Result<()> {
+    if material.batch() == batch {
+        Ok(())
+    } else {
+        Err(veil_mpc::Error::BatchMismatch {
+            asked: batch,
+            made: material.batch(),
+        }
+        .into())
+    }
 }

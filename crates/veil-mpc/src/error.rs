@@ -63,6 +63,24 @@ pub enum Error {
     /// A session's material was presented a second time.
     #[error("the preprocessing of this session was already consumed; material is used once only")]
     MaterialReused,
+
+    /// A batch size the material header cannot state.
+    #[error("a batch of {batch} samples is out of range (1..=4294967295)")]
+    InvalidBatch {
+        /// The batch asked for.
+        batch: usize,
+    },
+
+    /// The query runs at another batch size than its material was made for.
+    #[error(
+        "the query asks for a batch of {asked} samples but its material was made for {made}; start the query with the batch its session was requested with"
+    )]
+    BatchMismatch {
+        /// The query's batch.
+        asked: usize,
+        /// The material's batch.
+        made: usize,
+    },
     /// The plan names a parameter this party does not hold.
     #[error("the plan names parameter {name:?}, which this party does not hold")]
     MissingParameter {

@@ -7,8 +7,8 @@ use veil_mpc::Protocol;
 use crate::Result;
 
 /// The index of each row's largest element, as a secret ring integer per row (ties go
-/// to the lower index): a tournament over the columns; each level compares the left
-/// half with the right half (DReLU, one round) and moves the winners' values and indices
+/// to the lowest index, as in `veil_model::plain::argmax_rows`): a tournament over the
+/// columns; each level compares neighbouring survivors (DReLU, one round) and moves the winners' values and indices
 /// with one product (one round).
 pub fn argmax_rows<P: Protocol>(
     protocol: &mut P,
@@ -41,7 +41,13 @@ pub fn argmax_rows<P: Protocol>(
         let block = |range: std::ops::Range<usize>| -> Vec<usize> {
             (range.start * rows..range.end * rows).collect()
         };
-        let (left, right) = (block(0..half), block(half..2 * half));
+        // Neighbours pair up, (0, 1), (2, 3), …, so each survivor stands for a run of
+        // consecutive columns in order, and a tie goes to the left run: the lowest index
+        // among the maxima, as in the plain executor.
+        let left: Vec<usize> = (0..half).flat_map(|p| block(2 * p..2 * p + 1)).collect();
+        let right: Vec<usize> = (0..half)
+            .flat_map(|p| block(2 * p + 1..2 * p + 2))
+            .collect();
         let paired = [half * rows];
         let value_left = protocol.gather(&values, &left, &paired)?;
         let value_right = protocol.gather(&values, &right, &paired)?;
@@ -73,4 +79,62 @@ pub fn argmax_rows<P: Protocol>(
         count = count.div_ceil(2);
     }
     Ok(protocol.reshape(indices, &[rows])?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use veil_core::FixedPoint;
+    use veil_mpc::Cleartext;
+
+    fn labels(rows: &[&[i64]]) -> Vec<u64> {
+        let columns = rows[0].len();
+        let data: Vec<u64> = rows
+            .iter()
+            .flat_map(|row| row.iter())
+            .map(|&v| v as u64)
+            .collect();
+        let mut protocol = Cleartext::new(FixedPoint::default(), vec![], vec![]);
+        let shape = [rows.len(), columns];
+        let input = RingTensor::new(shape.to_vec(), data).unwrap();
+        let shared = protocol.input(&shape, Some(&input)).unwrap();
+        let label = argmax_rows(&mut protocol, &shared, &shape, 40).unwrap();
+        protocol
+            .reveal_to_client(&label)
+            .unwrap()
+            .unwrap()
+            .data()
+            .to_vec()
+    }
+
+    /// Ties go to the lowest index among the maxima, as `veil_model::plain::argmax_rows`
+    /// gives, for every position of the tie (the review's [1, 5, 5, 1] gave 2).
+    #[test]
+    fn ties_break_as_the_plain_argmax_breaks_them() {
+        let rows: Vec<Vec<i64>> = vec![
+            vec![1, 5, 5, 1],
+            vec![5, 1, 1, 5],
+            vec![0, 0, 0, 0],
+            vec![-3, 7, -3, 7],
+            vec![2, 2, 9, 9],
+            vec![-1, -8, -1, -8],
+        ];
+        let borrowed: Vec<&[i64]> = rows.iter().map(Vec::as_slice).collect();
+        let secure = labels(&borrowed);
+        for (row, label) in rows.iter().zip(&secure) {
+            let plain: Vec<f32> = row.iter().map(|&v| v as f32).collect();
+            assert_eq!(
+                veil_model::plain::argmax_rows(&plain, row.len())[0] as u64,
+                *label,
+                "{row:?}"
+            );
+        }
+        // Odd widths carry the unpaired column through in order.
+        for width in [3usize, 5, 7] {
+            let row: Vec<i64> = (0..width).map(|c| if c % 2 == 0 { 4 } else { 1 }).collect();
+            assert_eq!(labels(&[&row]), vec![0], "{row:?}");
+            let row: Vec<i64> = (0..width).map(|c| i64::from(c + 1 == width) * 6).collect();
+            assert_eq!(labels(&[&row]), vec![width as u64 - 1], "{row:?}");
+        }
+    }
 }

@@ -43,7 +43,7 @@ pub(crate) fn prepare(plan: &Plan, batch: usize) -> Query {
             .expect("the dealer generates both halves");
     let server_parameters =
         veil_exec::server_parameters(plan, &weight_seed, 3).expect("the server's parameters");
-    let client_parameters = ClientParameters::new(server_parameters.masked_weights());
+    let client_parameters = ClientParameters::new(server_parameters.masked_weights().unwrap());
     Query {
         server_material,
         client_material,

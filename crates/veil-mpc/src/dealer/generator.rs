@@ -25,7 +25,7 @@ use crate::protocol::{
     batched_matmul, batched_matmul_dimensions, check_bits, check_shift, conv2d_output_shape,
     matmul_dimensions, row_scaled, same_shape,
 };
-use crate::{Protocol, Result};
+use crate::{Error, Protocol, Result};
 
 /// The dealer's view of a secret: its shape only.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,6 +122,19 @@ impl<'a> MaterialGenerator<'a> {
     /// The session id (public).
     pub fn session_id(&self) -> SessionId {
         self.outputs[0].session_id()
+    }
+
+    /// States the samples per query in both halves' headers (1 unless stated). The
+    /// parties refuse to run the material at any other batch size.
+    pub fn set_batch(&mut self, batch: usize) -> Result<()> {
+        let batch = u32::try_from(batch)
+            .ok()
+            .filter(|&batch| batch > 0)
+            .ok_or(Error::InvalidBatch { batch })?;
+        for output in &mut self.outputs {
+            output.set_batch(batch);
+        }
+        Ok(())
     }
 
     /// Ends generation: (the server's material, the client's material).

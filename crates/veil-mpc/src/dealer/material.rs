@@ -202,6 +202,9 @@ pub struct PartyMaterial {
     session_id: SessionId,
     role: PartyRole,
     seed: Seed,
+    /// The samples per query the material was made for (public; checked against the
+    /// batch a query starts with, so a peer's declared batch never sizes anything).
+    batch: u32,
     items: VecDeque<MaterialItem>,
     /// The rest of a streaming half, until its end arrives (`None` when whole).
     source: Option<Receiver<Delivery>>,
@@ -268,8 +271,9 @@ impl MaterialFeeder {
 }
 
 const MAGIC: &[u8; 4] = b"VMAT";
-const FORMAT_VERSION: u32 = 1;
-const HEADER_BYTES: usize = 4 + 4 + 16 + 1 + SEED_BYTES + 4;
+/// 2: the header states the batch size.
+const FORMAT_VERSION: u32 = 2;
+const HEADER_BYTES: usize = 4 + 4 + 16 + 1 + SEED_BYTES + 4 + 4;
 const ITEM_HEADER_BYTES: usize = 4 + 1 + 8;
 
 impl PartyMaterial {
@@ -278,9 +282,20 @@ impl PartyMaterial {
             session_id,
             role,
             seed,
+            batch: 1,
             items: VecDeque::new(),
             source: None,
         }
+    }
+
+    /// States the batch size the material is made for (the generator's, before any item).
+    pub(crate) fn set_batch(&mut self, batch: u32) {
+        self.batch = batch;
+    }
+
+    /// The samples per query this material was made for.
+    pub fn batch(&self) -> usize {
+        self.batch as usize
     }
 
     /// Makes this half (its header decoded, and any items it holds) a streaming one:
@@ -421,6 +436,7 @@ impl PartyMaterial {
         bytes.extend_from_slice(&self.session_id.to_le_bytes());
         bytes.push(self.role.index() as u8);
         bytes.extend_from_slice(&self.seed.to_bytes());
+        bytes.extend_from_slice(&self.batch.to_le_bytes());
         bytes.extend_from_slice(&(self.items.len() as u32).to_le_bytes());
         for item in &self.items {
             item.tag.encode_into(&mut bytes);
@@ -449,6 +465,10 @@ impl PartyMaterial {
             _ => return Err(malformed("unknown role")),
         };
         let seed = Seed::from_bytes(reader.array::<SEED_BYTES>()?);
+        let batch = reader.u32()?;
+        if batch == 0 {
+            return Err(malformed("a batch of 0 samples"));
+        }
         let count = reader.u32()? as usize;
         let mut items = VecDeque::new();
         for _ in 0..count {
@@ -469,6 +489,7 @@ impl PartyMaterial {
             session_id,
             role,
             seed,
+            batch,
             items,
             source: None,
         })
@@ -518,22 +539,55 @@ impl Reader<'_> {
     }
 }
 
+/// The most session ids a [`SessionLedger`] remembers (32 bytes each with its order:
+/// 32 MiB at most).
+pub const LEDGER_SESSIONS: usize = 1 << 20;
+
 /// The sessions whose material a party has accepted. A session id seen twice is
 /// refused, so material replayed (by a bug, a retry or an attacker) is never used again.
+///
+/// Bounded: it remembers the last [`LEDGER_SESSIONS`] ids and forgets the oldest. Ids
+/// are 128 bits from the dealer's OS RNG, so a fresh one repeats an old one with
+/// negligible probability; what the bound gives up is refusing a replay of material
+/// more than a million sessions old, which only the dealer (trusted not to collude, and
+/// the only holder of the seeds) could send over the authenticated channel.
 #[derive(Clone, Debug, Default)]
 pub struct SessionLedger {
-    consumed: Arc<Mutex<HashSet<SessionId>>>,
+    consumed: Arc<Mutex<Consumed>>,
+}
+
+#[derive(Debug, Default)]
+struct Consumed {
+    ids: HashSet<SessionId>,
+    order: VecDeque<SessionId>,
 }
 
 impl SessionLedger {
     /// Records `session_id` as consumed; an error if it already was.
     pub fn consume(&self, session_id: SessionId) -> Result<()> {
         let mut consumed = self.consumed.lock().map_err(|_| Error::MaterialReused)?;
-        if consumed.insert(session_id) {
-            Ok(())
-        } else {
-            Err(Error::MaterialReused)
+        if !consumed.ids.insert(session_id) {
+            return Err(Error::MaterialReused);
         }
+        consumed.order.push_back(session_id);
+        while consumed.order.len() > LEDGER_SESSIONS {
+            if let Some(oldest) = consumed.order.pop_front() {
+                consumed.ids.remove(&oldest);
+            }
+        }
+        Ok(())
+    }
+
+    /// Session ids remembered now.
+    pub fn len(&self) -> usize {
+        self.consumed
+            .lock()
+            .map_or(0, |consumed| consumed.ids.len())
+    }
+
+    /// Whether no session was consumed yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -775,6 +829,35 @@ mod tests {
         ledger.consume(7).unwrap();
         ledger.consume(8).unwrap();
         assert!(matches!(ledger.consume(7), Err(Error::MaterialReused)));
+    }
+
+    #[test]
+    fn the_ledger_is_bounded_and_forgets_the_oldest_first() {
+        let ledger = SessionLedger::default();
+        for id in 0..(LEDGER_SESSIONS as u128 + 10) {
+            ledger.consume(id).unwrap();
+        }
+        assert_eq!(ledger.len(), LEDGER_SESSIONS);
+        // The newest are still refused; the ten oldest were forgotten.
+        assert!(matches!(
+            ledger.consume(LEDGER_SESSIONS as u128 + 9),
+            Err(Error::MaterialReused)
+        ));
+        assert!(matches!(ledger.consume(10), Err(Error::MaterialReused)));
+        ledger.consume(0).unwrap();
+    }
+
+    #[test]
+    fn the_header_states_the_batch() {
+        let mut material = sample();
+        material.set_batch(12);
+        let decoded = PartyMaterial::decode(&material.encode()).unwrap();
+        assert_eq!(decoded.batch(), 12);
+        let mut bytes = material.encode();
+        // The batch sits after magic, version, session, role and seed.
+        let at = 4 + 4 + 16 + 1 + SEED_BYTES;
+        bytes[at..at + 4].copy_from_slice(&0u32.to_le_bytes());
+        assert!(PartyMaterial::decode(&bytes).is_err());
     }
 
     #[test]

@@ -58,20 +58,27 @@ impl ServerParameters {
     }
 
     /// D = W + B for every weight: what the server sends a client once per client session.
-    pub fn masked_weights(&self) -> Vec<(String, RingTensor)> {
-        let mut masked: Vec<(String, RingTensor)> = self
-            .weights
-            .iter()
-            .map(|(name, weight)| {
-                let mut d = weight.plain.clone();
-                for (value, mask) in d.data_mut().iter_mut().zip(weight.mask.data()) {
-                    *value = value.wrapping_add(*mask);
-                }
-                (name.clone(), d)
-            })
-            .collect();
+    /// A mask whose shape differs from its weight's is an error, never a partly unmasked
+    /// W.
+    pub fn masked_weights(&self) -> Result<Vec<(String, RingTensor)>> {
+        let mut masked = Vec::with_capacity(self.weights.len());
+        for (name, weight) in &self.weights {
+            if weight.mask.shape() != weight.plain.shape()
+                || weight.mask.len() != weight.plain.len()
+            {
+                return Err(Error::ApiMisuse {
+                    op: "masked weights",
+                    detail: format!("the mask of weight {name:?} does not have its weight's shape"),
+                });
+            }
+            let mut d = weight.plain.clone();
+            for (value, mask) in d.data_mut().iter_mut().zip(weight.mask.data()) {
+                *value = value.wrapping_add(*mask);
+            }
+            masked.push((name.clone(), d));
+        }
         masked.sort_by(|a, b| a.0.cmp(&b.0));
-        masked
+        Ok(masked)
     }
 
     pub(crate) fn weight(&self, name: &str) -> Result<Arc<ServerWeight>> {

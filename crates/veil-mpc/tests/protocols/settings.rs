@@ -120,7 +120,7 @@ impl Dealer {
             fixture.weights.clone(),
             fixture.biases.clone(),
         );
-        let client = ClientParameters::new(server.masked_weights());
+        let client = ClientParameters::new(server.masked_weights().unwrap());
         (
             PartyParameters::Server(Arc::new(server)),
             PartyParameters::Client(Arc::new(client)),

@@ -9,7 +9,9 @@
 use aes::cipher::BlockCipherEncrypt;
 use zeroize::Zeroize;
 
-use super::{DcfCorrections, MAX_PAYLOAD, convert, decode, encode, encoded_words, fixed_cipher};
+use super::{
+    DcfCorrections, MAX_PAYLOAD, SEED_BITS, convert, decode, encode, encoded_words, fixed_cipher,
+};
 
 /// Keys per group of the batch wire form (see [`generate_batch`]), which is also how many
 /// keys the batched kernels advance through one level together: for evaluation, 512 AES
@@ -150,7 +152,7 @@ pub fn decode_batch(
 #[derive(Clone, Copy, Default)]
 #[repr(align(64))]
 struct KeyState {
-    /// The current seed s (low bit clear unless a malformed s_CW set it).
+    /// The current seed s (two low bits clear unless a malformed s_CW set them).
     seed: u128,
     /// The key's packed control-bit corrections (at most 64 levels, so two words).
     control_words: [u64; 2],
@@ -259,7 +261,7 @@ fn evaluate_group<const PAYLOAD: usize>(
                 .chain(std::iter::repeat(&[][..])),
         )
     {
-        let seed = root & !1;
+        let seed = root & SEED_BITS;
         let side = u128::from((input >> first_shift) & 1);
         pair[0] = to_block(seed ^ side);
         pair[1] = to_block(seed ^ 2 ^ side);
@@ -303,7 +305,7 @@ fn evaluate_group<const PAYLOAD: usize>(
                     .wrapping_add(values[lane])
                     .wrapping_add(correction[2 + lane] & control_mask);
             }
-            let seed = (seed_block & !1) ^ (correction_seed & mask_128(key.control));
+            let seed = (seed_block & SEED_BITS) ^ (correction_seed & mask_128(key.control));
             key.control = (seed_block as u64 & 1) ^ (key.control & correction_control);
             key.seed = seed;
             // The next level's blocks, straight away: no separate pass over the seeds.
@@ -441,7 +443,7 @@ fn generate_group<const PAYLOAD: usize>(
         .zip(value_alpha.iter_mut())
         .enumerate()
     {
-        let seeds = [roots[0][index] & !1, roots[1][index] & !1];
+        let seeds = [roots[0][index] & SEED_BITS, roots[1][index] & SEED_BITS];
         for (j, block) in group.iter_mut().enumerate() {
             *block = to_block(seeds[j / 4] ^ (j % 4) as u128);
         }
@@ -481,7 +483,7 @@ fn generate_group<const PAYLOAD: usize>(
             // Keep the side α goes down; lose the other.
             let keep = alpha_bit as usize;
             let lose = keep ^ 1;
-            let child_seed = |party: usize, side: usize| expanded[party][side] & !1;
+            let child_seed = |party: usize, side: usize| expanded[party][side] & SEED_BITS;
             let child_control = |party: usize, side: usize| expanded[party][side] as u64 & 1;
             let child_value = |party: usize, side: usize, lane: usize| {
                 (expanded[party][2 + side] >> (64 * lane)) as u64

@@ -58,6 +58,11 @@ pub const MAX_PAYLOAD: usize = 2;
 /// The public fixed AES key of the PRG (any constant works; it is not a secret).
 const FIXED_KEY: [u8; 16] = *b"veil/dcf/prg/v1.";
 
+/// The bits of a 128-bit word that are seed bits. The expansion tweaks a seed by XOR
+/// with 0..=3 (its two low bits), so both are cleared in every seed: distinct seeds never
+/// share a tweaked block. Bit 0 of an expanded word is the control bit.
+pub(crate) const SEED_BITS: u128 = !3;
+
 fn fixed_cipher() -> &'static Aes128 {
     static CIPHER: OnceLock<Aes128> = OnceLock::new();
     CIPHER.get_or_init(|| Aes128::new(&Array::from(FIXED_KEY)))
@@ -84,7 +89,7 @@ fn expand(seed: u128) -> Expansion {
     }
     let split = |word: u128| [word as u64, (word >> 64) as u64];
     Expansion {
-        seed: [words[0] & !1, words[1] & !1],
+        seed: [words[0] & SEED_BITS, words[1] & SEED_BITS],
         control: [words[0] & 1 == 1, words[1] & 1 == 1],
         value: [split(words[2]), split(words[3])],
     }
@@ -141,7 +146,7 @@ pub fn generate(
     beta: [u64; MAX_PAYLOAD],
     root_seeds: [u128; 2],
 ) -> DcfCorrections {
-    let mut seed = [root_seeds[0] & !1, root_seeds[1] & !1];
+    let mut seed = [root_seeds[0] & SEED_BITS, root_seeds[1] & SEED_BITS];
     let mut control = [false, true];
     let mut value_alpha = [0u64; MAX_PAYLOAD];
     let mut levels = Vec::with_capacity(bits as usize);
@@ -205,7 +210,7 @@ pub fn evaluate(
 ) -> [u64; MAX_PAYLOAD] {
     let bits = corrections.levels.len();
     let negative = party == 1;
-    let mut seed = root_seed & !1;
+    let mut seed = root_seed & SEED_BITS;
     let mut control = party == 1;
     let mut output = [0u64; MAX_PAYLOAD];
     for (level, correction) in corrections.levels.iter().enumerate() {
