@@ -63,7 +63,7 @@ pub struct DeploymentOptions {
     pub dealer: DealerOptions,
     /// Client sessions the server serves before it returns (`None`: forever).
     pub server_clients: Option<usize>,
-    /// The mask epoch (a fresh one from the clock when `None`).
+    /// The mask epoch (a fresh random one when `None`).
     pub epoch: Option<u64>,
     /// Plain TCP on loopback instead of mutual TLS.
     pub dangerous_plain_tcp: bool,
@@ -123,7 +123,13 @@ impl Deployment {
         transports.client = transports.client.with_options(options.client_channel);
         let mut deployment = Self::bind(transports)?;
         deployment.start_dealer(plan.public.clone(), options.dealer)?;
-        let state = ServerState::new(plan.clone(), options.epoch.unwrap_or_else(new_epoch))?;
+        let state = ServerState::new(
+            plan.clone(),
+            match options.epoch {
+                Some(epoch) => epoch,
+                None => new_epoch()?,
+            },
+        )?;
         deployment.start_server(state, options.server_clients)?;
         Ok(deployment)
     }
@@ -213,6 +219,11 @@ impl Deployment {
     /// The client's transport (for clients made by hand).
     pub fn client_transport(&self) -> &Transport {
         &self.transports.client
+    }
+
+    /// The dealer's transport, for tests that run another dealer of this deployment's CA.
+    pub fn dealer_transport(&self) -> &Transport {
+        &self.transports.dealer
     }
 
     /// The server's transport, for tests that pose as the server with its certificate.

@@ -106,12 +106,11 @@ pub enum PeerMisbehaved {
         /// Who sent it.
         role: Role,
     },
-    /// A server registered with a dealer that already has its server.
-    #[error("a second server registration is refused; restart the dealer to change epochs")]
-    SecondRegistration,
-    /// A server connection to a dealer that waits for its registration did not register.
-    #[error("a server connection did not register; the dealer waits for the registration")]
-    NotRegistration,
+    /// A registration whose epoch or commitment does not fit its seed.
+    #[error(
+        "the server's registration is inconsistent (epoch 0, or a commitment that is not its seed's)"
+    )]
+    BadRegistration,
     /// The server claimed a session the dealer does not hold.
     #[error(
         "the server claimed an unknown, expired or already claimed session; each half is delivered once"
@@ -177,8 +176,35 @@ pub enum Error {
     /// The dealer serves no more client sessions.
     #[error("the dealer is at its client limit")]
     ClientLimit,
+    /// The dealer refused the server's registration and said why.
+    #[error("the dealer refused this server's registration: {reason}")]
+    RegistrationRefused {
+        /// The dealer's reason (public text).
+        reason: String,
+    },
+    /// The dealer has no registered server, so it serves no sessions yet.
+    #[error(
+        "the dealer has no server registered (it is starting, or its server restarted and has not registered again); retry in a few seconds"
+    )]
+    DealerNotReady,
+    /// The dealer holds another weight seed for this epoch than the server announced.
+    #[error(
+        "the dealer's commitment to the weight seed of epoch {epoch} is not the server's: they would use different weight masks; restart the server so that it registers again"
+    )]
+    CommitmentMismatch {
+        /// The epoch both sides named.
+        epoch: u64,
+    },
+    /// A query asked for more samples than this server takes.
+    #[error("the query asks for a batch of {asked} samples; this server takes at most {max}")]
+    BatchLimit {
+        /// The batch asked for.
+        asked: usize,
+        /// The server's limit.
+        max: usize,
+    },
     /// A shutdown was requested before the service could start.
-    #[error("shut down before the server registered")]
+    #[error("shut down before the service started")]
     ShutDown,
     /// A connection to a peer failed while doing something.
     #[error("{what}: {cause}")]

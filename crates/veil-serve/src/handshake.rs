@@ -53,6 +53,7 @@ mod tests {
             role,
             plan_hash: plan_hash.into(),
             epoch: 3,
+            commitment: crate::messages::WeightCommitment::NONE,
             extension: vec![],
         }
     }

@@ -3,23 +3,25 @@
 //!
 //! | message | from → to | form |
 //! |---|---|---|
-//! | [`Hello`] | everyone, first frame of every connection | `VEIL`, version u32, setting u8, role u8, epoch u64, hash length u16, hash, extension |
-//! | [`ServerExtension`] | server → dealer, in its hello | `1` + weight seed (registers) or `2` + session id (claims a half) |
-//! | [`ClientExtension`] | client → dealer, in its hello | batch u64, prefetch depth u64 |
+//! | [`Hello`] | everyone, first frame of every connection | `VEIL`, version u32, setting u8, role u8, epoch u64, weight commitment (32 bytes), hash length u16, hash, extension |
+//! | [`ServerExtension`] | server → dealer, in its hello | `1` + weight seed (registers) or `2` + session id + claim token (claims a half) |
+//! | [`RegistrationAnswer`] | dealer → server, after a registering hello | `0` (accepted) or `1` + reason (refused) |
+//! | [`ClientExtension`] | client → dealer, in its hello | batch u64, prefetch depth u64 (at most 64) |
 //! | [`SessionRequest`] | client → dealer | empty: "the next query" |
-//! | [`SessionAnswer`] | dealer → client | `0` + claimable seconds u64 (a session follows) or `1` + reason (refused) |
+//! | [`SessionAnswer`] | dealer → client | `0` + claimable seconds u64 + claim token (a session follows) or `1` + reason (refused) |
 //! | [`MaskedWeights`] | server → client, once per client session | D = W + B, u64 words in plan order |
-//! | [`ClientMessage`] | client → server, between queries | `0` + session id + batch u64 (query start) or `1` + session id (claim ahead) |
+//! | [`ClientMessage`] | client → server, between queries | `0` + session id + claim token + batch u64 (query start) or `1` + session id + claim token (claim ahead) |
 //! | [`Ready`] | server → client | empty: "my half is in place" |
 //! | material stream | dealer → each party | the half's header, then per item a header and its words in chunks ([`send_item`]), then an empty frame ([`MaterialStream`]) |
 //!
-//! Integers are little-endian; session ids are 16 bytes. Decoders check every length
+//! Integers are little-endian; session ids and claim tokens are 16 bytes. Decoders check every length
 //! before reading, allocate only what the bytes in hand (or one bounded chunk) can fill,
 //! return [`crate::PeerMisbehaved`] naming the message and what was wrong, and never
 //! panic (each has a fuzz target, `fuzz/fuzz_targets/serve_*.rs`).
 
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use veil_core::RingTensor;
 use veil_core::prg::{SEED_BYTES, Seed};
 use veil_model::PublicPlan;
@@ -27,16 +29,23 @@ use veil_model::plan::ParameterKind;
 use veil_mpc::material::{MaterialItem, Tag};
 use veil_mpc::{MaterialFeeder, PartyMaterial};
 use veil_net::{Channel, Role};
+use zeroize::Zeroize;
 
 use crate::{Error, PeerMisbehaved, Result};
 
-/// The wire protocol version.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The wire protocol version (2: weight commitments, claim tokens, registration answers).
+pub const PROTOCOL_VERSION: u32 = 2;
 const MAGIC: &[u8; 4] = b"VEIL";
 /// The `dealer` setting's code.
 pub const SETTING_DEALER: u8 = 1;
 /// Bytes of a session id on the wire.
 const SESSION_ID_BYTES: usize = 16;
+/// Bytes of a claim token on the wire.
+const TOKEN_BYTES: usize = 16;
+/// Bytes of a weight commitment on the wire.
+const COMMITMENT_BYTES: usize = 32;
+/// The deepest prefetch a client may declare.
+pub const MAX_PREFETCH: u64 = crate::roles::MAX_HELD_HALVES as u64;
 /// The largest batch a query may ask for.
 pub const MAX_BATCH: usize = 1 << 16;
 /// The largest material a party accepts for one query (16 GiB).
@@ -47,6 +56,10 @@ pub const MATERIAL_CHUNK_BYTES: usize = 64 << 20;
 fn session_id(bytes: &[u8]) -> Option<u128> {
     let bytes: [u8; SESSION_ID_BYTES] = bytes.try_into().ok()?;
     Some(u128::from_le_bytes(bytes))
+}
+
+fn token_at(bytes: &[u8]) -> Option<ClaimToken> {
+    Some(ClaimToken(bytes.try_into().ok()?))
 }
 
 fn u64_at(bytes: &[u8]) -> Option<u64> {
@@ -83,6 +96,106 @@ fn expect_empty(message: &'static str, bytes: &[u8]) -> Result<()> {
     }
 }
 
+/// A commitment to the server's weight seed for one plan and mask epoch: SHA-256 over a
+/// domain tag, the public-plan hash, the epoch and the seed. The server announces it to
+/// every client and the dealer derives it from the seed it was given; clients and claims
+/// carry it to the dealer, and each side checks the other's, so a server and a dealer
+/// that hold different weight masks B under one epoch never run a session. Public: it
+/// reveals nothing of a 256-bit random seed.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct WeightCommitment([u8; COMMITMENT_BYTES]);
+
+impl WeightCommitment {
+    /// No commitment: a side that holds no registered seed (a client before it met the
+    /// server, a dealer waiting for its server).
+    pub const NONE: Self = Self([0; COMMITMENT_BYTES]);
+
+    /// The commitment to `seed` for `plan_hash` at `epoch`.
+    pub fn of(seed: &Seed, epoch: u64, plan_hash: &str) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(b"veil/weight-seed-commitment/v1\0");
+        hash.update((plan_hash.len() as u64).to_le_bytes());
+        hash.update(plan_hash.as_bytes());
+        hash.update(epoch.to_le_bytes());
+        let mut seed_bytes = seed.to_bytes();
+        hash.update(seed_bytes);
+        seed_bytes.zeroize();
+        Self(hash.finalize().into())
+    }
+
+    /// Whether this is [`WeightCommitment::NONE`].
+    pub fn is_none(&self) -> bool {
+        *self == Self::NONE
+    }
+
+    /// The wire bytes.
+    pub fn to_bytes(&self) -> [u8; COMMITMENT_BYTES] {
+        self.0
+    }
+
+    /// From wire bytes.
+    pub fn from_bytes(bytes: [u8; COMMITMENT_BYTES]) -> Self {
+        Self(bytes)
+    }
+}
+
+impl std::fmt::Debug for WeightCommitment {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let prefix: String = self.0[..4]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        write!(formatter, "WeightCommitment({prefix}…)")
+    }
+}
+
+/// The dealer's proof of who asked for a session: a random 128-bit token it gives the
+/// client with the session, which the client passes to the server and the server shows
+/// with its claim. Knowing a session id (they appear in logs) is not enough to claim or
+/// burn another client's session. Secret: its `Debug` prints nothing of it, and it is
+/// compared in constant time.
+#[derive(Clone, Copy)]
+pub struct ClaimToken([u8; TOKEN_BYTES]);
+
+impl ClaimToken {
+    /// A fresh token from the OS RNG.
+    pub fn random() -> Result<Self> {
+        let mut seed = Seed::random()?.to_bytes();
+        let mut token = [0u8; TOKEN_BYTES];
+        token.copy_from_slice(&seed[..TOKEN_BYTES]);
+        seed.zeroize();
+        Ok(Self(token))
+    }
+
+    /// Whether `other` is this token (in constant time).
+    pub fn matches(&self, other: &ClaimToken) -> bool {
+        self.0
+            .iter()
+            .zip(&other.0)
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+            == 0
+    }
+
+    /// A token from its bytes (tests and fuzzing).
+    pub fn from_bytes(bytes: [u8; TOKEN_BYTES]) -> Self {
+        Self(bytes)
+    }
+}
+
+impl PartialEq for ClaimToken {
+    fn eq(&self, other: &Self) -> bool {
+        self.matches(other)
+    }
+}
+
+impl Eq for ClaimToken {}
+
+impl std::fmt::Debug for ClaimToken {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("ClaimToken(<secret>)")
+    }
+}
+
 /// What one side announces first on every connection. Its `Debug` leaves out the
 /// extension, which can hold the server's weight seed.
 #[derive(Clone, PartialEq, Eq)]
@@ -93,6 +206,9 @@ pub struct Hello {
     pub plan_hash: String,
     /// The mask epoch (0 when the sender does not know it yet).
     pub epoch: u64,
+    /// The commitment to the weight seed of that epoch ([`WeightCommitment::NONE`] when
+    /// the sender holds none yet).
+    pub commitment: WeightCommitment,
     /// Extra bytes for this pair of roles (a [`ServerExtension`] to the dealer, a
     /// [`ClientExtension`] to the dealer); empty otherwise.
     pub extension: Vec<u8>,
@@ -105,6 +221,7 @@ impl std::fmt::Debug for Hello {
             .field("role", &self.role)
             .field("plan_hash", &self.plan_hash)
             .field("epoch", &self.epoch)
+            .field("commitment", &self.commitment)
             .field(
                 "extension",
                 &format_args!("<{} bytes>", self.extension.len()),
@@ -114,7 +231,7 @@ impl std::fmt::Debug for Hello {
 }
 
 /// Bytes of a hello before its plan hash.
-const HELLO_FIXED_BYTES: usize = 20;
+const HELLO_FIXED_BYTES: usize = 20 + COMMITMENT_BYTES;
 
 impl Hello {
     /// The wire form.
@@ -126,6 +243,7 @@ impl Hello {
         bytes.push(SETTING_DEALER);
         bytes.push(self.role.code());
         bytes.extend_from_slice(&self.epoch.to_le_bytes());
+        bytes.extend_from_slice(&self.commitment.to_bytes());
         bytes.extend_from_slice(&(self.plan_hash.len() as u16).to_le_bytes());
         bytes.extend_from_slice(self.plan_hash.as_bytes());
         bytes.extend_from_slice(&self.extension);
@@ -148,7 +266,11 @@ impl Hello {
         let role =
             Role::from_code(bytes[9]).ok_or(PeerMisbehaved::UnknownRole { code: bytes[9] })?;
         let epoch = u64_at(&bytes[10..18]).ok_or(PeerMisbehaved::Truncated { message: MESSAGE })?;
-        let hash_len = usize::from(u16::from_le_bytes([bytes[18], bytes[19]]));
+        let commitment: [u8; COMMITMENT_BYTES] = bytes[18..18 + COMMITMENT_BYTES]
+            .try_into()
+            .map_err(|_| PeerMisbehaved::Truncated { message: MESSAGE })?;
+        let at = 18 + COMMITMENT_BYTES;
+        let hash_len = usize::from(u16::from_le_bytes([bytes[at], bytes[at + 1]]));
         let hash_end = HELLO_FIXED_BYTES + hash_len;
         let hash = bytes
             .get(HELLO_FIXED_BYTES..hash_end)
@@ -163,6 +285,7 @@ impl Hello {
             role,
             plan_hash,
             epoch,
+            commitment: WeightCommitment::from_bytes(commitment),
             extension: bytes[hash_end..].to_vec(),
         })
     }
@@ -181,6 +304,8 @@ pub enum ServerExtension {
     Claim {
         /// The session the client named.
         session_id: u128,
+        /// The token the dealer gave the client with that session (secret).
+        token: ClaimToken,
     },
 }
 
@@ -188,7 +313,7 @@ impl std::fmt::Debug for ServerExtension {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ServerExtension::Register { .. } => formatter.write_str("Register { <seed> }"),
-            ServerExtension::Claim { session_id } => formatter
+            ServerExtension::Claim { session_id, .. } => formatter
                 .debug_struct("Claim")
                 .field("session_id", session_id)
                 .finish(),
@@ -202,15 +327,16 @@ const SERVER_CLAIMS: u8 = 2;
 impl ServerExtension {
     /// The wire form.
     pub fn encode(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(1 + SEED_BYTES.max(SESSION_ID_BYTES));
+        let mut bytes = Vec::with_capacity(1 + SEED_BYTES.max(SESSION_ID_BYTES + TOKEN_BYTES));
         match self {
             ServerExtension::Register { weight_seed } => {
                 bytes.push(SERVER_REGISTERS);
                 bytes.extend_from_slice(&weight_seed.to_bytes());
             }
-            ServerExtension::Claim { session_id } => {
+            ServerExtension::Claim { session_id, token } => {
                 bytes.push(SERVER_CLAIMS);
                 bytes.extend_from_slice(&session_id.to_le_bytes());
+                bytes.extend_from_slice(&token.0);
             }
         }
         bytes
@@ -221,7 +347,7 @@ impl ServerExtension {
         const MESSAGE: &str = "the server's handshake extension";
         let wrong_length = |found| PeerMisbehaved::WrongLength {
             message: MESSAGE,
-            expected: "17 bytes",
+            expected: "33 bytes",
             found,
         };
         match bytes.split_first() {
@@ -232,9 +358,14 @@ impl ServerExtension {
                     weight_seed: Seed::from_bytes(seed),
                 })
             }
-            Some((&SERVER_CLAIMS, id)) => Ok(ServerExtension::Claim {
-                session_id: session_id(id).ok_or(wrong_length(bytes.len()))?,
-            }),
+            Some((&SERVER_CLAIMS, rest)) if rest.len() == SESSION_ID_BYTES + TOKEN_BYTES => {
+                let (id, token) = rest.split_at(SESSION_ID_BYTES);
+                Ok(ServerExtension::Claim {
+                    session_id: session_id(id).ok_or(wrong_length(bytes.len()))?,
+                    token: token_at(token).ok_or(wrong_length(bytes.len()))?,
+                })
+            }
+            Some((&SERVER_CLAIMS, _)) => Err(wrong_length(bytes.len()).into()),
             Some((&kind, _)) => Err(PeerMisbehaved::UnknownKind {
                 message: MESSAGE,
                 kind,
@@ -245,12 +376,87 @@ impl ServerExtension {
     }
 }
 
+/// The dealer's answer to a server's registration: the server serves only once the
+/// dealer has accepted it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegistrationAnswer {
+    /// The dealer holds the server's weight seed for its epoch and serves its sessions.
+    Accepted,
+    /// The dealer refused the registration and says why (public text).
+    Refused {
+        /// The dealer's reason.
+        reason: String,
+    },
+}
+
+const REGISTRATION_ACCEPTED: u8 = 0;
+const REGISTRATION_REFUSED: u8 = 1;
+/// The longest reason a peer's refusal may carry.
+const MAX_REASON_BYTES: usize = 1024;
+
+impl RegistrationAnswer {
+    /// The wire form.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            RegistrationAnswer::Accepted => vec![REGISTRATION_ACCEPTED],
+            RegistrationAnswer::Refused { reason } => {
+                let reason = &reason.as_bytes()[..reason.len().min(MAX_REASON_BYTES)];
+                let mut bytes = Vec::with_capacity(1 + reason.len());
+                bytes.push(REGISTRATION_REFUSED);
+                bytes.extend_from_slice(reason);
+                bytes
+            }
+        }
+    }
+
+    /// Decodes the dealer's answer.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        const MESSAGE: &str = "the dealer's answer to a registration";
+        match bytes.split_first() {
+            Some((&REGISTRATION_ACCEPTED, [])) => Ok(RegistrationAnswer::Accepted),
+            Some((&REGISTRATION_REFUSED, reason)) => Ok(RegistrationAnswer::Refused {
+                reason: refusal_reason(MESSAGE, reason)?,
+            }),
+            Some((&REGISTRATION_ACCEPTED, _)) | None => Err(PeerMisbehaved::WrongLength {
+                message: MESSAGE,
+                expected: "1 byte (accepted) or 1 + a reason (refused)",
+                found: bytes.len(),
+            }
+            .into()),
+            Some((&kind, _)) => Err(PeerMisbehaved::UnknownKind {
+                message: MESSAGE,
+                kind,
+            }
+            .into()),
+        }
+    }
+}
+
+/// A refusal's reason: UTF-8 text of at most [`MAX_REASON_BYTES`].
+fn refusal_reason(message: &'static str, bytes: &[u8]) -> Result<String> {
+    if bytes.len() > MAX_REASON_BYTES {
+        return Err(PeerMisbehaved::OutOfRange {
+            message,
+            field: "reason length",
+            found: bytes.len() as u64,
+            range: "0..=1024",
+        }
+        .into());
+    }
+    Ok(std::str::from_utf8(bytes)
+        .map_err(|_| PeerMisbehaved::NotText {
+            message,
+            field: "reason",
+        })?
+        .to_string())
+}
+
 /// What a client declares to the dealer: the extension of its [`Hello`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientExtension {
     /// Samples per query (1..=65536).
     pub batch: usize,
-    /// Queries' halves it holds ahead of time (0: none).
+    /// Queries' halves it holds ahead of time (0: none; at most [`MAX_PREFETCH`]).
     pub prefetch: u64,
 }
 
@@ -278,6 +484,15 @@ impl ClientExtension {
             }
             .into());
         };
+        if prefetch > MAX_PREFETCH {
+            return Err(PeerMisbehaved::OutOfRange {
+                message: MESSAGE,
+                field: "prefetch depth",
+                found: prefetch,
+                range: "0..=64",
+            }
+            .into());
+        }
         Ok(Self {
             batch: batch(MESSAGE, batch_value)?,
             prefetch,
@@ -314,6 +529,8 @@ pub enum SessionAnswer {
     Follows {
         /// How long the server's half stays claimable.
         claimable: Duration,
+        /// The token the server must show to claim its half (secret).
+        token: ClaimToken,
     },
     /// No session: the dealer says why (public text).
     Refused {
@@ -329,16 +546,18 @@ impl SessionAnswer {
     /// The wire form (the claimable time in whole seconds).
     pub fn encode(&self) -> Vec<u8> {
         match self {
-            SessionAnswer::Follows { claimable } => {
-                let mut bytes = Vec::with_capacity(9);
+            SessionAnswer::Follows { claimable, token } => {
+                let mut bytes = Vec::with_capacity(1 + 8 + TOKEN_BYTES);
                 bytes.push(SESSION_FOLLOWS);
                 bytes.extend_from_slice(&claimable.as_secs().to_le_bytes());
+                bytes.extend_from_slice(&token.0);
                 bytes
             }
             SessionAnswer::Refused { reason } => {
+                let reason = &reason.as_bytes()[..reason.len().min(MAX_REASON_BYTES)];
                 let mut bytes = Vec::with_capacity(1 + reason.len());
                 bytes.push(SESSION_REFUSED);
-                bytes.extend_from_slice(reason.as_bytes());
+                bytes.extend_from_slice(reason);
                 bytes
             }
         }
@@ -348,18 +567,23 @@ impl SessionAnswer {
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         const MESSAGE: &str = "the dealer's answer to a session request";
         match bytes.split_first() {
-            Some((&SESSION_FOLLOWS, seconds)) => {
-                let seconds = u64_at(seconds).ok_or(PeerMisbehaved::WrongLength {
+            Some((&SESSION_FOLLOWS, rest)) => {
+                let wrong_length = || PeerMisbehaved::WrongLength {
                     message: MESSAGE,
-                    expected: "9 bytes",
+                    expected: "25 bytes",
                     found: bytes.len(),
-                })?;
+                };
+                if rest.len() != 8 + TOKEN_BYTES {
+                    return Err(wrong_length().into());
+                }
+                let (seconds, token) = rest.split_at(8);
                 Ok(SessionAnswer::Follows {
-                    claimable: Duration::from_secs(seconds),
+                    claimable: Duration::from_secs(u64_at(seconds).ok_or_else(wrong_length)?),
+                    token: token_at(token).ok_or_else(wrong_length)?,
                 })
             }
             Some((&SESSION_REFUSED, reason)) => Ok(SessionAnswer::Refused {
-                reason: String::from_utf8_lossy(reason).into_owned(),
+                reason: refusal_reason(MESSAGE, reason)?,
             }),
             Some((&kind, _)) => Err(PeerMisbehaved::UnknownKind {
                 message: MESSAGE,
@@ -448,6 +672,8 @@ pub enum ClientMessage {
     QueryStart {
         /// The session the dealer gave the client.
         session_id: u128,
+        /// The session's claim token, for the server's claim (secret).
+        token: ClaimToken,
         /// Samples in this query (1..=65536).
         batch: usize,
     },
@@ -455,6 +681,8 @@ pub enum ClientMessage {
     ClaimAhead {
         /// The session the dealer gave the client.
         session_id: u128,
+        /// The session's claim token, for the server's claim (secret).
+        token: ClaimToken,
     },
 }
 
@@ -464,16 +692,22 @@ const CLAIM_AHEAD: u8 = 1;
 impl ClientMessage {
     /// The wire form.
     pub fn encode(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(1 + SESSION_ID_BYTES + 8);
+        let mut bytes = Vec::with_capacity(1 + SESSION_ID_BYTES + TOKEN_BYTES + 8);
         match self {
-            ClientMessage::QueryStart { session_id, batch } => {
+            ClientMessage::QueryStart {
+                session_id,
+                token,
+                batch,
+            } => {
                 bytes.push(QUERY_START);
                 bytes.extend_from_slice(&session_id.to_le_bytes());
+                bytes.extend_from_slice(&token.0);
                 bytes.extend_from_slice(&(*batch as u64).to_le_bytes());
             }
-            ClientMessage::ClaimAhead { session_id } => {
+            ClientMessage::ClaimAhead { session_id, token } => {
                 bytes.push(CLAIM_AHEAD);
                 bytes.extend_from_slice(&session_id.to_le_bytes());
+                bytes.extend_from_slice(&token.0);
             }
         }
         bytes
@@ -484,21 +718,27 @@ impl ClientMessage {
         const MESSAGE: &str = "the client's message between queries";
         let wrong_length = || PeerMisbehaved::WrongLength {
             message: MESSAGE,
-            expected: "25 bytes (a query start) or 17 (a claim-ahead notice)",
+            expected: "41 bytes (a query start) or 33 (a claim-ahead notice)",
             found: bytes.len(),
         };
         match bytes.split_first() {
-            Some((&QUERY_START, rest)) if rest.len() == SESSION_ID_BYTES + 8 => {
-                let (id, batch_value) = rest.split_at(SESSION_ID_BYTES);
+            Some((&QUERY_START, rest)) if rest.len() == SESSION_ID_BYTES + TOKEN_BYTES + 8 => {
+                let (id, rest) = rest.split_at(SESSION_ID_BYTES);
+                let (token, batch_value) = rest.split_at(TOKEN_BYTES);
                 Ok(ClientMessage::QueryStart {
                     session_id: session_id(id).ok_or_else(wrong_length)?,
+                    token: token_at(token).ok_or_else(wrong_length)?,
                     batch: batch(MESSAGE, u64_at(batch_value).ok_or_else(wrong_length)?)?,
                 })
             }
-            Some((&CLAIM_AHEAD, id)) => Ok(ClientMessage::ClaimAhead {
-                session_id: session_id(id).ok_or_else(wrong_length)?,
-            }),
-            Some((&QUERY_START, _)) | None => Err(wrong_length().into()),
+            Some((&CLAIM_AHEAD, rest)) if rest.len() == SESSION_ID_BYTES + TOKEN_BYTES => {
+                let (id, token) = rest.split_at(SESSION_ID_BYTES);
+                Ok(ClientMessage::ClaimAhead {
+                    session_id: session_id(id).ok_or_else(wrong_length)?,
+                    token: token_at(token).ok_or_else(wrong_length)?,
+                })
+            }
+            Some((&QUERY_START | &CLAIM_AHEAD, _)) | None => Err(wrong_length().into()),
             Some((&kind, _)) => Err(PeerMisbehaved::UnknownKind {
                 message: MESSAGE,
                 kind,

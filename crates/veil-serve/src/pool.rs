@@ -33,7 +33,7 @@ use veil_mpc::{DealerParameters, PartyRole};
 use veil_net::Channel;
 use zeroize::Zeroize;
 
-use crate::messages::{item_bytes, send_end, send_item};
+use crate::messages::{ClaimToken, item_bytes, send_end, send_item};
 use crate::metrics::Metrics;
 use crate::roles::dealer::generate_material;
 use crate::{Error, Result};
@@ -188,6 +188,21 @@ struct Awaiting {
     deadline: Instant,
     /// The dealer's number for the client session it was issued to.
     owner: u64,
+    /// The token the claim must show (given to that client only).
+    token: ClaimToken,
+}
+
+/// Room set aside in the pool for an entry being generated; given back when dropped.
+struct Reservation<'a> {
+    pool: &'a Pool,
+    bytes: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut state = self.pool.lock();
+        state.reserved_bytes = state.reserved_bytes.saturating_sub(self.bytes);
+    }
 }
 
 /// What an entry of one batch size costs, once one has been made.
@@ -205,6 +220,8 @@ struct PoolState {
     awaiting: HashMap<u128, Awaiting>,
     /// Bytes of ready entries plus awaiting halves.
     held_bytes: u64,
+    /// Bytes set aside for entries being generated now.
+    reserved_bytes: u64,
     sizes: BTreeMap<usize, EntrySize>,
     /// Batch sizes to keep filled, most recently asked for last.
     demand: VecDeque<usize>,
@@ -363,27 +380,56 @@ impl Pool {
         self.wake.notify_all();
     }
 
-    /// Generates an entry of `batch` now, in memory, bounded by the capacity; `None`
-    /// when it does not fit (recorded, so the filler does not try again).
+    /// Sets aside room for one entry of `batch` before it is generated: its known size,
+    /// or (unknown yet) all that is free. `None` when that does not fit beside what the
+    /// pool holds and what other generations reserved.
+    fn reserve(&self, batch: usize) -> Option<Reservation<'_>> {
+        let mut state = self.lock();
+        let free = self
+            .config
+            .capacity_bytes
+            .saturating_sub(state.held_bytes + state.reserved_bytes);
+        let bytes = match state.sizes.get(&batch) {
+            Some(EntrySize::Fits(bytes)) if *bytes <= free => *bytes,
+            Some(EntrySize::Fits(_)) | Some(EntrySize::TooLarge) => return None,
+            None if free > 0 => free,
+            None => return None,
+        };
+        state.reserved_bytes += bytes;
+        Some(Reservation { pool: self, bytes })
+    }
+
+    /// Generates an entry of `batch` now, in memory, within room reserved first; `None`
+    /// when it does not fit the capacity (recorded, so the filler does not try again) or
+    /// what is free now.
     pub fn generate_now(&self, batch: usize) -> Result<Option<Entry>> {
-        let entry = generate_entry(
-            &self.plan,
-            &self.parameters,
-            batch,
-            self.config.capacity_bytes,
-        )?;
+        let Some(reservation) = self.reserve(batch) else {
+            return Ok(None);
+        };
+        let entry = generate_entry(&self.plan, &self.parameters, batch, reservation.bytes)?;
         match &entry {
             Some(entry) => self.record_size(batch, entry.bytes()),
-            None => {
+            // Only a limit of the whole capacity says the entry can never fit.
+            None if reservation.bytes >= self.config.capacity_bytes => {
                 self.lock().sizes.insert(batch, EntrySize::TooLarge);
             }
+            None => {}
         }
         Ok(entry)
     }
 
-    /// Parks a server half until the server claims it by session id, for at most the
-    /// claim timeout; `owner` is the client session it was issued to.
-    pub fn await_claim(&self, session_id: u128, half: Half, owner: u64) {
+    /// Server halves issued to the client session `owner` that wait for their claim.
+    pub fn awaiting_for(&self, owner: u64) -> usize {
+        self.lock()
+            .awaiting
+            .values()
+            .filter(|awaiting| awaiting.owner == owner)
+            .count()
+    }
+
+    /// Parks a server half until the server claims it by session id and `token`, for at
+    /// most the claim timeout; `owner` is the client session it was issued to.
+    pub fn await_claim(&self, session_id: u128, half: Half, owner: u64, token: ClaimToken) {
         let mut state = self.lock();
         state.held_bytes += half.bytes();
         state.awaiting.insert(
@@ -392,14 +438,23 @@ impl Pool {
                 half,
                 deadline: Instant::now() + self.config.claim_timeout,
                 owner,
+                token,
             },
         );
         self.publish(&state);
     }
 
-    /// The server's claim: removes and returns the half of `session_id`, if it waits.
-    pub fn claim(&self, session_id: u128) -> Option<Half> {
+    /// The server's claim: removes and returns the half of `session_id`, if it waits and
+    /// `token` is its token. A wrong token leaves the half in place.
+    pub fn claim(&self, session_id: u128, token: &ClaimToken) -> Option<Half> {
         let mut state = self.lock();
+        if !state
+            .awaiting
+            .get(&session_id)
+            .is_some_and(|awaiting| awaiting.token.matches(token))
+        {
+            return None;
+        }
         let awaiting = state.awaiting.remove(&session_id)?;
         state.held_bytes = state.held_bytes.saturating_sub(awaiting.half.bytes());
         self.publish(&state);
@@ -462,11 +517,12 @@ impl Pool {
             .copied()
             .filter(|batch| match state.sizes.get(batch) {
                 Some(EntrySize::Fits(bytes)) => {
-                    state.held_bytes + bytes <= self.config.capacity_bytes
+                    state.held_bytes + state.reserved_bytes + bytes <= self.config.capacity_bytes
                 }
                 Some(EntrySize::TooLarge) => false,
-                // Unknown: make one to learn it (generation stops at the capacity).
-                None => true,
+                // Unknown: make one to learn it, in an empty pool (generation stops at
+                // the capacity, so the one try tells whether it fits at all).
+                None => state.held_bytes + state.reserved_bytes == 0,
             })
             .min_by_key(|batch| state.ready.get(batch).map_or(0, VecDeque::len))
     }
@@ -503,40 +559,47 @@ impl Pool {
                         .unwrap_or_else(|poisoned| poisoned.into_inner().0);
                 }
             };
-            // Generation is bounded by the whole capacity (so an entry of unknown size
-            // is learnt once); an entry that does not fit what is free now is dropped.
-            match generate_entry(
-                &self.plan,
-                &self.parameters,
-                batch,
-                self.config.capacity_bytes,
-            ) {
+            // Room is reserved first: its known size, or all that is free for an entry
+            // of unknown size (learnt once, when the pool is empty enough).
+            let Some(reservation) = self.reserve(batch) else {
+                let mut state = self.lock();
+                state = self
+                    .wake
+                    .wait_timeout(state, SWEEP_INTERVAL)
+                    .map(|(state, _)| state)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+                drop(state);
+                continue;
+            };
+            match generate_entry(&self.plan, &self.parameters, batch, reservation.bytes) {
                 Ok(Some(entry)) => {
                     let bytes = entry.bytes();
                     let mut state = self.lock();
                     state.sizes.insert(batch, EntrySize::Fits(bytes));
-                    if state.demand.contains(&batch)
-                        && !state.stopped
-                        && state.held_bytes + bytes <= self.config.capacity_bytes
-                    {
+                    // The reservation still covers it: held plus the others' reservations
+                    // leave room for it.
+                    if state.demand.contains(&batch) && !state.stopped {
                         state.held_bytes += bytes;
                         state.ready.entry(batch).or_default().push_back(entry);
                         self.count(|c| c.pregenerated += 1);
                     }
                     self.publish(&state);
                 }
-                Ok(None) => {
+                Ok(None) if reservation.bytes >= self.config.capacity_bytes => {
                     info!(
                         batch,
                         "dealer: entries are larger than the pool; they will stream"
                     );
                     self.lock().sizes.insert(batch, EntrySize::TooLarge);
                 }
+                // It did not fit what was free: wait for room.
+                Ok(None) => {}
                 Err(error) => {
                     warn!("dealer: pre-generating material failed: {error}");
                     self.lock().demand.retain(|&b| b != batch);
                 }
             }
+            drop(reservation);
         }
     }
 
@@ -655,35 +718,72 @@ mod tests {
         let entry = pool.generate_now(1).unwrap().unwrap();
         let session = entry.session_id();
         let (server, _client) = entry.split();
-        pool.await_claim(session, server, 1);
-        assert!(pool.claim(session).is_some());
+        let token = ClaimToken::random().unwrap();
+        pool.await_claim(session, server, 1, token);
+        // Knowing the session id is not enough: a wrong token finds nothing and takes
+        // nothing.
+        let wrong = ClaimToken::from_bytes([7; 16]);
+        assert!(pool.claim(session, &wrong).is_none());
+        assert_eq!(pool.awaiting_for(1), 1);
+        assert!(pool.claim(session, &token).is_some());
         assert!(
-            pool.claim(session).is_none(),
+            pool.claim(session, &token).is_none(),
             "a half must be delivered once"
         );
         // The client session ended: its unclaimed halves are burnt.
         for owner in [2, 2, 3] {
             let entry = pool.generate_now(1).unwrap().unwrap();
             let session = entry.session_id();
-            pool.await_claim(session, entry.split().0, owner);
+            pool.await_claim(
+                session,
+                entry.split().0,
+                owner,
+                ClaimToken::random().unwrap(),
+            );
         }
         pool.burn_owner(2);
         assert_eq!(pool.counters().burnt, 2);
         // Past the claim timeout: burnt by the filler's sweep, and a late claim fails.
         let entry = pool.generate_now(1).unwrap().unwrap();
         let late = entry.session_id();
-        pool.await_claim(late, entry.split().0, 4);
+        let late_token = ClaimToken::random().unwrap();
+        pool.await_claim(late, entry.split().0, 4, late_token);
         let filler = {
             let pool = Arc::clone(&pool);
             std::thread::spawn(move || pool.fill())
         };
         std::thread::sleep(Duration::from_millis(1500));
-        assert!(pool.claim(late).is_none());
+        assert!(pool.claim(late, &late_token).is_none());
         pool.stop();
         filler.join().unwrap();
         // Owner 3's half and the late one.
         assert_eq!(pool.counters().burnt, 4);
         assert!(metrics.render().contains("veil_burnt_halves_total 4"));
+    }
+
+    /// Parked halves count against the capacity, and generation reserves room first:
+    /// once the halves waiting for claims fill the pool, no entry is generated for a
+    /// request until a claim frees room.
+    #[test]
+    fn parked_halves_fill_the_capacity_and_generation_waits_for_room() {
+        let size = entry_size();
+        let (pool, _) = pool_with_capacity(2 * size);
+        let mut parked = Vec::new();
+        while let Some(entry) = pool.generate_now(1).unwrap() {
+            let session = entry.session_id();
+            let token = ClaimToken::random().unwrap();
+            pool.await_claim(session, entry.split().0, 9, token);
+            parked.push((session, token));
+            assert!(parked.len() <= 64, "parked halves must fill the pool");
+        }
+        assert!(parked.len() >= 2, "two entries fit, then their halves");
+        assert!(pool.held_bytes() <= 2 * size);
+        assert_eq!(pool.awaiting_for(9), parked.len());
+        // Still known to fit: this was a full pool, not an entry too large.
+        assert_eq!(pool.fits(1), Some(true));
+        let (session, token) = parked.pop().unwrap();
+        assert!(pool.claim(session, &token).is_some());
+        assert!(pool.generate_now(1).unwrap().is_some());
     }
 
     #[test]

@@ -12,7 +12,8 @@ use veil_net::{Channel, Role, TcpOptions};
 use veil_serve::deployment::{Deployment, DeploymentOptions, Transports};
 use veil_serve::handshake::handshake;
 use veil_serve::messages::{
-    ClientExtension, ClientMessage, Hello, ServerExtension, SessionAnswer, SessionRequest,
+    ClaimToken, ClientExtension, ClientMessage, Hello, RegistrationAnswer, ServerExtension,
+    SessionAnswer, SessionRequest, WeightCommitment,
 };
 use veil_serve::pool::PoolConfig;
 use veil_serve::roles::{
@@ -84,6 +85,8 @@ fn connect(deployment: &Deployment, plan: &Plan) -> Client {
 struct RawClient {
     server: Link,
     dealer: Link,
+    /// The commitment the server announced (claims must carry it).
+    commitment: WeightCommitment,
 }
 
 impl RawClient {
@@ -98,6 +101,7 @@ impl RawClient {
             role: Role::Client,
             plan_hash: plan.public.hash_hex().unwrap(),
             epoch: 0,
+            commitment: WeightCommitment::NONE,
             extension: vec![],
         };
         let server_hello = handshake(&mut server, &hello, Role::Server).unwrap();
@@ -112,38 +116,48 @@ impl RawClient {
         let hello = Hello {
             extension: extension.encode(),
             epoch: server_hello.epoch,
+            commitment: server_hello.commitment,
             ..hello
         };
         handshake(&mut dealer, &hello, Role::Dealer).unwrap();
-        Self { server, dealer }
+        Self {
+            server,
+            dealer,
+            commitment: server_hello.commitment,
+        }
     }
 
-    /// Asks the dealer for a query session: its header, items not yet read.
-    fn session(&mut self) -> veil_mpc::PartyMaterial {
+    /// Asks the dealer for a query session: its header (items not yet read) and its
+    /// claim token.
+    fn session(&mut self) -> (veil_mpc::PartyMaterial, ClaimToken) {
         self.dealer.send(&SessionRequest.encode()).unwrap();
         let answer = SessionAnswer::decode(&self.dealer.recv().unwrap()).unwrap();
-        assert!(
-            matches!(answer, SessionAnswer::Follows { .. }),
-            "the dealer answers that a session follows"
-        );
-        veil_mpc::PartyMaterial::decode(&self.dealer.recv().unwrap()).unwrap()
+        let SessionAnswer::Follows { token, .. } = answer else {
+            panic!("the dealer answers that a session follows, not {answer:?}");
+        };
+        let material = veil_mpc::PartyMaterial::decode(&self.dealer.recv().unwrap()).unwrap();
+        (material, token)
     }
 
     /// Names a session to the server, as a query's start.
-    fn start(&mut self, session_id: u128) {
+    fn start(&mut self, session_id: u128, token: ClaimToken) {
         let start = ClientMessage::QueryStart {
             session_id,
+            token,
             batch: 1,
         };
         self.server.send(&start.encode()).unwrap();
     }
 }
 
-/// A server-certificate connection to the dealer claiming `session_id`'s server half.
+/// A server-certificate connection to the dealer claiming `session_id`'s server half
+/// with `token`.
 fn claim(
     deployment: &Deployment,
     plan: &Plan,
     session_id: u128,
+    token: ClaimToken,
+    commitment: WeightCommitment,
 ) -> veil_serve::Result<veil_mpc::PartyMaterial> {
     let mut dealer = deployment
         .server_transport()
@@ -152,7 +166,8 @@ fn claim(
         role: Role::Server,
         plan_hash: plan.public.hash_hex()?,
         epoch: EPOCH,
-        extension: ServerExtension::Claim { session_id }.encode(),
+        commitment,
+        extension: ServerExtension::Claim { session_id, token }.encode(),
     };
     handshake(&mut dealer, &hello, Role::Dealer)?;
     receive_material(&mut dealer)
@@ -215,8 +230,8 @@ fn a_client_that_vanishes_mid_query_ends_only_its_session() {
     // layer's message, and disappears.
     {
         let mut raw = RawClient::connect(&plan, &deployment);
-        let mut material = raw.session();
-        raw.start(material.session_id());
+        let (mut material, token) = raw.session();
+        raw.start(material.session_id(), token);
         receive_items(&mut raw.dealer, &mut material).unwrap();
         assert!(raw.server.recv().unwrap().is_empty());
         raw.server.send(&[0u8; 100]).unwrap();
@@ -288,9 +303,13 @@ fn certificates_bind_roles_and_deployments() {
             role: Role::Server,
             plan_hash: plan.public.hash_hex().unwrap(),
             epoch: EPOCH,
+            commitment: WeightCommitment::NONE,
             extension: vec![0; 16],
         };
-        assert!(handshake(&mut link, &hello, Role::Dealer).is_err());
+        // The hellos may cross, but the dealer answers nothing and closes: a client
+        // certificate never registers (the real server registers below).
+        let handshake_failed = handshake(&mut link, &hello, Role::Dealer).is_err();
+        assert!(handshake_failed || link.recv().is_err());
     }
     let state = ServerState::new(plan.clone(), EPOCH).unwrap();
     deployment.start_server(state, Some(2)).unwrap();
@@ -388,6 +407,7 @@ fn claims_are_role_bound_and_epochs_checked() {
         role: Role::Client,
         plan_hash: hash.clone(),
         epoch: EPOCH - 1,
+        commitment: WeightCommitment::NONE,
         extension: 1u64.to_le_bytes().to_vec(),
     };
     handshake(&mut stale, &hello, Role::Dealer).unwrap();
@@ -404,7 +424,12 @@ fn claims_are_role_bound_and_epochs_checked() {
         role: Role::Server,
         plan_hash: hash.clone(),
         epoch: EPOCH,
-        extension: ServerExtension::Claim { session_id: 42 }.encode(),
+        commitment: WeightCommitment::NONE,
+        extension: ServerExtension::Claim {
+            session_id: 42,
+            token: ClaimToken::from_bytes([1; 16]),
+        }
+        .encode(),
     };
     let _ = handshake(&mut poser, &hello, Role::Dealer);
     assert!(poser.recv().is_err());
@@ -497,15 +522,21 @@ fn a_half_is_delivered_once_and_only_to_its_role() {
     let plan = bundled_plan();
     let deployment = deploy(&plan, 2, 2);
     let mut raw = RawClient::connect(&plan, &deployment);
-    let mut material = raw.session();
+    let (mut material, token) = raw.session();
     receive_items(&mut raw.dealer, &mut material).unwrap();
     let session = material.session_id();
-    // The first claim (with the server's certificate) gets the server half ...
-    let server_half = claim(&deployment, &plan, session).unwrap();
+    // Knowing the session id is not enough: a claim with another token gets nothing,
+    // and leaves the half in place ...
+    let guessed = ClaimToken::from_bytes([9; 16]);
+    assert!(claim(&deployment, &plan, session, guessed, raw.commitment).is_err());
+    // ... and a claim without the server's commitment gets nothing either ...
+    assert!(claim(&deployment, &plan, session, token, WeightCommitment::NONE).is_err());
+    // ... the first real claim (with the server's certificate) gets the server half ...
+    let server_half = claim(&deployment, &plan, session, token, raw.commitment).unwrap();
     assert_eq!(server_half.session_id(), session);
     assert_eq!(server_half.role(), veil_mpc::PartyRole::Server);
     // ... and a second claim of the same half gets nothing.
-    let error = claim(&deployment, &plan, session).unwrap_err();
+    let error = claim(&deployment, &plan, session, token, raw.commitment).unwrap_err();
     assert!(!format!("{error:#}").is_empty());
     // A server certificate asking for a client session (a client half) is refused.
     let mut poser = deployment
@@ -520,6 +551,7 @@ fn a_half_is_delivered_once_and_only_to_its_role() {
         role: Role::Client,
         plan_hash: plan.public.hash_hex().unwrap(),
         epoch: EPOCH,
+        commitment: raw.commitment,
         extension: extension.encode(),
     };
     let _ = handshake(&mut poser, &hello, Role::Dealer);
@@ -530,7 +562,7 @@ fn a_half_is_delivered_once_and_only_to_its_role() {
     );
     // The server is handed the claimed session: it cannot claim it again, so it ends
     // this client's session with an error ...
-    raw.start(session);
+    raw.start(session, token);
     assert!(raw.server.recv().is_err());
     drop(raw);
     // ... and keeps serving the next client.
@@ -567,10 +599,13 @@ fn faulty_dealer(
         role: Role::Dealer,
         plan_hash,
         epoch: 0,
+        commitment: WeightCommitment::NONE,
         extension: vec![],
     };
     let mut registration = transport.accept(&listener, Role::Server)?;
-    ours.epoch = handshake(&mut registration, &ours, Role::Server)?.epoch;
+    let server = handshake(&mut registration, &ours, Role::Server)?;
+    registration.send(&RegistrationAnswer::Accepted.encode())?;
+    (ours.epoch, ours.commitment) = (server.epoch, server.commitment);
     // Each client on a thread of its own, so one that stalls does not hold up the next.
     let mut sessions = Vec::new();
     for fault in faults {
@@ -586,6 +621,7 @@ fn faulty_dealer(
                 DealerFault::Vanishes => {
                     let answer = SessionAnswer::Follows {
                         claimable: std::time::Duration::from_secs(120),
+                        token: ClaimToken::random().unwrap(),
                     };
                     client.send(&answer.encode()).unwrap();
                 }
@@ -637,12 +673,14 @@ fn a_dealer_that_falls_behind_or_vanishes_is_a_clear_error() {
         role: Role::Client,
         plan_hash: plan.public.hash_hex().unwrap(),
         epoch: 0,
+        commitment: WeightCommitment::NONE,
         extension: vec![],
     };
     handshake(&mut link, &hello, Role::Server).unwrap();
     let _masked_weights = link.recv().unwrap();
     let start = ClientMessage::QueryStart {
         session_id: 42,
+        token: ClaimToken::from_bytes([2; 16]),
         batch: 1,
     };
     link.send(&start.encode()).unwrap();
@@ -717,4 +755,104 @@ fn prefetching_stops_at_the_expected_queries() {
     let (dealer, server) = deployment.finish().unwrap();
     assert_eq!((server.queries, server.unused_halves), (3, 0));
     assert_eq!((dealer.queries, dealer.burnt_sessions), (3, 0));
+}
+
+/// The registration race: a second server that registers with a dealer already serving
+/// one, even with the epoch the first one drew, is refused with a clear error (never a
+/// silent mismatch of weight masks), and the first server's clients are still served
+/// correctly.
+#[test]
+fn a_second_server_is_refused_and_never_shares_an_epoch_silently() {
+    let plan = bundled_plan();
+    let deployment = deploy(&plan, 1, 1);
+    let mut client = connect(&deployment, &plan);
+    for epoch in [EPOCH, veil_serve::roles::new_epoch().unwrap()] {
+        let second = ServerState::new(plan.clone(), epoch).unwrap();
+        let (listener, _) = veil_serve::deployment::loopback_listener().unwrap();
+        let error = veil_serve::roles::run_server(
+            listener,
+            deployment.dealer_address(),
+            second,
+            Some(0),
+            deployment.server_transport(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("refused this server's registration"),
+            "{error}"
+        );
+        assert!(
+            error.contains("already serves a registered server"),
+            "{error}"
+        );
+    }
+    let input = vec![0.25f32; 64];
+    let secure = client.query(&input).unwrap().output;
+    assert_eq!(
+        argmax_rows(&secure, 10),
+        argmax_rows(&run_plain(&plan, &input, 1).unwrap(), 10)
+    );
+    drop(client);
+    let (dealer, server) = deployment.finish().unwrap();
+    assert_eq!((server.queries, server.failed_sessions), (1, 0));
+    assert_eq!(dealer.registrations, 1);
+}
+
+/// Epochs are random, so two servers started at once hold different ones; a client
+/// that reaches a dealer with no registered server is told so; a client whose dealer
+/// serves another server's epoch is refused before any query.
+#[test]
+fn clients_learn_when_the_dealer_waits_or_serves_another_server() {
+    let epochs: std::collections::HashSet<u64> = (0..64)
+        .map(|_| veil_serve::roles::new_epoch().unwrap())
+        .collect();
+    assert_eq!(epochs.len(), 64, "epochs are drawn at random");
+    assert!(!epochs.contains(&0));
+    let plan = bundled_plan();
+    let deployment = deploy(&plan, 2, 1);
+    // A second dealer of the same deployment's CA, with no server registered.
+    let (listener, address) = veil_serve::deployment::loopback_listener().unwrap();
+    let dealer_transport = deployment.dealer_transport().clone();
+    let public = plan.public.clone();
+    std::thread::spawn(move || {
+        let _ = veil_serve::roles::run_dealer(
+            listener,
+            public,
+            &DealerOptions::default(),
+            &dealer_transport,
+        );
+    });
+    let connect_there = || {
+        Client::connect(
+            plan.public.clone(),
+            deployment.server_address(),
+            &address,
+            1,
+            deployment.client_transport(),
+        )
+        .err()
+        .expect("that dealer serves no client of this server")
+        .to_string()
+    };
+    let error = connect_there();
+    assert!(error.contains("no server registered"), "{error}");
+    // A server of another epoch registers with that dealer: a client of the first
+    // server is refused there, naming the epochs.
+    let other = ServerState::new(plan.clone(), EPOCH + 1).unwrap();
+    let (other_listener, _) = veil_serve::deployment::loopback_listener().unwrap();
+    let (dealer_address, transport) = (address.clone(), deployment.server_transport().clone());
+    std::thread::spawn(move || {
+        let _ =
+            veil_serve::roles::run_server(other_listener, &dealer_address, other, None, &transport);
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let error = loop {
+        let error = connect_there();
+        if !error.contains("no server registered") || std::time::Instant::now() > deadline {
+            break error;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(error.contains("epoch"), "{error}");
 }

@@ -92,7 +92,7 @@ pub(crate) fn run_party(arguments: PartyArguments, forced: Option<Role>) -> Resu
         Role::Server => {
             let plan = Plan::load(&plan.context("--plan is required")?)?;
             let listener = transport.listen(&need(listen, "listen")?)?;
-            let state = ServerState::new(plan, new_epoch())?;
+            let state = ServerState::new(plan, new_epoch()?)?;
             if let Some(address) = metrics {
                 veil_serve::metrics::serve_metrics(&address, state.metrics())?;
             }

@@ -8,6 +8,7 @@ fn hello() -> Hello {
         role: Role::Client,
         plan_hash: "ab".repeat(32),
         epoch: 9,
+        commitment: WeightCommitment::from_bytes([5; 32]),
         extension: vec![1, 2, 3],
     }
 }
@@ -15,6 +16,39 @@ fn hello() -> Hello {
 #[test]
 fn hellos_round_trip() {
     assert_eq!(Hello::decode(&hello().encode()).unwrap(), hello());
+}
+
+/// Tokens and commitments: the token never prints and compares by value; the
+/// commitment binds seed, epoch and plan, and is none only when all zero.
+#[test]
+fn tokens_stay_secret_and_commitments_bind_seed_epoch_and_plan() {
+    let token = ClaimToken::from_bytes([0xab; 16]);
+    let text = format!(
+        "{token:?} {:?}",
+        ClientMessage::ClaimAhead {
+            session_id: 1,
+            token
+        }
+    );
+    assert!(!text.contains("171") && !text.contains("ab, "), "{text}");
+    assert!(token.matches(&ClaimToken::from_bytes([0xab; 16])));
+    assert!(!token.matches(&ClaimToken::from_bytes([0xaa; 16])));
+    let seed = Seed::from_bytes([1; SEED_BYTES]);
+    let other = Seed::from_bytes([2; SEED_BYTES]);
+    let base = WeightCommitment::of(&seed, 5, "plan");
+    assert_eq!(base, WeightCommitment::of(&seed, 5, "plan"));
+    assert_ne!(base, WeightCommitment::of(&other, 5, "plan"));
+    assert_ne!(base, WeightCommitment::of(&seed, 6, "plan"));
+    assert_ne!(base, WeightCommitment::of(&seed, 5, "plan2"));
+    assert!(!base.is_none() && WeightCommitment::NONE.is_none());
+    let prefetch = ClientExtension {
+        batch: 1,
+        prefetch: MAX_PREFETCH + 1,
+    };
+    let error = ClientExtension::decode(&prefetch.encode())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("prefetch depth"), "{error}");
 }
 
 #[test]
@@ -60,10 +94,13 @@ fn a_wrong_version_setting_or_magic_is_a_clear_error() {
 fn wire_forms_are_fixed() {
     let session = 0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10u128;
     let id = session.to_le_bytes();
+    let token = ClaimToken::from_bytes([0xc4; 16]);
+    let token_bytes = [0xc4u8; 16];
     let mut hello_bytes = b"VEIL".to_vec();
-    hello_bytes.extend_from_slice(&1u32.to_le_bytes());
+    hello_bytes.extend_from_slice(&2u32.to_le_bytes());
     hello_bytes.extend_from_slice(&[1, 2]);
     hello_bytes.extend_from_slice(&9u64.to_le_bytes());
+    hello_bytes.extend_from_slice(&[5; 32]);
     hello_bytes.extend_from_slice(&64u16.to_le_bytes());
     hello_bytes.extend_from_slice("ab".repeat(32).as_bytes());
     hello_bytes.extend_from_slice(&[1, 2, 3]);
@@ -75,10 +112,11 @@ fn wire_forms_are_fixed() {
     );
     assert_eq!(
         ServerExtension::Claim {
-            session_id: session
+            session_id: session,
+            token
         }
         .encode(),
-        [&[2u8][..], &id].concat()
+        [&[2u8][..], &id, &token_bytes].concat()
     );
     assert_eq!(
         ClientExtension {
@@ -92,10 +130,11 @@ fn wire_forms_are_fixed() {
     assert!(Ready.encode().is_empty());
     assert_eq!(
         SessionAnswer::Follows {
-            claimable: Duration::from_secs(120)
+            claimable: Duration::from_secs(120),
+            token
         }
         .encode(),
-        [&[0u8][..], &120u64.to_le_bytes()].concat()
+        [&[0u8][..], &120u64.to_le_bytes(), &token_bytes].concat()
     );
     assert_eq!(
         SessionAnswer::Refused {
@@ -107,17 +146,27 @@ fn wire_forms_are_fixed() {
     assert_eq!(
         ClientMessage::QueryStart {
             session_id: session,
+            token,
             batch: 5
         }
         .encode(),
-        [&[0u8][..], &id, &5u64.to_le_bytes()].concat()
+        [&[0u8][..], &id, &token_bytes, &5u64.to_le_bytes()].concat()
     );
     assert_eq!(
         ClientMessage::ClaimAhead {
-            session_id: session
+            session_id: session,
+            token
         }
         .encode(),
-        [&[1u8][..], &id].concat()
+        [&[1u8][..], &id, &token_bytes].concat()
+    );
+    assert_eq!(RegistrationAnswer::Accepted.encode(), [0u8]);
+    assert_eq!(
+        RegistrationAnswer::Refused {
+            reason: "taken".into()
+        }
+        .encode(),
+        b"\x01taken"
     );
 }
 
@@ -360,7 +409,11 @@ fn decoding_arbitrary_bytes_never_panics_and_valid_messages_round_trip() {
             assert_eq!(decoded.encode(), bytes);
         }
     });
-    let claim = ServerExtension::Claim { session_id: 77 };
+    let token = ClaimToken::from_bytes([0x3c; 16]);
+    let claim = ServerExtension::Claim {
+        session_id: 77,
+        token,
+    };
     let register = ServerExtension::Register {
         weight_seed: Seed::from_bytes([3; SEED_BYTES]),
     };
@@ -384,6 +437,7 @@ fn decoding_arbitrary_bytes_never_panics_and_valid_messages_round_trip() {
     for valid in [
         SessionAnswer::Follows {
             claimable: Duration::from_secs(120),
+            token,
         },
         SessionAnswer::Refused {
             reason: "raise pool_bytes".into(),
@@ -401,13 +455,30 @@ fn decoding_arbitrary_bytes_never_panics_and_valid_messages_round_trip() {
     for valid in [
         ClientMessage::QueryStart {
             session_id: u128::MAX - 5,
+            token,
             batch: 65_536,
         },
-        ClientMessage::ClaimAhead { session_id: 9 },
+        ClientMessage::ClaimAhead {
+            session_id: 9,
+            token,
+        },
     ] {
         assert_eq!(ClientMessage::decode(&valid.encode()).unwrap(), valid);
         mutations(&valid.encode(), ROUNDS, |bytes| {
             if let Ok(decoded) = ClientMessage::decode(bytes) {
+                assert_eq!(decoded.encode(), bytes);
+            }
+        });
+    }
+    for valid in [
+        RegistrationAnswer::Accepted,
+        RegistrationAnswer::Refused {
+            reason: "another server holds this dealer".into(),
+        },
+    ] {
+        assert_eq!(RegistrationAnswer::decode(&valid.encode()).unwrap(), valid);
+        mutations(&valid.encode(), ROUNDS, |bytes| {
+            if let Ok(decoded) = RegistrationAnswer::decode(bytes) {
                 assert_eq!(decoded.encode(), bytes);
             }
         });

@@ -23,8 +23,8 @@ use veil_net::{Channel, ChannelStats, Role, SessionChannel};
 use super::{MAX_HELD_HALVES, mpc_party};
 use crate::handshake::handshake;
 use crate::messages::{
-    ClientExtension, ClientMessage, Hello, MaskedWeights, Ready, SessionAnswer, SessionRequest,
-    feed_items, receive_items,
+    ClaimToken, ClientExtension, ClientMessage, Hello, MaskedWeights, Ready, SessionAnswer,
+    SessionRequest, WeightCommitment, feed_items, receive_items,
 };
 use crate::transport::{Link, Transport};
 use crate::{Error, PeerMisbehaved, Result};
@@ -87,6 +87,8 @@ impl Default for ClientOptions {
 /// A half held for a later query.
 struct Prefetched {
     material: PartyMaterial,
+    /// The session's claim token, for the server's claim.
+    token: ClaimToken,
     /// After this the server half may have been burnt at the dealer: drop it unused.
     usable_until: Instant,
 }
@@ -168,6 +170,7 @@ impl Client {
             role: Role::Client,
             plan_hash: plan_hash.clone(),
             epoch: 0,
+            commitment: WeightCommitment::NONE,
             extension: vec![],
         };
         let server_hello = handshake(&mut server, &hello, Role::Server)?;
@@ -188,9 +191,12 @@ impl Client {
             role: Role::Client,
             plan_hash,
             epoch: server_hello.epoch,
+            commitment: server_hello.commitment,
             extension: extension.encode(),
         };
-        handshake(&mut dealer, &hello, Role::Dealer)?;
+        let dealer_hello = handshake(&mut dealer, &hello, Role::Dealer)?;
+        // The dealer must serve the server's epoch with the same weight seed.
+        super::server::check_dealer(&dealer_hello, server_hello.epoch, server_hello.commitment)?;
         let mut client = Self {
             plan,
             server,
@@ -216,21 +222,25 @@ impl Client {
         self.dealer.as_mut().ok_or(Error::DealerLinkLost)
     }
 
-    /// Asks the dealer for a query session: its answer, then our half's header.
-    fn request_session(&mut self) -> Result<(PartyMaterial, Duration)> {
+    /// Asks the dealer for a query session: its answer (how long it stays claimable and
+    /// its claim token), then our half's header.
+    fn request_session(&mut self) -> Result<(PartyMaterial, Duration, ClaimToken)> {
         const WAITING: &str = "waiting for the dealer's session";
         let dealer = self.dealer()?;
         dealer.send(&SessionRequest.encode())?;
         let answer = dealer.recv().map_err(Error::link(WAITING))?;
-        let claimable = match SessionAnswer::decode(&answer)? {
-            SessionAnswer::Follows { claimable } => claimable,
+        let (claimable, token) = match SessionAnswer::decode(&answer)? {
+            SessionAnswer::Follows { claimable, token } => (claimable, token),
             SessionAnswer::Refused { reason } => return Err(Error::SessionRefused { reason }),
         };
         let material = PartyMaterial::decode(&dealer.recv().map_err(Error::link(WAITING))?)?;
         if Some(material.role()) != mpc_party(Role::Client) {
             return Err(PeerMisbehaved::WrongMaterial.into());
         }
-        Ok((material, claimable))
+        if material.batch() != self.options.batch {
+            return Err(PeerMisbehaved::WrongMaterial.into());
+        }
+        Ok((material, claimable, token))
     }
 
     /// Receives the items of a half whose header has arrived.
@@ -267,7 +277,7 @@ impl Client {
             {
                 break;
             }
-            let (mut material, claimable) = self.request_session()?;
+            let (mut material, claimable, token) = self.request_session()?;
             self.receive_half(&mut material)?;
             let bytes = material.encoded_len();
             self.half_bytes = Some(bytes);
@@ -278,21 +288,25 @@ impl Client {
             // The server claims its half now, so the query finds both halves in place.
             let notice = ClientMessage::ClaimAhead {
                 session_id: material.session_id(),
+                token,
             };
             self.server.send(&notice.encode())?;
             let margin = (claimable / 4).min(Duration::from_secs(5));
             self.prefetched.push_back(Prefetched {
                 material,
+                token,
                 usable_until: Instant::now() + claimable.saturating_sub(margin),
             });
         }
         Ok(())
     }
 
-    /// Tells the server which session this query uses and at what batch size.
-    fn start_query(&mut self, session_id: u128) -> Result<()> {
+    /// Tells the server which session this query uses (with its claim token) and at
+    /// what batch size.
+    fn start_query(&mut self, session_id: u128, token: ClaimToken) -> Result<()> {
         let start = ClientMessage::QueryStart {
             session_id,
+            token,
             batch: self.options.batch,
         };
         self.server.send(&start.encode())?;
@@ -334,12 +348,12 @@ impl Client {
         self.drop_expired();
         let (material, feed) = match self.prefetched.pop_front() {
             Some(held) => {
-                self.start_query(held.material.session_id())?;
+                self.start_query(held.material.session_id(), held.token)?;
                 (held.material, None)
             }
             None => {
-                let (material, _) = self.request_session()?;
-                self.start_query(material.session_id())?;
+                let (material, _, token) = self.request_session()?;
+                self.start_query(material.session_id(), token)?;
                 let header_bytes = material.encoded_len();
                 let dealer = self.dealer.take().ok_or(Error::DealerLinkLost)?;
                 let (material, feed) = stream_half(dealer, material)?;

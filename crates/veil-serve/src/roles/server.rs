@@ -1,5 +1,8 @@
-//! The server: registers with the dealer, then serves client sessions; each query claims
-//! its half from the dealer by the session id the client names.
+//! The server: registers with the dealer (and waits for its answer), then serves client
+//! sessions; each query claims its half from the dealer by the session id and claim
+//! token the client names. A watcher keeps the registration's connection: when it
+//! drops (the dealer restarted), the server registers again with the same seed and
+//! epoch, so clients keep their D and only reconnect to the dealer.
 //!
 //! A query's half streams: once its header has arrived a feed thread hands the items to
 //! the party through a bounded queue as they come, so the server holds about one op's
@@ -8,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{JoinHandle, ScopedJoinHandle};
 use std::time::{Duration, Instant};
@@ -20,11 +23,16 @@ use veil_model::{Plan, PublicPlan};
 use veil_mpc::material::STREAM_QUEUED_ITEMS;
 use veil_mpc::{PartyMaterial, ServerParameters, SessionLedger};
 use veil_net::{Channel, ChannelStats, Role, SessionChannel};
+use zeroize::Zeroize;
 
-use super::{MAX_HELD_HALVES, accept_loop, mpc_party};
+use super::{
+    Activity, DEFAULT_MAX_CONNECTIONS, MAX_HELD_HALVES, SHUTDOWN_GRACE, accept_loop, mpc_party,
+    shutting_down,
+};
 use crate::handshake::handshake;
 use crate::messages::{
-    ClientMessage, Hello, MaskedWeights, Ready, ServerExtension, feed_items, receive_items,
+    ClaimToken, ClientMessage, Hello, MaskedWeights, Ready, RegistrationAnswer, ServerExtension,
+    WeightCommitment, feed_items, receive_items,
 };
 use crate::metrics::Metrics;
 use crate::transport::{Link, Transport};
@@ -33,12 +41,27 @@ use crate::{Error, PeerMisbehaved, Result};
 /// How long the server retries connecting to the dealer for a claim.
 const CLAIM_CONNECT_PATIENCE: Duration = Duration::from_secs(2);
 
-/// A new mask epoch: seconds since the Unix epoch, so a restarted server never reuses one.
-pub fn new_epoch() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(1)
+/// How long the server waits for the dealer at start-up and when registering again.
+const REGISTRATION_PATIENCE: Duration = Duration::from_secs(20);
+
+/// The longest pause between two tries to register again with a dealer that went away.
+const REREGISTRATION_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// The default largest batch a query may ask for at this server.
+pub const DEFAULT_MAX_BATCH: usize = 1024;
+
+/// A new mask epoch: 64 bits from the OS RNG (never 0, which means "none"), so two
+/// servers started in the same second, or a restart, never share one by accident.
+pub fn new_epoch() -> Result<u64> {
+    loop {
+        let bytes = Seed::random()?.to_bytes();
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&bytes[..8]);
+        let epoch = u64::from_le_bytes(word);
+        if epoch != 0 {
+            return Ok(epoch);
+        }
+    }
 }
 
 /// The server's state for one plan and epoch.
@@ -49,6 +72,9 @@ pub struct ServerState {
     masked_weights: Vec<u8>,
     epoch: u64,
     weight_seed: Seed,
+    commitment: WeightCommitment,
+    max_batch: usize,
+    max_connections: usize,
 }
 
 impl ServerState {
@@ -62,12 +88,24 @@ impl ServerState {
         self.epoch
     }
 
-    /// Loads a plan with a fresh weight seed and a new epoch.
+    /// The commitment to this epoch's weight seed (public).
+    pub fn commitment(&self) -> WeightCommitment {
+        self.commitment
+    }
+
+    /// Loads a plan with a fresh weight seed and the epoch `epoch` (from [`new_epoch`];
+    /// 0 is refused).
     pub fn new(plan: Plan, epoch: u64) -> Result<Self> {
+        if epoch == 0 {
+            return Err(Error::Unsupported(
+                "mask epoch 0 means \"none\"; draw one with new_epoch()",
+            ));
+        }
         let weight_seed = Seed::random()?;
         let parameters = server_parameters(&plan, &weight_seed, epoch)?;
-        let masked = parameters.masked_weights().into_iter().collect();
+        let masked = parameters.masked_weights()?.into_iter().collect();
         let masked_weights = MaskedWeights::encode(&plan.public, &masked)?;
+        let commitment = WeightCommitment::of(&weight_seed, epoch, &plan.public.hash_hex()?);
         Ok(Self {
             metrics: Arc::default(),
             plan,
@@ -75,7 +113,23 @@ impl ServerState {
             masked_weights,
             epoch,
             weight_seed,
+            commitment,
+            max_batch: DEFAULT_MAX_BATCH,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         })
+    }
+
+    /// The largest batch a query may ask for (default [`DEFAULT_MAX_BATCH`]).
+    pub fn with_max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch.max(1);
+        self
+    }
+
+    /// The most connections served at once (default
+    /// [`super::DEFAULT_MAX_CONNECTIONS`]); more are closed at once.
+    pub fn with_max_connections(mut self, max_connections: usize) -> Self {
+        self.max_connections = max_connections.max(1);
+        self
     }
 }
 
@@ -94,6 +148,8 @@ pub struct ServerSummary {
     /// Halves claimed ahead for prefetched queries that their client never ran (burnt
     /// when its session ended).
     pub unused_halves: u64,
+    /// Registrations the dealer accepted: 1, plus one per dealer restart survived.
+    pub registrations: u64,
 }
 
 /// The server's state shared by its session threads.
@@ -103,6 +159,9 @@ struct Server {
     dealer_address: String,
     transport: Transport,
     ledger: SessionLedger,
+    activity: Activity,
+    /// Set when `run_server` returns: the registration watcher stops.
+    stopped: AtomicBool,
     summary: Mutex<ServerSummary>,
 }
 
@@ -114,10 +173,107 @@ impl Server {
     }
 }
 
-/// Runs the server: registers with the dealer (handing it the weight seed), then serves
-/// client sessions concurrently, each on its own thread, until `max_clients` sessions
-/// have ended (forever when `None`). Each query claims its half from the dealer over a
-/// connection of its own, by the session id the client names.
+/// Registers with the dealer: a hello that hands it the weight seed, the epoch and the
+/// commitment, then the dealer's answer. Returns the registration's connection, which
+/// stays open for as long as the registration holds.
+fn register(
+    transport: &Transport,
+    dealer_address: &str,
+    state: &ServerState,
+    plan_hash: &str,
+    patience: Duration,
+) -> Result<Link> {
+    // A simulated network shapes the client links only: dealer traffic is not online.
+    let mut registration =
+        transport
+            .unshaped()
+            .connect_within(dealer_address, Role::Dealer, patience)?;
+    let extension = ServerExtension::Register {
+        weight_seed: state.weight_seed.clone(),
+    };
+    let hello = Hello {
+        role: Role::Server,
+        plan_hash: plan_hash.to_string(),
+        epoch: state.epoch,
+        commitment: state.commitment,
+        extension: extension.encode(),
+    };
+    drop(extension);
+    let result = handshake(&mut registration, &hello, Role::Dealer);
+    // The hello's encoding held the seed: zeroise it.
+    let mut encoded = hello.extension;
+    encoded.zeroize();
+    result?;
+    let answer = registration.recv().map_err(Error::link(
+        "waiting for the dealer's answer to the registration",
+    ))?;
+    match RegistrationAnswer::decode(&answer)? {
+        RegistrationAnswer::Accepted => Ok(registration),
+        RegistrationAnswer::Refused { reason } => Err(Error::RegistrationRefused { reason }),
+    }
+}
+
+/// Watches the registration's connection (the dealer sends nothing on it): when it
+/// drops, registers again with the same seed and epoch, backing off between tries,
+/// until it succeeds or the server stops.
+fn watch_registration(server: Arc<Server>, mut registration: Link) {
+    let mut after_handshake = registration.stats();
+    loop {
+        let ended = match registration.recv() {
+            Ok(_) => continue,
+            Err(veil_net::Error::Timeout { .. }) => false,
+            Err(_) => true,
+        };
+        if server.stopped.load(Ordering::SeqCst) || shutting_down() {
+            return;
+        }
+        if !ended {
+            continue;
+        }
+        let sent = registration
+            .stats()
+            .since(&after_handshake)
+            .payload_bytes_sent;
+        server.count(|summary| summary.payload_bytes_sent_to_dealer += sent);
+        warn!(
+            epoch = server.state.epoch,
+            "server: the dealer's connection dropped; registering again"
+        );
+        let mut backoff = Duration::from_millis(100);
+        registration = loop {
+            if server.stopped.load(Ordering::SeqCst) || shutting_down() {
+                return;
+            }
+            match register(
+                &server.transport,
+                &server.dealer_address,
+                &server.state,
+                &server.plan_hash,
+                backoff,
+            ) {
+                Ok(link) => break link,
+                Err(error) => {
+                    warn!("server: registering again failed: {error}");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(REREGISTRATION_BACKOFF_MAX);
+                }
+            }
+        };
+        after_handshake = registration.stats();
+        server.count(|summary| summary.registrations += 1);
+        info!(
+            epoch = server.state.epoch,
+            "server: registered again with the dealer (same epoch)"
+        );
+    }
+}
+
+/// Runs the server: registers with the dealer (handing it the weight seed) and waits for
+/// its answer, then serves client sessions concurrently, each on its own thread, until
+/// `max_clients` sessions have ended (forever when `None`) or a shutdown is requested
+/// (then queries in progress get [`SHUTDOWN_GRACE`] to finish). Each query claims its
+/// half from the dealer over a connection of its own, by the session id and claim token
+/// the client names. A dealer that restarts is registered with again.
 pub fn run_server(
     listener: TcpListener,
     dealer_address: &str,
@@ -126,33 +282,39 @@ pub fn run_server(
     transport: &Transport,
 ) -> Result<ServerSummary> {
     let plan_hash = state.plan.public.hash_hex()?;
-    // A simulated network shapes the client links only: dealer traffic is not online.
-    let mut registration = transport.unshaped().connect(dealer_address, Role::Dealer)?;
-    let extension = ServerExtension::Register {
-        weight_seed: state.weight_seed.clone(),
-    };
-    let hello = Hello {
-        role: Role::Server,
-        plan_hash: plan_hash.clone(),
-        epoch: state.epoch,
-        extension: extension.encode(),
-    };
-    drop(extension);
-    handshake(&mut registration, &hello, Role::Dealer)?;
-    drop(hello);
-    let after_handshake = registration.stats();
+    let registration = register(
+        transport,
+        dealer_address,
+        &state,
+        &plan_hash,
+        REGISTRATION_PATIENCE,
+    )?;
+    info!(epoch = state.epoch, "server: registered with the dealer");
+    let max_connections = state.max_connections;
     let server = Arc::new(Server {
         state,
         plan_hash,
         dealer_address: dealer_address.to_string(),
         transport: transport.clone(),
         ledger: SessionLedger::default(),
-        summary: Mutex::new(ServerSummary::default()),
+        activity: Activity::default(),
+        stopped: AtomicBool::new(false),
+        summary: Mutex::new(ServerSummary {
+            registrations: 1,
+            ..ServerSummary::default()
+        }),
     });
+    {
+        let server = Arc::clone(&server);
+        std::thread::Builder::new()
+            .name("veil-server-registration".into())
+            .spawn(move || watch_registration(server, registration))
+            .map_err(Error::io("starting the registration watcher"))?;
+    }
     let sessions_started = AtomicUsize::new(0);
     let sessions_ended = Arc::new(AtomicUsize::new(0));
     let done = || max_clients.is_some_and(|max| sessions_ended.load(Ordering::SeqCst) >= max);
-    let threads = accept_loop(&listener, done, |stream| {
+    let served = accept_loop(&listener, max_connections, done, |stream| {
         if max_clients.is_some_and(|max| sessions_started.fetch_add(1, Ordering::SeqCst) >= max) {
             return None;
         }
@@ -171,17 +333,15 @@ pub fn run_server(
                 ended.fetch_add(1, Ordering::SeqCst);
             })
             .ok()
-    })?;
-    for thread in threads {
-        let _ = thread.join();
+    });
+    if !server.activity.wait_quiet(SHUTDOWN_GRACE) {
+        warn!("server: queries still in progress after the shutdown grace; stopping anyway");
     }
-    let mut summary = *server.summary.lock().map_err(|_| Error::ThreadPanicked {
+    server.stopped.store(true, Ordering::SeqCst);
+    served?;
+    let summary = *server.summary.lock().map_err(|_| Error::ThreadPanicked {
         what: "server session",
     })?;
-    summary.payload_bytes_sent_to_dealer += registration
-        .stats()
-        .since(&after_handshake)
-        .payload_bytes_sent;
     info!(queries = summary.queries, "server: done");
     Ok(summary)
 }
@@ -210,6 +370,7 @@ fn server_client_session(server: &Server, stream: std::net::TcpStream) -> Result
         role: Role::Server,
         plan_hash: server.plan_hash.clone(),
         epoch: state.epoch,
+        commitment: state.commitment,
         extension: vec![],
     };
     handshake(&mut client, &ours, Role::Client)?;
@@ -230,21 +391,36 @@ fn server_client_session(server: &Server, stream: std::net::TcpStream) -> Result
                 Err(veil_net::Error::PeerClosed) => return Ok(()),
                 Err(error) => return Err(error.into()),
             };
-            let (session_id, batch) = match ClientMessage::decode(&request)? {
-                ClientMessage::ClaimAhead { session_id } => {
+            let (session_id, token, batch) = match ClientMessage::decode(&request)? {
+                ClientMessage::ClaimAhead { session_id, token } => {
                     if held.claims.len() >= MAX_HELD_HALVES {
-                        held.claims.pop_front();
+                        // The oldest is dropped, and its claim waited for: at most
+                        // MAX_HELD_HALVES claim threads run for one client.
+                        if let Some((_, oldest)) = held.claims.pop_front() {
+                            let _ = oldest.join();
+                        }
                         held.unused += 1;
                     }
                     let claim = std::thread::Builder::new()
                         .name("veil-server-claim".into())
-                        .spawn_scoped(scope, move || claim_server_half(server, session_id))
+                        .spawn_scoped(scope, move || claim_server_half(server, session_id, token))
                         .map_err(Error::io("starting a claim"))?;
                     held.claims.push_back((session_id, claim));
                     continue;
                 }
-                ClientMessage::QueryStart { session_id, batch } => (session_id, batch),
+                ClientMessage::QueryStart {
+                    session_id,
+                    token,
+                    batch,
+                } => (session_id, token, batch),
             };
+            if batch > state.max_batch {
+                return Err(Error::BatchLimit {
+                    asked: batch,
+                    max: state.max_batch,
+                });
+            }
+            let _busy = server.activity.begin();
             let (material, feed) = match held.claims.iter().position(|(id, _)| *id == session_id) {
                 Some(index) => {
                     let material = held
@@ -257,10 +433,19 @@ fn server_client_session(server: &Server, stream: std::net::TcpStream) -> Result
                     (material, None)
                 }
                 None => {
-                    let (material, feed) = claim_streaming(server, session_id)?;
+                    let (material, feed) = claim_streaming(server, session_id, token)?;
                     (material, Some(feed))
                 }
             };
+            // The header states the batch the material was made for: a query at another
+            // batch is refused before anything is sized from it.
+            if material.batch() != batch {
+                return Err(veil_mpc::Error::BatchMismatch {
+                    asked: batch,
+                    made: material.batch(),
+                }
+                .into());
+            }
             client.send(&Ready.encode())?;
             let started = Instant::now();
             let before = client.stats();
@@ -316,7 +501,11 @@ impl Drop for HeldHalves<'_, '_> {
 
 /// A claim's link to the dealer after its handshake, with the header of the half it
 /// delivers (checked to be this session's server half) and the link's counters then.
-fn claim_header(server: &Server, session_id: u128) -> Result<(Link, PartyMaterial, ChannelStats)> {
+fn claim_header(
+    server: &Server,
+    session_id: u128,
+    token: ClaimToken,
+) -> Result<(Link, PartyMaterial, ChannelStats)> {
     // The dealer is up already (the server registered with it): a claim that cannot
     // connect soon fails this session rather than stalling it.
     let mut dealer = server.transport.unshaped().connect_within(
@@ -328,9 +517,11 @@ fn claim_header(server: &Server, session_id: u128) -> Result<(Link, PartyMateria
         role: Role::Server,
         plan_hash: server.plan_hash.clone(),
         epoch: server.state.epoch,
-        extension: ServerExtension::Claim { session_id }.encode(),
+        commitment: server.state.commitment,
+        extension: ServerExtension::Claim { session_id, token }.encode(),
     };
-    handshake(&mut dealer, &hello, Role::Dealer)?;
+    let theirs = handshake(&mut dealer, &hello, Role::Dealer)?;
+    check_dealer(&theirs, server.state.epoch, server.state.commitment)?;
     let after_handshake = dealer.stats();
     let header = dealer
         .recv()
@@ -345,9 +536,13 @@ fn claim_header(server: &Server, session_id: u128) -> Result<(Link, PartyMateria
 /// Claims the server's half of `session_id` from the dealer over a new connection and
 /// receives it whole (a half held for a later query); the claim is the handshake
 /// itself, after which the server sends the dealer nothing.
-fn claim_server_half(server: &Server, session_id: u128) -> Result<PartyMaterial> {
+fn claim_server_half(
+    server: &Server,
+    session_id: u128,
+    token: ClaimToken,
+) -> Result<PartyMaterial> {
     let started = Instant::now();
-    let (mut dealer, mut material, after_handshake) = claim_header(server, session_id)?;
+    let (mut dealer, mut material, after_handshake) = claim_header(server, session_id, token)?;
     receive_items(&mut dealer, &mut material)
         .map_err(|error| error.during("waiting for the dealer's material"))?;
     info!(
@@ -400,9 +595,13 @@ impl StreamingClaim {
 /// thread hands over as they come, at most [`STREAM_QUEUED_ITEMS`] queued beyond the
 /// one it holds.
 /// If the query stops early the thread stops at its next item and drops the link.
-fn claim_streaming(server: &Server, session_id: u128) -> Result<(PartyMaterial, StreamingClaim)> {
+fn claim_streaming(
+    server: &Server,
+    session_id: u128,
+    token: ClaimToken,
+) -> Result<(PartyMaterial, StreamingClaim)> {
     let started = Instant::now();
-    let (mut dealer, material, after_handshake) = claim_header(server, session_id)?;
+    let (mut dealer, material, after_handshake) = claim_header(server, session_id, token)?;
     let header_bytes = material.encoded_len();
     let (material, feeder) = material.into_streaming(STREAM_QUEUED_ITEMS);
     let feed = std::thread::Builder::new()
@@ -422,4 +621,24 @@ fn claim_streaming(server: &Server, session_id: u128) -> Result<(PartyMaterial, 
             started,
         },
     ))
+}
+
+/// Checks the dealer's hello against the epoch and commitment this side holds: a dealer
+/// with no registered server (epoch 0), or one that holds another epoch or another seed
+/// for it, would run a session with different weight masks. Used by the server's claims
+/// and the client's dealer handshake.
+pub(crate) fn check_dealer(dealer: &Hello, epoch: u64, commitment: WeightCommitment) -> Result<()> {
+    if dealer.epoch == 0 {
+        return Err(Error::DealerNotReady);
+    }
+    if dealer.epoch != epoch {
+        return Err(Error::EpochMismatch {
+            peer: epoch,
+            ours: dealer.epoch,
+        });
+    }
+    if dealer.commitment != commitment {
+        return Err(Error::CommitmentMismatch { epoch });
+    }
+    Ok(())
 }
