@@ -21,6 +21,11 @@ pub struct TcpOptions {
     pub read_timeout: Duration,
     /// The simulated network applied to received frames.
     pub profile: NetworkProfile,
+    /// Over TLS: the most bytes of frames `send` queues for a peer that has not taken
+    /// them yet; `send` waits (up to the read timeout) beyond it. `None`: unbounded, as
+    /// the full-duplex links between the two computing parties need. One frame larger
+    /// than the bound is let through when nothing else is queued.
+    pub send_queue_bytes: Option<usize>,
 }
 
 impl Default for TcpOptions {
@@ -29,6 +34,7 @@ impl Default for TcpOptions {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             read_timeout: Duration::from_secs(60),
             profile: NetworkProfile::Local,
+            send_queue_bytes: None,
         }
     }
 }

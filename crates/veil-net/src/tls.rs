@@ -16,6 +16,13 @@
 //! [`INCOMING_QUEUE_BYTES`] of complete frames wait for `recv`, so a peer that sends
 //! faster than this side consumes (the dealer streaming material) is held back by TCP,
 //! and this side holds a bounded amount of what it has not yet read.
+//!
+//! Sending can be bounded too ([`TcpOptions::send_queue_bytes`], which the dealer
+//! uses): `send` then waits while that many bytes wait for the I/O thread, and the I/O
+//! thread hands TLS a new frame only once the last one has reached the socket, so a
+//! peer that never reads holds a bounded amount of this side's memory, and a sender
+//! (the dealer's generation) is paced by delivery. A dropped channel gives its I/O
+//! thread [`CLOSE_FLUSH`] to flush what is queued, and then closes regardless.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
@@ -184,6 +191,10 @@ fn certificate_role(certificate: &CertificateDer<'_>) -> Result<Role> {
         .ok_or_else(|| error("the certificate states no veil role (a urn:veil:role: URI)".into()))
 }
 
+/// How long a closing channel's I/O thread tries to flush what is queued to a peer that
+/// does not read, before it closes the socket anyway.
+pub const CLOSE_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+
 const SOCKET: mio::Token = mio::Token(0);
 const WAKE: mio::Token = mio::Token(1);
 
@@ -193,6 +204,8 @@ pub struct TlsChannel {
     incoming: Receiver<Result<Vec<u8>>>,
     /// Bytes of the frames in `incoming`, shared with the I/O thread.
     queued: Arc<AtomicUsize>,
+    /// Bytes of the frames sent and not yet taken by the I/O thread.
+    sending: Arc<AtomicUsize>,
     waker: Arc<mio::Waker>,
     io_thread: Option<JoinHandle<()>>,
     peer_role: Role,
@@ -316,6 +329,9 @@ impl TlsChannel {
         let (handshake_done, handshake) = channel::<Result<Role>>();
         let queued = Arc::new(AtomicUsize::new(0));
         let pump_queued = Arc::clone(&queued);
+        let sending = Arc::new(AtomicUsize::new(0));
+        let pump_sending = Arc::clone(&sending);
+        let bounded = options.send_queue_bytes.is_some();
         let max_frame_bytes = options.max_frame_bytes;
         let io_thread = std::thread::Builder::new()
             .name("veil-net-tls".into())
@@ -327,6 +343,8 @@ impl TlsChannel {
                     queue,
                     sink,
                     queued: pump_queued,
+                    sending: pump_sending,
+                    bounded,
                     handshake_done: Some(handshake_done),
                     inbox: Vec::new(),
                     max_frame_bytes,
@@ -353,6 +371,7 @@ impl TlsChannel {
             outgoing: Some(outgoing),
             incoming,
             queued,
+            sending,
             waker,
             io_thread: Some(io_thread),
             peer_role,
@@ -384,6 +403,11 @@ struct Pump {
     sink: Sender<Result<Vec<u8>>>,
     /// Bytes of the frames in `sink` not yet taken by `recv`.
     queued: Arc<AtomicUsize>,
+    /// Bytes of the frames in `queue` not yet taken.
+    sending: Arc<AtomicUsize>,
+    /// Whether sending is bounded: then a frame is taken only once TLS has written the
+    /// last one to the socket.
+    bounded: bool,
     handshake_done: Option<Sender<Result<Role>>>,
     inbox: Vec<u8>,
     max_frame_bytes: usize,
@@ -396,36 +420,52 @@ impl Pump {
             reason,
         };
         let mut events = mio::Events::with_capacity(8);
-        let mut closing = false;
+        let mut closing: Option<std::time::Instant> = None;
         loop {
-            // Frames the compute thread queued.
+            // Frames the compute thread queued (bounded: one at a time, once TLS has
+            // written the last to the socket).
+            let mut deferred = false;
             loop {
+                if self.bounded && closing.is_none() && self.connection.wants_write() {
+                    // Looked at again once TLS has flushed (the queue may hold frames, or
+                    // have been closed).
+                    deferred = true;
+                    break;
+                }
                 match self.queue.try_recv() {
-                    Ok(frame) => self
-                        .connection
-                        .writer()
-                        .write_all(&frame)
-                        .map_err(|e| tls(e.to_string()))?,
+                    Ok(frame) => {
+                        self.sending.fetch_sub(frame.len(), Ordering::AcqRel);
+                        self.connection
+                            .writer()
+                            .write_all(&frame)
+                            .map_err(|e| tls(e.to_string()))?
+                    }
                     Err(std::sync::mpsc::TryRecvError::Empty) => break,
                     Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                        if !closing {
+                        if closing.is_none() {
                             self.connection.send_close_notify();
-                            closing = true;
+                            closing = Some(std::time::Instant::now() + CLOSE_FLUSH);
                         }
                         break;
                     }
                 }
             }
             // Write what TLS has ready, until the socket would block.
+            let mut blocked = false;
             while self.connection.wants_write() {
                 match self.connection.write_tls(&mut self.socket) {
                     Ok(_) => {}
-                    Err(error) if error.kind() == ErrorKind::WouldBlock => break,
+                    Err(error) if error.kind() == ErrorKind::WouldBlock => {
+                        blocked = true;
+                        break;
+                    }
                     Err(error) if error.kind() == ErrorKind::Interrupted => {}
                     Err(_) => return Err(Error::PeerClosed),
                 }
             }
-            if closing && !self.connection.wants_write() {
+            if let Some(deadline) = closing
+                && (!self.connection.wants_write() || std::time::Instant::now() >= deadline)
+            {
                 let _ = self.socket.shutdown(std::net::Shutdown::Write);
                 return Ok(());
             }
@@ -471,11 +511,22 @@ impl Pump {
                     return Ok(());
                 }
             }
-            if self.connection.wants_write() && !closing {
+            // More to write and the socket took the last: go on. A blocked socket wakes
+            // the poll when it is writable again (spinning on it would burn a core for
+            // a peer that does not read).
+            // Bounded sending takes one frame per pass: go on while more are queued and
+            // the socket takes them (their wake-ups may have been spent already).
+            let more_queued = self.bounded && self.sending.load(Ordering::Acquire) > 0;
+            if closing.is_none()
+                && !blocked
+                && (self.connection.wants_write() || more_queued || deferred)
+            {
                 continue;
             }
+            let timeout = closing
+                .map(|deadline| deadline.saturating_duration_since(std::time::Instant::now()));
             self.poll
-                .poll(&mut events, None)
+                .poll(&mut events, timeout)
                 .map_err(|source| Error::Io {
                     context: "waiting for the socket",
                     source,
@@ -528,6 +579,25 @@ impl Channel for TlsChannel {
         let mut frame = Vec::with_capacity(payload.len() + FRAME_HEADER_BYTES);
         frame.extend_from_slice(&header(payload.len()));
         frame.extend_from_slice(payload);
+        if let Some(limit) = self.options.send_queue_bytes {
+            // Wait for room: a peer that does not read holds back this side's sends.
+            let deadline = std::time::Instant::now() + self.options.read_timeout;
+            let mut pause = std::time::Duration::from_micros(100);
+            loop {
+                let waiting = self.sending.load(Ordering::Acquire);
+                if waiting == 0 || waiting + frame.len() <= limit {
+                    break;
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(Error::Timeout {
+                        seconds: self.options.read_timeout.as_secs(),
+                    });
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(5));
+            }
+        }
+        self.sending.fetch_add(frame.len(), Ordering::AcqRel);
         self.outgoing
             .as_ref()
             .ok_or(Error::PeerClosed)?

@@ -74,6 +74,24 @@ pub struct LoadReport {
     pub client_errors: Vec<String>,
 }
 
+/// Whether a secure answer (a label, or logits) names the plain executor's class for
+/// `sample`.
+pub(crate) fn answer_matches(
+    plan: &Plan,
+    sample: &[f32],
+    output: &[f32],
+    classes: usize,
+    labels_only: bool,
+) -> Result<bool> {
+    let plain = argmax_rows(&run_plain(plan, sample, 1)?, classes)[0];
+    let secure = if labels_only {
+        output.first().map_or(usize::MAX, |&label| label as usize)
+    } else {
+        argmax_rows(output, classes)[0]
+    };
+    Ok(plain == secure)
+}
+
 /// One client's queries: latencies, wrong answers, warm queries.
 type ClientOutcome = (Vec<f64>, usize, usize);
 
@@ -159,14 +177,9 @@ pub fn run_load(
                     let report = client.query(sample)?;
                     latencies.push(report.latency_seconds);
                     warm += usize::from(report.warm);
-                    let output = report.output;
-                    let plain = argmax_rows(&run_plain(&plan, sample, 1)?, classes)[0];
-                    let secure = if labels_only {
-                        output[0] as usize
-                    } else {
-                        argmax_rows(&output, classes)[0]
-                    };
-                    wrong += usize::from(plain != secure);
+                    let right =
+                        answer_matches(&plan, sample, &report.output, classes, labels_only)?;
+                    wrong += usize::from(!right);
                 }
                 Ok((latencies, wrong, warm))
             })

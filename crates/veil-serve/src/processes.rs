@@ -73,14 +73,48 @@ pub struct RoleProcess {
 impl RoleProcess {
     /// Starts `executable` (the `veil` binary) as `role`.
     pub fn spawn(executable: &Path, role: Role, arguments: &[String]) -> Result<Self> {
-        let child = Command::new(executable)
+        Self::spawn_logging(executable, role, arguments, None)
+    }
+
+    /// Starts `executable` as `role` with its log filtered by `log` (a `RUST_LOG` value;
+    /// the process's default when `None`).
+    pub fn spawn_logging(
+        executable: &Path,
+        role: Role,
+        arguments: &[String],
+        log: Option<&str>,
+    ) -> Result<Self> {
+        let mut command = Command::new(executable);
+        command
             .args(["party", "--role", role.name()])
             .args(arguments)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        if let Some(filter) = log {
+            command.env("RUST_LOG", filter);
+        }
+        let child = command
             .spawn()
             .map_err(Error::io(format!("starting the {role} process")))?;
         Ok(Self { role, child })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process at once (SIGKILL) and reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Asks the process to shut down gracefully (SIGTERM, through `kill(1)`).
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
     }
 
     /// Waits for the process and reads the report it printed.

@@ -98,6 +98,14 @@ impl Transport {
         transport
     }
 
+    /// The same transport with `send` bounded to `bytes` queued per connection (TLS
+    /// only; see [`TcpOptions::send_queue_bytes`]).
+    pub fn with_send_queue(&self, bytes: usize) -> Transport {
+        let mut options = self.options();
+        options.send_queue_bytes = Some(bytes);
+        self.with_options(options)
+    }
+
     /// The same transport with the simulated network removed (for links whose traffic
     /// is not online traffic, such as the dealer's).
     pub fn unshaped(&self) -> Transport {

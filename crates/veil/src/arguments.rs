@@ -101,6 +101,13 @@ pub(crate) struct PartyArguments {
     /// stream of queries with gaps would.
     #[arg(long)]
     pub(crate) pause_ms: Option<u64>,
+    /// The most connections a listener serves at once, handshakes included (server,
+    /// dealer; 4096 when absent); more are closed at once.
+    #[arg(long)]
+    pub(crate) max_connections: Option<usize>,
+    /// The largest batch a query may ask for (server; 1024 when absent).
+    #[arg(long)]
+    pub(crate) max_batch: Option<usize>,
 }
 
 impl PartyArguments {
@@ -128,6 +135,8 @@ impl PartyArguments {
             prefetch: self.prefetch.or(config.prefetch),
             prefetch_bytes: self.prefetch_bytes.or(config.prefetch_bytes),
             pause_ms: self.pause_ms.or(config.pause_ms),
+            max_connections: self.max_connections.or(config.max_connections),
+            max_batch: self.max_batch.or(config.max_batch),
         }
     }
 }
@@ -315,6 +324,43 @@ pub(crate) enum Commands {
         /// The dealer's pool in bytes (the dealer's default when absent).
         #[arg(long)]
         pool_bytes: Option<u64>,
+    },
+    /// Chaos test: the TLS load test while idle connections, a flooding client, killed
+    /// clients and dealer and server restarts hit the deployment (loopback only).
+    Chaos {
+        /// The bundled model: digits-cnn or digits-mlp.
+        #[arg(long, default_value = DEMO_MODEL)]
+        model: String,
+        /// Honest concurrent clients.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Queries per honest client, the quiet phase's included.
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        /// Queries per client before the attack starts.
+        #[arg(long, default_value_t = 25)]
+        quiet_queries: usize,
+        /// Idle TCP connections held open to each listener during the attack.
+        #[arg(long, default_value_t = 1000)]
+        idle_connections: usize,
+        /// Times the dealer is killed and restarted.
+        #[arg(long, default_value_t = 2)]
+        dealer_restarts: usize,
+        /// Times the server is killed and restarted.
+        #[arg(long, default_value_t = 1)]
+        server_restarts: usize,
+        /// Client processes killed mid-query.
+        #[arg(long, default_value_t = 2)]
+        killed_clients: usize,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        deadline_seconds: u64,
+        /// The short version CI runs: 40 queries per client, 10 of them quiet.
+        #[arg(long)]
+        quick: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Makes a deployment CA and one certificate per role (the role in a URI SAN).
     Certs {

@@ -8,7 +8,7 @@ mod party;
 mod text;
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -19,6 +19,7 @@ use veil_model::{Plan, PublicPlan};
 use veil_net::Role;
 use veil_net::tls::generate_certificates;
 use veil_serve::bench::{CALIBRATION_HEADROOM, run_bench};
+use veil_serve::chaos::{ChaosOptions, run_chaos};
 use veil_serve::demo::run_demo;
 use veil_serve::load::{LoadOptions, run_load};
 use veil_serve::transport::write_certificate_folder;
@@ -38,10 +39,31 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    // SIGINT/SIGTERM: stop taking new sessions, finish the ones in progress, exit.
+    // SIGINT/SIGTERM: stop taking new sessions, give the queries in progress the grace
+    // period, exit. Whatever state the process is in (waiting for a peer, a handshake,
+    // a query), it exits within the grace period plus a margin; a second signal exits at
+    // once.
     let _ = ctrlc::set_handler(|| {
-        eprintln!("veil: shutting down after the sessions in progress");
+        static SIGNALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if SIGNALLED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            eprintln!("veil: second signal: exiting now");
+            std::process::exit(130);
+        }
+        let grace = veil_serve::roles::SHUTDOWN_GRACE;
+        eprintln!(
+            "veil: shutting down; queries in progress get up to {} s",
+            grace.as_secs()
+        );
         veil_serve::roles::request_shutdown();
+        std::thread::spawn(move || {
+            let margin = std::time::Duration::from_secs(3);
+            std::thread::sleep(grace + margin);
+            eprintln!(
+                "veil: still running {} s after the signal; exiting",
+                (grace + margin).as_secs()
+            );
+            std::process::exit(1);
+        });
     });
     if let Err(error) = run_command(Arguments::parse()) {
         eprintln!("error: {error:#}");
@@ -105,6 +127,42 @@ fn run_command(arguments: Arguments) -> Result<()> {
             prefetch,
             pool_bytes,
         } => load_test(&model, clients, queries, prefetch, pool_bytes),
+        Commands::Chaos {
+            model,
+            clients,
+            queries,
+            quiet_queries,
+            idle_connections,
+            dealer_restarts,
+            server_restarts,
+            killed_clients,
+            deadline_seconds,
+            quick,
+            json,
+        } => {
+            let (queries, quiet_queries) = if quick {
+                (40, 10)
+            } else {
+                (queries, quiet_queries)
+            };
+            chaos_test(
+                &model,
+                ChaosOptions {
+                    model: model.clone(),
+                    plan_file: PathBuf::new(),
+                    public_plan_file: PathBuf::new(),
+                    clients,
+                    queries,
+                    quiet_queries,
+                    idle_connections,
+                    dealer_restarts,
+                    server_restarts,
+                    killed_clients,
+                    deadline: std::time::Duration::from_secs(deadline_seconds),
+                },
+                json,
+            )
+        }
         Commands::Certs { out } => {
             let certificates =
                 generate_certificates(&[Role::Server, Role::Client, Role::Dealer, Role::Helper])?;
@@ -254,6 +312,34 @@ fn load_test(
     let (wrong, failed) = (report.answers_differing_from_plain, report.failed_clients);
     if wrong > 0 || failed > 0 {
         bail!("{wrong} answers differed from the plain executor and {failed} clients failed");
+    }
+    Ok(())
+}
+
+/// `veil chaos`: the bundled model under attack; fails unless every completed answer
+/// matched the plain executor, every honest client finished, and the deployment
+/// recovered from every restart.
+fn chaos_test(model: &str, mut options: ChaosOptions, json: bool) -> Result<()> {
+    let directory = Path::new(BUNDLED_MODELS).join(model);
+    options.plan_file = directory.join(format!("{model}.plan"));
+    options.public_plan_file = directory.join(format!("{model}.public.plan"));
+    let plan = Plan::load(&options.plan_file)
+        .context("loading the bundled model (run from the repository root)")?;
+    let (_, test) = digits(Path::new(DIGITS_DATA))?;
+    let samples: Vec<&[f32]> = (0..test.len()).map(|index| test.sample(index)).collect();
+    let report = run_chaos(&std::env::current_exe()?, &plan, &options, &samples)?;
+    print_report(&report, !json)?;
+    let unrecovered = report
+        .recoveries
+        .iter()
+        .filter(|recovery| !recovery.seconds.is_finite())
+        .count();
+    if report.answers_differing_from_plain > 0 || report.unfinished_clients > 0 || unrecovered > 0 {
+        bail!(
+            "{} answers differed from the plain executor, {} honest clients did not finish, {unrecovered} restarts were not recovered from",
+            report.answers_differing_from_plain,
+            report.unfinished_clients
+        );
     }
     Ok(())
 }

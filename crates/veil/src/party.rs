@@ -50,6 +50,8 @@ pub(crate) fn run_party(arguments: PartyArguments, forced: Option<Role>) -> Resu
         prefetch,
         prefetch_bytes,
         pause_ms,
+        max_connections,
+        max_batch,
         config: _,
     } = arguments;
     let role = match (forced, role) {
@@ -75,6 +77,9 @@ pub(crate) fn run_party(arguments: PartyArguments, forced: Option<Role>) -> Resu
                 max_clients,
                 ..DealerOptions::default()
             };
+            if let Some(max) = max_connections {
+                dealer_options.max_connections = max.max(1);
+            }
             if let Some(bytes) = pool_bytes {
                 dealer_options.pool.capacity_bytes = bytes;
             }
@@ -92,7 +97,13 @@ pub(crate) fn run_party(arguments: PartyArguments, forced: Option<Role>) -> Resu
         Role::Server => {
             let plan = Plan::load(&plan.context("--plan is required")?)?;
             let listener = transport.listen(&need(listen, "listen")?)?;
-            let state = ServerState::new(plan, new_epoch()?)?;
+            let mut state = ServerState::new(plan, new_epoch()?)?;
+            if let Some(max) = max_connections {
+                state = state.with_max_connections(max);
+            }
+            if let Some(max) = max_batch {
+                state = state.with_max_batch(max);
+            }
             if let Some(address) = metrics {
                 veil_serve::metrics::serve_metrics(&address, state.metrics())?;
             }

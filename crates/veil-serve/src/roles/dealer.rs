@@ -29,6 +29,10 @@ use crate::pool::{Pool, PoolConfig};
 use crate::transport::{Link, Transport};
 use crate::{Error, PeerMisbehaved, Result};
 
+/// The most bytes the dealer queues for one connection (TLS) before `send` waits for the
+/// peer to read.
+pub const DEALER_SEND_QUEUE_BYTES: usize = 16 << 20;
+
 /// What the dealer saw over its life.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DealerSummary {
@@ -190,6 +194,9 @@ pub fn run_dealer(
     transport: &Transport,
 ) -> Result<DealerSummary> {
     let max_clients = options.max_clients;
+    // The dealer only sends (material, answers): bounded sends pace generation by
+    // delivery and cap what a client that does not read can make it hold.
+    let transport = &transport.with_send_queue(DEALER_SEND_QUEUE_BYTES);
     let dealer = Arc::new(Dealer {
         plan_hash: plan.hash_hex()?,
         plan,
