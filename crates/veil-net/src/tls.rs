@@ -45,6 +45,10 @@ const ROLE_URI_PREFIX: &str = "urn:veil:role:";
 /// wait for `recv` (one frame is always let through, whatever its size).
 pub const INCOMING_QUEUE_BYTES: usize = 8 << 20;
 
+/// What one queued frame costs beyond its payload, as the flow control counts it (so a
+/// flood of empty frames is held back too, not queued without bound).
+const QUEUED_FRAME_OVERHEAD: usize = 64;
+
 /// The URI subject-alternative name that states `role` in a certificate.
 fn role_uri(role: Role) -> String {
     format!("{ROLE_URI_PREFIX}{}", role.name())
@@ -565,7 +569,8 @@ impl Pump {
                 break;
             }
             let body = start + FRAME_HEADER_BYTES;
-            self.queued.fetch_add(length, Ordering::AcqRel);
+            self.queued
+                .fetch_add(length + QUEUED_FRAME_OVERHEAD, Ordering::AcqRel);
             let _ = self.sink.send(Ok(self.inbox[body..body + length].to_vec()));
             start = body + length;
         }
@@ -615,8 +620,9 @@ impl Channel for TlsChannel {
         let timeout = self.options.read_timeout;
         let payload = match self.incoming.recv_timeout(timeout) {
             Ok(Ok(frame)) => {
-                let before = self.queued.fetch_sub(frame.len(), Ordering::AcqRel);
-                if before >= INCOMING_QUEUE_BYTES && before - frame.len() < INCOMING_QUEUE_BYTES {
+                let cost = frame.len() + QUEUED_FRAME_OVERHEAD;
+                let before = self.queued.fetch_sub(cost, Ordering::AcqRel);
+                if before >= INCOMING_QUEUE_BYTES && before - cost < INCOMING_QUEUE_BYTES {
                     // The I/O thread paused reading: let it read on.
                     self.waker.wake().map_err(|source| Error::Io {
                         context: "waking the TLS thread",
@@ -715,6 +721,46 @@ mod tests {
         assert_eq!((got.len(), peer_got), (size, size));
         assert!(got.iter().all(|&b| b == 2));
         assert_eq!(peer_stats.bytes_received, size as u64 + 4);
+    }
+
+    /// Bounded sending: to a peer that never reads, `send` stops queueing at the bound
+    /// (TCP and the peer's own flow control hold the rest back) and then fails with a
+    /// timeout instead of holding ever more; a reader then gets every frame in order; and
+    /// a frame larger than the bound still goes through on its own.
+    #[test]
+    fn bounded_sends_stop_at_the_bound_for_a_peer_that_does_not_read() {
+        let (server, client, _) = identities();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let bounded = TcpOptions {
+            read_timeout: std::time::Duration::from_secs(1),
+            send_queue_bytes: Some(1 << 20),
+            ..options()
+        };
+        let accept = std::thread::spawn(move || {
+            TlsChannel::accept(&listener, &server, &[Role::Client], bounded)
+        });
+        let mut reader =
+            TlsChannel::connect(&address, &client, &[Role::Server], options()).unwrap();
+        let mut sender = accept.join().unwrap().unwrap();
+        let frame = vec![7u8; 64 << 10];
+        let mut sent = 0usize;
+        let error = loop {
+            match sender.send(&frame) {
+                Ok(()) => sent += 1,
+                Err(error) => break error,
+            }
+            assert!(sent < 100_000, "sending never stopped");
+        };
+        assert!(matches!(error, Error::Timeout { .. }), "{error}");
+        assert!(sender.sending.load(Ordering::Acquire) <= 1 << 20);
+        // Whatever was sent arrives, in order, once the peer reads.
+        for _ in 0..sent {
+            assert_eq!(reader.recv().unwrap(), frame);
+        }
+        let large = vec![9u8; 3 << 20];
+        sender.send(&large).unwrap();
+        assert_eq!(reader.recv().unwrap(), large);
     }
 
     #[test]
