@@ -30,6 +30,7 @@
 mod error;
 mod frame;
 mod memory;
+pub mod pki;
 mod role;
 mod session;
 mod shaping;
@@ -42,7 +43,10 @@ pub use memory::{MemoryChannel, memory_pair};
 pub use role::{Role, UnknownRole};
 pub use session::{SESSION_TAG_BYTES, SessionChannel};
 pub use shaping::NetworkProfile;
-pub use tcp::{TcpChannel, TcpOptions, dangerous_listen_insecure};
+pub use tcp::{
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_KEEPALIVE_IDLE, TcpChannel, TcpOptions,
+    dangerous_listen_insecure,
+};
 
 /// What crossed a channel, counted exactly.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
