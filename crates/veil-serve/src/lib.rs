@@ -70,6 +70,7 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod bench;
+pub mod certificates;
 pub mod demo;
 pub mod deployment;
 pub mod embed;

@@ -101,7 +101,12 @@ pub fn run_load(
     let work = WorkFolder::new("load")?;
     let certificates = work.certificates()?;
     let (dealer_address, server_address) = free_loopback_addresses()?;
-    let link = ["--tls-dir".into(), certificates.display().to_string()];
+    let link = |role: Role| -> Result<Vec<String>> {
+        let folder = certificates.party(role).ok_or(Error::Unreachable(
+            "no certificate folder was made for this role",
+        ))?;
+        Ok(vec!["--tls-dir".into(), folder.display().to_string()])
+    };
     let max = clients.to_string();
     let mut dealer_arguments = vec![
         "--listen".into(),
@@ -112,7 +117,7 @@ pub fn run_load(
         max.clone(),
         "--json".into(),
     ];
-    dealer_arguments.extend(link.iter().cloned());
+    dealer_arguments.extend(link(Role::Dealer)?);
     dealer_arguments.extend(pool_bytes.map(|bytes| format!("--pool-bytes={bytes}")));
     let dealer = RoleProcess::spawn(executable, Role::Dealer, &dealer_arguments)?;
     let mut server_arguments = vec![
@@ -126,10 +131,15 @@ pub fn run_load(
         max,
         "--json".into(),
     ];
-    server_arguments.extend(link.iter().cloned());
+    server_arguments.extend(link(Role::Server)?);
     let server = RoleProcess::spawn(executable, Role::Server, &server_arguments)?;
-    let transport =
-        Transport::from_certificate_folder(&certificates, Role::Client, TcpOptions::default())?;
+    let transport = Transport::from_certificate_folder(
+        certificates.party(Role::Client).ok_or(Error::Unreachable(
+            "no certificate folder was made for this role",
+        ))?,
+        Role::Client,
+        TcpOptions::default(),
+    )?;
     let classes = plan.public.graph.infer_shapes(1)?[plan.public.graph.output][1];
     let labels_only = matches!(plan.public.output_policy, OutputPolicy::Label { .. });
     let started = Instant::now();
