@@ -449,6 +449,27 @@ mod tests {
     }
 
     #[test]
+    fn keepalive_is_on_unless_turned_off() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let socket = socket2::SockRef::from(&stream);
+        assert!(!socket.keepalive().unwrap());
+        configure_keepalive(
+            &stream,
+            &TcpOptions {
+                keepalive: None,
+                ..TcpOptions::default()
+            },
+        )
+        .unwrap();
+        assert!(!socket.keepalive().unwrap());
+        configure_keepalive(&stream, &TcpOptions::default()).unwrap();
+        assert!(socket.keepalive().unwrap());
+        #[cfg(target_os = "linux")]
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), DEFAULT_KEEPALIVE_IDLE);
+    }
+
+    #[test]
     fn a_silent_peer_times_out() {
         let listener = dangerous_listen_insecure("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap().to_string();
