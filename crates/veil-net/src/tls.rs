@@ -1347,6 +1347,35 @@ mod trust_tests {
     }
 
     #[test]
+    fn reading_a_mutated_or_truncated_certificate_is_an_error_never_a_panic() {
+        let authority = CertificateAuthority::generate("CA").unwrap();
+        let (pem, _) = issue(&authority, Role::Client, Some("alice"));
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let bytes = der.as_ref().to_vec();
+        for length in 0..bytes.len() {
+            assert!(certificate_identity(&CertificateDer::from(&bytes[..length])).is_err());
+        }
+        for index in 0..bytes.len() {
+            let mut mutated = bytes.clone();
+            mutated[index] ^= 0x5a;
+            if let Ok(identity) = certificate_identity(&CertificateDer::from(mutated.as_slice()))
+                && let Some(name) = &identity.name
+            {
+                assert!(is_valid_name(name), "{name:?}");
+            }
+        }
+        // Names that could forge log lines or paths are refused.
+        for uris in [
+            &["urn:veil:role:client", "urn:veil:name:a\nb"][..],
+            &["urn:veil:role:client", "urn:veil:name:../x"][..],
+            &["urn:veil:role:client", "urn:veil:name:"][..],
+            &["urn:veil:role:root"][..],
+        ] {
+            assert!(identity_from_uris(uris).is_err(), "{uris:?}");
+        }
+    }
+
+    #[test]
     fn an_identity_needs_roots_and_a_matching_key() {
         let operators = TwoOperators::new();
         let (certificate, _) = issue(&operators.owner_ca, Role::Server, None);
