@@ -213,6 +213,8 @@ fn separate_cas_per_party_keys_and_a_revoked_client() {
         !refused.status.success(),
         "the revoked client was served: {refused:?}"
     );
+    let error = String::from_utf8_lossy(&refused.stderr).to_lowercase();
+    assert!(error.contains("revoked"), "{error}");
     let answered = infer("alice");
     assert!(answered.status.success(), "{answered:?}");
     assert!(String::from_utf8_lossy(&answered.stdout).contains("prediction"));
