@@ -42,6 +42,16 @@ pub enum Error {
         /// The timeout in seconds.
         seconds: u64,
     },
+    /// The TLS handshake did not finish within the handshake timeout; the connection was
+    /// closed.
+    #[error(
+        "the TLS handshake did not finish within {seconds} s and the connection was closed; \
+         the peer is not a veil party, is stalled, or the network drops its packets"
+    )]
+    HandshakeTimeout {
+        /// The handshake timeout in seconds.
+        seconds: u64,
+    },
     /// Plain TCP was asked for on an address that is not loopback.
     #[error(
         "refusing insecure plain TCP on non-loopback address {address}; plain TCP is for \
@@ -53,12 +63,21 @@ pub enum Error {
     },
     /// A TLS failure: bad certificates, a failed handshake, a broken session.
     #[error(
-        "TLS ({context}): {reason}; check that both parties use certificates from the same deployment CA"
+        "TLS ({context}): {reason}; check that each party trusts, for the other's role, the CA \
+         that signed the other's certificate, and that the certificate is not revoked"
     )]
     Tls {
         /// What was being done.
         context: &'static str,
         /// The TLS library's message (no key material).
+        reason: String,
+    },
+    /// Making, signing, loading or revoking a certificate failed.
+    #[error("certificates ({context}): {reason}")]
+    Certificate {
+        /// What was being done.
+        context: &'static str,
+        /// What was wrong (no key material).
         reason: String,
     },
     /// The peer's certificate states another role than this connection needs.

@@ -4,8 +4,10 @@
 //! what crosses it ([`ChannelStats`]: bytes with and without frame headers, frames, and
 //! rounds, a round being one blocking receive). [`MemoryChannel`] joins two parties in
 //! one process (unit tests); [`TcpChannel`] joins two processes, and
-//! [`tls::TlsChannel`] joins them over mutual TLS with each party's [`Role`] bound into
-//! its certificate.
+//! [`tls::TlsChannel`] joins them over mutual TLS with each party's [`Role`] (and name)
+//! bound into its certificate, verified against the CAs the party trusts for that role
+//! ([`tls::TrustRoots`]). [`pki`] makes CAs, per-party keys and signing requests,
+//! certificates and revocation lists.
 //!
 //! [`NetworkProfile`] simulates `lan` and `wan` links on the receive side.
 //! [`SessionChannel`] tags every frame of a query with its session id.
@@ -22,7 +24,9 @@
 //!
 //! # Secrets
 //! Frames carry masked values and key material; this crate never logs or prints frame
-//! contents, and its errors name sizes and addresses only.
+//! contents, and its errors name sizes and addresses only. Private keys (a party's, a
+//! CA's) never appear in a `Debug` print or an error; roles, names and serial numbers
+//! are public.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
@@ -30,6 +34,7 @@
 mod error;
 mod frame;
 mod memory;
+pub mod pki;
 mod role;
 mod session;
 mod shaping;
@@ -42,7 +47,10 @@ pub use memory::{MemoryChannel, memory_pair};
 pub use role::{Role, UnknownRole};
 pub use session::{SESSION_TAG_BYTES, SessionChannel};
 pub use shaping::NetworkProfile;
-pub use tcp::{TcpChannel, TcpOptions, dangerous_listen_insecure};
+pub use tcp::{
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_KEEPALIVE_IDLE, TcpChannel, TcpOptions,
+    dangerous_listen_insecure,
+};
 
 /// What crossed a channel, counted exactly.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -26,7 +26,21 @@ pub struct TcpOptions {
     /// the full-duplex links between the two computing parties need. One frame larger
     /// than the bound is let through when nothing else is queued.
     pub send_queue_bytes: Option<usize>,
+    /// How long connecting and the TLS handshake may take. A peer that has not finished
+    /// the handshake by then (it sent nothing, or stalled half-way) is disconnected: its
+    /// socket is closed and the connection's I/O thread ends.
+    pub handshake_timeout: Duration,
+    /// TCP keepalive: the idle time before the first probe (`None`: off). A peer whose
+    /// machine vanished without closing the connection is then detected by the kernel
+    /// (after the probes fail) instead of holding the socket forever.
+    pub keepalive: Option<Duration>,
 }
+
+/// The default [`TcpOptions::handshake_timeout`].
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default [`TcpOptions::keepalive`] idle time.
+pub const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 
 impl Default for TcpOptions {
     fn default() -> Self {
@@ -35,8 +49,53 @@ impl Default for TcpOptions {
             read_timeout: Duration::from_secs(60),
             profile: NetworkProfile::Local,
             send_queue_bytes: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            keepalive: Some(DEFAULT_KEEPALIVE_IDLE),
         }
     }
+}
+
+/// Turns on TCP keepalive on `stream` as `options` ask: probes after the idle time, then
+/// every 10 s, 6 probes.
+pub(crate) fn configure_keepalive(stream: &TcpStream, options: &TcpOptions) -> Result<()> {
+    let Some(idle) = options.keepalive else {
+        return Ok(());
+    };
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(Duration::from_secs(10));
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "macos"))]
+    let keepalive = keepalive.with_retries(6);
+    socket2::SockRef::from(stream)
+        .set_tcp_keepalive(&keepalive)
+        .map_err(|source| Error::Io {
+            context: "turning on TCP keepalive",
+            source,
+        })
+}
+
+/// Connects to the first address `address` resolves to that answers within `timeout`.
+pub(crate) fn connect_within(address: &str, timeout: Duration) -> Result<TcpStream> {
+    let io_error = |source| Error::Io {
+        context: "connecting to the peer",
+        source,
+    };
+    let mut last = None;
+    for resolved in address.to_socket_addrs().map_err(|source| Error::Io {
+        context: "resolving the address",
+        source,
+    })? {
+        match TcpStream::connect_timeout(&resolved, timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(io_error(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the address resolved to nothing",
+        )
+    })))
 }
 
 fn refuse_non_loopback(address: &SocketAddr) -> Result<()> {
@@ -109,11 +168,22 @@ impl TcpChannel {
     /// Connects with plain TCP to a loopback address (refuses any other).
     pub fn dangerous_connect_insecure(address: &str, options: TcpOptions) -> Result<Self> {
         let addresses = resolve(address)?;
-        let stream = TcpStream::connect(addresses.as_slice()).map_err(|source| Error::Io {
+        let mut last = None;
+        for resolved in addresses {
+            match TcpStream::connect_timeout(&resolved, options.handshake_timeout) {
+                Ok(stream) => return Self::from_stream(stream, options),
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(Error::Io {
             context: "connecting to the peer",
-            source,
-        })?;
-        Self::from_stream(stream, options)
+            source: last.unwrap_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the address resolved to nothing",
+                )
+            }),
+        })
     }
 
     /// Accepts one plain-TCP connection on a listener made by
@@ -148,6 +218,7 @@ impl TcpChannel {
         stream
             .set_read_timeout(Some(options.read_timeout))
             .map_err(io_error("configuring the socket"))?;
+        configure_keepalive(&stream, &options)?;
         let mut write_half = stream.try_clone().map_err(io_error("cloning the socket"))?;
         let read_half = stream.try_clone().map_err(io_error("cloning the socket"))?;
         let (outgoing, queue) = channel::<Vec<u8>>();
@@ -381,6 +452,27 @@ mod tests {
             TcpChannel::dangerous_accept_insecure(&listener, TcpOptions::default()).unwrap();
         raw.join().unwrap();
         assert!(matches!(channel.recv(), Err(Error::Truncated { .. })));
+    }
+
+    #[test]
+    fn keepalive_is_on_unless_turned_off() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let socket = socket2::SockRef::from(&stream);
+        assert!(!socket.keepalive().unwrap());
+        configure_keepalive(
+            &stream,
+            &TcpOptions {
+                keepalive: None,
+                ..TcpOptions::default()
+            },
+        )
+        .unwrap();
+        assert!(!socket.keepalive().unwrap());
+        configure_keepalive(&stream, &TcpOptions::default()).unwrap();
+        assert!(socket.keepalive().unwrap());
+        #[cfg(target_os = "linux")]
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), DEFAULT_KEEPALIVE_IDLE);
     }
 
     #[test]

@@ -206,28 +206,42 @@ pub fn run_bench(executable: &Path, options: &BenchOptions) -> Result<BenchRepor
     std::fs::write(&input_path, text.join(" "))
         .map_err(Error::io(format!("writing {}", input_path.display())))?;
     let (dealer_address, server_address) = free_loopback_addresses()?;
-    let link = if tls {
+    let certificates = if tls {
         if network != NetworkProfile::Local {
             return Err(Error::Unsupported(
                 "network profiles are simulated on plain TCP only; run --tls with --profile local",
             ));
         }
-        vec![
-            "--tls-dir".into(),
-            work.certificates()?.display().to_string(),
-        ]
+        Some(work.certificates()?)
     } else {
-        vec!["--insecure-plain-tcp".to_string()]
+        None
+    };
+    // Each role gets its own party folder (its key, and its roots per peer role).
+    let link = |role: Role| -> Result<Vec<String>> {
+        Ok(match &certificates {
+            Some(certificates) => vec![
+                "--tls-dir".into(),
+                certificates
+                    .party(role)
+                    .ok_or(Error::Unreachable(
+                        "no certificate folder was made for this role",
+                    ))?
+                    .display()
+                    .to_string(),
+            ],
+            None => vec!["--insecure-plain-tcp".to_string()],
+        })
     };
     let path = |path: &Path| path.display().to_string();
-    let arguments = |role_arguments: Vec<String>| {
+    let arguments = |role: Role, role_arguments: Vec<String>| -> Result<Vec<String>> {
         let mut arguments = role_arguments;
         arguments.push("--json".into());
-        arguments.extend(link.iter().cloned());
-        arguments
+        arguments.extend(link(role)?);
+        Ok(arguments)
     };
-    let spawn =
-        |role, role_arguments| RoleProcess::spawn(executable, role, &arguments(role_arguments));
+    let spawn = |role, role_arguments| {
+        RoleProcess::spawn(executable, role, &arguments(role, role_arguments)?)
+    };
     let mut dealer_arguments = vec![
         "--listen".into(),
         dealer_address.clone(),

@@ -391,7 +391,6 @@ pub fn run_chaos(
     let work = WorkFolder::new("chaos")?;
     let certificates = work.certificates()?;
     let (dealer_address, server_address) = free_loopback_addresses()?;
-    let link = ["--tls-dir".to_string(), certificates.display().to_string()];
     let mut dealer_arguments = vec![
         "--listen".into(),
         dealer_address.clone(),
@@ -399,7 +398,7 @@ pub fn run_chaos(
         options.public_plan_file.display().to_string(),
         "--json".into(),
     ];
-    dealer_arguments.extend(link.iter().cloned());
+    dealer_arguments.extend(certificates.tls_arguments(Role::Dealer)?);
     let mut server_arguments = vec![
         "--listen".into(),
         server_address.clone(),
@@ -409,7 +408,7 @@ pub fn run_chaos(
         options.plan_file.display().to_string(),
         "--json".into(),
     ];
-    server_arguments.extend(link.iter().cloned());
+    server_arguments.extend(certificates.tls_arguments(Role::Server)?);
     let sampled = Arc::new(Mutex::new(Sampled::default()));
     let mut processes = Processes {
         executable: executable.to_path_buf(),
@@ -442,8 +441,7 @@ pub fn run_chaos(
             }
         })
     };
-    let transport =
-        Transport::from_certificate_folder(&certificates, Role::Client, TcpOptions::default())?;
+    let transport = certificates.transport(Role::Client, TcpOptions::default())?;
     let classes = plan.public.graph.infer_shapes(1)?[plan.public.graph.output][1];
     let honest = Arc::new(Honest {
         plan: plan.clone(),
@@ -516,7 +514,7 @@ pub fn run_chaos(
         .map_err(Error::io(format!("writing {}", input_file.display())))?;
     let mut killed = 0;
     for _ in 0..options.killed_clients {
-        let arguments = vec![
+        let mut arguments = vec![
             "--server".into(),
             server_address.clone(),
             "--dealer".into(),
@@ -527,9 +525,8 @@ pub fn run_chaos(
             input_file.display().to_string(),
             "--repeat".into(),
             "1000000".into(),
-            link[0].clone(),
-            link[1].clone(),
         ];
+        arguments.extend(certificates.tls_arguments(Role::Client)?);
         let process =
             RoleProcess::spawn_logging(executable, Role::Client, &arguments, Some(CHAOS_LOG))?;
         std::thread::sleep(Duration::from_millis(1500));

@@ -1,6 +1,7 @@
 //! An in-process deployment: the dealer and the server on threads of this process,
-//! listening on loopback, over mutual TLS with a throwaway CA made in memory (or plain
-//! TCP on loopback when asked), and clients connected to them. `veil demo` and the
+//! listening on loopback, over mutual TLS with throwaway CAs made in memory (the dealer
+//! operator's and the model owner's, trusted per peer role as in a deployment), or plain
+//! TCP on loopback when asked, and clients connected to them. `veil demo` and the
 //! integration tests use it; measurements that need each role in its own process use
 //! [`crate::processes`] instead.
 //!
@@ -11,7 +12,8 @@ use std::net::TcpListener;
 use std::thread::JoinHandle;
 
 use veil_model::{Plan, PublicPlan};
-use veil_net::tls::generate_certificates;
+use veil_net::pki::{CertificateAuthority, SigningRequest};
+use veil_net::tls::{TlsIdentity, TrustRoots};
 use veil_net::{Role, TcpOptions};
 
 use crate::roles::{
@@ -33,10 +35,31 @@ pub struct Transports {
 }
 
 impl Transports {
-    /// Mutual TLS with a fresh CA made in memory and one certificate per role.
+    /// Mutual TLS with certificates made in memory as a deployment makes them: the
+    /// dealer's operator has a CA of its own, the model owner another (signing the server
+    /// and the client, named `client`), and each party trusts, per peer role, that
+    /// role's CA only.
     pub fn tls(options: TcpOptions) -> Result<Self> {
-        let certificates = generate_certificates(&[Role::Dealer, Role::Server, Role::Client])?;
-        let transport = |role| Transport::from_certificates(&certificates, role, options);
+        let dealer_ca = CertificateAuthority::generate("veil dealer operator CA (in memory)")?;
+        let owner_ca = CertificateAuthority::generate("veil model owner CA (in memory)")?;
+        let ca_of = |role: Role| match role {
+            Role::Dealer => &dealer_ca,
+            _ => &owner_ca,
+        };
+        let transport = |role: Role| -> Result<Transport> {
+            let request = SigningRequest::generate(role, Some(role.name()))?;
+            let signed = ca_of(role).sign(request.request_pem(), role)?;
+            let mut trust = TrustRoots::new();
+            for &peer in crate::certificates::peer_roles(role) {
+                trust.add_pem(peer, ca_of(peer).certificate_pem().as_bytes())?;
+            }
+            let identity = TlsIdentity::new(
+                &trust,
+                signed.certificate_pem.as_bytes(),
+                request.key_pem().as_bytes(),
+            )?;
+            Ok(Transport::Tls { identity, options })
+        };
         Ok(Self {
             dealer: transport(Role::Dealer)?,
             server: transport(Role::Server)?,

@@ -16,7 +16,8 @@
 //!   preprocessing pool bounded in bytes ([`pool::Pool`]); the dealer and the server
 //!   serve Prometheus metrics ([`metrics`]).
 //! - Every connection is a [`transport::Transport`] link (mutual TLS with role-bound
-//!   certificates, or plain TCP on loopback for tests) that starts with
+//!   certificates and trust roots per peer role, loaded from a party folder laid out by
+//!   [`certificates`], or plain TCP on loopback for tests) that starts with
 //!   [`handshake::handshake`]: version, setting, [`veil_net::Role`], public-plan hash
 //!   and mask epoch are checked before any share moves. Every message after it is in
 //!   [`messages`], one encoder and one decoder each.
@@ -70,6 +71,7 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod bench;
+pub mod certificates;
 pub mod chaos;
 pub mod demo;
 pub mod deployment;

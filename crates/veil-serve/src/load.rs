@@ -15,7 +15,6 @@ use crate::processes::{
     DealerReport, RoleProcess, ServerReport, WorkFolder, free_loopback_addresses,
 };
 use crate::roles::{Client, ClientOptions, peak_rss_bytes};
-use crate::transport::Transport;
 use crate::{Error, Result};
 
 /// What to run.
@@ -119,7 +118,7 @@ pub fn run_load(
     let work = WorkFolder::new("load")?;
     let certificates = work.certificates()?;
     let (dealer_address, server_address) = free_loopback_addresses()?;
-    let link = ["--tls-dir".into(), certificates.display().to_string()];
+    let link = |role: Role| certificates.tls_arguments(role);
     let max = clients.to_string();
     let mut dealer_arguments = vec![
         "--listen".into(),
@@ -130,7 +129,7 @@ pub fn run_load(
         max.clone(),
         "--json".into(),
     ];
-    dealer_arguments.extend(link.iter().cloned());
+    dealer_arguments.extend(link(Role::Dealer)?);
     dealer_arguments.extend(pool_bytes.map(|bytes| format!("--pool-bytes={bytes}")));
     let dealer = RoleProcess::spawn(executable, Role::Dealer, &dealer_arguments)?;
     let mut server_arguments = vec![
@@ -144,10 +143,9 @@ pub fn run_load(
         max,
         "--json".into(),
     ];
-    server_arguments.extend(link.iter().cloned());
+    server_arguments.extend(link(Role::Server)?);
     let server = RoleProcess::spawn(executable, Role::Server, &server_arguments)?;
-    let transport =
-        Transport::from_certificate_folder(&certificates, Role::Client, TcpOptions::default())?;
+    let transport = certificates.transport(Role::Client, TcpOptions::default())?;
     let classes = plan.public.graph.infer_shapes(1)?[plan.public.graph.output][1];
     let labels_only = matches!(plan.public.output_policy, OutputPolicy::Label { .. });
     let started = Instant::now();

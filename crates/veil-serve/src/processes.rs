@@ -10,11 +10,10 @@ use std::process::{Child, Command, Stdio};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use veil_net::Role;
-use veil_net::tls::generate_certificates;
 
+use crate::certificates::{LocalDeployment, create_local_deployment};
 use crate::deployment::loopback_listener;
 use crate::roles::{DealerSummary, QueryReport, ServerSummary, peak_rss_bytes};
-use crate::transport::write_certificate_folder;
 use crate::{Error, Result};
 
 /// A folder in the system's temporary directory for one run, removed when dropped.
@@ -37,13 +36,11 @@ impl WorkFolder {
         &self.path
     }
 
-    /// A fresh deployment CA and a certificate per computing role and the dealer,
-    /// written into `certificates/` (see [`write_certificate_folder`]); its path.
-    pub fn certificates(&self) -> Result<PathBuf> {
-        let folder = self.path.join("certificates");
-        let certificates = generate_certificates(&[Role::Server, Role::Client, Role::Dealer])?;
-        write_certificate_folder(&folder, &certificates)?;
-        Ok(folder)
+    /// Fresh certificates in `certificates/`: a CA for the dealer's operator and one for
+    /// the model owner, and a party folder per role (see
+    /// [`crate::certificates::create_local_deployment`]).
+    pub fn certificates(&self) -> Result<LocalDeployment> {
+        create_local_deployment(&self.path.join("certificates"))
     }
 }
 

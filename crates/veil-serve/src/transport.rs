@@ -1,12 +1,16 @@
-//! How parties reach each other: mutual TLS with role-bound certificates (the real
-//! thing), or plain TCP on loopback addresses (tests and local experiments only; roles
-//! are then claimed, not proven).
+//! How parties reach each other: mutual TLS with role-bound certificates and trust roots
+//! per peer role (the real thing), or plain TCP on loopback addresses (tests and local
+//! experiments only; roles are then claimed, not proven).
+//!
+//! A TLS peer's proven identity (its role, and the name its certificate states: every
+//! client has one) is logged when a connection is accepted, and
+//! [`Transport::from_stream_identified`] hands it to the caller.
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use veil_net::tls::{DeploymentCertificates, TlsChannel, TlsIdentity};
+use veil_net::tls::{DeploymentCertificates, PeerIdentity, TlsChannel, TlsIdentity};
 use veil_net::{Channel, NetworkProfile, Role, TcpChannel, TcpOptions, dangerous_listen_insecure};
 
 use crate::{Error, Result};
@@ -32,29 +36,28 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// Mutual TLS for `role` from a certificate folder (see [`write_certificate_folder`]):
-    /// the CA's certificate and this role's certificate and key. The certificate must
-    /// state `role`.
+    /// Mutual TLS for `role` from its party folder (see [`crate::certificates`]): this
+    /// role's certificate and key, and the roots it trusts per peer role
+    /// (`trust-PEER.pem`, with `trust-PEER.crl` revocation lists) or one CA for every
+    /// role (`ca.pem`, tests). The certificate must state `role`.
     pub fn from_certificate_folder(
         folder: &Path,
         role: Role,
         options: TcpOptions,
     ) -> Result<Transport> {
-        let read = |name: String| {
-            let path = folder.join(&name);
-            std::fs::read(&path).map_err(Error::io(format!("reading {}", path.display())))
-        };
-        let identity = TlsIdentity::from_pem(
-            &read("ca.pem".into())?,
-            &read(format!("{role}.pem"))?,
-            &read(format!("{role}.key"))?,
-        )?;
-        if identity.role() != role {
-            return Err(Error::WrongCertificate {
-                path: folder.join(format!("{role}.pem")).display().to_string(),
-                found: identity.role(),
-            });
-        }
+        Self::from_certificate_folder_with_revocations(folder, role, &[], options)
+    }
+
+    /// [`Self::from_certificate_folder`], also refusing the certificates the revocation
+    /// lists in `revocations` name (PEM files `veil certs revoke` wrote; each applies to
+    /// the certificates of the CA that signed it).
+    pub fn from_certificate_folder_with_revocations(
+        folder: &Path,
+        role: Role,
+        revocations: &[PathBuf],
+        options: TcpOptions,
+    ) -> Result<Transport> {
+        let identity = crate::certificates::load_identity(folder, role, revocations)?;
         Ok(Transport::Tls { identity, options })
     }
 
@@ -153,11 +156,37 @@ impl Transport {
         stream: std::net::TcpStream,
         expected: &[Role],
     ) -> Result<(Link, Option<Role>)> {
+        let (link, identity) = self.from_stream_identified(stream, expected)?;
+        Ok((link, identity.map(|identity| identity.role)))
+    }
+
+    /// [`Self::from_stream`], returning the whole identity the peer's certificate proves:
+    /// its role and its name (every client certificate `veil certs` signs has one). Plain
+    /// TCP proves nothing (`None`). The identity is public; it is logged here.
+    pub fn from_stream_identified(
+        &self,
+        stream: std::net::TcpStream,
+        expected: &[Role],
+    ) -> Result<(Link, Option<PeerIdentity>)> {
         Ok(match self {
             Transport::Tls { identity, options } => {
-                let channel = TlsChannel::accept_stream(stream, identity, expected, *options)?;
-                let proven = Some(channel.peer_role());
-                (Box::new(channel), proven)
+                let address = stream.peer_addr().ok();
+                let channel = TlsChannel::accept_stream(stream, identity, expected, *options)
+                    .inspect_err(|error| {
+                        tracing::info!(
+                            peer = ?address,
+                            %error,
+                            "refused a TLS connection"
+                        );
+                    })?;
+                let proven = channel.peer_identity().clone();
+                tracing::info!(
+                    peer = ?address,
+                    role = %proven.role,
+                    name = proven.name.as_deref().unwrap_or("-"),
+                    "accepted a TLS connection"
+                );
+                (Box::new(channel), Some(proven))
             }
             Transport::DangerousPlainTcp { options } => (
                 Box::new(TcpChannel::dangerous_from_accepted_insecure(
@@ -166,6 +195,27 @@ impl Transport {
                 None,
             ),
         })
+    }
+
+    /// [`Self::accept_any`], returning the whole identity the peer's certificate proves
+    /// (see [`Self::from_stream_identified`]).
+    pub fn accept_any_identified(
+        &self,
+        listener: &TcpListener,
+        expected: &[Role],
+    ) -> Result<(Link, Option<PeerIdentity>)> {
+        let (stream, _) = listener
+            .accept()
+            .map_err(Error::io("accepting a connection"))?;
+        self.from_stream_identified(stream, expected)
+    }
+
+    /// This party's own TLS identity (`None` on plain TCP).
+    pub fn identity(&self) -> Option<&TlsIdentity> {
+        match self {
+            Transport::Tls { identity, .. } => Some(identity),
+            Transport::DangerousPlainTcp { .. } => None,
+        }
     }
 
     /// Connects to a peer that must be `expected`, retrying for up to 20 s while it starts.
@@ -214,32 +264,4 @@ impl Transport {
     pub fn read_timeout(&self) -> Duration {
         self.options().read_timeout
     }
-}
-
-/// Writes a deployment's certificates into `folder`: `ca.pem`, and `ROLE.pem` and
-/// `ROLE.key` per role (keys readable by their owner only). Give each party only its
-/// own key.
-pub fn write_certificate_folder(
-    folder: &Path,
-    certificates: &DeploymentCertificates,
-) -> Result<()> {
-    let write = |name: String, contents: &str| {
-        let path = folder.join(name);
-        std::fs::write(&path, contents)
-            .map_err(Error::io(format!("writing {}", path.display())))?;
-        Ok::<_, Error>(path)
-    };
-    std::fs::create_dir_all(folder).map_err(Error::io(format!("creating {}", folder.display())))?;
-    write("ca.pem".into(), &certificates.ca_certificate)?;
-    for (role, certificate, key) in &certificates.parties {
-        write(format!("{role}.pem"), certificate)?;
-        let key_path = write(format!("{role}.key"), key)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
-                .map_err(Error::io(format!("protecting {}", key_path.display())))?;
-        }
-    }
-    Ok(())
 }

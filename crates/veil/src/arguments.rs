@@ -70,9 +70,15 @@ pub(crate) struct PartyArguments {
     #[arg(long)]
     #[serde(default)]
     pub(crate) json: bool,
-    /// Mutual TLS: a folder made by `veil certs` holding ca.pem and ROLE.pem/ROLE.key.
+    /// Mutual TLS: this party's folder (see `veil certs`): ROLE.pem and ROLE.key, and the
+    /// CAs it trusts per peer role, trust-PEER.pem (optionally trust-PEER.crl).
     #[arg(long)]
     pub(crate) tls_dir: Option<PathBuf>,
+    /// A revocation list (`veil certs revoke`) whose certificates are refused; repeat for
+    /// several. Each applies to the certificates of the CA that signed it.
+    #[arg(long = "crl", value_name = "FILE")]
+    #[serde(default)]
+    pub(crate) crl: Vec<PathBuf>,
     /// Instead of TLS: plain TCP, loopback addresses only (testing).
     #[arg(long)]
     #[serde(default)]
@@ -127,6 +133,11 @@ impl PartyArguments {
             max_clients: self.max_clients.or(config.max_clients),
             json: self.json || config.json,
             tls_dir: self.tls_dir.or(config.tls_dir),
+            crl: if self.crl.is_empty() {
+                config.crl
+            } else {
+                self.crl
+            },
             insecure_plain_tcp: self.insecure_plain_tcp || config.insecure_plain_tcp,
             profile: self.profile.or(config.profile),
             metrics: self.metrics.or(config.metrics),
@@ -362,14 +373,90 @@ pub(crate) enum Commands {
         #[arg(long)]
         json: bool,
     },
-    /// Makes a deployment CA and one certificate per role (the role in a URI SAN).
+    /// Certificates: each party makes its own key and signing request, a CA signs it
+    /// (the dealer's operator and the model owner each run a CA of their own).
     Certs {
-        /// Output folder: ca.pem, and ROLE.pem + ROLE.key per role.
-        #[arg(long)]
-        out: PathBuf,
+        #[command(subcommand)]
+        command: CertsCommand,
     },
     /// Measures a model end to end with each role in its own process on loopback.
     Bench(BenchArguments),
+}
+
+/// `veil certs`'s steps.
+#[derive(Subcommand)]
+pub(crate) enum CertsCommand {
+    /// Makes a CA: ca.pem (its certificate, to give the parties that trust it) and ca.key
+    /// (its key, mode 0600, never to leave this folder). The dealer's operator runs one
+    /// (it signs the dealer), the model owner another (it signs the server and clients).
+    Ca {
+        /// The CA's folder (made; an existing ca.key is never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// The CA's name, in its certificate (e.g. "veil dealer CA, Example Org").
+        #[arg(long, default_value = "veil CA")]
+        name: String,
+    },
+    /// Makes this party's key (ROLE.key, mode 0600; it never leaves this machine) and a
+    /// signing request (ROLE.csr) to give the CA's operator.
+    Request {
+        /// The party's role.
+        #[arg(long, value_parser = served_role())]
+        role: Role,
+        /// The party's name, in its certificate (required for a client: how the server
+        /// and the dealer tell clients apart). 1 to 64 of A-Z a-z 0-9 . _ -
+        #[arg(long)]
+        name: Option<String>,
+        /// The party's folder (its --tls-dir).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// The CA signs a request: checks that it asks for --role (and a valid name, and
+    /// nothing else) and writes the certificate, to give back to the party as ROLE.pem.
+    Sign {
+        /// The CA's folder (ca.pem, ca.key).
+        #[arg(long)]
+        ca: PathBuf,
+        /// The party's request (ROLE.csr).
+        #[arg(long)]
+        request: PathBuf,
+        /// The role this CA means to sign; a request for another is refused.
+        #[arg(long, value_parser = served_role())]
+        role: Role,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = veil_net::pki::DEFAULT_CERTIFICATE_DAYS)]
+        days: u32,
+        /// Where to write the certificate (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Revokes a certificate this CA issued: adds it to the CA's revocation list
+    /// (CA_DIR/ca.crl, or --out), to hand to the parties (trust-ROLE.crl or --crl).
+    Revoke {
+        /// The CA's folder (ca.pem, ca.key).
+        #[arg(long)]
+        ca: PathBuf,
+        /// The certificate to revoke.
+        #[arg(long)]
+        certificate: PathBuf,
+        /// The revocation list to extend (CA_DIR/ca.crl when absent; made if missing).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Prints the role, name and serial number a certificate states.
+    Show {
+        /// The certificate.
+        #[arg(long)]
+        certificate: PathBuf,
+    },
+    /// FOR TESTS ON ONE MACHINE ONLY: two CAs (dealer-ca/, owner-ca/) and a complete
+    /// party folder each (dealer/, server/, client/). Every key then sits on this
+    /// machine; a deployment runs `request` on each party's machine instead.
+    Local {
+        /// The folder to fill.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// `veil embed`'s options.
@@ -407,9 +494,14 @@ pub(crate) struct EmbedArguments {
     /// The tokenizer (NAME.tokenizer.json beside the public plan when absent).
     #[arg(long)]
     pub(crate) tokenizer: Option<PathBuf>,
-    /// Mutual TLS: a folder made by `veil certs` holding ca.pem and client.pem/client.key.
+    /// Mutual TLS: the client's folder (see `veil certs`): client.pem, client.key,
+    /// trust-server.pem and trust-dealer.pem.
     #[arg(long)]
     pub(crate) tls_dir: Option<PathBuf>,
+    /// A revocation list (`veil certs revoke`) whose certificates are refused; repeat for
+    /// several.
+    #[arg(long = "crl", value_name = "FILE")]
+    pub(crate) crl: Vec<PathBuf>,
     /// Instead of TLS: plain TCP, loopback addresses only (testing).
     #[arg(long)]
     pub(crate) insecure_plain_tcp: bool,

@@ -17,16 +17,14 @@ use veil_data::digits::Dataset;
 use veil_model::plan::OutputPolicy;
 use veil_model::{Plan, PublicPlan};
 use veil_net::Role;
-use veil_net::tls::generate_certificates;
 use veil_serve::bench::{CALIBRATION_HEADROOM, run_bench};
 use veil_serve::chaos::{ChaosOptions, run_chaos};
 use veil_serve::demo::run_demo;
 use veil_serve::load::{LoadOptions, run_load};
-use veil_serve::transport::write_certificate_folder;
 
 use crate::arguments::{
-    Arguments, BUNDLED_MODELS, Commands, DIGITS_DATA, DIGITS_SPLIT_SEED, DIGITS_TEST_FRACTION,
-    DigitsModel,
+    Arguments, BUNDLED_MODELS, CertsCommand, Commands, DIGITS_DATA, DIGITS_SPLIT_SEED,
+    DIGITS_TEST_FRACTION, DigitsModel,
 };
 use crate::party::run_party;
 
@@ -163,16 +161,7 @@ fn run_command(arguments: Arguments) -> Result<()> {
                 json,
             )
         }
-        Commands::Certs { out } => {
-            let certificates =
-                generate_certificates(&[Role::Server, Role::Client, Role::Dealer, Role::Helper])?;
-            write_certificate_folder(&out, &certificates)?;
-            println!(
-                "wrote {}/ca.pem and a certificate and key per role (server, client, dealer, helper); give each party only its own key",
-                out.display()
-            );
-            Ok(())
-        }
+        Commands::Certs { command } => certs(command),
         Commands::TrainDigits {
             model,
             output,
@@ -196,6 +185,76 @@ fn run_command(arguments: Arguments) -> Result<()> {
             print_report(&report, arguments.json)
         }
     }
+}
+
+/// `veil certs`: one step of making, signing or revoking certificates.
+fn certs(command: CertsCommand) -> Result<()> {
+    use veil_serve::certificates as files;
+    match command {
+        CertsCommand::Ca { out, name } => {
+            files::create_ca(&out, &name)?;
+            println!(
+                "wrote {0}/ca.pem (the CA certificate: give it to the parties that trust this CA, as trust-ROLE.pem) and {0}/ca.key (mode 0600: it never leaves this folder)",
+                out.display()
+            );
+        }
+        CertsCommand::Request { role, name, out } => {
+            let request = files::create_request(&out, role, name.as_deref())?;
+            println!(
+                "wrote {}/{role}.key (mode 0600: it never leaves this machine) and {}: give the request to the CA's operator (`veil certs sign`), and put the certificate you get back at {}/{role}.pem",
+                out.display(),
+                request.display(),
+                out.display()
+            );
+        }
+        CertsCommand::Sign {
+            ca,
+            request,
+            role,
+            days,
+            out,
+        } => {
+            let signed = files::sign_request(&ca, &request, role, days, &out)?;
+            println!(
+                "signed {} for {}: wrote {} (serial {}, valid {days} days); give it back to the party as {role}.pem",
+                request.display(),
+                signed.identity,
+                out.display(),
+                signed.serial_hex
+            );
+        }
+        CertsCommand::Revoke {
+            ca,
+            certificate,
+            out,
+        } => {
+            let (identity, _) = files::describe(&certificate)?;
+            let (list, serial) = files::revoke_certificate(&ca, &certificate, out.as_deref())?;
+            println!(
+                "revoked {identity} (serial {serial}): wrote {}; give it to every party that trusts this CA (as trust-ROLE.crl beside trust-ROLE.pem, or --crl FILE) and restart them",
+                list.display()
+            );
+        }
+        CertsCommand::Show { certificate } => {
+            let (identity, serial) = files::describe(&certificate)?;
+            println!("{identity}, serial {serial}");
+        }
+        CertsCommand::Local { out } => {
+            let deployment = files::create_local_deployment(&out)?;
+            println!(
+                "FOR LOCAL TESTS ONLY (every key is on this machine): wrote CAs {} and {}, and party folders {}",
+                deployment.dealer_ca.display(),
+                deployment.owner_ca.display(),
+                deployment
+                    .parties
+                    .iter()
+                    .map(|(role, folder)| format!("{} ({role})", folder.display()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The digits data set's (train, test) split used by training, the demo and the load

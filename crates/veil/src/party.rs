@@ -42,6 +42,7 @@ pub(crate) fn run_party(arguments: PartyArguments, forced: Option<Role>) -> Resu
         max_clients,
         json,
         tls_dir,
+        crl,
         insecure_plain_tcp,
         profile,
         metrics,
@@ -65,7 +66,7 @@ pub(crate) fn run_party(arguments: PartyArguments, forced: Option<Role>) -> Resu
         }
     };
     let (batch, repeat) = (batch.unwrap_or(1), repeat.unwrap_or(1));
-    let transport = transport(role, tls_dir, insecure_plain_tcp, profile)?;
+    let transport = transport(role, tls_dir, &crl, insecure_plain_tcp, profile)?;
     let need = |value: Option<String>, flag: &str| {
         value.with_context(|| format!("--{flag} is required for this role"))
     };
@@ -154,11 +155,13 @@ pub(crate) fn run_party(arguments: PartyArguments, forced: Option<Role>) -> Resu
     Ok(())
 }
 
-/// The transport a role's flags ask for: mutual TLS from a `veil certs` folder, or plain
-/// TCP (loopback testing) with an optional simulated network profile.
+/// The transport a role's flags ask for: mutual TLS from the party's folder (see `veil
+/// certs`) and revocation lists, or plain TCP (loopback testing) with an optional
+/// simulated network profile.
 pub(crate) fn transport(
     role: Role,
     tls_dir: Option<std::path::PathBuf>,
+    revocations: &[std::path::PathBuf],
     insecure_plain_tcp: bool,
     profile: Option<String>,
 ) -> Result<Transport> {
@@ -176,9 +179,25 @@ pub(crate) fn transport(
                     "network profiles are simulated on plain TCP only; drop --profile or use --insecure-plain-tcp"
                 );
             }
-            Transport::from_certificate_folder(&directory, role, options)?
+            Transport::from_certificate_folder_with_revocations(
+                &directory,
+                role,
+                revocations,
+                options,
+            )
+            .with_context(|| {
+                format!(
+                    "loading the {role} TLS folder {} (make it with `veil certs request`, then `veil certs sign`)",
+                    directory.display()
+                )
+            })?
         }
-        (None, true) => Transport::DangerousPlainTcp { options },
+        (None, true) => {
+            if !revocations.is_empty() {
+                bail!("--crl applies to mutual TLS only; drop it or use --tls-dir");
+            }
+            Transport::DangerousPlainTcp { options }
+        }
         _ => bail!(
             "pass exactly one of --tls-dir DIR (mutual TLS, see `veil certs`) and --insecure-plain-tcp"
         ),

@@ -253,6 +253,7 @@ fn remote(
     let transport = transport(
         Role::Client,
         arguments.tls_dir.clone(),
+        &arguments.crl,
         arguments.insecure_plain_tcp,
         arguments.profile.clone(),
     )?;

@@ -34,7 +34,7 @@ fn minilm_is_served_by_real_processes_over_tls() {
         assert!(output.status.success(), "veil {arguments:?}: {output:?}");
         output
     };
-    run(&["certs", "--out", &tls.display().to_string()]);
+    run(&["certs", "local", "--out", &tls.display().to_string()]);
     // 16 tokens: the padded length is the plan's choice; short keeps the test quick.
     let model_argument = model.display().to_string();
     let work_argument = work.display().to_string();
@@ -51,7 +51,12 @@ fn minilm_is_served_by_real_processes_over_tls() {
     let plan_file = work.join(format!("{name}.plan"));
     let public_file = work.join(format!("{name}.public.plan"));
     let (dealer_address, server_address) = free_loopback_addresses().expect("two free ports");
-    let tls_argument = tls.display().to_string();
+    let tls_folder = |role: &str| tls.join(role).display().to_string();
+    let (dealer_tls, server_tls, client_tls) = (
+        tls_folder("dealer"),
+        tls_folder("server"),
+        tls_folder("client"),
+    );
     let spawn = |arguments: Vec<String>| {
         Command::new(veil)
             .args(arguments)
@@ -67,7 +72,7 @@ fn minilm_is_served_by_real_processes_over_tls() {
             "--listen",
             &dealer_address,
             "--tls-dir",
-            &tls_argument,
+            &dealer_tls,
             "--max-clients",
             "1",
         ]
@@ -84,7 +89,7 @@ fn minilm_is_served_by_real_processes_over_tls() {
             "--dealer",
             &dealer_address,
             "--tls-dir",
-            &tls_argument,
+            &server_tls,
             "--max-clients",
             "1",
         ]
@@ -101,7 +106,7 @@ fn minilm_is_served_by_real_processes_over_tls() {
         "--public-plan",
         &public_argument,
         "--tls-dir",
-        &tls_argument,
+        &client_tls,
         "--json",
     ];
     arguments.extend(SENTENCES);
