@@ -66,6 +66,8 @@ pub struct ChaosOptions {
     pub server_restarts: usize,
     /// Client processes killed mid-query.
     pub killed_clients: usize,
+    /// Authenticated clients that flood the dealer with session requests and never read.
+    pub flooding_clients: usize,
     /// The longest the whole run may take before it gives up.
     pub deadline: Duration,
 }
@@ -495,18 +497,20 @@ pub fn run_chaos(
         })
         .collect();
     let flood_sent = Arc::new(AtomicU64::new(0));
-    let flood = {
-        let (honest, stop, sent) = (
-            Arc::clone(&honest),
-            Arc::clone(&stop),
-            Arc::clone(&flood_sent),
-        );
-        std::thread::spawn(move || {
-            if let Ok(count) = flood_dealer(&honest, &stop) {
-                sent.store(count, Ordering::SeqCst);
-            }
+    let floods: Vec<_> = (0..options.flooding_clients)
+        .map(|_| {
+            let (honest, stop, sent) = (
+                Arc::clone(&honest),
+                Arc::clone(&stop),
+                Arc::clone(&flood_sent),
+            );
+            std::thread::spawn(move || {
+                if let Ok(count) = flood_dealer(&honest, &stop) {
+                    sent.fetch_add(count, Ordering::SeqCst);
+                }
+            })
         })
-    };
+        .collect();
     // Clients killed mid-query, then the restarts, one after the other.
     let input_file = work.path().join("input.txt");
     let input: Vec<String> = samples[0].iter().map(f32::to_string).collect();
@@ -559,7 +563,9 @@ pub fn run_chaos(
         .into_iter()
         .filter_map(|thread| thread.join().ok())
         .sum();
-    let _ = flood.join();
+    for flood in floods {
+        let _ = flood.join();
+    }
     // SIGTERM both, timing their exits.
     let mut shutdown_seconds = BTreeMap::new();
     let mut server_report: Option<ServerReport> = None;

@@ -363,6 +363,9 @@ pub(crate) enum Commands {
         /// Client processes killed mid-query.
         #[arg(long, default_value_t = 2)]
         killed_clients: usize,
+        /// Authenticated clients flooding the dealer with session requests, never reading.
+        #[arg(long, default_value_t = 1)]
+        flooding_clients: usize,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 600)]
         deadline_seconds: u64,
