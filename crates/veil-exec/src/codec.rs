@@ -28,7 +28,22 @@ pub fn encode_inputs(plan: &PublicPlan, values: &[f32], batch: usize) -> Result<
             reason,
         };
         let words = match slot.kind {
-            InputKind::Real => codec.encode_slice(part)?,
+            InputKind::Real => {
+                // Beyond the calibrated range a comparison could wrap: refused here,
+                // before any material is consumed.
+                if let Some(bound) = plan.input_bound
+                    && let Some(position) = part.iter().position(|value| value.abs() > bound)
+                {
+                    return Err(refuse(
+                        position,
+                        format!(
+                            "the value is beyond the plan's calibrated input range ±{bound}: the answer could be wrong and, under the logits policy, reveal information about pre-activations; scale the input into range or recompile the plan calibrated on such inputs"
+                        ),
+                    )
+                    .into());
+                }
+                codec.encode_slice(part)?
+            }
             InputKind::TokenIds { vocabulary } => part
                 .iter()
                 .enumerate()

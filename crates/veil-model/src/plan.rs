@@ -78,6 +78,14 @@ pub struct PublicPlan {
     pub graph: Graph,
     /// Every parameter, in the order the weights are stored.
     pub parameters: Vec<ParameterInfo>,
+    /// The largest magnitude a real input may have, set by calibration (headroom times
+    /// the largest calibration input): the comparisons' bit-widths were chosen for
+    /// inputs in that range, and one beyond it could wrap a comparison, which would
+    /// give a wrong answer and, under `logits`, information about pre-activations. The
+    /// client refuses such an input before the query starts. Absent: no bound beyond
+    /// the fixed-point range (uncalibrated plans compare at full width).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_bound: Option<f32>,
     /// For plans over token sequences: what the client computes in the clear before
     /// sharing and after reconstruction (absent for other plans).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -70,6 +70,7 @@ pub fn random_mlp(name: &str, sizes: &[usize], seed: u64) -> Result<Plan> {
         output_policy: OutputPolicy::Logits,
         graph: Graph { nodes, output },
         parameters,
+        input_bound: None,
         text: None,
     };
     Plan::new(public, weights)
@@ -339,6 +340,7 @@ pub fn random_encoder_layer(dimensions: EncoderDimensions, seed: u64) -> Result<
             output,
         },
         parameters: layer.parameters,
+        input_bound: None,
         text: None,
     };
     Plan::new(public, layer.weights)

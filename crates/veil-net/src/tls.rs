@@ -45,6 +45,7 @@ use std::time::Instant;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
+use zeroize::Zeroize;
 use rustls::pki_types::{
     CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
 };
@@ -850,12 +851,12 @@ impl Pump {
                     break;
                 }
                 match self.queue.try_recv() {
-                    Ok(frame) => {
+                    Ok(mut frame) => {
                         self.sending.fetch_sub(frame.len(), Ordering::AcqRel);
-                        self.connection
-                            .writer()
-                            .write_all(&frame)
-                            .map_err(|e| tls(e.to_string()))?
+                        let written = self.connection.writer().write_all(&frame);
+                        // Frames carry shares and material: TLS holds the record now.
+                        frame.zeroize();
+                        written.map_err(|e| tls(e.to_string()))?
                     }
                     Err(std::sync::mpsc::TryRecvError::Empty) => break,
                     Err(std::sync::mpsc::TryRecvError::Disconnected) => {

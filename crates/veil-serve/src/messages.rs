@@ -770,8 +770,11 @@ impl Ready {
 pub fn send_item(channel: &mut impl Channel, item: &MaterialItem) -> veil_net::Result<()> {
     channel.send(&item.encoded_header())?;
     for chunk in item.words().chunks(MATERIAL_CHUNK_BYTES / 8) {
-        let bytes: Vec<u8> = chunk.iter().flat_map(|word| word.to_le_bytes()).collect();
-        channel.send(&bytes)?;
+        let mut bytes: Vec<u8> = chunk.iter().flat_map(|word| word.to_le_bytes()).collect();
+        let sent = channel.send(&bytes);
+        // The copy held material words: zeroise it (the channel zeroises its own).
+        bytes.zeroize();
+        sent?;
     }
     Ok(())
 }
@@ -905,8 +908,11 @@ impl<'a> MaterialStream<'a> {
 
     fn receive_all(&mut self, channel: &mut impl Channel) -> Result<()> {
         while !self.done {
-            let frame = channel.recv()?;
-            self.accept(&frame)?;
+            let mut frame = channel.recv()?;
+            let accepted = self.accept(&frame);
+            // The frame held material words (now copied into the item): zeroise it.
+            frame.zeroize();
+            accepted?;
         }
         Ok(())
     }

@@ -50,6 +50,7 @@ fn two_input_plan(sampler: &mut SplitMix64) -> Plan {
             shape: vec![6, 3],
             kind: ParameterKind::Weight,
         }],
+        input_bound: None,
         text: None,
     };
     let weights = BTreeMap::from([("fc.weight".to_string(), sampler.normal_vec(18, 0.4))]);
@@ -107,4 +108,24 @@ fn each_kind_refuses_values_it_cannot_encode() {
         let error = veil_exec::encode_inputs(&ids, &[0.0, bad, 1.0, 2.0], 1).expect_err("a bad id");
         assert!(error.to_string().contains("below 100"), "{bad}: {error}");
     }
+}
+
+/// A calibrated plan states the input range its comparison widths hold for, and the
+/// client refuses a value beyond it before any material is consumed, naming the input
+/// and the position but not the value.
+#[test]
+fn a_calibrated_plan_refuses_inputs_beyond_its_range() {
+    let mut plan = veil_model::zoo::random_mlp("bounded", &[4, 3, 2], 5).unwrap();
+    let calibration = [0.5f32, -1.0, 0.25, 2.0, -0.5, 1.5, 0.0, -2.0];
+    veil_model::passes::calibration::calibrate_comparison_bits(&mut plan, &calibration, 2, 2.0)
+        .unwrap();
+    let bound = plan.public.input_bound.expect("calibration sets the bound");
+    assert!((bound - 4.0).abs() < 1e-6, "{bound}");
+    veil_exec::encode_inputs(&plan.public, &[4.0, -4.0, 0.0, 1.0], 1).expect("within range");
+    let error = veil_exec::encode_inputs(&plan.public, &[0.0, 1.0, -123.5, 0.0], 1)
+        .expect_err("beyond the range")
+        .to_string();
+    assert!(error.contains("calibrated input range"), "{error}");
+    assert!(error.contains("position 2") || error.contains('2'), "{error}");
+    assert!(!error.contains("123"), "the value must not appear: {error}");
 }

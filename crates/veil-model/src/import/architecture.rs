@@ -203,6 +203,7 @@ pub fn compile(
             output,
         },
         parameters: builder.parameters,
+        input_bound: None,
         text: None,
     };
     Plan::new(public, builder.weights)

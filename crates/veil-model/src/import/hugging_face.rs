@@ -335,6 +335,7 @@ pub fn compile_hugging_face(directory: &Path, options: &HuggingFaceOptions) -> R
         output_policy: OutputPolicy::Logits,
         graph: Graph { nodes, output },
         parameters,
+        input_bound: None,
         text: Some(TextFrontEnd {
             sequence,
             vocabulary: config.vocab_size,

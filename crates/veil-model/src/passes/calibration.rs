@@ -83,6 +83,18 @@ pub fn calibrate_comparison_bits(
         }
         changes.push((index, bits));
     }
+    // The inputs the widths hold for: headroom times the largest real input seen.
+    let largest_input = graph
+        .inputs()
+        .iter()
+        .filter(|slot| matches!(slot.kind, crate::ir::InputKind::Real))
+        .map(|slot| {
+            values[slot.node]
+                .iter()
+                .fold(0f64, |m, v| m.max(f64::from(*v).abs()))
+        })
+        .fold(0f64, f64::max);
+    plan.public.input_bound = Some((largest_input * headroom).max(f64::from(f32::MIN_POSITIVE)) as f32);
     // The label policy compares differences of outputs.
     if let OutputPolicy::Label { bits } = &mut plan.public.output_policy {
         let largest = values[graph.output]

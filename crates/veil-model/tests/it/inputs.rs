@@ -23,6 +23,7 @@ fn public_plan(nodes: Vec<Node>, output: usize) -> PublicPlan {
         output_policy: OutputPolicy::Logits,
         graph: Graph { nodes, output },
         parameters: vec![],
+        input_bound: None,
         text: None,
     }
 }
