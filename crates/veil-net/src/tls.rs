@@ -45,12 +45,12 @@ use std::time::Instant;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use zeroize::Zeroize;
 use rustls::pki_types::{
     CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
 };
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use zeroize::Zeroize;
 
 use crate::frame::{FRAME_HEADER_BYTES, header};
 use crate::tcp::{configure_keepalive, connect_within};

@@ -29,7 +29,11 @@ fn the_deployment_holds_under_attack_and_restarts() {
         String::from_utf8_lossy(&output.stderr)
     );
     let report: Value = serde_json::from_str(stdout.trim()).expect("a JSON report");
-    let number = |key: &str| report[key].as_f64().unwrap_or_else(|| panic!("{key}: {report}"));
+    let number = |key: &str| {
+        report[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key}: {report}"))
+    };
     assert_eq!(number("answers_differing_from_plain"), 0.0);
     assert_eq!(number("unfinished_clients"), 0.0);
     assert_eq!(number("answers_completed"), 8.0 * 40.0);
@@ -43,18 +47,29 @@ fn the_deployment_holds_under_attack_and_restarts() {
     let recoveries = report["recoveries"].as_array().expect("recoveries");
     assert_eq!(recoveries.len(), 3, "{report}");
     for recovery in recoveries {
-        let seconds = recovery["seconds"].as_f64().expect("a finite recovery time");
+        let seconds = recovery["seconds"]
+            .as_f64()
+            .expect("a finite recovery time");
         assert!(seconds < 30.0, "{recovery}");
     }
     for role in ["dealer", "server"] {
-        let rss = report["peak_rss_bytes"][role].as_f64().expect("sampled memory");
+        let rss = report["peak_rss_bytes"][role]
+            .as_f64()
+            .expect("sampled memory");
         assert!(rss < 1.5 * f64::from(1u32 << 30), "{role} peak RSS {rss}");
         // 1,000 idle connections cost up to three descriptors each (socket, poller,
         // waker); far below the default cap of 4,096 connections.
-        let fds = report["peak_file_descriptors"][role].as_f64().expect("sampled fds");
+        let fds = report["peak_file_descriptors"][role]
+            .as_f64()
+            .expect("sampled fds");
         assert!(fds < 4000.0, "{role} peak file descriptors {fds}");
-        let shutdown = report["shutdown_seconds"][role].as_f64().expect("an exit time");
-        assert!(shutdown < SHUTDOWN_LIMIT_SECONDS, "{role} took {shutdown} s to stop");
+        let shutdown = report["shutdown_seconds"][role]
+            .as_f64()
+            .expect("an exit time");
+        assert!(
+            shutdown < SHUTDOWN_LIMIT_SECONDS,
+            "{role} took {shutdown} s to stop"
+        );
     }
     assert_eq!(number("last_dealer_payload_bytes_received"), 0.0);
 }

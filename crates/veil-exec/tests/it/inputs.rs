@@ -126,6 +126,9 @@ fn a_calibrated_plan_refuses_inputs_beyond_its_range() {
         .expect_err("beyond the range")
         .to_string();
     assert!(error.contains("calibrated input range"), "{error}");
-    assert!(error.contains("position 2") || error.contains('2'), "{error}");
+    assert!(
+        error.contains("position 2") || error.contains('2'),
+        "{error}"
+    );
     assert!(!error.contains("123"), "the value must not appear: {error}");
 }

@@ -94,7 +94,8 @@ pub fn calibrate_comparison_bits(
                 .fold(0f64, |m, v| m.max(f64::from(*v).abs()))
         })
         .fold(0f64, f64::max);
-    plan.public.input_bound = Some((largest_input * headroom).max(f64::from(f32::MIN_POSITIVE)) as f32);
+    plan.public.input_bound =
+        Some((largest_input * headroom).max(f64::from(f32::MIN_POSITIVE)) as f32);
     // The label policy compares differences of outputs.
     if let OutputPolicy::Label { bits } = &mut plan.public.output_policy {
         let largest = values[graph.output]
