@@ -361,13 +361,13 @@ fn flood_dealer(honest: &Honest, stop: &AtomicBool) -> Result<u64> {
         .encode(),
     };
     handshake(&mut dealer, &hello, Role::Dealer)?;
-    let mut sent = 0;
+    let mut sent: u64 = 0;
     while !stop.load(Ordering::SeqCst) {
         if dealer.send(&SessionRequest.encode()).is_err() {
             break;
         }
         sent += 1;
-        if sent % 1000 == 0 {
+        if sent.is_multiple_of(1000) {
             std::thread::sleep(Duration::from_millis(1));
         }
     }

@@ -73,3 +73,88 @@ fn the_deployment_holds_under_attack_and_restarts() {
     }
     assert_eq!(number("last_dealer_payload_bytes_received"), 0.0);
 }
+
+/// SIGTERM ends a dealer still waiting for its server, and a server still waiting for
+/// its dealer, at once (they used to wait forever, or for the connect patience).
+#[test]
+fn waiting_roles_stop_promptly_on_sigterm() {
+    let repository = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let work = veil_serve::processes::WorkFolder::new("sigterm").unwrap();
+    let certificates = work.certificates().unwrap();
+    let (dealer_address, server_address) =
+        veil_serve::processes::free_loopback_addresses().unwrap();
+    let model = repository.join("models/digits-mlp");
+    let roles: [(&str, Vec<String>); 2] = [
+        (
+            "dealer",
+            vec![
+                "--listen".into(),
+                dealer_address.clone(),
+                "--public-plan".into(),
+                model.join("digits-mlp.public.plan").display().to_string(),
+            ],
+        ),
+        (
+            "server",
+            vec![
+                "--listen".into(),
+                server_address,
+                // Nobody listens there: the server waits for its dealer.
+                "--dealer".into(),
+                free_address(),
+                "--plan".into(),
+                model.join("digits-mlp.plan").display().to_string(),
+            ],
+        ),
+    ];
+    for (role, mut arguments) in roles {
+        let folder = match role {
+            "dealer" => certificates.party(veil_net::Role::Dealer),
+            _ => certificates.party(veil_net::Role::Server),
+        }
+        .unwrap();
+        arguments.extend(["--tls-dir".into(), folder.display().to_string()]);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_veil"))
+            .current_dir(&repository)
+            .arg(if role == "server" { "serve" } else { role })
+            .args(&arguments)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        if child.try_wait().unwrap().is_some() {
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "the {role} stopped by itself: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let signalled = std::time::Instant::now();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = signalled + std::time::Duration::from_secs(5);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(
+            status.is_some(),
+            "the waiting {role} ignored SIGTERM for 5 s"
+        );
+    }
+}
+
+/// A loopback address nobody listens on (bound, then released).
+fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}

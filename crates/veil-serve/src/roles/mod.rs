@@ -163,7 +163,7 @@ fn accept_loop(
                 threads.retain(|thread| !thread.is_finished());
                 if threads.len() >= max_connections {
                     refused_since_warning += 1;
-                    if refused_since_warning == 1 || refused_since_warning % 1000 == 0 {
+                    if refused_since_warning == 1 || refused_since_warning.is_multiple_of(1000) {
                         warn!(
                             %peer,
                             max_connections,

@@ -282,13 +282,25 @@ pub fn run_server(
     transport: &Transport,
 ) -> Result<ServerSummary> {
     let plan_hash = state.plan.public.hash_hex()?;
-    let registration = register(
-        transport,
-        dealer_address,
-        &state,
-        &plan_hash,
-        REGISTRATION_PATIENCE,
-    )?;
+    // Tries for REGISTRATION_PATIENCE while the dealer starts, a shutdown request
+    // ending the wait at once.
+    let patience = Instant::now() + REGISTRATION_PATIENCE;
+    let registration = loop {
+        if shutting_down() {
+            return Err(Error::ShutDown);
+        }
+        match register(
+            transport,
+            dealer_address,
+            &state,
+            &plan_hash,
+            Duration::from_millis(250),
+        ) {
+            Ok(link) => break link,
+            Err(Error::Connect { .. }) if Instant::now() < patience => continue,
+            Err(error) => return Err(error),
+        }
+    };
     info!(epoch = state.epoch, "server: registered with the dealer");
     let max_connections = state.max_connections;
     let server = Arc::new(Server {
