@@ -143,6 +143,9 @@ fn the_checked_simulation_names_the_node_an_input_drives_out_of_range() {
     let calibration = sampler.normal_vec(8 * 16, 1.0);
     veil_model::passes::calibration::calibrate_comparison_bits(&mut plan, &calibration, 16, 2.0)
         .expect("calibrates");
+    // The client refuses inputs beyond the calibrated input range before any query
+    // (tested in inputs.rs); without that bound the simulation must catch them itself.
+    plan.public.input_bound = None;
     let run = |input: &[f32]| {
         let encoded = veil_exec::encode_inputs(&plan.public, input, 1).expect("encodes");
         let mut simulation = veil_exec::cleartext_checked(&plan).expect("the simulation");
