@@ -3,6 +3,7 @@
 
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -10,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::frame::{DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_BYTES, header, read_frame};
 use crate::shaping::{LinkClock, NetworkProfile};
+use zeroize::Zeroize;
+
 use crate::{Channel, ChannelStats, Error, Result};
 
 /// Options for a TCP channel.
@@ -21,8 +24,7 @@ pub struct TcpOptions {
     pub read_timeout: Duration,
     /// The simulated network applied to received frames.
     pub profile: NetworkProfile,
-    /// Over TLS: the most bytes of frames `send` queues for a peer that has not taken
-    /// them yet; `send` waits (up to the read timeout) beyond it. `None`: unbounded, as
+    /// The most bytes of frames `send` queues for a peer that has not taken them yet; `send` waits (up to the read timeout) beyond it. `None`: unbounded, as
     /// the full-duplex links between the two computing parties need. One frame larger
     /// than the bound is let through when nothing else is queued.
     pub send_queue_bytes: Option<usize>,
@@ -34,6 +36,34 @@ pub struct TcpOptions {
     /// machine vanished without closing the connection is then detected by the kernel
     /// (after the probes fail) instead of holding the socket forever.
     pub keepalive: Option<Duration>,
+}
+
+/// With [`TcpOptions::send_queue_bytes`] set: waits until `frame_bytes` more fit beside
+/// the `sending` bytes a connection's writer has not taken yet (a frame alone always
+/// fits), up to the read timeout. Shared by the TCP and the TLS channel.
+pub(crate) fn wait_for_send_room(
+    sending: &std::sync::atomic::AtomicUsize,
+    frame_bytes: usize,
+    options: &TcpOptions,
+) -> Result<()> {
+    let Some(limit) = options.send_queue_bytes else {
+        return Ok(());
+    };
+    let deadline = Instant::now() + options.read_timeout;
+    let mut pause = Duration::from_micros(100);
+    loop {
+        let waiting = sending.load(std::sync::atomic::Ordering::Acquire);
+        if waiting == 0 || waiting + frame_bytes <= limit {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                seconds: options.read_timeout.as_secs(),
+            });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
 }
 
 /// The default [`TcpOptions::handshake_timeout`].
@@ -148,6 +178,8 @@ pub struct TcpChannel {
     incoming: Incoming,
     stream: TcpStream,
     outgoing: Option<Sender<Vec<u8>>>,
+    /// Bytes of the frames queued and not yet written by the writer thread.
+    sending: Arc<AtomicUsize>,
     writer: Option<JoinHandle<()>>,
     writer_error: Arc<Mutex<Option<String>>>,
     stats: ChannelStats,
@@ -224,11 +256,17 @@ impl TcpChannel {
         let (outgoing, queue) = channel::<Vec<u8>>();
         let writer_error = Arc::new(Mutex::new(None));
         let error_slot = Arc::clone(&writer_error);
+        let sending = Arc::new(AtomicUsize::new(0));
+        let written = Arc::clone(&sending);
         let writer = std::thread::Builder::new()
             .name("veil-net-writer".into())
             .spawn(move || {
-                for frame in queue {
-                    if let Err(error) = write_half.write_all(&frame) {
+                for mut frame in queue {
+                    let outcome = write_half.write_all(&frame);
+                    written.fetch_sub(frame.len(), Ordering::AcqRel);
+                    // Frames carry shares and material: the socket has them now.
+                    frame.zeroize();
+                    if let Err(error) = outcome {
                         if let Ok(mut slot) = error_slot.lock() {
                             *slot = Some(error.to_string());
                         }
@@ -271,6 +309,7 @@ impl TcpChannel {
             incoming,
             stream,
             outgoing: Some(outgoing),
+            sending,
             writer: Some(writer),
             writer_error,
             stats: ChannelStats::default(),
@@ -302,6 +341,8 @@ impl Channel for TcpChannel {
         let mut frame = Vec::with_capacity(payload.len() + crate::FRAME_HEADER_BYTES);
         frame.extend_from_slice(&header(payload.len()));
         frame.extend_from_slice(payload);
+        wait_for_send_room(&self.sending, frame.len(), &self.options)?;
+        self.sending.fetch_add(frame.len(), Ordering::AcqRel);
         self.outgoing
             .as_ref()
             .ok_or(Error::PeerClosed)?
@@ -418,6 +459,39 @@ mod tests {
         // 2 MB at 400 Mbit/s = 40 ms, plus two half round trips of 20 ms.
         let elapsed = started.elapsed();
         assert!(elapsed >= Duration::from_millis(80), "{elapsed:?}");
+    }
+
+    /// Bounded sends over plain TCP: to a peer that never reads, `send` stops queueing at
+    /// the bound (the kernel's buffers hold the rest) and then times out; a reader then
+    /// gets every frame in order.
+    #[test]
+    fn bounded_sends_stop_at_the_bound_for_a_peer_that_does_not_read() {
+        let listener = dangerous_listen_insecure("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let bounded = TcpOptions {
+            read_timeout: Duration::from_secs(1),
+            send_queue_bytes: Some(1 << 20),
+            ..TcpOptions::default()
+        };
+        let accept = std::thread::spawn(move || {
+            TcpChannel::dangerous_accept_insecure(&listener, TcpOptions::default()).unwrap()
+        });
+        let mut sender = TcpChannel::dangerous_connect_insecure(&address, bounded).unwrap();
+        let mut reader = accept.join().unwrap();
+        let frame = vec![3u8; 64 << 10];
+        let mut sent = 0usize;
+        let error = loop {
+            match sender.send(&frame) {
+                Ok(()) => sent += 1,
+                Err(error) => break error,
+            }
+            assert!(sent < 100_000, "sending never stopped");
+        };
+        assert!(matches!(error, Error::Timeout { .. }), "{error}");
+        assert!(sender.sending.load(Ordering::Acquire) <= 1 << 20);
+        for _ in 0..sent {
+            assert_eq!(reader.recv().unwrap(), frame);
+        }
     }
 
     #[test]

@@ -1012,24 +1012,8 @@ impl Channel for TlsChannel {
         let mut frame = Vec::with_capacity(payload.len() + FRAME_HEADER_BYTES);
         frame.extend_from_slice(&header(payload.len()));
         frame.extend_from_slice(payload);
-        if let Some(limit) = self.options.send_queue_bytes {
-            // Wait for room: a peer that does not read holds back this side's sends.
-            let deadline = std::time::Instant::now() + self.options.read_timeout;
-            let mut pause = std::time::Duration::from_micros(100);
-            loop {
-                let waiting = self.sending.load(Ordering::Acquire);
-                if waiting == 0 || waiting + frame.len() <= limit {
-                    break;
-                }
-                if std::time::Instant::now() >= deadline {
-                    return Err(Error::Timeout {
-                        seconds: self.options.read_timeout.as_secs(),
-                    });
-                }
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(std::time::Duration::from_millis(5));
-            }
-        }
+        // A peer that does not read holds back this side's sends when they are bounded.
+        crate::tcp::wait_for_send_room(&self.sending, frame.len(), &self.options)?;
         self.sending.fetch_add(frame.len(), Ordering::AcqRel);
         self.outgoing
             .as_ref()

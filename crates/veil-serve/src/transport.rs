@@ -101,8 +101,8 @@ impl Transport {
         transport
     }
 
-    /// The same transport with `send` bounded to `bytes` queued per connection (TLS
-    /// only; see [`TcpOptions::send_queue_bytes`]).
+    /// The same transport with `send` bounded to `bytes` queued per connection (see
+    /// [`TcpOptions::send_queue_bytes`]).
     pub fn with_send_queue(&self, bytes: usize) -> Transport {
         let mut options = self.options();
         options.send_queue_bytes = Some(bytes);
