@@ -114,6 +114,10 @@ pub(crate) struct PartyArguments {
     /// The largest batch a query may ask for (server; 1024 when absent).
     #[arg(long)]
     pub(crate) max_batch: Option<usize>,
+    /// Bytes the dealer queues per connection before it waits for the peer to read
+    /// (dealer; 16 MiB when absent): more lets generation run ahead of a slow link.
+    #[arg(long)]
+    pub(crate) send_queue_bytes: Option<usize>,
 }
 
 impl PartyArguments {
@@ -148,6 +152,7 @@ impl PartyArguments {
             pause_ms: self.pause_ms.or(config.pause_ms),
             max_connections: self.max_connections.or(config.max_connections),
             max_batch: self.max_batch.or(config.max_batch),
+            send_queue_bytes: self.send_queue_bytes.or(config.send_queue_bytes),
         }
     }
 }

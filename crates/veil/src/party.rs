@@ -53,6 +53,7 @@ pub(crate) fn run_party(arguments: PartyArguments, forced: Option<Role>) -> Resu
         pause_ms,
         max_connections,
         max_batch,
+        send_queue_bytes,
         config: _,
     } = arguments;
     let role = match (forced, role) {
@@ -80,6 +81,9 @@ pub(crate) fn run_party(arguments: PartyArguments, forced: Option<Role>) -> Resu
             };
             if let Some(max) = max_connections {
                 dealer_options.max_connections = max.max(1);
+            }
+            if let Some(bytes) = send_queue_bytes {
+                dealer_options.send_queue_bytes = bytes.max(1);
             }
             if let Some(bytes) = pool_bytes {
                 dealer_options.pool.capacity_bytes = bytes;

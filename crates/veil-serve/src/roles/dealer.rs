@@ -29,8 +29,8 @@ use crate::pool::{Pool, PoolConfig};
 use crate::transport::{Link, Transport};
 use crate::{Error, PeerMisbehaved, Result};
 
-/// The most bytes the dealer queues for one connection (TLS) before `send` waits for the
-/// peer to read.
+/// The most bytes the dealer queues for one connection by default before `send` waits
+/// for the peer to read.
 pub const DEALER_SEND_QUEUE_BYTES: usize = 16 << 20;
 
 /// What the dealer saw over its life.
@@ -62,6 +62,10 @@ pub struct DealerOptions {
     /// The most connections served at once (handshakes, client sessions, claims and the
     /// registration together); more are closed at once.
     pub max_connections: usize,
+    /// The most bytes queued for one connection before `send` waits for the peer to
+    /// read ([`DEALER_SEND_QUEUE_BYTES`] by default). Larger lets generation run further
+    /// ahead of a slow link, at that much memory per connection.
+    pub send_queue_bytes: usize,
 }
 
 impl Default for DealerOptions {
@@ -71,6 +75,7 @@ impl Default for DealerOptions {
             pool: PoolConfig::default(),
             metrics: Arc::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            send_queue_bytes: DEALER_SEND_QUEUE_BYTES,
         }
     }
 }
@@ -196,7 +201,7 @@ pub fn run_dealer(
     let max_clients = options.max_clients;
     // The dealer only sends (material, answers): bounded sends pace generation by
     // delivery and cap what a client that does not read can make it hold.
-    let transport = &transport.with_send_queue(DEALER_SEND_QUEUE_BYTES);
+    let transport = &transport.with_send_queue(options.send_queue_bytes.max(1));
     let dealer = Arc::new(Dealer {
         plan_hash: plan.hash_hex()?,
         plan,
