@@ -29,7 +29,9 @@
 //! | training timing | [`TIMED_STEPS`] = 8 SGD steps per mode |
 //! | light-weight SVD | T = [`ITERATIONS`] = 1 power iteration per component |
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::cpu::Stopwatch;
 
 use veil_net::Channel;
 
@@ -162,6 +164,8 @@ pub struct TimedRun {
     pub native: Duration,
     /// Time the trusted side spent blocked on the worker.
     pub waiting: Duration,
+    /// The trusted thread's CPU time (wall time less waiting where it cannot be read).
+    pub trusted_cpu: Duration,
     /// The trusted side's multiply-accumulates.
     pub trusted_macs: u64,
     /// Whether the trusted runtime computed in this mode (untrusted-only: no).
@@ -169,14 +173,11 @@ pub struct TimedRun {
 }
 
 impl TimedRun {
-    /// The trusted side's own compute time.
-    pub fn trusted_compute(&self) -> Duration {
-        self.native.saturating_sub(self.waiting)
-    }
-    /// The emulated time with the trusted runtime slowed `factor` times.
+    /// The emulated time with the trusted runtime slowed `factor` times: its CPU time
+    /// scaled, plus the time it was blocked on the worker.
     pub fn emulated(&self, factor: f64) -> f64 {
         if self.trusted {
-            self.trusted_compute().as_secs_f64() * factor + self.waiting.as_secs_f64()
+            self.trusted_cpu.as_secs_f64() * factor + self.waiting.as_secs_f64()
         } else {
             self.native.as_secs_f64()
         }
@@ -198,6 +199,8 @@ pub struct LayerRow {
     pub mean_residual_energy: f64,
     /// Largest ‖X_res‖²/‖X‖².
     pub max_residual_energy: f64,
+    /// Whether the trusted side kept the layer whole (splitting it cannot pay).
+    pub kept_whole: bool,
 }
 
 /// `veil split-bench`'s report.
@@ -319,6 +322,7 @@ fn layer_rows(model: &Model, split: &SplitExecutor<'_>) -> Vec<LayerRow> {
             max_rank: stats.rank_max,
             mean_residual_energy: stats.mean_residual_energy(),
             max_residual_energy: stats.residual_energy_max,
+            kept_whole: stats.kept_whole,
         })
         .collect()
 }
@@ -389,19 +393,20 @@ fn bench_inference(
     report.samples = data.len();
     // Trusted-only.
     let mut trusted = LocalExecutor::new(1);
-    let start = Instant::now();
+    let start = Stopwatch::start();
     let reference = logits(model, &mut trusted, &data)?;
     report.runs.push(TimedRun {
         name: "trusted-only",
-        native: start.elapsed(),
+        native: start.wall(),
         waiting: Duration::ZERO,
+        trusted_cpu: start.cpu_or(start.wall()),
         trusted_macs: trusted.macs,
         trusted: true,
     });
     // Untrusted-only.
     let mut waiting = Duration::ZERO;
     load_model(channel, model, &mut waiting)?;
-    let start = Instant::now();
+    let start = Stopwatch::start();
     let mut untrusted = Vec::new();
     for first in (0..data.len()).step_by(BATCH) {
         let count = BATCH.min(data.len() - first);
@@ -420,8 +425,9 @@ fn bench_inference(
     }
     report.runs.push(TimedRun {
         name: "untrusted-only",
-        native: start.elapsed(),
+        native: start.wall(),
         waiting: Duration::ZERO,
+        trusted_cpu: start.cpu_or(start.wall()),
         trusted_macs: 0,
         trusted: false,
     });
@@ -435,12 +441,13 @@ fn bench_inference(
         let count = BATCH.min(data.len() - first);
         blinded.precompute(model, count, 1)?;
     }
-    let start = Instant::now();
+    let start = Stopwatch::start();
     let blinded_logits = logits(model, &mut blinded, &data)?;
     report.runs.push(TimedRun {
         name: "blinded",
-        native: start.elapsed(),
+        native: start.wall(),
         waiting: blinded.waiting,
+        trusted_cpu: start.cpu_or(start.wall().saturating_sub(blinded.waiting)),
         trusted_macs: 0,
         trusted: true,
     });
@@ -453,12 +460,13 @@ fn bench_inference(
         .push(("blinded", max_difference(&blinded_logits, &reference)));
     // Split.
     let mut split = SplitExecutor::new(channel, model, split_options(options.energy));
-    let start = Instant::now();
+    let start = Stopwatch::start();
     let split_logits = logits(model, &mut split, &data)?;
     report.runs.push(TimedRun {
         name: "split",
-        native: start.elapsed(),
+        native: start.wall(),
         waiting: split.waiting,
+        trusted_cpu: start.cpu_or(start.wall().saturating_sub(split.waiting)),
         trusted_macs: split.trusted_macs,
         trusted: true,
     });
@@ -493,14 +501,15 @@ fn bench_training(
     let mut model = Model::new(options.architecture, MODEL_SEED);
     let mut optimiser = Sgd::new(&model, LEARNING_RATE, MOMENTUM);
     let mut trusted = LocalExecutor::new(1);
-    let start = Instant::now();
+    let start = Stopwatch::start();
     for batch in &batches {
         step(&mut model, &mut trusted, &mut optimiser, batch)?;
     }
     report.runs.push(TimedRun {
         name: "trusted-only",
-        native: start.elapsed(),
+        native: start.wall(),
         waiting: Duration::ZERO,
+        trusted_cpu: start.cpu_or(start.wall()),
         trusted_macs: trusted.macs,
         trusted: true,
     });
@@ -508,7 +517,7 @@ fn bench_training(
     let model = Model::new(options.architecture, MODEL_SEED);
     let mut waiting = Duration::ZERO;
     load_model(channel, &model, &mut waiting)?;
-    let start = Instant::now();
+    let start = Stopwatch::start();
     for batch in &batches {
         let request = Request::WholeTrainStep {
             batch: batch.len() as u32,
@@ -528,8 +537,9 @@ fn bench_training(
     }
     report.runs.push(TimedRun {
         name: "untrusted-only",
-        native: start.elapsed(),
+        native: start.wall(),
         waiting: Duration::ZERO,
+        trusted_cpu: start.cpu_or(start.wall()),
         trusted_macs: 0,
         trusted: false,
     });
@@ -539,15 +549,16 @@ fn bench_training(
     let mut split = SplitExecutor::new(channel, &model, split_options(options.energy));
     split.load_model(&model)?;
     split.waiting = Duration::ZERO;
-    let start = Instant::now();
+    let start = Stopwatch::start();
     for batch in &batches {
         step(&mut model, &mut split, &mut optimiser, batch)?;
         split.load_model(&model)?;
     }
     report.runs.push(TimedRun {
         name: "split",
-        native: start.elapsed(),
+        native: start.wall(),
         waiting: split.waiting,
+        trusted_cpu: start.cpu_or(start.wall().saturating_sub(split.waiting)),
         trusted_macs: split.trusted_macs,
         trusted: true,
     });

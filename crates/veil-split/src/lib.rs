@@ -66,6 +66,7 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod bench;
+pub mod cpu;
 mod error;
 pub mod kernels;
 pub mod leakage;

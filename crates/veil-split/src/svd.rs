@@ -196,6 +196,34 @@ pub fn light_svd(
     }
 }
 
+/// Whether splitting a layer can save the trusted side work: one component's SVD
+/// (about `(2T + 3)·c·hw` MACs: start, T iterations, deflation and its norm) must cost
+/// less than convolving that component (`out·k²·hw'`). A layer where it cannot (the final
+/// linear layer: `hw' = 1`) is kept whole by the trusted side, which costs it less and
+/// shows the worker nothing.
+pub fn split_pays(geometry: &crate::kernels::ConvGeometry, iterations: usize) -> bool {
+    let svd = (2 * iterations.max(1) + 3) * geometry.channels * geometry.positions();
+    let conv = geometry.out_channels * geometry.taps() * geometry.output_positions();
+    svd < conv
+}
+
+/// The exact split of `x` (`U = I`, `V = X`, no residual), at no cost.
+pub fn keep_whole(x: &[f32], channels: usize, positions: usize) -> SplitSample {
+    SplitSample {
+        low_rank: LowRank {
+            channels,
+            positions,
+            rank: channels,
+            identity: true,
+            u: Vec::new(),
+            v: x.to_vec(),
+        },
+        residual: vec![0.0; x.len()],
+        residual_energy: 0.0,
+        macs: 0,
+    }
+}
+
 /// A map of `height × width` resized for the next layer: unchanged at the same size,
 /// 2×2-average-pooled when the next layer is half the size, else `None`.
 pub fn resize_map(

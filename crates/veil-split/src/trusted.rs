@@ -17,7 +17,7 @@ use veil_net::Channel;
 use crate::kernels::{self, ConvGeometry, matmul_accumulate, matmul_transposed_a_accumulate};
 use crate::msgs::{Reply, Request};
 use crate::network::{Executor, Model};
-use crate::svd::{LowRank, SplitSample, SvdOptions, light_svd, resize_map};
+use crate::svd::{LowRank, SplitSample, SvdOptions, keep_whole, light_svd, resize_map, split_pays};
 use crate::worker::{FRACTIONAL_BITS, ring_shape};
 use crate::{Error, Result};
 
@@ -71,6 +71,8 @@ pub struct LayerStats {
     pub residual_energy_sum: f64,
     /// The largest ‖X_res‖²/‖X‖².
     pub residual_energy_max: f64,
+    /// Whether the trusted side kept the layer whole ([`split_pays`] said no).
+    pub kept_whole: bool,
 }
 
 impl LayerStats {
@@ -238,9 +240,22 @@ impl Executor for SplitExecutor<'_> {
                 found: input.len(),
             });
         }
-        // Split every sample (Algorithm 1), warm-started from the previous layer's maps.
+        // Split every sample (Algorithm 1), warm-started from the previous layer's maps,
+        // where splitting can pay; else the trusted side keeps the layer whole.
+        let pays = split_pays(&geometry, self.options.iterations);
         let mut splits: Vec<SplitSample> = Vec::with_capacity(batch);
         for sample in 0..batch {
+            let x = &input[sample * input_len..(sample + 1) * input_len];
+            if !pays {
+                let split = keep_whole(x, geometry.channels, positions);
+                let stats = &mut self.layers[layer];
+                stats.samples += 1;
+                stats.rank_sum += geometry.channels as u64;
+                stats.rank_max = geometry.channels;
+                stats.kept_whole = true;
+                splits.push(split);
+                continue;
+            }
             let warm: Vec<Vec<f32>> = match &self.warm {
                 Some((maps, height, width)) => maps[sample]
                     .iter()
@@ -250,13 +265,7 @@ impl Executor for SplitExecutor<'_> {
                     .collect(),
                 None => Vec::new(),
             };
-            let split = light_svd(
-                &input[sample * input_len..(sample + 1) * input_len],
-                geometry.channels,
-                positions,
-                &self.options,
-                &warm,
-            );
+            let split = light_svd(x, geometry.channels, positions, &self.options, &warm);
             self.trusted_macs += split.macs;
             let stats = &mut self.layers[layer];
             stats.samples += 1;
