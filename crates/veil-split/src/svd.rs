@@ -5,7 +5,8 @@
 //! (u_j ∈ R^c: how the channels combine; v_j ∈ R^hw: the j-th "principal channel" as a
 //! spatial map) and the residual `X_res = X − X_low`. Component j starts from `v_0` and
 //! runs T iterations of step 4, `u = X v/‖v‖²`, `v = Xᵀ u/‖u‖²`, then deflates
-//! (step 5, `X ← X − u vᵀ`). Components are added while `‖X_res‖²/‖X‖² > 1 − energy`.
+//! (step 5, `X ← X − u vᵀ`): `(2T + 1)·c·hw` multiply-accumulates per component, the
+//! paper's cost, plus one `c·hw` pass for the exact residual energy at the end. Components are added while `‖X_res‖²/‖X‖² > 1 − energy`.
 //!
 //! Starting vectors: component j starts from the previous split layer's j-th map `v_j`
 //! (the warm start; the caller resizes it to this layer's spatial size), else the
@@ -104,73 +105,87 @@ pub fn light_svd(
     let allowed = (1.0 - options.energy).max(0.0) * total;
     let mut residual = x.to_vec();
     let mut remaining = total;
-    let mut row_norms: Vec<f32> = (0..channels)
-        .map(|c| {
-            let row = &residual[c * positions..(c + 1) * positions];
-            dot(row, row)
-        })
-        .collect();
     let mut components: Vec<(Vec<f32>, Vec<f32>)> = Vec::new();
-    while remaining > allowed {
-        if components.len() + 1 >= channels {
-            // c components (or c − 1 and then the last): the exact split is cheaper.
-            return exact(macs);
-        }
-        let index = components.len();
-        let mut v = match warm.get(index) {
-            Some(map) if map.len() == positions => map.clone(),
-            _ if index == 0 => {
-                let mut sum = vec![0f32; positions];
+    loop {
+        while remaining > allowed {
+            if components.len() + 1 >= channels {
+                // c components (or c − 1 and then the last): the exact split is cheaper.
+                return exact(macs);
+            }
+            let index = components.len();
+            let mut v = match warm.get(index) {
+                Some(map) if map.len() == positions => map.clone(),
+                _ if index == 0 => {
+                    let mut sum = vec![0f32; positions];
+                    for c in 0..channels {
+                        for (total, &value) in sum
+                            .iter_mut()
+                            .zip(&residual[c * positions..(c + 1) * positions])
+                        {
+                            *total += value;
+                        }
+                    }
+                    macs += (channels * positions) as u64;
+                    sum
+                }
+                _ => {
+                    let norms: Vec<f32> = (0..channels)
+                        .map(|c| {
+                            let row = &residual[c * positions..(c + 1) * positions];
+                            dot(row, row)
+                        })
+                        .collect();
+                    macs += (channels * positions) as u64;
+                    let largest = (0..channels)
+                        .max_by(|&a, &b| norms[a].total_cmp(&norms[b]))
+                        .unwrap_or(0);
+                    residual[largest * positions..(largest + 1) * positions].to_vec()
+                }
+            };
+            let mut u = vec![0f32; channels];
+            let mut u_norm = 0f32;
+            // Algorithm 1, step 4, T times.
+            for _ in 0..options.iterations.max(1) {
+                let v_norm = dot(&v, &v) + EPSILON;
                 for c in 0..channels {
-                    for (total, &value) in sum
+                    u[c] = dot(&residual[c * positions..(c + 1) * positions], &v) / v_norm;
+                }
+                u_norm = dot(&u, &u) + EPSILON;
+                v.iter_mut().for_each(|value| *value = 0.0);
+                for c in 0..channels {
+                    let scale = u[c] / u_norm;
+                    for (out, &value) in v
                         .iter_mut()
                         .zip(&residual[c * positions..(c + 1) * positions])
                     {
-                        *total += value;
+                        *out += scale * value;
                     }
                 }
-                macs += (channels * positions) as u64;
-                sum
+                macs += 2 * (channels * positions) as u64;
             }
-            _ => {
-                let largest = (0..channels)
-                    .max_by(|&a, &b| row_norms[a].total_cmp(&row_norms[b]))
-                    .unwrap_or(0);
-                residual[largest * positions..(largest + 1) * positions].to_vec()
-            }
-        };
-        let mut u = vec![0f32; channels];
-        // Algorithm 1, step 4, T times.
-        for _ in 0..options.iterations.max(1) {
-            let v_norm = dot(&v, &v) + EPSILON;
+            // Step 5: deflation. With v = Xᵀu/‖u‖², ‖X − u vᵀ‖² = ‖X‖² − ‖u‖²‖v‖²: the
+            // residual's energy needs no pass of its own.
             for c in 0..channels {
-                u[c] = dot(&residual[c * positions..(c + 1) * positions], &v) / v_norm;
-            }
-            let u_norm = dot(&u, &u) + EPSILON;
-            v.iter_mut().for_each(|value| *value = 0.0);
-            for c in 0..channels {
-                let scale = u[c] / u_norm;
-                for (out, &value) in v
-                    .iter_mut()
-                    .zip(&residual[c * positions..(c + 1) * positions])
-                {
-                    *out += scale * value;
+                let row = &mut residual[c * positions..(c + 1) * positions];
+                for (value, &map) in row.iter_mut().zip(&v) {
+                    *value -= u[c] * map;
                 }
             }
-            macs += 2 * (channels * positions) as u64;
+            macs += (channels * positions) as u64;
+            let taken = f64::from(dot(&v, &v)) * f64::from(u_norm + EPSILON);
+            remaining = (remaining - taken).max(0.0);
+            components.push((u, v));
         }
-        // Step 5: deflation, and the residual's energy in the same pass.
-        remaining = 0.0;
-        for c in 0..channels {
-            let row = &mut residual[c * positions..(c + 1) * positions];
-            for (value, &map) in row.iter_mut().zip(&v) {
-                *value -= u[c] * map;
-            }
-            row_norms[c] = dot(row, row);
-            remaining += f64::from(row_norms[c]);
+        // The exact residual energy, once: what is reported, and a guard against the
+        // running figure's rounding.
+        remaining = residual
+            .iter()
+            .map(|&value| f64::from(value) * f64::from(value))
+            .sum();
+        macs += (channels * positions) as u64;
+        if remaining <= allowed {
+            break;
         }
-        macs += 2 * (channels * positions) as u64;
-        components.push((u, v));
     }
     let rank = components.len();
     let mut u_matrix = vec![0f32; channels * rank];
@@ -197,12 +212,12 @@ pub fn light_svd(
 }
 
 /// Whether splitting a layer can save the trusted side work: one component's SVD
-/// (about `(2T + 3)·c·hw` MACs: start, T iterations, deflation and its norm) must cost
+/// (`(2T + 1)·c·hw` MACs: T iterations and the deflation) must cost
 /// less than convolving that component (`out·k²·hw'`). A layer where it cannot (the final
 /// linear layer: `hw' = 1`) is kept whole by the trusted side, which costs it less and
 /// shows the worker nothing.
 pub fn split_pays(geometry: &crate::kernels::ConvGeometry, iterations: usize) -> bool {
-    let svd = (2 * iterations.max(1) + 3) * geometry.channels * geometry.positions();
+    let svd = (2 * iterations.max(1) + 1) * geometry.channels * geometry.positions();
     let conv = geometry.out_channels * geometry.taps() * geometry.output_positions();
     svd < conv
 }

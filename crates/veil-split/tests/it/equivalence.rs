@@ -9,7 +9,7 @@
 
 use veil_core::sampling::test_seed;
 use veil_split::network::{self, Architecture, LocalExecutor, Model};
-use veil_split::svd::SvdOptions;
+use veil_split::svd::{SvdOptions, split_pays};
 use veil_split::trusted::{BlindedExecutor, SplitExecutor, load_model};
 
 use crate::{spawn_worker, synthetic_images};
@@ -64,15 +64,19 @@ fn split_inference_gives_plain_logits_for_both_models_and_energies() {
             let (logits, _) =
                 network::forward(&model, &mut split, &images, batch, false).expect("split");
             assert_close(&logits, &plain, 1e-3, architecture.name());
-            // The split really happened: the trusted side kept fewer channels than c.
-            for (layer, stats) in model.layers.iter().zip(&split.layers).skip(1) {
-                assert!(
-                    stats.mean_rank() < layer.geometry.channels as f64,
-                    "{}: r = c",
-                    layer.name
-                );
+            // The split really happened where it pays: fewer channels than c kept, at
+            // most 1 − energy left; elsewhere (one input channel, the linear layer) the
+            // trusted side kept everything.
+            for (layer, stats) in model.layers.iter().zip(&split.layers) {
+                let channels = layer.geometry.channels as f64;
                 assert!(stats.mean_residual_energy() <= 1.0 - energy + 1e-6);
+                if split_pays(&layer.geometry, 1) && layer.geometry.channels > 1 {
+                    assert!(stats.mean_rank() < channels, "{}: r = c", layer.name);
+                } else {
+                    assert!(stats.mean_rank() == channels, "{}: split", layer.name);
+                }
             }
+            assert!(split.layers.last().is_some_and(|stats| stats.kept_whole));
             assert!(split.trusted_macs < batch as u64 * model.macs_per_sample());
         }
         drop(channel);

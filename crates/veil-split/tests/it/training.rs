@@ -1,4 +1,5 @@
-//! Split training computes plain training's gradients (equations 5–6), and on
+//! Split training computes plain training's gradients (equations 5–6) up to float
+//! rounding (bound: relative L2 error 1e-4 per gradient; observed below 1e-6), and on
 //! Fashion-MNIST reaches plain training's accuracy within one point.
 
 use veil_core::sampling::test_seed;
@@ -42,17 +43,16 @@ fn split_gradients_equal_plain_gradients() {
             model.layers.iter().zip(&gradients).zip(&plain)
         {
             for (found, expected) in [(weight, plain_weight), (bias, plain_bias)] {
-                let scale = expected
-                    .iter()
-                    .fold(0f32, |max, value| max.max(value.abs()));
-                let worst = found
+                let norm = expected.iter().map(|v| v * v).sum::<f32>().sqrt();
+                let error = found
                     .iter()
                     .zip(expected)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0f32, f32::max);
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum::<f32>()
+                    .sqrt();
                 assert!(
-                    worst <= 1e-3 * (scale + 1e-3),
-                    "{}: gradient off by {worst} (scale {scale})",
+                    error <= 1e-4 * norm + 1e-7,
+                    "{}: gradient off by {error} (norm {norm})",
                     layer.name
                 );
             }
