@@ -1,6 +1,7 @@
 //! veil-split's integration tests: split and blinded execution against plain execution,
 //! the worker's refusals, and split training against plain training.
 
+mod bench;
 mod equivalence;
 mod training;
 mod worker;
