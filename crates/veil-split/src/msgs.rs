@@ -29,7 +29,8 @@ pub enum Request {
         /// Per layer: (weight, bias).
         parameters: Vec<(Vec<f32>, Vec<f32>)>,
     },
-    /// Convolve residuals (empty: all zero). `keep`: keep them for the backward.
+    /// Convolve residuals (empty: all zero, answered with an empty output). `keep`: keep
+    /// them for the backward.
     ConvForward {
         /// The layer.
         layer: u16,

@@ -277,23 +277,27 @@ impl Executor for SplitExecutor<'_> {
         }
         // The worker convolves the residuals (4b) while this side does its part (4a).
         let all_zero = splits.iter().all(|split| split.low_rank.identity);
-        let residual = if all_zero {
-            Vec::new()
-        } else {
-            splits
-                .iter()
-                .flat_map(|split| split.residual.iter().copied())
-                .collect()
-        };
-        self.channel.send(
-            &Request::ConvForward {
-                layer: layer as u16,
-                batch: batch as u32,
-                keep: training,
-                residual,
+        // Nothing to send when the trusted side keeps the layer whole, except in training,
+        // where the worker still computes the layer's input gradient.
+        let ask_worker = !all_zero || training;
+        if ask_worker {
+            let mut residual = Vec::new();
+            if !all_zero {
+                residual.reserve(batch * input_len);
+                for split in &splits {
+                    residual.extend_from_slice(&split.residual);
+                }
             }
-            .encode(),
-        )?;
+            self.channel.send(
+                &Request::ConvForward {
+                    layer: layer as u16,
+                    batch: batch as u32,
+                    keep: training,
+                    residual,
+                }
+                .encode(),
+            )?;
+        }
         let weight = &model.layers[layer].weight;
         let output_len = geometry.output_len();
         let mut output = vec![0f32; batch * output_len];
@@ -305,20 +309,25 @@ impl Executor for SplitExecutor<'_> {
                 &mut output[sample * output_len..(sample + 1) * output_len],
             );
         }
-        let [untrusted] = receive(self.channel, &mut self.waiting)?
-            .into_reals(1)?
-            .try_into()
-            .map_err(|_| Error::PeerMisbehaved {
-                what: "a reply of the wrong kind",
-            })?;
-        if untrusted.len() != output.len() {
-            return Err(Error::PeerMisbehaved {
-                what: "the worker's output has the wrong length",
-            });
-        }
-        // Merge: Y = Y_T + Y_U.
-        for (value, other) in output.iter_mut().zip(untrusted) {
-            *value += other;
+        if ask_worker {
+            let [untrusted] = receive(self.channel, &mut self.waiting)?
+                .into_reals(1)?
+                .try_into()
+                .map_err(|_| Error::PeerMisbehaved {
+                    what: "a reply of the wrong kind",
+                })?;
+            // An empty output: the residual was zero.
+            if !untrusted.is_empty() {
+                if untrusted.len() != output.len() {
+                    return Err(Error::PeerMisbehaved {
+                        what: "the worker's output has the wrong length",
+                    });
+                }
+                // Merge: Y = Y_T + Y_U.
+                for (value, other) in output.iter_mut().zip(untrusted) {
+                    *value += other;
+                }
+            }
         }
         let low_ranks: Vec<LowRank> = splits.into_iter().map(|split| split.low_rank).collect();
         self.warm = Some((

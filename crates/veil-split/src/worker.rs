@@ -114,16 +114,26 @@ impl Worker {
                 let (layer, batch) = self.geometry(layer, batch)?;
                 let model = self.model.as_ref().ok_or_else(|| refuse("no model"))?;
                 let length = batch * model.layers[layer].geometry.input_len();
-                let residual = if residual.is_empty() {
-                    vec![0f32; length]
-                } else if residual.len() == length {
-                    residual
-                } else {
+                if residual.is_empty() {
+                    // A zero residual: a zero output, sent as nothing. In training the
+                    // zeros are kept for the backward (whose input gradient needs only W).
+                    if keep {
+                        self.executor.conv_forward(
+                            model,
+                            layer,
+                            &vec![0f32; length],
+                            batch,
+                            true,
+                        )?;
+                    }
+                    return Ok(Reply::Reals(vec![Vec::new()]));
+                }
+                if residual.len() != length {
                     return Err(refuse(format!(
                         "layer {layer}: {} residual values, expected {length}",
                         residual.len()
                     )));
-                };
+                }
                 let output = self
                     .executor
                     .conv_forward(model, layer, &residual, batch, keep)?;
