@@ -60,6 +60,13 @@ pub struct SplitSample {
     pub macs: u64,
 }
 
+/// ‖x‖²: f32 sums per row of `positions` (vectorised), added in f64.
+fn energy(x: &[f32], positions: usize) -> f64 {
+    x.chunks(positions.max(1))
+        .map(|row| f64::from(dot(row, row)))
+        .sum()
+}
+
 /// Splits one sample `x` (`channels × positions`). `warm` holds starting maps (each of
 /// `positions` values) for the first components.
 pub fn light_svd(
@@ -70,10 +77,7 @@ pub fn light_svd(
     warm: &[Vec<f32>],
 ) -> SplitSample {
     let mut macs = (channels * positions) as u64;
-    let total: f64 = x
-        .iter()
-        .map(|&value| f64::from(value) * f64::from(value))
-        .sum();
+    let total = energy(x, positions);
     let exact = |macs| SplitSample {
         low_rank: LowRank {
             channels,
@@ -178,10 +182,7 @@ pub fn light_svd(
         }
         // The exact residual energy, once: what is reported, and a guard against the
         // running figure's rounding.
-        remaining = residual
-            .iter()
-            .map(|&value| f64::from(value) * f64::from(value))
-            .sum();
+        remaining = energy(&residual, positions);
         macs += (channels * positions) as u64;
         if remaining <= allowed {
             break;

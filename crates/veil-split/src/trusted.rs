@@ -169,21 +169,37 @@ pub fn trusted_low_rank_conv(
         )
 }
 
-/// `W' = Uᵀ·W` per output channel: `out × r × k²`, and its MACs.
+/// `W' = Uᵀ·W`: `out × r × k²`, and its MACs. W is read as the `c × (out·k²)` matrix
+/// `W[o, c, t] → (c, o·k² + t)` so the product is one GEMM with long rows.
 fn combine_weights(geometry: &ConvGeometry, low: &LowRank, weight: &[f32]) -> (Vec<f32>, u64) {
     let taps = geometry.taps();
-    let (channels, rank) = (geometry.channels, low.rank);
-    let mut combined = vec![0f32; geometry.out_channels * rank * taps];
-    let mut macs = 0;
-    for out in 0..geometry.out_channels {
-        macs += matmul_transposed_a_accumulate(
-            rank,
-            channels,
-            taps,
-            &low.u,
-            &weight[out * channels * taps..(out + 1) * channels * taps],
-            &mut combined[out * rank * taps..(out + 1) * rank * taps],
-        );
+    let (channels, rank, outs) = (geometry.channels, low.rank, geometry.out_channels);
+    let mut by_channel = vec![0f32; channels * outs * taps];
+    for out in 0..outs {
+        for channel in 0..channels {
+            by_channel
+                [channel * outs * taps + out * taps..channel * outs * taps + (out + 1) * taps]
+                .copy_from_slice(
+                    &weight
+                        [(out * channels + channel) * taps..(out * channels + channel + 1) * taps],
+                );
+        }
+    }
+    let mut product = vec![0f32; rank * outs * taps];
+    let macs = matmul_transposed_a_accumulate(
+        rank,
+        channels,
+        outs * taps,
+        &low.u,
+        &by_channel,
+        &mut product,
+    );
+    let mut combined = vec![0f32; outs * rank * taps];
+    for j in 0..rank {
+        for out in 0..outs {
+            combined[(out * rank + j) * taps..(out * rank + j + 1) * taps]
+                .copy_from_slice(&product[(j * outs + out) * taps..(j * outs + out + 1) * taps]);
+        }
     }
     (combined, macs)
 }
@@ -201,19 +217,41 @@ pub fn trusted_low_rank_weight_gradient(
     if low.rank == 0 {
         return 0;
     }
-    let (taps, rank, channels) = (geometry.taps(), low.rank, geometry.channels);
+    let (taps, rank, channels, outs) = (
+        geometry.taps(),
+        low.rank,
+        geometry.channels,
+        geometry.out_channels,
+    );
     let reduced = geometry.with_channels(rank);
-    let mut partial = vec![0f32; geometry.out_channels * rank * taps];
+    let mut partial = vec![0f32; outs * rank * taps];
     let mut macs = kernels::conv_backward_weight(&reduced, &low.v, grad_output, &mut partial);
-    for out in 0..geometry.out_channels {
-        macs += matmul_accumulate(
-            channels,
-            rank,
-            taps,
-            &low.u,
-            &partial[out * rank * taps..(out + 1) * rank * taps],
-            &mut grad_weight[out * channels * taps..(out + 1) * channels * taps],
-        );
+    // (out, r, k²) → (r, out·k²), one GEMM with long rows, then back to (out, c, k²).
+    let mut by_component = vec![0f32; rank * outs * taps];
+    for out in 0..outs {
+        for j in 0..rank {
+            by_component[(j * outs + out) * taps..(j * outs + out + 1) * taps]
+                .copy_from_slice(&partial[(out * rank + j) * taps..(out * rank + j + 1) * taps]);
+        }
+    }
+    let mut product = vec![0f32; channels * outs * taps];
+    macs += matmul_accumulate(
+        channels,
+        rank,
+        outs * taps,
+        &low.u,
+        &by_component,
+        &mut product,
+    );
+    for channel in 0..channels {
+        for out in 0..outs {
+            let source = &product[(channel * outs + out) * taps..(channel * outs + out + 1) * taps];
+            let target = &mut grad_weight
+                [(out * channels + channel) * taps..(out * channels + channel + 1) * taps];
+            for (total, &value) in target.iter_mut().zip(source) {
+                *total += value;
+            }
+        }
     }
     macs
 }
