@@ -27,6 +27,7 @@
 //! | test set | all [`TEST_SAMPLES`] = 10,000 test images |
 //! | inference | weights after the plain training above; [`INFER_SAMPLES`] = 256 test images timed per mode |
 //! | training timing | [`TIMED_STEPS`] = 8 SGD steps per mode |
+//! | repetitions | every mode timed [`REPETITIONS`] = 3 times, interleaved; medians reported |
 //! | light-weight SVD | T = [`ITERATIONS`] = 1 power iteration per component |
 
 use std::time::Duration;
@@ -63,6 +64,8 @@ pub const TEST_SAMPLES: usize = 10_000;
 pub const INFER_SAMPLES: usize = 256;
 /// SGD steps timed per training mode.
 pub const TIMED_STEPS: usize = 8;
+/// Timed repetitions of each mode; the report gives the medians.
+pub const REPETITIONS: usize = 3;
 /// Power iterations per component.
 pub const ITERATIONS: usize = 1;
 
@@ -137,6 +140,8 @@ pub struct BenchOptions {
     pub infer_samples: usize,
     /// Steps timed per training mode.
     pub timed_steps: usize,
+    /// Timed repetitions of every mode (interleaved); the report holds their medians.
+    pub repetitions: usize,
 }
 
 impl BenchOptions {
@@ -151,6 +156,7 @@ impl BenchOptions {
             test_samples: TEST_SAMPLES,
             infer_samples: INFER_SAMPLES,
             timed_steps: TIMED_STEPS,
+            repetitions: REPETITIONS,
         }
     }
 }
@@ -407,7 +413,52 @@ pub fn run_bench(
     Ok(report)
 }
 
+/// The median, per mode and per figure, of each repetition's runs.
+fn median_runs(all: &[Vec<TimedRun>]) -> Vec<TimedRun> {
+    let Some(first) = all.first() else {
+        return Vec::new();
+    };
+    (0..first.len())
+        .map(|index| {
+            let median = |key: fn(&TimedRun) -> Duration| {
+                let mut values: Vec<Duration> = all.iter().map(|runs| key(&runs[index])).collect();
+                values.sort();
+                values[values.len() / 2]
+            };
+            TimedRun {
+                native: median(|run| run.native),
+                waiting: median(|run| run.waiting),
+                trusted_cpu: median(|run| run.trusted_cpu),
+                ..first[index].clone()
+            }
+        })
+        .collect()
+}
+
 fn bench_inference(
+    options: &BenchOptions,
+    channel: &mut dyn Channel,
+    model: &Model,
+    test_data: &Data,
+    report: &mut Report,
+) -> Result<()> {
+    let mut all = Vec::new();
+    for repetition in 0..options.repetitions.max(1) {
+        let mut one = Report {
+            runs: Vec::new(),
+            ..report.clone()
+        };
+        bench_inference_once(options, channel, model, test_data, &mut one)?;
+        all.push(std::mem::take(&mut one.runs));
+        if repetition == 0 {
+            *report = one;
+        }
+    }
+    report.runs = median_runs(&all);
+    Ok(())
+}
+
+fn bench_inference_once(
     options: &BenchOptions,
     channel: &mut dyn Channel,
     model: &Model,
@@ -506,11 +557,10 @@ fn bench_inference(
     Ok(())
 }
 
-fn bench_training(
+fn bench_training_once(
     options: &BenchOptions,
     channel: &mut dyn Channel,
     train_data: &Data,
-    test_data: &Data,
     report: &mut Report,
 ) -> Result<()> {
     let steps = options.timed_steps.min(train_data.len() / BATCH).max(1);
@@ -588,6 +638,27 @@ fn bench_training(
         trusted_macs: split.trusted_macs,
         trusted: true,
     });
+    Ok(())
+}
+
+fn bench_training(
+    options: &BenchOptions,
+    channel: &mut dyn Channel,
+    train_data: &Data,
+    test_data: &Data,
+    report: &mut Report,
+) -> Result<()> {
+    let mut all = Vec::new();
+    for _ in 0..options.repetitions.max(1) {
+        let mut one = Report {
+            runs: Vec::new(),
+            ..report.clone()
+        };
+        bench_training_once(options, channel, train_data, &mut one)?;
+        report.samples = one.samples;
+        all.push(one.runs);
+    }
+    report.runs = median_runs(&all);
     // Split training to the end, for accuracy against plain training.
     let mut model = Model::new(options.architecture, MODEL_SEED);
     let mut split = SplitExecutor::new(channel, &model, split_options(options.energy));

@@ -41,6 +41,9 @@ pub(crate) struct SplitBenchArguments {
     /// Test images for accuracy.
     #[arg(long)]
     test_samples: Option<usize>,
+    /// Timed repetitions of every mode (medians are reported).
+    #[arg(long)]
+    repetitions: Option<usize>,
 }
 
 /// `veil split-worker`'s options (started by `veil split-bench`).
@@ -213,6 +216,7 @@ pub(crate) fn split_bench(arguments: SplitBenchArguments) -> Result<()> {
     options.train_samples = arguments.train_samples.unwrap_or(options.train_samples);
     options.epochs = arguments.epochs.unwrap_or(options.epochs);
     options.test_samples = arguments.test_samples.unwrap_or(options.test_samples);
+    options.repetitions = arguments.repetitions.unwrap_or(options.repetitions);
     let threads = arguments
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
@@ -244,6 +248,10 @@ fn print_report(report: &Report, stats: veil_net::ChannelStats) {
             "training images (SGD steps × batch)"
         },
         report.worker_threads,
+    );
+    println!(
+        "times: the median of {} interleaved repetitions per mode",
+        options.repetitions
     );
     println!(
         "emulated enclave: each second of the trusted thread's CPU time × F = {factor:.1} (F = {:.0} × t(untrusted-only) / t(trusted-only), the paper's SGX-only/GPU-only ratio); EMULATED, not measured in an enclave",

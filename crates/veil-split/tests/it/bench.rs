@@ -13,6 +13,7 @@ fn tiny(mode: Mode) -> BenchOptions {
     options.test_samples = 40;
     options.infer_samples = 40;
     options.timed_steps = 2;
+    options.repetitions = 2;
     options
 }
 
