@@ -237,11 +237,13 @@ impl Report {
     pub fn run(&self, name: &str) -> Option<&TimedRun> {
         self.runs.iter().find(|run| run.name == name)
     }
-    /// `F`: the emulated slowdown of the trusted runtime.
+    /// `F`: the emulated slowdown of the trusted runtime, chosen so that the emulated
+    /// trusted-only run takes [`SGX_OVER_ACCELERATOR`] times the untrusted-only run.
     pub fn factor(&self) -> f64 {
         match (self.run("trusted-only"), self.run("untrusted-only")) {
-            (Some(trusted), Some(untrusted)) if trusted.native > Duration::ZERO => {
-                SGX_OVER_ACCELERATOR * untrusted.native.as_secs_f64() / trusted.native.as_secs_f64()
+            (Some(trusted), Some(untrusted)) if trusted.trusted_cpu > Duration::ZERO => {
+                SGX_OVER_ACCELERATOR * untrusted.native.as_secs_f64()
+                    / trusted.trusted_cpu.as_secs_f64()
             }
             _ => SGX_OVER_ACCELERATOR,
         }

@@ -259,8 +259,15 @@ fn print_report(report: &Report, stats: veil_net::ChannelStats) {
     );
     println!();
     println!(
-        "{:<15} {:>10} {:>13} {:>14} {:>12} {:>14} {:>10}",
-        "mode", "native s", "trusted cpu s", "trusted MACs", "MACs ratio", "emulated s", "speedup"
+        "{:<15} {:>10} {:>13} {:>10} {:>14} {:>12} {:>14} {:>10}",
+        "mode",
+        "native s",
+        "trusted cpu s",
+        "waiting s",
+        "trusted MACs",
+        "MACs ratio",
+        "emulated s",
+        "speedup"
     );
     let baseline = report
         .run("trusted-only")
@@ -268,7 +275,7 @@ fn print_report(report: &Report, stats: veil_net::ChannelStats) {
     for run in &report.runs {
         let emulated = run.emulated(factor);
         println!(
-            "{:<15} {:>10.3} {:>13.3} {:>14} {:>12} {:>14.2} {:>9.2}×",
+            "{:<15} {:>10.3} {:>13.3} {:>10.3} {:>14} {:>12} {:>14.2} {:>9.2}×",
             run.name,
             run.native.as_secs_f64(),
             if run.trusted {
@@ -276,6 +283,7 @@ fn print_report(report: &Report, stats: veil_net::ChannelStats) {
             } else {
                 0.0
             },
+            run.waiting.as_secs_f64(),
             run.trusted_macs,
             report
                 .macs_ratio(run.name)
