@@ -11,7 +11,8 @@
 //! the victim's residuals (test images) and is scored by PSNR and SSIM against the
 //! originals. The same attack on the whole activation (the untrusted-only baseline, 0%
 //! kept) shows what the split hides. The blinded mode's view, `X + R` with R a one-time
-//! pad, is independent of X, so no attack does better than the prior there.
+//! pad, is independent of X, so no attack does better than the prior there; the mean
+//! public image is scored as that prior.
 
 use crate::kernels::{self, ConvGeometry};
 use crate::network::{Model, SIDE};
@@ -30,8 +31,8 @@ pub struct LeakageRow {
     pub label: String,
     /// The energy fraction the trusted side kept (0: the whole activation).
     pub energy: f64,
-    /// The mean ‖X_res‖²/‖X‖² of what it saw.
-    pub residual_energy: f64,
+    /// The mean ‖X_res‖²/‖X‖² of what it saw (`None`: it saw nothing that depends on X).
+    pub residual_energy: Option<f64>,
     /// Mean PSNR (dB) of the reconstructions, pixels in [0, 1].
     pub psnr: f64,
     /// Mean SSIM (7×7 uniform windows).
@@ -204,12 +205,38 @@ pub fn attack(
                 format!("split, {:.0}% energy kept", 100.0 * energy)
             },
             energy,
-            residual_energy: energy_sum / count,
+            residual_energy: Some(energy_sum / count),
             psnr: psnr_sum / count,
             ssim: ssim_sum / count,
             reconstructions,
         });
     }
+    // The blinded mode's view, X + R with R a one-time pad, is independent of X: the
+    // attacker can do no better than its prior. The mean public image stands for it.
+    let pixels = SIDE * SIDE;
+    let mut mean = vec![0f32; pixels];
+    for image in attacker_images {
+        for (total, &value) in mean.iter_mut().zip(image) {
+            *total += value / attacker_images.len().max(1) as f32;
+        }
+    }
+    let count = victim_images.len().max(1) as f64;
+    rows.push(LeakageRow {
+        label: "blinded (the prior: the mean image)".into(),
+        energy: 1.0,
+        residual_energy: None,
+        psnr: victim_images
+            .iter()
+            .map(|image| psnr(image, &mean))
+            .sum::<f64>()
+            / count,
+        ssim: victim_images
+            .iter()
+            .map(|image| ssim(image, &mean, SIDE, SIDE))
+            .sum::<f64>()
+            / count,
+        reconstructions: vec![mean; keep.min(victim_images.len())],
+    });
     Ok(rows)
 }
 

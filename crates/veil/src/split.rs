@@ -374,9 +374,13 @@ pub(crate) fn leakage(arguments: SplitLeakageArguments) -> Result<()> {
     );
     for row in &rows {
         println!(
-            "{:<36} {:>15.2}% {:>10.2} {:>8.3}",
+            "{:<36} {:>16} {:>10.2} {:>8.3}",
             row.label,
-            100.0 * row.residual_energy,
+            row.residual_energy
+                .map_or("independent".into(), |energy| format!(
+                    "{:.2}%",
+                    100.0 * energy
+                )),
             row.psnr,
             row.ssim
         );
