@@ -18,7 +18,7 @@
 //!   Z_2^64);
 //! - [`worker`]: the untrusted worker, serving [`msgs`] requests over a
 //!   [`veil_net::Channel`] on every core;
-//! - [`bench`]: `veil split-bench`: trusted-only, untrusted-only, blinded and split,
+//! - [`bench`](mod@bench): `veil split-bench`: trusted-only, untrusted-only, blinded and split,
 //!   their trusted MACs and times, and split against plain training;
 //! - [`leakage`]: an attacker who sees what the worker sees and inverts it (ridge
 //!   regression), scored by PSNR/SSIM, with a PNG grid ([`png`]).
