@@ -292,6 +292,9 @@ fn print_report(report: &Report, stats: veil_net::ChannelStats) {
             baseline / emulated.max(1e-12),
         );
     }
+    if options.mode == Mode::Train {
+        println!("blinded: not run (Slalom-style blinding is for inference only)");
+    }
     if let Some((macs, time)) = report.blinded_offline {
         println!(
             "blinded offline precomputation (W·R for every pad, trusted side): {macs} MACs, {:.3} s native",
