@@ -903,9 +903,12 @@ impl Pump {
                         });
                     }
                     Ok(_) => {
-                        self.connection
-                            .process_new_packets()
-                            .map_err(|e| tls(e.to_string()))?;
+                        if let Err(error) = self.connection.process_new_packets() {
+                            // Send the alert rustls queued (a revoked or untrusted
+                            // certificate, say), so the peer learns why it was refused.
+                            let _ = self.connection.write_tls(&mut self.socket);
+                            return Err(tls(error.to_string()));
+                        }
                         self.deliver()?;
                     }
                     Err(error) if error.kind() == ErrorKind::WouldBlock => break,
