@@ -18,8 +18,9 @@ const SHUTDOWN: u8 = 7;
 const REPLY: u8 = 0x80;
 const FAILURE: u8 = 0xff;
 
-/// What the trusted runtime asks of the worker.
-#[derive(Clone, Debug, PartialEq)]
+/// What the trusted runtime asks of the worker. Its `Debug` prints the kind, the layer
+/// and sizes only, never weights, residuals or images.
+#[derive(Clone, PartialEq)]
 pub enum Request {
     /// The model: its architecture and, per layer, weight and bias (the worker keeps a
     /// copy; the trusted side sends it again after every SGD step).
@@ -84,8 +85,8 @@ pub enum Request {
     Shutdown,
 }
 
-/// What the worker answers.
-#[derive(Clone, Debug, PartialEq)]
+/// What the worker answers. Its `Debug` prints the kind and sizes only.
+#[derive(Clone, PartialEq)]
 pub enum Reply {
     /// Arrays of reals (outputs, gradients; an absent input gradient is empty).
     Reals(Vec<Vec<f32>>),
@@ -95,6 +96,75 @@ pub enum Reply {
     Done,
     /// The worker could not do it (the reason names shapes and layers only).
     Failure(String),
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::LoadModel {
+                architecture,
+                parameters,
+            } => write!(
+                formatter,
+                "LoadModel {{ {architecture:?}, {} layers }}",
+                parameters.len()
+            ),
+            Request::ConvForward {
+                layer,
+                batch,
+                keep,
+                residual,
+            } => write!(
+                formatter,
+                "ConvForward {{ layer {layer}, batch {batch}, keep {keep}, {} values }}",
+                residual.len()
+            ),
+            Request::ConvBackward {
+                layer,
+                batch,
+                need_input,
+                grad_output,
+            } => write!(
+                formatter,
+                "ConvBackward {{ layer {layer}, batch {batch}, need_input {need_input}, {} values }}",
+                grad_output.len()
+            ),
+            Request::BlindedForward {
+                layer,
+                batch,
+                blinded,
+            } => write!(
+                formatter,
+                "BlindedForward {{ layer {layer}, batch {batch}, {} words }}",
+                blinded.len()
+            ),
+            Request::WholeForward { batch, images } => write!(
+                formatter,
+                "WholeForward {{ batch {batch}, {} values }}",
+                images.len()
+            ),
+            Request::WholeTrainStep { batch, images, .. } => write!(
+                formatter,
+                "WholeTrainStep {{ batch {batch}, {} values }}",
+                images.len()
+            ),
+            Request::Shutdown => formatter.write_str("Shutdown"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Reals(arrays) => {
+                let sizes: Vec<usize> = arrays.iter().map(Vec::len).collect();
+                write!(formatter, "Reals({sizes:?} values)")
+            }
+            Reply::Ring(words) => write!(formatter, "Ring({} words)", words.len()),
+            Reply::Done => formatter.write_str("Done"),
+            Reply::Failure(reason) => write!(formatter, "Failure({reason:?})"),
+        }
+    }
 }
 
 struct Writer(Vec<u8>);
@@ -444,6 +514,40 @@ impl Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Weights, residuals, images and products never reach a `Debug` print.
+    #[test]
+    fn messages_print_sizes_only() {
+        let secret = 0.123_456_79_f32;
+        let printed = format!(
+            "{:?} {:?} {:?} {:?}",
+            Request::LoadModel {
+                architecture: Architecture::VggSmall,
+                parameters: vec![(vec![secret], vec![secret])],
+            },
+            Request::ConvForward {
+                layer: 1,
+                batch: 1,
+                keep: false,
+                residual: vec![secret; 3],
+            },
+            Reply::Reals(vec![vec![secret]]),
+            Reply::Ring(vec![987_654_321]),
+        );
+        assert!(!printed.contains("0.1234"), "{printed}");
+        assert!(!printed.contains("987654321"), "{printed}");
+        assert!(printed.contains("3 values"), "{printed}");
+        let low_rank = crate::svd::LowRank {
+            channels: 1,
+            positions: 1,
+            rank: 1,
+            identity: false,
+            u: vec![secret],
+            v: vec![secret],
+        };
+        let printed = format!("{low_rank:?}");
+        assert!(!printed.contains("0.1234"), "{printed}");
+    }
 
     #[test]
     fn requests_and_replies_round_trip_and_truncations_are_errors() {

@@ -80,8 +80,9 @@ pub enum Op {
     AddSavedRelu,
 }
 
-/// A convolution layer's public geometry and its parameters.
-#[derive(Clone, Debug)]
+/// A convolution layer's public geometry and its parameters (secret: its `Debug` prints
+/// their sizes only).
+#[derive(Clone)]
 pub struct Layer {
     /// Its name in reports (`conv1`, …, `linear`).
     pub name: String,
@@ -217,8 +218,9 @@ pub trait Executor {
     fn begin_pass(&mut self) {}
 }
 
-/// What the backward pass needs from the forward one.
-#[derive(Debug, Default)]
+/// What the backward pass needs from the forward one (activations: its `Debug` prints
+/// shapes only).
+#[derive(Default)]
 pub struct Trace {
     /// Per op: the activation after it (ReLU masks) or the pooling's chosen positions.
     outputs: Vec<Vec<f32>>,
@@ -434,8 +436,8 @@ pub fn predictions(logits: &[f32]) -> Vec<u8> {
         .collect()
 }
 
-/// SGD with momentum; its state lives with the weights (the trusted side).
-#[derive(Debug)]
+/// SGD with momentum; its state lives with the weights (the trusted side). Its `Debug`
+/// leaves the velocities out.
 pub struct Sgd {
     /// Step size.
     pub learning_rate: f32,
@@ -483,7 +485,6 @@ impl Sgd {
 
 /// Convolutions computed here, on `threads` threads (1: the trusted runtime's one thread),
 /// counting their multiply-accumulates. The worker runs one on the residuals it receives.
-#[derive(Debug)]
 pub struct LocalExecutor {
     /// Threads (samples are divided among them).
     pub threads: usize,
@@ -647,5 +648,46 @@ impl Executor for LocalExecutor {
             None
         };
         Ok((weight_grad, input_grad))
+    }
+}
+
+impl std::fmt::Debug for Layer {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Layer")
+            .field("name", &self.name)
+            .field("geometry", &self.geometry)
+            .field("weights", &self.weight.len())
+            .field("biases", &self.bias.len())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Trace {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Trace")
+            .field("shapes", &self.shapes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Sgd {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Sgd")
+            .field("learning_rate", &self.learning_rate)
+            .field("momentum", &self.momentum)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for LocalExecutor {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("LocalExecutor")
+            .field("threads", &self.threads)
+            .field("macs", &self.macs)
+            .finish_non_exhaustive()
     }
 }

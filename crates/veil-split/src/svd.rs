@@ -30,8 +30,9 @@ pub struct SvdOptions {
     pub iterations: usize,
 }
 
-/// One sample's low-rank part: `X_low = U · V`.
-#[derive(Clone, Debug, PartialEq)]
+/// One sample's low-rank part: `X_low = U · V`. Secret (the trusted side's): its `Debug`
+/// prints the shape only.
+#[derive(Clone, PartialEq)]
 pub struct LowRank {
     /// c.
     pub channels: usize,
@@ -47,8 +48,21 @@ pub struct LowRank {
     pub v: Vec<f32>,
 }
 
-/// A sample split into its trusted low-rank part and its untrusted residual.
-#[derive(Clone, Debug)]
+impl std::fmt::Debug for LowRank {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("LowRank")
+            .field("channels", &self.channels)
+            .field("positions", &self.positions)
+            .field("rank", &self.rank)
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A sample split into its trusted low-rank part and its untrusted residual. Its `Debug`
+/// prints shapes and the energy figure only.
+#[derive(Clone)]
 pub struct SplitSample {
     /// The trusted part.
     pub low_rank: LowRank,
@@ -58,6 +72,18 @@ pub struct SplitSample {
     pub residual_energy: f64,
     /// The multiply-accumulates the split cost.
     pub macs: u64,
+}
+
+impl std::fmt::Debug for SplitSample {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("SplitSample")
+            .field("low_rank", &self.low_rank)
+            .field("residual_values", &self.residual.len())
+            .field("residual_energy", &self.residual_energy)
+            .field("macs", &self.macs)
+            .finish()
+    }
 }
 
 /// ‖x‖²: f32 sums per row of `positions` (vectorised), added in f64.

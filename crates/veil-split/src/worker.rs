@@ -19,13 +19,22 @@ pub const MAX_BATCH: usize = 4096;
 pub const FRACTIONAL_BITS: u32 = 16;
 
 /// The worker's state between requests.
-#[derive(Debug)]
 pub struct Worker {
     threads: usize,
     model: Option<Model>,
     fixed_weights: Vec<Vec<u64>>,
     executor: LocalExecutor,
     optimiser: Option<Sgd>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Worker")
+            .field("threads", &self.threads)
+            .field("model_loaded", &self.model.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The reason a request cannot be served, sent back to the trusted side.
