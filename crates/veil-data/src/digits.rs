@@ -3,10 +3,7 @@
 //! The file is gzip-compressed CSV without a header: each of its 1797 rows holds 64
 //! pixel values in `0..=16` (row-major 8x8) and then the label `0..=9`.
 
-use std::io::Read;
 use std::path::Path;
-
-use flate2::read::GzDecoder;
 
 use crate::{Error, Result};
 use veil_core::sampling::SplitMix64;
@@ -71,18 +68,7 @@ impl Dataset {
 /// not a number, a pixel outside `0..=16`, a label outside `0..=9`, and a file without
 /// rows.
 pub fn load(path: &Path) -> Result<Dataset> {
-    let file = std::fs::File::open(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut bytes = Vec::new();
-    GzDecoder::new(std::io::BufReader::new(file))
-        .read_to_end(&mut bytes)
-        .map_err(|source| Error::Decompress {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    parse(path, &bytes)
+    parse(path, &crate::gzip::read(path)?)
 }
 
 /// Parses the decompressed CSV; `path` is for error messages only.

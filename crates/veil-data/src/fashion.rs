@@ -5,10 +5,7 @@
 //! IDX is big-endian: a magic number (`0x0000_0803` for images, `0x0000_0801` for
 //! labels), the dimensions as `u32`s, then one byte per pixel or label.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-
-use flate2::read::GzDecoder;
 
 use crate::{Error, Result};
 
@@ -121,8 +118,8 @@ fn labels_file(part: Part) -> String {
 pub fn load(directory: &Path, part: Part) -> Result<Images> {
     let images_path = directory.join(images_file(part));
     let labels_path = directory.join(labels_file(part));
-    let image_bytes = read_gzip(&images_path)?;
-    let label_bytes = read_gzip(&labels_path)?;
+    let image_bytes = crate::gzip::read(&images_path)?;
+    let label_bytes = crate::gzip::read(&labels_path)?;
     let (image_dimensions, pixels) = parse_idx(&images_path, &image_bytes, IMAGES_MAGIC, 3)?;
     let (label_dimensions, labels) = parse_idx(&labels_path, &label_bytes, LABELS_MAGIC, 1)?;
     if image_dimensions[1] != SIDE || image_dimensions[2] != SIDE {
@@ -155,21 +152,6 @@ fn malformed(path: &Path, reason: &'static str) -> Error {
         path: path.to_path_buf(),
         reason,
     }
-}
-
-fn read_gzip(path: &Path) -> Result<Vec<u8>> {
-    let file = std::fs::File::open(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut bytes = Vec::new();
-    GzDecoder::new(std::io::BufReader::new(file))
-        .read_to_end(&mut bytes)
-        .map_err(|source| Error::Decompress {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    Ok(bytes)
 }
 
 /// The dimensions and the body of an IDX file of unsigned bytes.

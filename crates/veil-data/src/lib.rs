@@ -35,6 +35,7 @@ pub mod digits;
 mod error;
 pub mod fashion;
 pub mod fetched;
+mod gzip;
 pub mod reviews;
 
 pub use error::{Error, Result};
