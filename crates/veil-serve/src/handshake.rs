@@ -4,7 +4,7 @@
 
 use veil_net::{Channel, Role};
 
-use crate::messages::Hello;
+use crate::messages::{Hello, WeightCommitment};
 use crate::{Error, PeerMisbehaved, Result};
 
 /// Sends ours and checks theirs: version, setting, the expected role and the plan hash.
@@ -33,6 +33,26 @@ pub fn handshake_any(channel: &mut impl Channel, ours: &Hello, expected: &[Role]
         });
     }
     Ok(theirs)
+}
+
+/// Checks the dealer's hello against the epoch and commitment this side holds: a dealer
+/// with no registered server (epoch 0), or one that holds another epoch or another seed
+/// for it, would run a session with different weight masks. Used by the server's claims
+/// and the client's dealer handshake.
+pub(crate) fn check_dealer(dealer: &Hello, epoch: u64, commitment: WeightCommitment) -> Result<()> {
+    if dealer.epoch == 0 {
+        return Err(Error::DealerNotReady);
+    }
+    if dealer.epoch != epoch {
+        return Err(Error::EpochMismatch {
+            peer: epoch,
+            ours: dealer.epoch,
+        });
+    }
+    if dealer.commitment != commitment {
+        return Err(Error::CommitmentMismatch { epoch });
+    }
+    Ok(())
 }
 
 /// "client or server".

@@ -196,7 +196,7 @@ impl Client {
         };
         let dealer_hello = handshake(&mut dealer, &hello, Role::Dealer)?;
         // The dealer must serve the server's epoch with the same weight seed.
-        super::server::check_dealer(&dealer_hello, server_hello.epoch, server_hello.commitment)?;
+        crate::handshake::check_dealer(&dealer_hello, server_hello.epoch, server_hello.commitment)?;
         let mut client = Self {
             plan,
             server,

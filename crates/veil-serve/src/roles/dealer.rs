@@ -347,7 +347,7 @@ fn dealer_connection(
 /// not fit its seed; otherwise accepted, answered, and watched until the server's
 /// connection drops. Then the registration ends and the dealer waits for the next.
 fn register(dealer: &Dealer, mut link: Link, theirs: &Hello, weight_seed: Seed) -> Result<()> {
-    let _busy = dealer.activity.begin();
+    let busy = dealer.activity.begin();
     let refuse = |link: &mut Link, reason: String| {
         let _ = link.send(&RegistrationAnswer::Refused { reason }.encode());
     };
@@ -424,7 +424,7 @@ fn register(dealer: &Dealer, mut link: Link, theirs: &Hello, weight_seed: Seed) 
     }
     dealer.count(|summary| summary.registrations += 1);
     info!(epoch, "dealer: server registered");
-    drop(_busy);
+    drop(busy);
     // Watch the registration: the server sends nothing more, so its connection ending
     // (a closed socket, a restart) is the only thing to wait for.
     let after_handshake = link.stats();

@@ -449,15 +449,6 @@ fn server_client_session(server: &Server, stream: std::net::TcpStream) -> Result
                     (material, Some(feed))
                 }
             };
-            // The header states the batch the material was made for: a query at another
-            // batch is refused before anything is sized from it.
-            if material.batch() != batch {
-                return Err(veil_mpc::Error::BatchMismatch {
-                    asked: batch,
-                    made: material.batch(),
-                }
-                .into());
-            }
             client.send(&Ready.encode())?;
             let started = Instant::now();
             let before = client.stats();
@@ -533,7 +524,7 @@ fn claim_header(
         extension: ServerExtension::Claim { session_id, token }.encode(),
     };
     let theirs = handshake(&mut dealer, &hello, Role::Dealer)?;
-    check_dealer(&theirs, server.state.epoch, server.state.commitment)?;
+    crate::handshake::check_dealer(&theirs, server.state.epoch, server.state.commitment)?;
     let after_handshake = dealer.stats();
     let header = dealer
         .recv()
@@ -633,24 +624,4 @@ fn claim_streaming(
             started,
         },
     ))
-}
-
-/// Checks the dealer's hello against the epoch and commitment this side holds: a dealer
-/// with no registered server (epoch 0), or one that holds another epoch or another seed
-/// for it, would run a session with different weight masks. Used by the server's claims
-/// and the client's dealer handshake.
-pub(crate) fn check_dealer(dealer: &Hello, epoch: u64, commitment: WeightCommitment) -> Result<()> {
-    if dealer.epoch == 0 {
-        return Err(Error::DealerNotReady);
-    }
-    if dealer.epoch != epoch {
-        return Err(Error::EpochMismatch {
-            peer: epoch,
-            ours: dealer.epoch,
-        });
-    }
-    if dealer.commitment != commitment {
-        return Err(Error::CommitmentMismatch { epoch });
-    }
-    Ok(())
 }
