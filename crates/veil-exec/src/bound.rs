@@ -192,6 +192,50 @@ pub fn error_bound(plan: &Plan, input: &[f32]) -> Result<f64> {
                     tokens * m_x * m_m,
                 )
             }
+            Op::Quadratic { a, b, c } => crate::ops::elementwise::quadratic_bound(
+                [*a, *b, *c],
+                (bounds[node.inputs[0]], magnitudes[node.inputs[0]]),
+                ulp,
+            ),
+            Op::QuadSoftmax { shift, masked, .. } => {
+                let plain = match &plain_values {
+                    Some(values) => values,
+                    None => {
+                        plain_values.insert(veil_model::plain::run_plain_all(plan, input, batch)?)
+                    }
+                };
+                let columns = shapes[index].last().copied().unwrap_or(1).max(1);
+                let mask = masked.then(|| plain[node.inputs[1]].as_slice());
+                let smallest = smallest_quad_sum(&plain[node.inputs[0]], columns, *shift, mask);
+                let bound = crate::ops::approximate_softmax::quad_softmax_bound(
+                    *shift,
+                    (bounds[node.inputs[0]], magnitudes[node.inputs[0]]),
+                    columns,
+                    smallest,
+                    ulp,
+                );
+                (bound, 1.0)
+            }
+            Op::ReluSoftmax { epsilon, .. } => {
+                let plain = match &plain_values {
+                    Some(values) => values,
+                    None => {
+                        plain_values.insert(veil_model::plain::run_plain_all(plan, input, batch)?)
+                    }
+                };
+                let columns = shapes[index].last().copied().unwrap_or(1).max(1);
+                let smallest = plain[node.inputs[0]]
+                    .chunks(columns)
+                    .map(|row| row.iter().map(|&v| f64::from(v).max(0.0)).sum::<f64>() + epsilon)
+                    .fold(f64::INFINITY, f64::min);
+                let bound = crate::ops::approximate_softmax::relu_softmax_bound(
+                    bounds[node.inputs[0]],
+                    columns,
+                    smallest,
+                    ulp,
+                );
+                (bound, 1.0)
+            }
         };
         bounds.push(bound);
         magnitudes.push(magnitude);
@@ -220,6 +264,29 @@ fn affine_bound(
         + (input_magnitude + input_error) * (terms as f64) * 0.5 * ulp
         + 2.5 * ulp;
     (bound, weight_sum * input_magnitude + bias_max)
+}
+
+/// The smallest row sum of (x + shift)² (times the mask of the row's sample, `[batch,
+/// columns]`, where there is one) over rows of `columns` values.
+fn smallest_quad_sum(values: &[f32], columns: usize, shift: f64, mask: Option<&[f32]>) -> f64 {
+    let rows_per_sample = mask.map_or(1, |mask| {
+        (values.len() / columns) / (mask.len() / columns).max(1)
+    });
+    values
+        .chunks(columns)
+        .enumerate()
+        .map(|(row, values)| {
+            let sample = row / rows_per_sample.max(1);
+            values
+                .iter()
+                .enumerate()
+                .map(|(key, &v)| {
+                    let present = mask.map_or(1.0, |mask| f64::from(mask[sample * columns + key]));
+                    (f64::from(v) + shift).powi(2) * present
+                })
+                .sum::<f64>()
+        })
+        .fold(f64::INFINITY, f64::min)
 }
 
 /// The smallest √(σ² + ε) over the rows of `features` values.

@@ -32,6 +32,9 @@ pub fn operator_kind(op: &Op) -> &'static str {
         Op::MaxPool2d { .. } => "max",
         Op::Gelu { .. } => "gelu",
         Op::Softmax { .. } => "softmax",
+        Op::QuadSoftmax { .. } => "softmax (2quad)",
+        Op::ReluSoftmax { .. } => "softmax (2relu)",
+        Op::Quadratic { .. } => "quadratic",
         Op::Tanh { .. } => "tanh",
         Op::LayerNorm { .. } => "layer_norm",
         Op::Scale { .. } | Op::AvgPool2d { .. } => "scale",
@@ -65,6 +68,8 @@ fn plaintext_flops(op: &Op, input: &[usize], output: &[usize]) -> f64 {
         }
         Op::MaskedSum => 2.0 * elements(input),
         Op::Softmax { .. } => 5.0 * elements(input),
+        Op::QuadSoftmax { .. } | Op::ReluSoftmax { .. } => 4.0 * elements(input),
+        Op::Quadratic { .. } => 4.0 * elements(input),
         Op::Gelu { .. } | Op::Tanh { .. } => 10.0 * elements(input),
         Op::LayerNorm { .. } => 8.0 * elements(input),
         Op::Relu { .. }

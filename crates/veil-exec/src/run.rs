@@ -11,8 +11,8 @@ use veil_mpc::Protocol;
 use veil_mpc::accounting::Spent;
 
 use crate::ops::{
-    affine, argmax, attention, elementwise, gelu, layer_norm, layout, pooling, sequence, softmax,
-    tanh,
+    affine, approximate_softmax, argmax, attention, elementwise, gelu, layer_norm, layout, pooling,
+    sequence, softmax, tanh,
 };
 use crate::{Error, Result};
 
@@ -197,6 +197,35 @@ pub fn run_observed<P: Protocol>(
                     operand(&values, node.inputs[0], index)?,
                     operand(&values, node.inputs[1], index)?,
                     *penalty,
+                )?,
+                Op::Quadratic { a, b, c } => elementwise::quadratic(
+                    protocol,
+                    operand(&values, node.inputs[0], index)?,
+                    [*a, *b, *c],
+                )?,
+                Op::QuadSoftmax {
+                    shift,
+                    masked,
+                    bits,
+                } => {
+                    let mask = if *masked {
+                        Some(operand(&values, node.inputs[1], index)?)
+                    } else {
+                        None
+                    };
+                    approximate_softmax::quad_softmax(
+                        protocol,
+                        operand(&values, node.inputs[0], index)?,
+                        mask,
+                        *shift,
+                        *bits,
+                    )?
+                }
+                Op::ReluSoftmax { epsilon, bits } => approximate_softmax::relu_softmax(
+                    protocol,
+                    operand(&values, node.inputs[0], index)?,
+                    *epsilon,
+                    *bits,
                 )?,
                 Op::MaskedSum => sequence::masked_sum(
                     protocol,

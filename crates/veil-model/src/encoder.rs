@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::Result;
+use crate::approximation::{self, GeluForm, Policy, SoftmaxForm};
 use crate::ir::{Node, Op};
 use crate::plan::{ParameterInfo, ParameterKind};
 
@@ -52,6 +53,8 @@ pub(crate) struct EncoderBuilder<'a> {
     pub(crate) source: &'a mut dyn ParameterSource,
     /// The LayerNorms' ε.
     pub(crate) epsilon: f64,
+    /// The forms of the GELUs and softmaxes (DESIGN.md §5).
+    pub(crate) policy: Policy,
 }
 
 impl<'a> EncoderBuilder<'a> {
@@ -60,6 +63,7 @@ impl<'a> EncoderBuilder<'a> {
         inputs: Vec<Node>,
         source: &'a mut dyn ParameterSource,
         epsilon: f64,
+        policy: Policy,
     ) -> Self {
         Self {
             nodes: inputs,
@@ -67,6 +71,7 @@ impl<'a> EncoderBuilder<'a> {
             weights: BTreeMap::new(),
             source,
             epsilon,
+            policy,
         }
     }
 
@@ -212,18 +217,29 @@ impl<'a> EncoderBuilder<'a> {
             Op::Scale { factor },
             vec![scores],
         );
-        if let Some((mask, penalty)) = mask {
-            scaled = self.push(
-                &name("attention.masked"),
-                Op::MaskScores { penalty },
+        let form = self.policy.softmax.unwrap_or(SoftmaxForm::Exact);
+        let probabilities = match (form, mask) {
+            // 2Quad multiplies by the mask itself: a penalty would be squared.
+            (SoftmaxForm::TwoQuad, Some((mask, _))) => self.push(
+                &name("attention.probabilities"),
+                approximation::softmax_op(form, 64, true),
                 vec![scaled, mask],
-            );
-        }
-        let probabilities = self.push(
-            &name("attention.probabilities"),
-            Op::Softmax { bits: 64 },
-            vec![scaled],
-        );
+            ),
+            (_, mask) => {
+                if let Some((mask, penalty)) = mask {
+                    scaled = self.push(
+                        &name("attention.masked"),
+                        Op::MaskScores { penalty },
+                        vec![scaled, mask],
+                    );
+                }
+                self.push(
+                    &name("attention.probabilities"),
+                    approximation::softmax_op(form, 64, false),
+                    vec![scaled],
+                )
+            }
+        };
         let context = self.push(
             &name("attention.context"),
             Op::MatMul {
@@ -245,11 +261,8 @@ impl<'a> EncoderBuilder<'a> {
         let residual = self.push(&name("attention.residual"), Op::Add, vec![output, input]);
         let attention = self.layer_norm(&name("attention.layer_norm"), residual, hidden)?;
         let inner = self.linear(&name("feed_forward.inner"), attention, hidden, feed_forward)?;
-        let activated = self.push(
-            &name("feed_forward.gelu"),
-            Op::Gelu { bits: 64 },
-            vec![inner],
-        );
+        let gelu = approximation::gelu_op(self.policy.gelu.unwrap_or(GeluForm::Exact), 64);
+        let activated = self.push(&name("feed_forward.gelu"), gelu, vec![inner]);
         let outer = self.linear(
             &name("feed_forward.output"),
             activated,

@@ -187,6 +187,42 @@ pub enum Op {
     /// attention mask `[b, tokens]`), output `[b, features]` = Σ_t mask_t·values_t (a
     /// product of two secrets under MPC). The client divides by its own token count.
     MaskedSum,
+    /// a·x² + b·x + c, elementwise: the `quad` approximation of a ReLU or a GELU
+    /// (DESIGN.md §5; cookbook §5.1). Under MPC one square and two truncations, no
+    /// comparison.
+    Quadratic {
+        /// The coefficient of x².
+        a: f64,
+        /// The coefficient of x.
+        b: f64,
+        /// The constant term.
+        c: f64,
+    },
+    /// MPCFormer's 2Quad softmax over the last dimension (cookbook §4.5): q = (x +
+    /// `shift`)², times the attention mask when `masked` (inputs scores `[b, …, keys]`
+    /// and mask `[b, keys]`), divided by its row sum. No max and no exponential.
+    QuadSoftmax {
+        /// The constant c added before squaring (5 in MPCFormer).
+        shift: f64,
+        /// Whether a second input, the attention mask, zeroes padding keys.
+        masked: bool,
+        /// Bit-width of the row sum's comparisons (the reciprocal's start), 64 when absent.
+        #[serde(default = "full_width")]
+        bits: u32,
+    },
+    /// MPCFormer's 2ReLU softmax over the last dimension: (ReLU(x) + ε/n) / (Σ ReLU(x) +
+    /// ε) for rows of n values. Masked scores (pushed a penalty down) get ε/(n·(Σ + ε)).
+    ReluSoftmax {
+        /// ε.
+        epsilon: f64,
+        /// Bit-width of the ReLU's and the row sum's comparisons, 64 when absent.
+        #[serde(default = "full_width")]
+        bits: u32,
+    },
+}
+
+fn full_width() -> u32 {
+    64
 }
 
 /// A node: an op and the indices of the nodes it reads.
@@ -275,6 +311,9 @@ impl Op {
             Op::Add => "add",
             Op::MaskScores { .. } => "mask_scores",
             Op::MaskedSum => "masked_sum",
+            Op::Quadratic { .. } => "quadratic",
+            Op::QuadSoftmax { .. } => "quad_softmax",
+            Op::ReluSoftmax { .. } => "relu_softmax",
         }
     }
 
@@ -295,8 +334,15 @@ impl Op {
             | Op::Scale { .. }
             | Op::Reshape { .. }
             | Op::Transpose { .. }
-            | Op::Flatten => 1,
-            Op::Add | Op::MatMul { .. } | Op::MaskScores { .. } | Op::MaskedSum => 2,
+            | Op::Flatten
+            | Op::Quadratic { .. }
+            | Op::ReluSoftmax { .. }
+            | Op::QuadSoftmax { masked: false, .. } => 1,
+            Op::Add
+            | Op::MatMul { .. }
+            | Op::MaskScores { .. }
+            | Op::MaskedSum
+            | Op::QuadSoftmax { masked: true, .. } => 2,
         }
     }
 }
@@ -336,7 +382,10 @@ impl Graph {
                 | Op::Flatten
                 | Op::Add
                 | Op::MaskScores { .. }
-                | Op::MaskedSum => None,
+                | Op::MaskedSum
+                | Op::Quadratic { .. }
+                | Op::QuadSoftmax { .. }
+                | Op::ReluSoftmax { .. } => None,
             })
             .collect()
     }
@@ -571,6 +620,57 @@ impl Graph {
                     let mut full = vec![batch];
                     full.extend(permutation.iter().map(|&axis| from[axis + 1]));
                     full
+                }
+                Op::Quadratic { a, b, c } => {
+                    if !(a.is_finite() && b.is_finite() && c.is_finite()) {
+                        return Err(invalid(
+                            index,
+                            "quadratic coefficients must be finite".into(),
+                        ));
+                    }
+                    input_shape(0)
+                }
+                Op::QuadSoftmax {
+                    shift,
+                    masked,
+                    bits,
+                } => {
+                    let scores = input_shape(0);
+                    if !(2..=64).contains(bits) || !shift.is_finite() || scores.len() < 2 {
+                        return Err(invalid(
+                            index,
+                            format!(
+                                "quad_softmax needs rows within each sample, a finite shift and a bit-width in 2..=64, gets {scores:?}, {shift}, {bits}"
+                            ),
+                        ));
+                    }
+                    if *masked {
+                        let mask = input_shape(1);
+                        if mask.len() != 2 || mask[0] != scores[0] || scores.last() != mask.last() {
+                            return Err(invalid(
+                                index,
+                                format!(
+                                    "quad_softmax expects scores [batch, …, keys] and a mask [batch, keys], gets {scores:?} and {mask:?}"
+                                ),
+                            ));
+                        }
+                    }
+                    scores
+                }
+                Op::ReluSoftmax { epsilon, bits } => {
+                    let scores = input_shape(0);
+                    if !(2..=64).contains(bits)
+                        || !(epsilon.is_finite() && *epsilon > 0.0)
+                        || scores.len() < 2
+                    {
+                        return Err(invalid(
+                            index,
+                            format!(
+                                "relu_softmax needs rows within each sample, ε > 0 and a bit-width in 2..=64, gets {scores:?}, {epsilon}, {bits}"
+                            ),
+                        ));
+                    }
+                    scores
                 }
                 Op::Flatten => {
                     let shape = input_shape(0);

@@ -31,6 +31,7 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod approximation;
 mod encoder;
 mod error;
 pub mod import;

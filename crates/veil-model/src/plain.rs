@@ -283,11 +283,66 @@ pub fn run_plain_all(plan: &Plan, input: &[f32], batch: usize) -> Result<Vec<Vec
                 }
                 out
             }
+            Op::Quadratic { a, b, c } => values[node.inputs[0]]
+                .iter()
+                .map(|&v| {
+                    let x = f64::from(v);
+                    (a * x * x + b * x + c) as f32
+                })
+                .collect(),
+            Op::QuadSoftmax { shift, masked, .. } => {
+                let scores = &values[node.inputs[0]];
+                let columns = shapes[index].last().copied().unwrap_or(1).max(1);
+                let per_sample = scores.len() / batch.max(1);
+                let mask = masked.then(|| &values[node.inputs[1]]);
+                scores
+                    .chunks(columns)
+                    .enumerate()
+                    .flat_map(|(row, values)| {
+                        let sample = row * columns / per_sample.max(1);
+                        let mask = mask.map(|mask| &mask[sample * columns..(sample + 1) * columns]);
+                        quad_softmax_row(values, *shift, mask)
+                    })
+                    .collect()
+            }
+            Op::ReluSoftmax { epsilon, .. } => {
+                let columns = shapes[index].last().copied().unwrap_or(1).max(1);
+                values[node.inputs[0]]
+                    .chunks(columns)
+                    .flat_map(|row| relu_softmax_row(row, *epsilon))
+                    .collect()
+            }
         };
         debug_assert_eq!(value.len(), shapes[index].iter().product::<usize>());
         values.push(value);
     }
     Ok(values)
+}
+
+/// MPCFormer's 2Quad softmax of one row: q = (x + shift)², times the mask where there is
+/// one, over Σq.
+pub fn quad_softmax_row(row: &[f32], shift: f64, mask: Option<&[f32]>) -> Vec<f32> {
+    let q: Vec<f64> = row
+        .iter()
+        .enumerate()
+        .map(|(key, &v)| {
+            let present = mask.map_or(1.0, |mask| f64::from(mask[key]));
+            (f64::from(v) + shift).powi(2) * present
+        })
+        .collect();
+    let sum: f64 = q.iter().sum();
+    q.into_iter().map(|q| (q / sum) as f32).collect()
+}
+
+/// MPCFormer's 2ReLU softmax of one row of n values: (ReLU(x) + ε/n) / (Σ ReLU(x) + ε).
+pub fn relu_softmax_row(row: &[f32], epsilon: f64) -> Vec<f32> {
+    let n = row.len().max(1) as f64;
+    let positive: Vec<f64> = row.iter().map(|&v| f64::from(v).max(0.0)).collect();
+    let sum: f64 = positive.iter().sum::<f64>() + epsilon;
+    positive
+        .into_iter()
+        .map(|p| ((p + epsilon / n) / sum) as f32)
+        .collect()
 }
 
 /// The index of the largest value of each row.

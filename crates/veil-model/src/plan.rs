@@ -160,7 +160,10 @@ impl PublicPlan {
                 | Op::MaskScores { .. }
                 | Op::Tanh { .. }
                 | Op::FirstToken
-                | Op::MaskedSum => continue,
+                | Op::MaskedSum
+                | Op::Quadratic { .. }
+                | Op::QuadSoftmax { .. }
+                | Op::ReluSoftmax { .. } => continue,
             };
             self.expect_parameter(weight, weight_shape, ParameterKind::Weight)?;
             if let Some(bias) = bias {

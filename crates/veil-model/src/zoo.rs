@@ -110,6 +110,8 @@ pub fn random_cnn6(seed: u64) -> Result<Plan> {
     let relu = || Layer::Relu {
         name: None,
         bits: None,
+        approx: None,
+        coefficients: None,
     };
     let pool = || Layer::MaxPool2d {
         name: None,
@@ -256,6 +258,7 @@ pub fn gelu_layer(len: usize) -> Result<Plan> {
     let gelu = Layer::Gelu {
         name: None,
         bits: None,
+        approx: None,
     };
     single_layer("gelu", vec![len], gelu, &[])
 }
@@ -266,6 +269,7 @@ pub fn softmax_layer(rows: usize, columns: usize) -> Result<Plan> {
     let softmax = Layer::Softmax {
         name: None,
         bits: None,
+        approx: None,
     };
     single_layer("softmax", vec![rows, columns], softmax, &[])
 }
@@ -328,7 +332,7 @@ pub fn random_encoder_layer(dimensions: EncoderDimensions, seed: u64) -> Result<
     } = dimensions;
     let mut source = RandomParameters(SplitMix64::new(seed));
     let input = Node::input("embeddings", vec![sequence, hidden], InputKind::Real);
-    let mut layer = EncoderBuilder::new(vec![input], &mut source, 1e-12);
+    let mut layer = EncoderBuilder::new(vec![input], &mut source, 1e-12, Default::default());
     let output = layer.layer("", 0, dimensions, None)?;
     let public = PublicPlan {
         name: "bert-layer".into(),

@@ -44,6 +44,10 @@ pub struct BenchOptions {
     pub pause_ms: u64,
     /// Tokens of the sequence models (`bert-layer`).
     pub sequence: usize,
+    /// The approximation policy of the built-in models (`exact` for none).
+    pub approx: String,
+    /// A compiled plan to measure instead of a built-in model.
+    pub plan: Option<std::path::PathBuf>,
 }
 
 /// Preprocessing bytes per party per query.
@@ -60,6 +64,7 @@ pub struct PerParty {
 #[allow(missing_docs)]
 pub struct BenchReport {
     pub model: String,
+    pub approximation: String,
     pub setting: String,
     pub profile: String,
     pub batch: usize,
@@ -110,12 +115,17 @@ const BENCH_SENTENCE: &str = "The gorgeously elaborate continuation of The Lord 
 /// `minilm6`: the real all-MiniLM-L6-v2 (fetched by `scripts/fetch minilm`) at
 /// `sequence` tokens, calibrated on veil's public sentences, and one sentence's inputs
 /// for each of `batch` samples.
-fn minilm_plan(sequence: usize, batch: usize) -> Result<(Plan, Vec<f32>)> {
+fn minilm_plan(
+    sequence: usize,
+    batch: usize,
+    policy: veil_model::approximation::Policy,
+) -> Result<(Plan, Vec<f32>)> {
     let directory = veil_data::fetched::minilm_directory().ok_or(Error::Unsupported(
         "minilm6 needs all-MiniLM-L6-v2: run scripts/fetch minilm",
     ))?;
     let options = veil_model::import::HuggingFaceOptions {
         sequence,
+        policy,
         ..Default::default()
     };
     let (plan, encoder, _) = veil_text::compile_calibrated(
@@ -131,10 +141,26 @@ fn minilm_plan(sequence: usize, batch: usize) -> Result<(Plan, Vec<f32>)> {
 /// The benchmark's plan and input: random weights, seed 0, calibrated on request, a
 /// random input; `minilm6` is the real model on a real sentence.
 pub fn bench_plan(options: &BenchOptions) -> Result<(Plan, Vec<f32>)> {
+    let policy = veil_model::approximation::Policy::parse(&options.approx)?;
     if options.model == "minilm6" {
-        return minilm_plan(options.sequence, options.batch);
+        return minilm_plan(options.sequence, options.batch, policy);
     }
-    let mut plan = match options.model.as_str() {
+    let plan = if let Some(path) = &options.plan {
+        Plan::load(path)?
+    } else {
+        if policy != veil_model::approximation::Policy::default() {
+            return Err(Error::Unsupported(
+                "--approx applies to minilm6; compile other models with `veil compile --approx` and bench them with --plan",
+            ));
+        }
+        built_in_plan(options)?
+    };
+    calibrate_and_sample(options, plan)
+}
+
+/// The built-in benchmark model `options.model`, random weights, seed 0.
+fn built_in_plan(options: &BenchOptions) -> Result<Plan> {
+    Ok(match options.model.as_str() {
         "mlp" => veil_model::zoo::random_mlp("mlp", &[784, 128, 128, 10], 0)?,
         "cnn6" => veil_model::zoo::random_cnn6(0)?,
         // 128 × 128 values: one attention-sized activation.
@@ -155,7 +181,11 @@ pub fn bench_plan(options: &BenchOptions) -> Result<(Plan, Vec<f32>)> {
                 have: "mlp, cnn6, gelu, softmax, layer_norm, bert-layer, minilm6",
             });
         }
-    };
+    })
+}
+
+/// Calibrated on request (16 N(0, 1) inputs of another seed), and a random input.
+fn calibrate_and_sample(options: &BenchOptions, mut plan: Plan) -> Result<(Plan, Vec<f32>)> {
     if options.calibrated {
         // Calibration inputs from the bench's input distribution, another seed.
         let mut calibration = SplitMix64::new(1);
@@ -316,7 +346,11 @@ pub fn run_bench(executable: &Path, options: &BenchOptions) -> Result<BenchRepor
     .flatten()
     .max();
     Ok(BenchReport {
-        model: options.model.clone(),
+        model: match options.plan {
+            Some(_) => plan.public.name.clone(),
+            None => options.model.clone(),
+        },
+        approximation: plan.public.approximation.clone(),
         setting: options.setting.clone(),
         profile: options.profile.clone(),
         batch,

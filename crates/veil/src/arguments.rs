@@ -210,6 +210,13 @@ pub(crate) struct BenchArguments {
     /// Measured repetitions after one warm-up.
     #[arg(long, default_value_t = 5)]
     pub(crate) repetitions: usize,
+    /// Approximation policy for the benchmark model (as `veil compile --approx`).
+    #[arg(long, default_value = "exact")]
+    pub(crate) approx: String,
+    /// Instead of a built-in model: a compiled plan (NAME.plan) with its weights, on a
+    /// random N(0, 1) input.
+    #[arg(long)]
+    pub(crate) plan: Option<PathBuf>,
     /// Tokens for `bert-layer` and `minilm6` (the padded sequence length).
     #[arg(long, default_value_t = 128)]
     pub(crate) seq: usize,
@@ -275,7 +282,10 @@ pub(crate) enum Commands {
         /// tokens up) or `secure` (the word table is the server's weight: one-hot × E).
         #[arg(long, default_value = "client", value_parser = ["client", "secure"])]
         embedding: String,
-        /// Approximation policy.
+        /// Approximation policy: `exact`, or kind=form pairs such as
+        /// `relu=quad,gelu=quad,softmax=2quad` (ReLU exact|quad, GELU exact|quad|relu,
+        /// softmax exact|2quad|2relu). Kinds it leaves out keep the form the
+        /// architecture gives each layer (`veil distill`'s students state theirs).
         #[arg(long, default_value = "exact")]
         approx: String,
         /// Output directory.
@@ -544,6 +554,8 @@ impl BenchArguments {
             prefetch: self.prefetch,
             pause_ms: self.pause_ms,
             sequence: self.seq,
+            approx: self.approx.clone(),
+            plan: self.plan.clone(),
         }
     }
 }

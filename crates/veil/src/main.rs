@@ -87,10 +87,16 @@ fn run_command(arguments: Arguments) -> Result<()> {
             hf: Some(directory),
             seq,
             embedding,
+            approx,
             calibrate,
             out,
             ..
-        } => text::compile_text(&directory, (seq, &embedding), calibrate.as_deref(), &out),
+        } => text::compile_text(
+            &directory,
+            (seq, &embedding, &approx),
+            calibrate.as_deref(),
+            &out,
+        ),
         Commands::Compile {
             arch,
             weights,

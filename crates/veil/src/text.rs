@@ -23,9 +23,15 @@ use crate::read_text;
 /// Returns the plan and the client's encoder for it.
 pub(crate) fn compile_text_plan(
     directory: &Path,
-    (sequence, embedding): (usize, &str),
+    (sequence, embedding, approx): (usize, &str, &str),
     calibration: Option<&Path>,
 ) -> Result<(Plan, TextEncoder)> {
+    let policy = veil_model::approximation::Policy::parse(approx)?;
+    if policy.relu.is_some() {
+        bail!(
+            "a BERT model has no ReLU for relu=… to set; its activations are gelu=… and softmax=…"
+        );
+    }
     let embedding = match embedding {
         "client" => EmbeddingMode::Client,
         "secure" => EmbeddingMode::Secure,
@@ -34,6 +40,7 @@ pub(crate) fn compile_text_plan(
     let options = HuggingFaceOptions {
         sequence,
         embedding,
+        policy,
         ..HuggingFaceOptions::default()
     };
     let sentences = match calibration {
@@ -63,7 +70,7 @@ pub(crate) fn compile_text_plan(
 /// `veil compile --hf`: NAME.plan, NAME.public.plan and NAME.tokenizer.json in `out`.
 pub(crate) fn compile_text(
     directory: &Path,
-    shape: (usize, &str),
+    shape: (usize, &str, &str),
     calibration: Option<&Path>,
     out: &Path,
 ) -> Result<()> {
@@ -129,8 +136,11 @@ pub(crate) fn embed(arguments: EmbedArguments) -> Result<()> {
     let sentences: Vec<&str> = sentences.iter().map(String::as_str).collect();
     let (embedded, cosines, front) = match &arguments.model {
         Some(directory) => {
-            let (plan, encoder) =
-                compile_text_plan(directory, (arguments.seq, &arguments.embedding), None)?;
+            let (plan, encoder) = compile_text_plan(
+                directory,
+                (arguments.seq, &arguments.embedding, "exact"),
+                None,
+            )?;
             eprintln!(
                 "veil embed: {} at {} tokens, {} embedding; dealer, server and client on loopback over mutual TLS (a demonstration, not a deployment)",
                 plan.public.name, arguments.seq, arguments.embedding

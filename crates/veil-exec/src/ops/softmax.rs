@@ -14,7 +14,7 @@
 //! 5. 1/s by Newton, y ← y(2 − s·y), from y₀ = 2^−J/1.25 or 2^−J/1.75 by the half of
 //!    the octave 2^J ≤ s < 2^(J+1) that s lies in: one batched comparison of s against
 //!    1.5, 2, 3, 4, 6, …, so y₀ is local in the bits, s·y₀ ∈ [0.8, 1.2], and
-//!    [`NEWTON_ITERATIONS`] iterations take the relative error from 0.2 to 2.6·10⁻⁶
+//!    [`super::blocks::NEWTON_ITERATIONS`] iterations take the relative error from 0.2 to 2.6·10⁻⁶
 //!    (a start of ¾·2^−J alone needed a fourth, four rounds more);
 //! 6. e^d · y, truncated once.
 //!
@@ -34,7 +34,7 @@
 
 use veil_mpc::Protocol;
 
-use super::blocks::{broadcast_rows, public_constant, row_sums, tournament_max};
+use super::blocks::{broadcast_rows, public_constant, reciprocal, row_sums, tournament_max};
 use super::layout;
 use crate::{Error, Result};
 
@@ -44,37 +44,6 @@ pub const CLIP: f64 = 14.0;
 pub const SQUARINGS: u32 = 8;
 /// Extra fractional bits of the exponential's intermediate values.
 pub const EXTRA_BITS: u32 = 12;
-/// Newton iterations of the reciprocal.
-pub const NEWTON_ITERATIONS: usize = 3;
-/// y₀ for s ∈ [1, 1.5): 1/1.25 (s·y₀ ∈ [0.8, 1.2)).
-const FIRST_START: f64 = 0.8;
-
-/// The thresholds t the row sum is compared against (1.5, 2, 3, 4, 6, …, up to
-/// 2^`exponents`) and, for each, how much y₀ drops once s ≥ t: y₀ is 2^−J/1.25 on
-/// [2^J, 1.5·2^J) and 2^−J/1.75 on [1.5·2^J, 2^(J+1)), so s·y₀ ∈ [0.8, 1.2] and the
-/// relative error starts at most 0.2 (0.2^(2^3) ≈ 2.6·10⁻⁶ after three steps).
-fn reciprocal_starts(exponents: i32) -> Vec<(f64, f64)> {
-    let start = |low: f64, high_half: bool| {
-        if high_half {
-            1.0 / (1.75 * low)
-        } else {
-            1.0 / (1.25 * low)
-        }
-    };
-    let mut previous = FIRST_START;
-    let mut starts = Vec::new();
-    for j in 0..exponents {
-        let low = 2f64.powi(j);
-        for (threshold, value) in [
-            (1.5 * low, start(low, true)),
-            (2.0 * low, start(2.0 * low, false)),
-        ] {
-            starts.push((threshold, previous - value));
-            previous = value;
-        }
-    }
-    starts
-}
 /// The largest shortfall e^d − (1 + d/2^8)^(2^8) on d ∈ [−14, 0] (at d ≈ −2; a unit test
 /// scans it).
 pub const EXP_ERROR: f64 = 1.1e-3;
@@ -124,36 +93,11 @@ pub fn softmax<P: Protocol>(protocol: &mut P, value: &P::Shared, bits: u32) -> R
     let sum = row_sums(protocol, &exponential, rows, columns)?;
     let sum = protocol.truncate(&sum, EXTRA_BITS)?;
 
-    // 5. Newton's reciprocal from y₀ = 2^−J/1.25 or 2^−J/1.75 (the half of the octave
-    // [2^J, 2^(J+1)) that s lies in): one batched comparison of s against 1.5, 2, 3, 4,
-    // 6, …, and y₀ is local in the bits (each passed threshold steps it down).
+    // 5. Newton's reciprocal of s ∈ [1, n]: octaves 2^0 … 2^⌈log₂ n⌉; s − t lies in
+    // [−2^exponents, n], and 2^exponents ≤ 4n.
     let exponents = (usize::BITS - columns.leading_zeros()) as i32 + 1;
-    // s − t lies in [−2^exponents, n], and 2^exponents ≤ 4n.
     let sum_bits = ((((4 * columns + 4) as f64) * codec.scale()).log2().ceil() as u32 + 2).min(64);
-    let starts = reciprocal_starts(exponents);
-    let mut thresholds = Vec::with_capacity(starts.len());
-    for &(threshold, _) in &starts {
-        let threshold = public_constant(protocol, threshold, f, rows)?;
-        thresholds.push(protocol.sub(&sum, &threshold)?);
-    }
-    let stacked: Vec<&P::Shared> = thresholds.iter().collect();
-    let stacked = protocol.concat(&stacked)?;
-    let at_least = protocol.drelu(&stacked, sum_bits)?;
-    let mut reciprocal = public_constant(protocol, FIRST_START, f, rows)?;
-    for (index, &(_, step)) in starts.iter().enumerate() {
-        let block: Vec<usize> = (index * rows..(index + 1) * rows).collect();
-        let bit = protocol.gather(&at_least, &block, &[rows])?;
-        let step = protocol.scale(&bit, codec.encode(step)?)?;
-        reciprocal = protocol.sub(&reciprocal, &step)?;
-    }
-    let two = public_constant(protocol, 2.0, f, rows)?;
-    for _ in 0..NEWTON_ITERATIONS {
-        let product = protocol.mul(&sum, &reciprocal)?;
-        let product = protocol.truncate(&product, f)?;
-        let correction = protocol.sub(&two, &product)?;
-        let next = protocol.mul(&reciprocal, &correction)?;
-        reciprocal = protocol.truncate(&next, f)?;
-    }
+    let reciprocal = reciprocal(protocol, &sum, rows, 0..exponents, sum_bits, 0)?;
 
     // 6. e^d · (1/s), back to scale f.
     let broadcast_reciprocal = broadcast_rows(protocol, &reciprocal, rows, columns)?;
@@ -217,30 +161,5 @@ mod tests {
         }
         assert!(worst <= EXP_ERROR, "worst {worst}");
         assert!((-CLIP).exp() < EXP_ERROR);
-    }
-
-    /// The piecewise start and three Newton steps reach 2.6·10⁻⁶ relative error on
-    /// every row sum from 1 to the largest a 4096-column row can have.
-    #[test]
-    fn the_reciprocal_start_and_three_steps_reach_the_documented_error() {
-        let columns = 4096usize;
-        let exponents = (usize::BITS - columns.leading_zeros()) as i32 + 1;
-        let starts = reciprocal_starts(exponents);
-        let mut worst: f64 = 0.0;
-        for step in 0..=400_000 {
-            let s = 1.0 + f64::from(step) * (columns as f64 - 1.0) / 400_000.0;
-            let mut y = FIRST_START
-                - starts
-                    .iter()
-                    .filter(|(threshold, _)| s >= *threshold)
-                    .map(|(_, drop)| drop)
-                    .sum::<f64>();
-            assert!((s * y - 1.0).abs() <= 0.2 + 1e-12, "s = {s}: start {y}");
-            for _ in 0..NEWTON_ITERATIONS {
-                y *= 2.0 - s * y;
-            }
-            worst = worst.max((s * y - 1.0).abs());
-        }
-        assert!(worst <= 2.6e-6, "worst {worst}");
     }
 }

@@ -4,6 +4,7 @@
 //! bound; bad input and faulty peers are clear errors.
 
 mod agreement;
+mod approximations;
 mod breakdown;
 mod encoder;
 mod faults;

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::safetensors::{ShapedValues, read_safetensors};
+use crate::approximation;
 use crate::ir::{DEFAULT_INPUT_NAME, Graph, InputKind, Node, Op};
 use crate::passes::{self, batch_norm::Folded};
 use crate::plan::{OutputPolicy, ParameterInfo, ParameterKind, Plan, PublicPlan};
@@ -90,6 +91,19 @@ pub enum Layer {
         name: Option<String>,
         /// Comparison bit-width (64 when absent).
         bits: Option<u32>,
+        /// Its form (`exact` or `quad`) unless the compile policy sets ReLUs' form
+        /// (`exact` when both are silent).
+        approx: Option<String>,
+        /// The `quad` form's learned (a, b, c) in a·x² + b·x + c (Faster CryptoNets'
+        /// 0.125, 0.5, 0.25 when absent).
+        coefficients: Option<[f64; 3]>,
+    },
+    /// a·x² + b·x + c, elementwise (an explicit polynomial activation).
+    Quadratic {
+        /// Optional name.
+        name: Option<String>,
+        /// (a, b, c).
+        coefficients: [f64; 3],
     },
     /// GELU.
     Gelu {
@@ -97,6 +111,8 @@ pub enum Layer {
         name: Option<String>,
         /// Comparison bit-width (64 when absent).
         bits: Option<u32>,
+        /// Its form (`exact`, `quad` or `relu`) unless the compile policy sets GELUs'.
+        approx: Option<String>,
     },
     /// tanh.
     Tanh {
@@ -122,6 +138,9 @@ pub enum Layer {
         name: Option<String>,
         /// Comparison bit-width (64 when absent).
         bits: Option<u32>,
+        /// Its form (`exact`, `2quad` or `2relu`) unless the compile policy sets
+        /// softmaxes'.
+        approx: Option<String>,
     },
     /// Flatten all but the batch dimension.
     Flatten {
@@ -163,12 +182,11 @@ impl Architecture {
     }
 }
 
-/// The approximation policies `compile` accepts.
-pub const APPROXIMATIONS: &[&str] = &["exact"];
-
-/// Compiles an architecture and its weights into a plan.
+/// Compiles an architecture and its weights into a plan, each activation in the form
+/// `approximation` (an [`approximation::Policy`], `exact` for none) or its layer gives.
 ///
-/// Passes: batch normalisation is folded into the preceding convolution or linear
+/// Passes: the policy is resolved layer by layer (a `quad` ReLU or GELU becomes a
+/// quadratic layer, a `relu` GELU a ReLU); batch normalisation is folded into the preceding convolution or linear
 /// layer; a ReLU directly followed by a max pool is moved after the pool
 /// (ReLU(maxpool(x)) = maxpool(ReLU(x)), with k² times fewer comparisons).
 pub fn compile(
@@ -176,15 +194,10 @@ pub fn compile(
     safetensors_bytes: &[u8],
     approximation: &str,
 ) -> Result<Plan> {
-    if !APPROXIMATIONS.contains(&approximation) {
-        return Err(Error::InvalidArchitecture {
-            reason: format!(
-                "approximation policy {approximation:?} is not available (have: {APPROXIMATIONS:?})"
-            ),
-        });
-    }
+    let policy = approximation::Policy::parse(approximation)?;
+    let layers = resolve_policy(&architecture.layers, &policy)?;
     let tensors = read_safetensors(safetensors_bytes)?;
-    let layers = passes::batch_norm::fold_batch_norms(&architecture.layers, &tensors)?;
+    let layers = passes::batch_norm::fold_batch_norms(&layers, &tensors)?;
     let layers = passes::pool_before_relu::pool_before_relu(layers);
     let mut builder = GraphBuilder::new(architecture.input.clone());
     for (position, (layer, folded)) in layers.iter().enumerate() {
@@ -196,7 +209,7 @@ pub fn compile(
         fractional_bits: architecture
             .fractional_bits
             .unwrap_or(veil_core::fixed::DEFAULT_FRACTIONAL_BITS),
-        approximation: approximation.into(),
+        approximation: describe_forms(&builder.nodes),
         output_policy: OutputPolicy::Logits,
         graph: Graph {
             nodes: builder.nodes,
@@ -207,6 +220,105 @@ pub fn compile(
         text: None,
     };
     Plan::new(public, builder.weights)
+}
+
+/// The layers with every activation in its resolved form: a `quad` ReLU or GELU as a
+/// [`Layer::Quadratic`], a `relu` GELU as a ReLU, each softmax's form stated.
+fn resolve_policy(layers: &[Layer], policy: &approximation::Policy) -> Result<Vec<Layer>> {
+    use approximation::{GeluForm, ReluForm};
+    let stated = |approx: &Option<String>| approx.as_deref().unwrap_or("exact").to_string();
+    layers
+        .iter()
+        .map(|layer| {
+            Ok(match layer {
+                Layer::Relu {
+                    name,
+                    bits,
+                    approx,
+                    coefficients,
+                } => {
+                    let form = match policy.relu {
+                        Some(form) => form,
+                        None => approximation::parse_relu(&stated(approx))?,
+                    };
+                    match form {
+                        ReluForm::Exact => Layer::Relu {
+                            name: name.clone(),
+                            bits: *bits,
+                            approx: Some("exact".into()),
+                            coefficients: None,
+                        },
+                        // The layer's learned coefficients, else the form's defaults.
+                        ReluForm::Quad(defaults) => Layer::Quadratic {
+                            name: name.clone(),
+                            coefficients: coefficients.unwrap_or(defaults),
+                        },
+                    }
+                }
+                Layer::Gelu { name, bits, approx } => {
+                    let form = match policy.gelu {
+                        Some(form) => form,
+                        None => approximation::parse_gelu(&stated(approx))?,
+                    };
+                    match form {
+                        GeluForm::Exact => layer.clone(),
+                        GeluForm::Quad => Layer::Quadratic {
+                            name: name.clone(),
+                            coefficients: approximation::GELU_QUAD,
+                        },
+                        GeluForm::Relu => Layer::Relu {
+                            name: name.clone(),
+                            bits: *bits,
+                            approx: Some("exact".into()),
+                            coefficients: None,
+                        },
+                    }
+                }
+                Layer::Softmax { name, bits, approx } => {
+                    let form = match policy.softmax {
+                        Some(form) => form,
+                        None => approximation::parse_softmax(&stated(approx))?,
+                    };
+                    Layer::Softmax {
+                        name: name.clone(),
+                        bits: *bits,
+                        approx: Some(softmax_form_name(form).into()),
+                    }
+                }
+                other => other.clone(),
+            })
+        })
+        .collect()
+}
+
+fn softmax_form_name(form: approximation::SoftmaxForm) -> &'static str {
+    match form {
+        approximation::SoftmaxForm::Exact => "exact",
+        approximation::SoftmaxForm::TwoQuad => "2quad",
+        approximation::SoftmaxForm::TwoRelu => "2relu",
+    }
+}
+
+/// The forms a graph's activations take, as a policy string (`exact` when none is
+/// approximated): what the plan records as its approximation.
+pub(crate) fn describe_forms(nodes: &[Node]) -> String {
+    let mut forms: Vec<&str> = nodes
+        .iter()
+        .filter_map(|node| match node.op {
+            Op::Quadratic { .. } => Some("quadratic"),
+            Op::QuadSoftmax { .. } => Some("softmax=2quad"),
+            Op::ReluSoftmax { .. } => Some("softmax=2relu"),
+            _ => None,
+        })
+        .collect();
+    forms.dedup();
+    forms.sort_unstable();
+    forms.dedup();
+    if forms.is_empty() {
+        "exact".into()
+    } else {
+        forms.join(",")
+    }
 }
 
 pub(crate) fn tensor<'a>(
@@ -467,14 +579,26 @@ impl GraphBuilder {
                     vec![current],
                 )
             }
-            Layer::Relu { name, bits } => (
+            Layer::Relu { name, bits, .. } => (
                 name.clone(),
                 Op::Relu {
                     bits: bits.unwrap_or(64),
                 },
                 vec![current],
             ),
-            Layer::Gelu { name, bits } => (
+            Layer::Quadratic {
+                name,
+                coefficients: [a, b, c],
+            } => (
+                name.clone(),
+                Op::Quadratic {
+                    a: *a,
+                    b: *b,
+                    c: *c,
+                },
+                vec![current],
+            ),
+            Layer::Gelu { name, bits, .. } => (
                 name.clone(),
                 Op::Gelu {
                     bits: bits.unwrap_or(64),
@@ -515,13 +639,12 @@ impl GraphBuilder {
                     vec![current],
                 )
             }
-            Layer::Softmax { name, bits } => (
-                name.clone(),
-                Op::Softmax {
-                    bits: bits.unwrap_or(64),
-                },
-                vec![current],
-            ),
+            Layer::Softmax { name, bits, approx } => {
+                let form = approximation::parse_softmax(approx.as_deref().unwrap_or("exact"))?;
+                // A sequential architecture has no attention mask.
+                let op = approximation::softmax_op(form, bits.unwrap_or(64), false);
+                (name.clone(), op, vec![current])
+            }
             Layer::Flatten { name } => {
                 self.shape = vec![self.shape.iter().product()];
                 (name.clone(), Op::Flatten, vec![current])

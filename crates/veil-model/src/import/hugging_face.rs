@@ -44,7 +44,7 @@ use crate::{Error, Result};
 pub const DEFAULT_MASK_PENALTY: u32 = 64;
 
 /// Compile options for a Hugging Face directory.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct HuggingFaceOptions {
     /// The plan's name (the directory's name when absent).
     pub name: Option<String>,
@@ -57,6 +57,8 @@ pub struct HuggingFaceOptions {
     /// Whether the word table is public (looked up by the client) or the server's
     /// weight (one-hot × E under MPC).
     pub embedding: EmbeddingMode,
+    /// The forms of the GELUs and softmaxes (ReLUs' form does not apply).
+    pub policy: crate::approximation::Policy,
 }
 
 impl Default for HuggingFaceOptions {
@@ -67,6 +69,7 @@ impl Default for HuggingFaceOptions {
             fractional_bits: veil_core::fixed::DEFAULT_FRACTIONAL_BITS,
             mask_penalty: DEFAULT_MASK_PENALTY,
             embedding: EmbeddingMode::Client,
+            policy: Default::default(),
         }
     }
 }
@@ -265,7 +268,8 @@ pub fn compile_hugging_face(directory: &Path, options: &HuggingFaceOptions) -> R
                 Node::input(MASK_INPUT, vec![sequence], InputKind::AttentionMask),
             ];
             mask = 1;
-            builder = EncoderBuilder::new(inputs, &mut source, config.layer_norm_eps);
+            builder =
+                EncoderBuilder::new(inputs, &mut source, config.layer_norm_eps, options.policy);
             current = 0;
             TextTables { word, position }
         }
@@ -277,7 +281,8 @@ pub fn compile_hugging_face(directory: &Path, options: &HuggingFaceOptions) -> R
                 Node::input(MASK_INPUT, vec![sequence], InputKind::AttentionMask),
             ];
             mask = 2;
-            builder = EncoderBuilder::new(inputs, &mut source, config.layer_norm_eps);
+            builder =
+                EncoderBuilder::new(inputs, &mut source, config.layer_norm_eps, options.policy);
             // The lookup: one-hot rows times E ([vocabulary, hidden] is already the
             // [in, out] layout), E the server's weight.
             let looked_up =
@@ -331,7 +336,7 @@ pub fn compile_hugging_face(directory: &Path, options: &HuggingFaceOptions) -> R
     let public = PublicPlan {
         name,
         fractional_bits: options.fractional_bits,
-        approximation: "exact".into(),
+        approximation: super::architecture::describe_forms(&nodes),
         output_policy: OutputPolicy::Logits,
         graph: Graph { nodes, output },
         parameters,

@@ -13,6 +13,6 @@ pub mod architecture;
 pub mod hugging_face;
 pub mod safetensors;
 
-pub use architecture::{APPROXIMATIONS, Architecture, Layer, compile};
+pub use architecture::{Architecture, Layer, compile};
 pub use hugging_face::{DEFAULT_MASK_PENALTY, HuggingFaceOptions, compile_hugging_face};
 pub use safetensors::{ShapedValues, read_safetensors, read_safetensors_except, write_safetensors};

@@ -54,6 +54,17 @@ pub fn calibrate_comparison_bits(
                     .fold(0f64, f64::max);
                 spread + 14.0
             }
+            // ReLU(x), and the row sum (at most n·max ReLU, plus ε) against the
+            // reciprocal's thresholds.
+            Op::ReluSoftmax { epsilon, .. } => {
+                let columns = shapes[source].last().copied().unwrap_or(1).max(1) as f64;
+                largest() * columns + epsilon
+            }
+            // The row sum of (x + shift)² against the reciprocal's thresholds.
+            Op::QuadSoftmax { shift, .. } => {
+                let columns = shapes[source].last().copied().unwrap_or(1).max(1) as f64;
+                columns * (largest() + shift.abs()).powi(2)
+            }
             // No comparison inside: nothing to calibrate.
             Op::Input { .. }
             | Op::Linear { .. }
@@ -69,7 +80,8 @@ pub fn calibrate_comparison_bits(
             | Op::Add
             | Op::MaskScores { .. }
             | Op::FirstToken
-            | Op::MaskedSum => continue,
+            | Op::MaskedSum
+            | Op::Quadratic { .. } => continue,
         };
         let magnitude = (reach * headroom * scale).max(1.0);
         let bits = ((magnitude.log2().ceil() as u32) + 1).clamp(2, 64);
@@ -77,6 +89,8 @@ pub fn calibrate_comparison_bits(
         | Op::Gelu { bits: current }
         | Op::Tanh { bits: current }
         | Op::Softmax { bits: current }
+        | Op::QuadSoftmax { bits: current, .. }
+        | Op::ReluSoftmax { bits: current, .. }
         | Op::MaxPool2d { bits: current, .. } = &mut graph.nodes[index].op
         {
             *current = bits;

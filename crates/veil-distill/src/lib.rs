@@ -1,0 +1,1 @@
+//! veil-distill: trains teachers and MPC-friendly students with knowledge distillation.
