@@ -1,1 +1,49 @@
-//! veil-distill: trains teachers and MPC-friendly students with knowledge distillation.
+//! veil-distill: veil's trainer on candle (core and nn, CPU): the CNN zoo of Thrust 2
+//! (plain and residual, ReLU and `quad`), teachers on hard labels, and MPC-friendly
+//! students initialised from their teacher and trained with or without knowledge
+//! distillation (Thrust 1), exported as safetensors plus the architecture JSON that
+//! `veil compile` reads.
+//!
+//! # Overview
+//! - [`config::DistillConfig`]: the run's settings, from a TOML file kept under version
+//!   control (`configs/distill-fashion.toml`).
+//! - [`cnn::Cnn`]: a zoo member ([`cnn::Shape`]) with its variables; [`cnn::Cnn::architecture`]
+//!   describes it for `veil compile`, and [`export`] writes both files.
+//! - [`train::train`] runs AdamW over seeded minibatches under a progress bar, on hard
+//!   labels or by logits distillation ([`train::Supervision`]); [`train::accuracy`]
+//!   measures the f32 model.
+//!
+//! # What this crate does not do
+//! No inference under MPC (that is veil-exec, on the compiled plan), no GPU (candle's
+//! CUDA backend needs nvcc at build time, and CPU training of the zoo takes minutes), and
+//! no transformer students yet. Batch normalisation is used in its training form while
+//! training and folded into the convolutions at compile time. The serving crates never
+//! depend on this one: candle stays out of `veil serve`'s build (`veil` builds it behind
+//! its default `distill` feature).
+
+pub mod cnn;
+pub mod config;
+mod error;
+pub mod train;
+
+pub use error::{Error, Result};
+
+use std::path::{Path, PathBuf};
+
+/// Writes `model` as DIRECTORY/NAME.safetensors and DIRECTORY/NAME.json (the
+/// architecture, whose plan will be named NAME); returns both paths.
+pub fn export(model: &cnn::Cnn, directory: &Path, name: &str) -> Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(directory).map_err(|source| Error::Io {
+        what: format!("creating {}", directory.display()),
+        source,
+    })?;
+    let weights = directory.join(format!("{name}.safetensors"));
+    model.variables.save(&weights)?;
+    let architecture = directory.join(format!("{name}.json"));
+    let text = serde_json::to_string_pretty(&model.architecture(name)?)?;
+    std::fs::write(&architecture, text).map_err(|source| Error::Io {
+        what: format!("writing {}", architecture.display()),
+        source,
+    })?;
+    Ok((weights, architecture))
+}

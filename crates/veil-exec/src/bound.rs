@@ -192,11 +192,26 @@ pub fn error_bound(plan: &Plan, input: &[f32]) -> Result<f64> {
                     tokens * m_x * m_m,
                 )
             }
-            Op::Quadratic { a, b, c } => crate::ops::elementwise::quadratic_bound(
-                [*a, *b, *c],
-                (bounds[node.inputs[0]], magnitudes[node.inputs[0]]),
-                ulp,
-            ),
+            // The worst-case magnitudes square at every quadratic (doubly exponential
+            // over a network's depth), so this input's own magnitudes are used: the
+            // plain value's, plus the error where the fixed-point value is meant.
+            Op::Quadratic { a, b, c } => {
+                let plain = match &plain_values {
+                    Some(values) => values,
+                    None => {
+                        plain_values.insert(veil_model::plain::run_plain_all(plan, input, batch)?)
+                    }
+                };
+                let largest =
+                    |values: &[f32]| values.iter().fold(0f64, |m, &v| m.max(f64::from(v).abs()));
+                let magnitude = magnitudes[node.inputs[0]].min(largest(&plain[node.inputs[0]]));
+                let (bound, worst) = crate::ops::elementwise::quadratic_bound(
+                    [*a, *b, *c],
+                    (bounds[node.inputs[0]], magnitude),
+                    ulp,
+                );
+                (bound, worst.min(largest(&plain[index])))
+            }
             Op::QuadSoftmax { shift, masked, .. } => {
                 let plain = match &plain_values {
                     Some(values) => values,

@@ -304,6 +304,42 @@ pub(crate) enum Commands {
     /// A text classifier's label for each sentence, computed securely (a Hugging Face
     /// BertForSequenceClassification plan; the same options as `veil embed`).
     Classify(EmbedArguments),
+    /// Trains the CNN zoo on Fashion-MNIST (`scripts/fetch fashion`): for the plain and
+    /// the residual CNN, a ReLU teacher M, and the `quad` student M̂ initialised from it,
+    /// once on labels alone and once by knowledge distillation. Writes NAME.json and
+    /// NAME.safetensors for `veil compile --arch --weights`, and distill-report.json.
+    #[cfg(feature = "distill")]
+    Distill {
+        /// The training configuration (TOML).
+        #[arg(long, default_value = "configs/distill-fashion.toml")]
+        config: PathBuf,
+        /// Output directory.
+        #[arg(long, default_value = "runs/distill")]
+        out: PathBuf,
+        /// Only the plain CNN (not the residual one).
+        #[arg(long)]
+        plain_only: bool,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Secure accuracy: serves labelled test images through every role on this machine
+    /// (mutual TLS on loopback, one query per image) and compares each answer with the
+    /// plain executor's and with the label.
+    Evaluate {
+        /// The compiled plan (NAME.plan).
+        #[arg(long)]
+        plan: PathBuf,
+        /// The data set: `fashion` (Fashion-MNIST's test set, `scripts/fetch fashion`).
+        #[arg(long, default_value = "fashion")]
+        data: String,
+        /// Only the first N test images.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Trains the digits MLP on the bundled data and compiles it.
     TrainDigits {
         /// Which model: cnn or mlp.

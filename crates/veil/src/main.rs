@@ -4,6 +4,8 @@
 
 mod arguments;
 mod breakdown;
+#[cfg(feature = "distill")]
+mod distill;
 mod party;
 mod split;
 mod text;
@@ -171,6 +173,19 @@ fn run_command(arguments: Arguments) -> Result<()> {
             )
         }
         Commands::Certs { command } => certs(command),
+        #[cfg(feature = "distill")]
+        Commands::Distill {
+            config,
+            out,
+            plain_only,
+            quiet,
+        } => distill::distill(&config, &out, plain_only, quiet),
+        Commands::Evaluate {
+            plan,
+            data,
+            limit,
+            json,
+        } => evaluate(&plan, &data, limit, json),
         Commands::TrainDigits {
             model,
             output,
@@ -351,6 +366,45 @@ fn demo(model: &str, models: &Path, data: &Path, limit: Option<usize>) -> Result
         report.dealer.payload_bytes_received_after_handshake
     );
     Ok(())
+}
+
+/// `veil evaluate`: secure accuracy of a plan on a labelled test set.
+fn evaluate(plan_path: &Path, data: &str, limit: Option<usize>, json: bool) -> Result<()> {
+    if data != "fashion" {
+        bail!("unknown data set {data:?} (have: fashion)");
+    }
+    let plan = Plan::load(plan_path)
+        .with_context(|| format!("loading the plan {}", plan_path.display()))?;
+    let directory = veil_data::fashion::directory()
+        .context("Fashion-MNIST is not fetched: run scripts/fetch fashion")?;
+    let test = veil_data::fashion::load(&directory, veil_data::fashion::Part::Test)?;
+    let count = limit.unwrap_or(test.len()).min(test.len());
+    if !json {
+        eprintln!(
+            "veil evaluate: {} ({}) on {count} Fashion-MNIST test images, one secure query each",
+            plan.public.name, plan.public.approximation
+        );
+    }
+    let started = std::time::Instant::now();
+    let samples = (0..count).map(|index| (test.image(index), usize::from(test.labels[index])));
+    let report = run_demo(&plan, samples)?;
+    let total = report.samples.max(1) as f64;
+    let summary = serde_json::json!({
+        "plan": plan.public.name,
+        "approximation": plan.public.approximation,
+        "images": report.samples,
+        "plain_accuracy": report.plain_correct as f64 / total,
+        "secure_accuracy": report.secure_correct as f64 / total,
+        "agreement": report.agree as f64 / total,
+        "max_abs_logit_error": report.max_error,
+        "online_median_ms": report.online_median_ms,
+        "wall_s": started.elapsed().as_secs_f64(),
+    });
+    if json {
+        print_report(&summary, false)
+    } else {
+        print_report(&summary, true)
+    }
 }
 
 fn load_test(

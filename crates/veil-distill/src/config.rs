@@ -1,0 +1,80 @@
+//! The training configuration, read from a TOML file kept under version control
+//! (`configs/distill-fashion.toml`): data subsets, epochs, learning rates, the
+//! distillation temperature and weights.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// Everything `veil distill` needs to train the CNN zoo.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DistillConfig {
+    /// The seed of the weight initialisation and the batch order.
+    pub seed: u64,
+    /// Training images used (the first N of the 60,000).
+    pub train_images: usize,
+    /// Test images the plain accuracies are measured on (the first N of the 10,000).
+    pub test_images: usize,
+    /// Images per step.
+    pub batch: usize,
+    /// Channels of the first stage (the second has twice as many).
+    pub width: usize,
+    /// The teacher's epochs and learning rate (AdamW).
+    pub teacher: Phase,
+    /// The students' epochs and learning rate, both with and without distillation.
+    pub student: Phase,
+    /// The distillation loss.
+    pub distillation: Distillation,
+}
+
+/// One training phase.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Phase {
+    /// Passes over the training images.
+    pub epochs: usize,
+    /// AdamW's learning rate.
+    pub learning_rate: f64,
+}
+
+/// Logits distillation: weight·T²·CE(softmax(z_T/T), softmax(z_S/T)) + (1 −
+/// weight)·CE(labels, z_S).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Distillation {
+    /// The temperature T.
+    pub temperature: f64,
+    /// The soft loss's weight in [0, 1].
+    pub soft_weight: f64,
+}
+
+impl DistillConfig {
+    /// Reads and checks a TOML file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            what: format!("reading {}", path.display()),
+            source,
+        })?;
+        let invalid = |reason: String| Error::Config {
+            path: path.display().to_string(),
+            reason,
+        };
+        let config: Self = toml::from_str(&text).map_err(|error| invalid(error.to_string()))?;
+        if config.batch < 2 || config.width == 0 || config.train_images < config.batch {
+            return Err(invalid(
+                "batch must be at least 2 (batch normalisation), width positive, and train_images at least one batch".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&config.distillation.soft_weight)
+            || config.distillation.temperature <= 0.0
+        {
+            return Err(invalid(
+                "distillation.soft_weight must lie in [0, 1] and temperature be positive".into(),
+            ));
+        }
+        Ok(config)
+    }
+}

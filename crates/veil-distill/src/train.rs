@@ -1,0 +1,186 @@
+//! The training loops: a teacher on hard labels, and a student either on hard labels
+//! alone or by logits distillation from the teacher (cookbook §5.2's second stage: the
+//! CNN has no attention to match), each with AdamW over minibatches in a seeded order,
+//! under a progress bar showing the loss and the throughput.
+
+use candle_core::{D, DType, Device, Tensor};
+use candle_nn::{Optimizer, ParamsAdamW};
+use indicatif::{ProgressBar, ProgressStyle};
+use veil_core::sampling::SplitMix64;
+
+use crate::cnn::{CLASSES, Cnn, SIDE};
+use crate::config::{Distillation, Phase};
+use crate::{Error, Result};
+
+/// Labelled images in memory: `len × 28 × 28` pixels in [0, 1] and labels below 10.
+#[derive(Clone, Debug, Default)]
+pub struct Images {
+    /// The pixels, row-major.
+    pub pixels: Vec<f32>,
+    /// The labels.
+    pub labels: Vec<u8>,
+}
+
+impl Images {
+    /// The number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The images at `indices` as a `[n, 1, 28, 28]` tensor and their labels `[n]`.
+    fn batch(&self, indices: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
+        let pixels = SIDE * SIDE;
+        let mut values = Vec::with_capacity(indices.len() * pixels);
+        for &index in indices {
+            values.extend_from_slice(&self.pixels[index * pixels..(index + 1) * pixels]);
+        }
+        let images = Tensor::from_vec(values, (indices.len(), 1, SIDE, SIDE), device)?;
+        let labels: Vec<u32> = indices
+            .iter()
+            .map(|&index| u32::from(self.labels[index]))
+            .collect();
+        let labels = Tensor::from_vec(labels, indices.len(), device)?;
+        Ok((images, labels))
+    }
+}
+
+/// How a model is trained.
+#[derive(Clone, Copy, Debug)]
+pub enum Supervision<'a> {
+    /// Cross-entropy on the labels.
+    Labels,
+    /// Logits distillation from this teacher, plus the labels.
+    Distilled(&'a Cnn, Distillation),
+}
+
+/// The loss after each epoch (the mean over its steps).
+pub type EpochLosses = Vec<f64>;
+
+/// Trains `model` for `phase` on `images`, the batch order drawn from `seed`; `label`
+/// names the run on its progress bar (hidden when `quiet`).
+pub fn train(
+    model: &Cnn,
+    images: &Images,
+    (phase, batch): (Phase, usize),
+    supervision: Supervision<'_>,
+    (seed, label, quiet): (u64, &str, bool),
+) -> Result<EpochLosses> {
+    if images.len() < batch || batch < 2 {
+        return Err(Error::Invalid(format!(
+            "{} training images cannot fill a batch of {batch} (batch normalisation needs at least 2)",
+            images.len()
+        )));
+    }
+    let device = Device::Cpu;
+    let params = ParamsAdamW {
+        lr: phase.learning_rate,
+        weight_decay: 1e-4,
+        ..Default::default()
+    };
+    let mut optimiser = candle_nn::AdamW::new(model.trainable()?, params)?;
+    let steps_per_epoch = images.len() / batch;
+    let progress = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new((steps_per_epoch * phase.epochs) as u64)
+    };
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>24} {bar:30} {pos}/{len} steps, {msg} [{elapsed_precise} < {eta}]",
+        )
+        .map_err(|error| Error::Invalid(format!("the progress bar's template: {error}")))?,
+    );
+    progress.set_prefix(label.to_string());
+    let mut sampler = SplitMix64::new(seed);
+    let mut losses = Vec::with_capacity(phase.epochs);
+    let started = std::time::Instant::now();
+    let mut seen = 0usize;
+    for epoch in 0..phase.epochs {
+        let mut order: Vec<usize> = (0..images.len()).collect();
+        sampler.shuffle(&mut order);
+        let mut total = 0.0;
+        for step in 0..steps_per_epoch {
+            let (inputs, labels) =
+                images.batch(&order[step * batch..(step + 1) * batch], &device)?;
+            let logits = model.forward(&inputs, true)?;
+            let loss = loss(&logits, &labels, &inputs, supervision)?;
+            optimiser.backward_step(&loss)?;
+            let value = f64::from(loss.to_scalar::<f32>()?);
+            if !value.is_finite() {
+                return Err(Error::Invalid(format!(
+                    "{label}: the loss diverged at epoch {epoch}, step {step}; lower the learning rate"
+                )));
+            }
+            total += value;
+            seen += batch;
+            progress.inc(1);
+            if step % 10 == 0 {
+                let rate = seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                progress.set_message(format!(
+                    "epoch {}, loss {value:.4}, {rate:.0} images/s",
+                    epoch + 1
+                ));
+            }
+        }
+        losses.push(total / steps_per_epoch as f64);
+    }
+    progress.finish_and_clear();
+    Ok(losses)
+}
+
+/// The step's loss: cross-entropy on the labels, or T²·weight·KL(teacher's softened
+/// distribution ‖ student's) + (1 − weight)·CE(labels) (KL is the soft cross-entropy
+/// less the teacher's entropy, which has no gradient: the same training, a loss that
+/// reaches 0).
+fn loss(
+    logits: &Tensor,
+    labels: &Tensor,
+    inputs: &Tensor,
+    supervision: Supervision<'_>,
+) -> Result<Tensor> {
+    let hard = candle_nn::loss::cross_entropy(logits, labels)?;
+    Ok(match supervision {
+        Supervision::Labels => hard,
+        Supervision::Distilled(teacher, distillation) => {
+            let temperature = distillation.temperature;
+            let targets = teacher.forward(inputs, false)?.detach();
+            let log_targets = candle_nn::ops::log_softmax(&(targets / temperature)?, D::Minus1)?;
+            let log_student = candle_nn::ops::log_softmax(&(logits / temperature)?, D::Minus1)?;
+            let gap = (&log_targets - log_student)?;
+            let soft = (log_targets.exp()? * gap)?.sum(D::Minus1)?.mean_all()?;
+            let soft = (soft * (distillation.soft_weight * temperature * temperature))?;
+            (soft + (hard * (1.0 - distillation.soft_weight))?)?
+        }
+    })
+}
+
+/// The fraction of `images` `model` labels correctly (batch statistics frozen).
+pub fn accuracy(model: &Cnn, images: &Images) -> Result<f64> {
+    if images.is_empty() {
+        return Ok(0.0);
+    }
+    let device = Device::Cpu;
+    let mut correct = 0usize;
+    let indices: Vec<usize> = (0..images.len()).collect();
+    for chunk in indices.chunks(500) {
+        let (inputs, labels) = images.batch(chunk, &device)?;
+        let predicted = model.forward(&inputs, false)?.argmax(D::Minus1)?;
+        let hits = predicted.eq(&labels)?.to_dtype(DType::F32)?.sum_all()?;
+        correct += hits.to_scalar::<f32>()? as usize;
+    }
+    Ok(correct as f64 / images.len() as f64)
+}
+
+/// The logits of one image, for checks against veil's executors.
+pub fn logits(model: &Cnn, pixels: &[f32]) -> Result<Vec<f32>> {
+    let input = Tensor::from_vec(pixels.to_vec(), (1, 1, SIDE, SIDE), &Device::Cpu)?;
+    let output = model.forward(&input, false)?;
+    let values = output.flatten_all()?.to_vec1::<f32>()?;
+    debug_assert_eq!(values.len(), CLASSES);
+    Ok(values)
+}

@@ -1,0 +1,137 @@
+//! `veil distill`: the CNN zoo trained on Fashion-MNIST: per architecture (plain,
+//! residual) a ReLU teacher M, then the `quad` student M̂ initialised from M and trained
+//! once on labels alone and once by knowledge distillation; each exported for `veil
+//! compile`, with the plain (f32) test accuracies in distill-report.json.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use veil_distill::cnn::{Activation, Cnn, Shape};
+use veil_distill::config::DistillConfig;
+use veil_distill::train::{Images, Supervision, accuracy, train};
+
+/// One trained model's line of the report.
+#[derive(serde::Serialize)]
+struct Trained {
+    name: String,
+    architecture: String,
+    weights: String,
+    plain_accuracy: f64,
+    epoch_losses: Vec<f64>,
+    train_seconds: f64,
+}
+
+fn images(part: veil_data::fashion::Part, count: usize) -> Result<Images> {
+    let directory = veil_data::fashion::directory()
+        .context("Fashion-MNIST is not fetched: run scripts/fetch fashion")?;
+    let loaded = veil_data::fashion::load(&directory, part)?.first(count);
+    Ok(Images {
+        pixels: loaded.images,
+        labels: loaded.labels,
+    })
+}
+
+pub(crate) fn distill(config_path: &Path, out: &Path, plain_only: bool, quiet: bool) -> Result<()> {
+    let config = DistillConfig::load(config_path)?;
+    let training = images(veil_data::fashion::Part::Train, config.train_images)?;
+    let test = images(veil_data::fashion::Part::Test, config.test_images)?;
+    eprintln!(
+        "veil distill: {} training and {} test images of Fashion-MNIST, width {}, {} teacher and {} student epochs",
+        training.len(),
+        test.len(),
+        config.width,
+        config.teacher.epochs,
+        config.student.epochs
+    );
+    // Calibration inputs for `veil compile --calibrate`: the first 32 training images.
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let calibration = out.join("calibration.txt");
+    let pixels = veil_distill::cnn::SIDE * veil_distill::cnn::SIDE;
+    let samples = training.len().min(32) * pixels;
+    let numbers: Vec<String> = training.pixels[..samples]
+        .iter()
+        .map(f32::to_string)
+        .collect();
+    std::fs::write(&calibration, numbers.join(" "))
+        .with_context(|| format!("writing {}", calibration.display()))?;
+    let device = candle_core::Device::Cpu;
+    let mut report = Vec::new();
+    let residuals: &[bool] = if plain_only { &[false] } else { &[false, true] };
+    for &residual in residuals {
+        let shape = |activation| Shape {
+            residual,
+            width: config.width,
+            activation,
+        };
+        let mut run = |name: String,
+                       model: &Cnn,
+                       supervision: Supervision<'_>,
+                       phase,
+                       seed|
+         -> Result<()> {
+            let started = std::time::Instant::now();
+            let epoch_losses = train(
+                model,
+                &training,
+                (phase, config.batch),
+                supervision,
+                (seed, &name, quiet),
+            )?;
+            let train_seconds = started.elapsed().as_secs_f64();
+            let plain_accuracy = accuracy(model, &test)?;
+            let (weights, architecture) = veil_distill::export(model, out, &name)?;
+            eprintln!(
+                "{name:>28}: plain accuracy {plain_accuracy:.4} after {train_seconds:.0} s (losses {epoch_losses:.3?})"
+            );
+            report.push(Trained {
+                name,
+                architecture: architecture.display().to_string(),
+                weights: weights.display().to_string(),
+                plain_accuracy,
+                epoch_losses,
+                train_seconds,
+            });
+            Ok(())
+        };
+        let teacher = Cnn::new(shape(Activation::Relu), &device)?;
+        let teacher_name = shape(Activation::Relu).name();
+        run(
+            teacher_name,
+            &teacher,
+            Supervision::Labels,
+            config.teacher,
+            config.seed,
+        )?;
+        let quad = shape(Activation::Quad);
+        let labels_only = Cnn::initialised_from(quad, &teacher, &device)?;
+        run(
+            format!("{}-labels", quad.name()),
+            &labels_only,
+            Supervision::Labels,
+            config.student,
+            config.seed + 1,
+        )?;
+        let distilled = Cnn::initialised_from(quad, &teacher, &device)?;
+        let supervision = Supervision::Distilled(&teacher, config.distillation);
+        run(
+            format!("{}-distilled", quad.name()),
+            &distilled,
+            supervision,
+            config.student,
+            config.seed + 1,
+        )?;
+    }
+    let path = out.join("distill-report.json");
+    let text = serde_json::to_string_pretty(&serde_json::json!({
+        "config": config_path.display().to_string(),
+        "train_images": training.len(),
+        "test_images": test.len(),
+        "models": report,
+    }))?;
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!(
+        "wrote {} and each model's NAME.json and NAME.safetensors; compile one with `veil compile --arch DIR/NAME.json --weights DIR/NAME.safetensors --out DIR`",
+        path.display()
+    );
+    Ok(())
+}
