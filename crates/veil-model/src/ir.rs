@@ -659,10 +659,8 @@ impl Graph {
                 }
                 Op::ReluSoftmax { epsilon, bits } => {
                     let scores = input_shape(0);
-                    if !(2..=64).contains(bits)
-                        || !(epsilon.is_finite() && *epsilon > 0.0)
-                        || scores.len() < 2
-                    {
+                    let valid = (2..=64).contains(bits) && epsilon.is_finite() && *epsilon > 0.0;
+                    if !valid || scores.len() < 2 {
                         return Err(invalid(
                             index,
                             format!(
