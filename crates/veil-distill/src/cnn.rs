@@ -278,6 +278,14 @@ impl Cnn {
         Ok(student)
     }
 
+    /// Sets every variable from a safetensors file [`crate::export`] wrote for this
+    /// shape (a missing tensor or a wrong shape is an error).
+    pub fn load(&self, path: &std::path::Path) -> Result<()> {
+        // The map shares its variables with the layers: setting them sets the model.
+        let mut variables = self.variables.clone();
+        Ok(variables.load(path)?)
+    }
+
     /// Logits `[batch, 10]` of images `[batch, 1, 28, 28]`; `train` normalises by the
     /// batch's statistics (and updates the running ones).
     pub fn forward(&self, images: &Tensor, train: bool) -> Result<Tensor> {

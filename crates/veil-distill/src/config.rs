@@ -14,8 +14,12 @@ use crate::{Error, Result};
 pub struct DistillConfig {
     /// The seed of the weight initialisation and the batch order.
     pub seed: u64,
-    /// Training images used (the first N of the 60,000).
-    pub train_images: usize,
+    /// Images the teacher M trains on (the first N of the 60,000): the model owner's
+    /// model, trained on everything it has.
+    pub teacher_images: usize,
+    /// Images every student trains on (the first N): the distillation budget, the same
+    /// for students with and without distillation.
+    pub student_images: usize,
     /// Test images the plain accuracies are measured on (the first N of the 10,000).
     pub test_images: usize,
     /// Images per step.
@@ -63,9 +67,12 @@ impl DistillConfig {
             reason,
         };
         let config: Self = toml::from_str(&text).map_err(|error| invalid(error.to_string()))?;
-        if config.batch < 2 || config.width == 0 || config.train_images < config.batch {
+        if config.batch < 2
+            || config.width == 0
+            || config.teacher_images.min(config.student_images) < config.batch
+        {
             return Err(invalid(
-                "batch must be at least 2 (batch normalisation), width positive, and train_images at least one batch".into(),
+                "batch must be at least 2 (batch normalisation), width positive, and teacher_images and student_images at least one batch each".into(),
             ));
         }
         if !(0.0..=1.0).contains(&config.distillation.soft_weight)

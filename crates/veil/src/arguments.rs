@@ -305,8 +305,9 @@ pub(crate) enum Commands {
     /// BertForSequenceClassification plan; the same options as `veil embed`).
     Classify(EmbedArguments),
     /// Trains the CNN zoo on Fashion-MNIST (`scripts/fetch fashion`): for the plain and
-    /// the residual CNN, a ReLU teacher M, and the `quad` student M̂ initialised from it,
-    /// once on labels alone and once by knowledge distillation. Writes NAME.json and
+    /// the residual CNN, a ReLU teacher M, and the `quad` student M̂ four ways:
+    /// initialised from scratch or from M, trained on labels or by knowledge
+    /// distillation. Writes NAME.json and
     /// NAME.safetensors for `veil compile --arch --weights`, and distill-report.json.
     #[cfg(feature = "distill")]
     Distill {
@@ -319,6 +320,10 @@ pub(crate) enum Commands {
         /// Only the plain CNN (not the residual one).
         #[arg(long)]
         plain_only: bool,
+        /// Load each model already in --out (NAME.safetensors) instead of training it
+        /// again; its accuracy is measured afresh.
+        #[arg(long)]
+        reuse: bool,
         /// No progress bars.
         #[arg(long)]
         quiet: bool,

@@ -14,9 +14,12 @@ use veil_serve::bench::{BenchOptions, bench_plan};
 pub(crate) fn breakdown(options: &BenchOptions, chart: &Path) -> Result<()> {
     let (plan, input) = bench_plan(options)?;
     let breakdown = veil_exec::breakdown::measure(&plan, &input, options.batch)?;
-    print_tables(&options.model, &breakdown);
-    draw(&options.model, &breakdown, chart)
-        .with_context(|| format!("drawing {}", chart.display()))?;
+    let name = match options.plan {
+        Some(_) => plan.public.name.as_str(),
+        None => options.model.as_str(),
+    };
+    print_tables(name, &breakdown);
+    draw(name, &breakdown, chart).with_context(|| format!("drawing {}", chart.display()))?;
     println!("chart: {}", chart.display());
     Ok(())
 }

@@ -1,22 +1,26 @@
 //! `veil distill`: the CNN zoo trained on Fashion-MNIST: per architecture (plain,
-//! residual) a ReLU teacher M, then the `quad` student M̂ initialised from M and trained
-//! once on labels alone and once by knowledge distillation; each exported for `veil
-//! compile`, with the plain (f32) test accuracies in distill-report.json.
+//! residual) a ReLU teacher M, then the `quad` student M̂ four ways (initialised from
+//! scratch or from M, trained on labels or by knowledge distillation from M); each
+//! exported for `veil compile`, with the plain (f32) test accuracies in
+//! distill-report.json.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use veil_distill::cnn::{Activation, Cnn, Shape};
-use veil_distill::config::DistillConfig;
+use veil_distill::config::{DistillConfig, Phase};
 use veil_distill::train::{Images, Supervision, accuracy, train};
 
 /// One trained model's line of the report.
 #[derive(serde::Serialize)]
 struct Trained {
     name: String,
+    initialised_from: &'static str,
+    supervision: &'static str,
     architecture: String,
     weights: String,
     plain_accuracy: f64,
+    /// Empty for a model reused from an earlier run.
     epoch_losses: Vec<f64>,
     train_seconds: f64,
 }
@@ -31,12 +35,18 @@ fn images(part: veil_data::fashion::Part, count: usize) -> Result<Images> {
     })
 }
 
-pub(crate) fn distill(config_path: &Path, out: &Path, plain_only: bool, quiet: bool) -> Result<()> {
+pub(crate) fn distill(
+    config_path: &Path,
+    out: &Path,
+    (plain_only, reuse, quiet): (bool, bool, bool),
+) -> Result<()> {
     let config = DistillConfig::load(config_path)?;
-    let training = images(veil_data::fashion::Part::Train, config.train_images)?;
+    let teacher_training = images(veil_data::fashion::Part::Train, config.teacher_images)?;
+    let training = images(veil_data::fashion::Part::Train, config.student_images)?;
     let test = images(veil_data::fashion::Part::Test, config.test_images)?;
     eprintln!(
-        "veil distill: {} training and {} test images of Fashion-MNIST, width {}, {} teacher and {} student epochs",
+        "veil distill: Fashion-MNIST, {} training images for the teachers and {} for the students, {} test images, width {}, {} teacher and {} student epochs",
+        teacher_training.len(),
         training.len(),
         test.len(),
         config.width,
@@ -63,28 +73,43 @@ pub(crate) fn distill(config_path: &Path, out: &Path, plain_only: bool, quiet: b
             width: config.width,
             activation,
         };
+        // Trains (or, with `reuse`, loads) one model and reports it.
         let mut run = |name: String,
                        model: &Cnn,
-                       supervision: Supervision<'_>,
-                       phase,
+                       (initialised_from, supervision): (&'static str, Supervision<'_>),
+                       (phase, data): (Phase, &Images),
                        seed|
          -> Result<()> {
+            let weights = out.join(format!("{name}.safetensors"));
             let started = std::time::Instant::now();
-            let epoch_losses = train(
-                model,
-                &training,
-                (phase, config.batch),
-                supervision,
-                (seed, &name, quiet),
-            )?;
+            let epoch_losses = if reuse && weights.is_file() {
+                model
+                    .load(&weights)
+                    .with_context(|| format!("reusing {}", weights.display()))?;
+                Vec::new()
+            } else {
+                train(
+                    model,
+                    data,
+                    (phase, config.batch),
+                    supervision,
+                    (seed, &name, quiet),
+                )?
+            };
             let train_seconds = started.elapsed().as_secs_f64();
             let plain_accuracy = accuracy(model, &test)?;
             let (weights, architecture) = veil_distill::export(model, out, &name)?;
             eprintln!(
-                "{name:>28}: plain accuracy {plain_accuracy:.4} after {train_seconds:.0} s (losses {epoch_losses:.3?})"
+                "{name:>36}: plain accuracy {plain_accuracy:.4} after {train_seconds:.0} s (losses {epoch_losses:.3?})"
             );
+            let supervision = match supervision {
+                Supervision::Labels => "labels",
+                Supervision::Distilled(..) => "distillation",
+            };
             report.push(Trained {
                 name,
+                initialised_from,
+                supervision,
                 architecture: architecture.display().to_string(),
                 weights: weights.display().to_string(),
                 plain_accuracy,
@@ -95,36 +120,44 @@ pub(crate) fn distill(config_path: &Path, out: &Path, plain_only: bool, quiet: b
         };
         let teacher = Cnn::new(shape(Activation::Relu), &device)?;
         let teacher_name = shape(Activation::Relu).name();
+        let from_scratch = ("scratch", Supervision::Labels);
         run(
             teacher_name,
             &teacher,
-            Supervision::Labels,
-            config.teacher,
+            from_scratch,
+            (config.teacher, &teacher_training),
             config.seed,
         )?;
         let quad = shape(Activation::Quad);
-        let labels_only = Cnn::initialised_from(quad, &teacher, &device)?;
-        run(
-            format!("{}-labels", quad.name()),
-            &labels_only,
-            Supervision::Labels,
-            config.student,
-            config.seed + 1,
-        )?;
-        let distilled = Cnn::initialised_from(quad, &teacher, &device)?;
-        let supervision = Supervision::Distilled(&teacher, config.distillation);
-        run(
-            format!("{}-distilled", quad.name()),
-            &distilled,
-            supervision,
-            config.student,
-            config.seed + 1,
-        )?;
+        let distilled = Supervision::Distilled(&teacher, config.distillation);
+        // The 2×2 grid: initialised from scratch or from M, trained on labels or by
+        // distillation (the recipe is M's weights and distillation).
+        for (initialised_from, supervision, suffix) in [
+            ("scratch", Supervision::Labels, "scratch-labels"),
+            ("scratch", distilled, "scratch-distilled"),
+            ("teacher", Supervision::Labels, "labels"),
+            ("teacher", distilled, "distilled"),
+        ] {
+            let student = if initialised_from == "teacher" {
+                Cnn::initialised_from(quad, &teacher, &device)?
+            } else {
+                Cnn::new(quad, &device)?
+            };
+            let name = format!("{}-{suffix}", quad.name());
+            run(
+                name,
+                &student,
+                (initialised_from, supervision),
+                (config.student, &training),
+                config.seed + 1,
+            )?;
+        }
     }
     let path = out.join("distill-report.json");
     let text = serde_json::to_string_pretty(&serde_json::json!({
         "config": config_path.display().to_string(),
-        "train_images": training.len(),
+        "teacher_images": teacher_training.len(),
+        "student_images": training.len(),
         "test_images": test.len(),
         "models": report,
     }))?;

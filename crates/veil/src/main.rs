@@ -178,8 +178,9 @@ fn run_command(arguments: Arguments) -> Result<()> {
             config,
             out,
             plain_only,
+            reuse,
             quiet,
-        } => distill::distill(&config, &out, plain_only, quiet),
+        } => distill::distill(&config, &out, (plain_only, reuse, quiet)),
         Commands::Evaluate {
             plan,
             data,
@@ -200,7 +201,15 @@ fn run_command(arguments: Arguments) -> Result<()> {
         Commands::Bench(arguments) if arguments.breakdown => {
             let options = arguments.options();
             let chart = arguments.chart.clone().unwrap_or_else(|| {
-                std::path::PathBuf::from(format!("breakdown-{}.svg", options.model))
+                let name = match &options.plan {
+                    Some(plan) => plan.file_stem().map_or("plan".into(), |stem| {
+                        stem.to_string_lossy()
+                            .trim_end_matches(".public")
+                            .to_string()
+                    }),
+                    None => options.model.clone(),
+                };
+                std::path::PathBuf::from(format!("breakdown-{name}.svg"))
             });
             breakdown::breakdown(&options, &chart)
         }

@@ -313,3 +313,46 @@ impl RandomTensors {
         self.add(&format!("{name}.bias"), vec![features], 0.02, 0.0);
     }
 }
+
+/// all-MiniLM-L6-v2 under MPCFormer's policy (GELU `quad`, softmax `2quad`, masked by the
+/// attention mask): an untrained approximation, so its embeddings are not MiniLM's, but
+/// the secure run computes the same approximated function as the plain executor.
+#[test]
+fn minilm_under_the_quad_and_2quad_policy_agrees_with_its_plain_run() {
+    let Some(directory) = veil_data::fetched::minilm_directory() else {
+        eprintln!(
+            "SKIPPED: all-MiniLM-L6-v2 is not fetched; {}",
+            veil_data::fetched::FETCH_HINT
+        );
+        return;
+    };
+    let options = HuggingFaceOptions {
+        sequence: 16,
+        policy: veil_model::approximation::Policy::parse("gelu=quad,softmax=2quad")
+            .expect("the policy"),
+        ..HuggingFaceOptions::default()
+    };
+    let (plan, encoder) = compile(&directory, &options);
+    let names: Vec<&str> = plan
+        .public
+        .graph
+        .nodes
+        .iter()
+        .map(|node| node.op.name())
+        .collect();
+    assert_eq!(
+        names.iter().filter(|name| **name == "quad_softmax").count(),
+        6
+    );
+    assert_eq!(names.iter().filter(|name| **name == "quadratic").count(), 6);
+    assert!(
+        !names.contains(&"softmax") && !names.contains(&"gelu") && !names.contains(&"mask_scores")
+    );
+    let pair = encoder.encode(&SENTENCES[2..4]).expect("encodes");
+    let plain = encoder.finish(
+        &run_plain(&plan, &pair.inputs, pair.len()).expect("plain"),
+        &pair,
+    );
+    let secure = encoder.finish(&secure(&plan, &pair.inputs, pair.len()), &pair);
+    report("secure under quad/2quad", &plain, &secure);
+}
