@@ -48,6 +48,9 @@ pub struct BenchOptions {
     pub approx: String,
     /// A compiled plan to measure instead of a built-in model.
     pub plan: Option<std::path::PathBuf>,
+    /// The query's input: numbers from this file (whitespace or commas), its first
+    /// sample repeated over the batch; N(0, 1) values when absent.
+    pub input: Option<std::path::PathBuf>,
 }
 
 /// Preprocessing bytes per party per query.
@@ -198,8 +201,28 @@ fn calibrate_and_sample(options: &BenchOptions, mut plan: Plan) -> Result<(Plan,
             CALIBRATION_HEADROOM,
         )?;
     }
-    let mut sampler = SplitMix64::new(0);
-    let input = sampler.normal_vec(plan.public.input_len() * options.batch, 1.0);
+    let per_sample = plan.public.input_len();
+    let input = match &options.input {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(Error::io(format!("reading {}", path.display())))?;
+            let numbers = text
+                .split(|c: char| c.is_whitespace() || c == ',')
+                .filter(|word| !word.is_empty())
+                .map(|word| word.parse::<f32>())
+                .collect::<std::result::Result<Vec<f32>, _>>()
+                .map_err(|_| {
+                    Error::Unsupported("the bench input file holds something that is not a number")
+                })?;
+            if numbers.len() < per_sample {
+                return Err(Error::Unsupported(
+                    "the bench input file holds fewer numbers than one sample of the plan",
+                ));
+            }
+            numbers[..per_sample].repeat(options.batch)
+        }
+        None => SplitMix64::new(0).normal_vec(per_sample * options.batch, 1.0),
+    };
     Ok((plan, input))
 }
 

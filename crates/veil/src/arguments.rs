@@ -217,6 +217,10 @@ pub(crate) struct BenchArguments {
     /// random N(0, 1) input.
     #[arg(long)]
     pub(crate) plan: Option<PathBuf>,
+    /// The input: a file of numbers (its first sample, repeated over the batch); N(0, 1)
+    /// values when absent. A trained quadratic network needs inputs like its data's.
+    #[arg(long)]
+    pub(crate) input: Option<PathBuf>,
     /// Tokens for `bert-layer` and `minilm6` (the padded sequence length).
     #[arg(long, default_value_t = 128)]
     pub(crate) seq: usize,
@@ -597,6 +601,7 @@ impl BenchArguments {
             sequence: self.seq,
             approx: self.approx.clone(),
             plan: self.plan.clone(),
+            input: self.input.clone(),
         }
     }
 }
