@@ -579,6 +579,27 @@ pub(crate) fn identity_from_uris(uris: &[&str]) -> std::result::Result<PeerIdent
 /// does not read, before it closes the socket anyway.
 pub const CLOSE_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long a refused handshake waits for the peer to close after its alert.
+const ALERT_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads and discards from a non-blocking socket until the peer closes it, it fails, or
+/// `linger` passes.
+fn drain_until_closed(socket: &mut impl std::io::Read, linger: std::time::Duration) {
+    let deadline = std::time::Instant::now() + linger;
+    let mut buffer = [0u8; 4096];
+    while std::time::Instant::now() < deadline {
+        match socket.read(&mut buffer) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
 const SOCKET: mio::Token = mio::Token(0);
 const WAKE: mio::Token = mio::Token(1);
 
@@ -905,8 +926,13 @@ impl Pump {
                     Ok(_) => {
                         if let Err(error) = self.connection.process_new_packets() {
                             // Send the alert rustls queued (a revoked or untrusted
-                            // certificate, say), so the peer learns why it was refused.
+                            // certificate, say), so the peer learns why it was refused,
+                            // then half-close and drain: closing with the peer's data
+                            // unread would reset the connection, and a reset can
+                            // discard the alert before the peer reads it.
                             let _ = self.connection.write_tls(&mut self.socket);
+                            let _ = self.socket.shutdown(std::net::Shutdown::Write);
+                            drain_until_closed(&mut self.socket, ALERT_LINGER);
                             return Err(tls(error.to_string()));
                         }
                         self.deliver()?;

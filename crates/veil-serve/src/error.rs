@@ -206,6 +206,17 @@ pub enum Error {
     /// A shutdown was requested before the service could start.
     #[error("shut down before the service started")]
     ShutDown,
+    /// The peer closed the connection before answering our hello. Over mutual TLS 1.3
+    /// a peer that refuses our certificate does so after our side has finished its
+    /// handshake, with an alert that a closing connection may lose: this is how a
+    /// refused certificate usually shows.
+    #[error(
+        "the {peer} closed the connection before answering our hello: it most likely refused this party's certificate (revoked, expired, or signed by a CA it does not trust for this role; its log says which), or its process stopped"
+    )]
+    ClosedAtHandshake {
+        /// The peer's role, as expected.
+        peer: String,
+    },
     /// A connection to a peer failed while doing something.
     #[error("{what}: {cause}")]
     Link {

@@ -17,7 +17,15 @@ pub fn handshake(channel: &mut impl Channel, ours: &Hello, expected_peer: Role) 
 pub fn handshake_any(channel: &mut impl Channel, ours: &Hello, expected: &[Role]) -> Result<Hello> {
     let theirs = channel
         .exchange(&ours.encode())
-        .map_err(Error::link("handshake"))?;
+        .map_err(|cause| match cause {
+            veil_net::Error::PeerClosed => Error::ClosedAtHandshake {
+                peer: role_list(expected),
+            },
+            cause => Error::Link {
+                what: "handshake",
+                cause,
+            },
+        })?;
     let theirs = Hello::decode(&theirs)?;
     if !expected.contains(&theirs.role) {
         return Err(PeerMisbehaved::UnexpectedRole {

@@ -232,6 +232,7 @@ fn error_kind(error: &Error) -> &'static str {
         Error::Exec(veil_exec::Error::Mpc(mpc)) => mpc_kind(mpc),
         Error::Exec(_) => "protocol",
         Error::PeerMisbehaved(_) => "peer_misbehaved",
+        Error::ClosedAtHandshake { .. } => "peer_closed",
         _ => "session",
     }
 }
