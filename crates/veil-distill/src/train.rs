@@ -7,46 +7,25 @@ use candle_core::{D, DType, Device, Tensor};
 use candle_nn::{Optimizer, ParamsAdamW};
 use indicatif::{ProgressBar, ProgressStyle};
 use veil_core::sampling::SplitMix64;
+use veil_data::fashion::Images;
 
 use crate::cnn::{CLASSES, Cnn, SIDE};
 use crate::config::{Distillation, Phase};
 use crate::{Error, Result};
 
-/// Labelled images in memory: `len × 28 × 28` pixels in [0, 1] and labels below 10.
-#[derive(Clone, Debug, Default)]
-pub struct Images {
-    /// The pixels, row-major.
-    pub pixels: Vec<f32>,
-    /// The labels.
-    pub labels: Vec<u8>,
-}
-
-impl Images {
-    /// The number of images.
-    pub fn len(&self) -> usize {
-        self.labels.len()
+/// The images at `indices` as a `[n, 1, 28, 28]` tensor and their labels `[n]`.
+fn tensors(images: &Images, indices: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
+    let mut values = Vec::with_capacity(indices.len() * SIDE * SIDE);
+    for &index in indices {
+        values.extend_from_slice(images.image(index));
     }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    /// The images at `indices` as a `[n, 1, 28, 28]` tensor and their labels `[n]`.
-    fn batch(&self, indices: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
-        let pixels = SIDE * SIDE;
-        let mut values = Vec::with_capacity(indices.len() * pixels);
-        for &index in indices {
-            values.extend_from_slice(&self.pixels[index * pixels..(index + 1) * pixels]);
-        }
-        let images = Tensor::from_vec(values, (indices.len(), 1, SIDE, SIDE), device)?;
-        let labels: Vec<u32> = indices
-            .iter()
-            .map(|&index| u32::from(self.labels[index]))
-            .collect();
-        let labels = Tensor::from_vec(labels, indices.len(), device)?;
-        Ok((images, labels))
-    }
+    let pixels = Tensor::from_vec(values, (indices.len(), 1, SIDE, SIDE), device)?;
+    let labels: Vec<u32> = indices
+        .iter()
+        .map(|&index| u32::from(images.labels[index]))
+        .collect();
+    let labels = Tensor::from_vec(labels, indices.len(), device)?;
+    Ok((pixels, labels))
 }
 
 /// How a model is trained.
@@ -106,7 +85,7 @@ pub fn train(
         let mut total = 0.0;
         for step in 0..steps_per_epoch {
             let (inputs, labels) =
-                images.batch(&order[step * batch..(step + 1) * batch], &device)?;
+                tensors(images, &order[step * batch..(step + 1) * batch], &device)?;
             let logits = model.forward(&inputs, true)?;
             let loss = loss(&logits, &labels, &inputs, supervision)?;
             optimiser.backward_step(&loss)?;
@@ -168,7 +147,7 @@ pub fn accuracy(model: &Cnn, images: &Images) -> Result<f64> {
     let mut correct = 0usize;
     let indices: Vec<usize> = (0..images.len()).collect();
     for chunk in indices.chunks(500) {
-        let (inputs, labels) = images.batch(chunk, &device)?;
+        let (inputs, labels) = tensors(images, chunk, &device)?;
         let predicted = model.forward(&inputs, false)?.argmax(D::Minus1)?;
         let hits = predicted.eq(&labels)?.to_dtype(DType::F32)?.sum_all()?;
         correct += hits.to_scalar::<f32>()? as usize;

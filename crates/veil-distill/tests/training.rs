@@ -5,9 +5,10 @@
 
 use candle_core::{D, Device, Tensor};
 use veil_core::sampling::SplitMix64;
+use veil_data::fashion::Images;
 use veil_distill::cnn::{Activation, Cnn, SIDE, Shape};
 use veil_distill::config::{Distillation, Phase};
-use veil_distill::train::{Images, Supervision, accuracy, logits, train};
+use veil_distill::train::{Supervision, accuracy, logits, train};
 
 /// `count` noisy images of four classes: a bright quadrant (top-left, top-right,
 /// bottom-left, bottom-right) on a dark background.
@@ -21,7 +22,7 @@ fn fixture(count: usize, seed: u64) -> Images {
                 let quadrant = usize::from(row >= SIDE / 2) * 2 + usize::from(column >= SIDE / 2);
                 let base = if quadrant == class { 0.8 } else { 0.1 };
                 let noise = sampler.next_normal() as f32 * 0.1;
-                images.pixels.push((base + noise).clamp(0.0, 1.0));
+                images.images.push((base + noise).clamp(0.0, 1.0));
             }
         }
         images.labels.push(class as u8);
@@ -45,7 +46,7 @@ fn every_trainable_variable_gets_a_gradient() {
         for activation in [Activation::Relu, Activation::Quad] {
             let model = Cnn::new(shape(residual, activation), &device).unwrap();
             let input =
-                Tensor::from_vec(images.pixels.clone(), (8, 1, SIDE, SIDE), &device).unwrap();
+                Tensor::from_vec(images.images.clone(), (8, 1, SIDE, SIDE), &device).unwrap();
             let labels: Vec<u32> = images.labels.iter().map(|&l| u32::from(l)).collect();
             let labels = Tensor::from_vec(labels, 8, &device).unwrap();
             let logits = model.forward(&input, true).unwrap();
@@ -113,7 +114,7 @@ fn training_reduces_the_loss_and_distillation_trains_a_student() {
     );
     assert!(accuracy(&student, &images).unwrap() >= 0.9);
     // The student's soft targets are the teacher's: they now agree on most images.
-    let input = Tensor::from_vec(images.pixels.clone(), (64, 1, SIDE, SIDE), &device).unwrap();
+    let input = Tensor::from_vec(images.images.clone(), (64, 1, SIDE, SIDE), &device).unwrap();
     let agree = teacher
         .forward(&input, false)
         .unwrap()
@@ -200,7 +201,7 @@ fn a_distilled_student_compiles_and_runs_securely() {
     let mut samples = Vec::new();
     let mut worst_bound: f64 = 0.0;
     for index in 0..4 {
-        let image = &images.pixels[index * pixels..(index + 1) * pixels];
+        let image = &images.images[index * pixels..(index + 1) * pixels];
         let expected = logits(&student, image).unwrap();
         let plain = veil_model::plain::run_plain(&plan, image, 1).unwrap();
         for (p, e) in plain.iter().zip(&expected) {

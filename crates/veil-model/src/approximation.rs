@@ -173,7 +173,8 @@ fn gelu_name(form: GeluForm) -> &'static str {
     }
 }
 
-fn softmax_name(form: SoftmaxForm) -> &'static str {
+/// A softmax form's name, as [`parse_softmax`] reads it.
+pub fn softmax_name(form: SoftmaxForm) -> &'static str {
     match form {
         SoftmaxForm::Exact => "exact",
         SoftmaxForm::TwoQuad => "2quad",

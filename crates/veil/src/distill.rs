@@ -7,9 +7,10 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use veil_data::fashion::Images;
 use veil_distill::cnn::{Activation, Cnn, Shape};
 use veil_distill::config::{DistillConfig, Phase};
-use veil_distill::train::{Images, Supervision, accuracy, train};
+use veil_distill::train::{Supervision, accuracy, train};
 
 /// One trained model's line of the report.
 #[derive(serde::Serialize)]
@@ -28,11 +29,7 @@ struct Trained {
 fn images(part: veil_data::fashion::Part, count: usize) -> Result<Images> {
     let directory = veil_data::fashion::directory()
         .context("Fashion-MNIST is not fetched: run scripts/fetch fashion")?;
-    let loaded = veil_data::fashion::load(&directory, part)?.first(count);
-    Ok(Images {
-        pixels: loaded.images,
-        labels: loaded.labels,
-    })
+    Ok(veil_data::fashion::load(&directory, part)?.first(count))
 }
 
 pub(crate) fn distill(
@@ -58,7 +55,7 @@ pub(crate) fn distill(
     let calibration = out.join("calibration.txt");
     let pixels = veil_distill::cnn::SIDE * veil_distill::cnn::SIDE;
     let samples = training.len().min(32) * pixels;
-    let numbers: Vec<String> = training.pixels[..samples]
+    let numbers: Vec<String> = training.images[..samples]
         .iter()
         .map(f32::to_string)
         .collect();

@@ -409,11 +409,7 @@ fn evaluate(plan_path: &Path, data: &str, limit: Option<usize>, json: bool) -> R
         "online_median_ms": report.online_median_ms,
         "wall_s": started.elapsed().as_secs_f64(),
     });
-    if json {
-        print_report(&summary, false)
-    } else {
-        print_report(&summary, true)
-    }
+    print_report(&summary, !json)
 }
 
 fn load_test(

@@ -282,21 +282,13 @@ fn resolve_policy(layers: &[Layer], policy: &approximation::Policy) -> Result<Ve
                     Layer::Softmax {
                         name: name.clone(),
                         bits: *bits,
-                        approx: Some(softmax_form_name(form).into()),
+                        approx: Some(approximation::softmax_name(form).into()),
                     }
                 }
                 other => other.clone(),
             })
         })
         .collect()
-}
-
-fn softmax_form_name(form: approximation::SoftmaxForm) -> &'static str {
-    match form {
-        approximation::SoftmaxForm::Exact => "exact",
-        approximation::SoftmaxForm::TwoQuad => "2quad",
-        approximation::SoftmaxForm::TwoRelu => "2relu",
-    }
 }
 
 /// The forms a graph's activations take, as a policy string (`exact` when none is
@@ -311,7 +303,6 @@ pub(crate) fn describe_forms(nodes: &[Node]) -> String {
             _ => None,
         })
         .collect();
-    forms.dedup();
     forms.sort_unstable();
     forms.dedup();
     if forms.is_empty() {
