@@ -125,9 +125,14 @@ pub struct Breakdown {
     pub primitives: Vec<PrimitiveCost>,
 }
 
-/// Measures one query of `plan` on `input` (a batch of `batch`): the dealer's
-/// generation, then the server on a thread and the client here.
-pub fn measure(plan: &Plan, input: &[f32], batch: usize) -> Result<Breakdown> {
+/// Measures one query of `plan` on `input` (a batch of `batch`), its comparisons on
+/// `keys`: the dealer's generation, then the server on a thread and the client here.
+pub fn measure(
+    plan: &Plan,
+    input: &[f32],
+    batch: usize,
+    keys: veil_mpc::ComparisonKeys,
+) -> Result<Breakdown> {
     let public = &plan.public;
     let shapes = public.graph.infer_shapes(batch)?;
     let mut kinds: Vec<KindCost> = Vec::new();
@@ -159,6 +164,7 @@ pub fn measure(plan: &Plan, input: &[f32], batch: usize) -> Result<Breakdown> {
     let dealer = Arc::new(crate::dealer_parameters(public, &weight_seed, 1));
     let mut generator = MaterialGenerator::new(public.fixed_point()?, dealer)?;
     generator.set_batch(batch)?;
+    generator.set_comparison_keys(keys);
     let mut material_by_primitive = Spent::default();
     run_observed(
         &mut generator,

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use veil_core::RingTensor;
 use veil_model::PublicPlan;
 use veil_mpc::{
-    ClientParameters, DealerParameters, MaterialGenerator, Party, PartyMaterial, PartyParameters,
-    PartyRole, ServerParameters, SessionId, SessionLedger,
+    ClientParameters, ComparisonKeys, DealerParameters, MaterialGenerator, Party, PartyMaterial,
+    PartyParameters, PartyRole, ServerParameters, SessionId, SessionLedger,
 };
 use veil_net::Channel;
 
@@ -50,6 +50,12 @@ impl<'a> Generation<'a> {
             plan,
             batch,
         })
+    }
+
+    /// Makes the session's comparisons with `keys` (point-function keys unless set).
+    pub fn with_comparison_keys(mut self, keys: ComparisonKeys) -> Self {
+        self.generator.set_comparison_keys(keys);
+        self
     }
 
     /// The session id (public).

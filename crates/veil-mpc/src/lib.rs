@@ -64,11 +64,12 @@ mod protocol;
 
 pub use cleartext::Cleartext;
 pub use dealer::{
-    MaterialGenerator, MaterialSink, Party, PartyParameters, PartyWeight, ShapeOnly, Share,
+    ComparisonKeys, MaterialGenerator, MaterialSink, Party, PartyParameters, PartyWeight,
+    ShapeOnly, Share,
 };
 pub use dealer::{material, parameters};
 pub use error::{Error, PeerMisbehaved, Result};
-pub use fss::{dcf, gates};
+pub use fss::{dcf, dpf, gates};
 pub use material::{MaterialFeeder, PartyMaterial, PartyRole, SessionId, SessionLedger};
 pub use parameters::{ClientParameters, DealerParameters, ServerParameters};
 pub use protocol::Protocol;

@@ -51,6 +51,8 @@ pub struct BenchOptions {
     /// The query's input: numbers from this file (whitespace or commas), its first
     /// sample repeated over the batch; N(0, 1) values when absent.
     pub input: Option<std::path::PathBuf>,
+    /// The keys the dealer's comparisons get.
+    pub comparison_keys: veil_mpc::ComparisonKeys,
 }
 
 /// Preprocessing bytes per party per query.
@@ -96,6 +98,7 @@ pub struct BenchReport {
     pub threads_io: usize,
     pub rounds_times_rtt_s: f64,
     pub kernel: &'static str,
+    pub comparison_keys: &'static str,
     pub max_abs_err: f64,
 }
 
@@ -304,6 +307,10 @@ pub fn run_bench(executable: &Path, options: &BenchOptions) -> Result<BenchRepor
         "1".into(),
     ];
     dealer_arguments.extend(pool_bytes.map(|bytes| format!("--pool-bytes={bytes}")));
+    dealer_arguments.push(format!(
+        "--comparison-keys={}",
+        options.comparison_keys.name()
+    ));
     let dealer = spawn(Role::Dealer, dealer_arguments)?;
     let server = spawn(
         Role::Server,
@@ -413,6 +420,7 @@ pub fn run_bench(executable: &Path, options: &BenchOptions) -> Result<BenchRepor
         },
         rounds_times_rtt_s: client.rounds as f64 * network.round_trip().as_secs_f64(),
         kernel: veil_core::kernels::Kernel::detect().name(),
+        comparison_keys: options.comparison_keys.name(),
         max_abs_err,
     })
 }

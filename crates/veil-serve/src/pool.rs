@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 use veil_model::PublicPlan;
 use veil_mpc::material::MaterialItem;
-use veil_mpc::{DealerParameters, PartyRole};
+use veil_mpc::{ComparisonKeys, DealerParameters, PartyRole};
 use veil_net::Channel;
 use zeroize::Zeroize;
 
@@ -53,6 +53,9 @@ pub struct PoolConfig {
     pub capacity_bytes: u64,
     /// How long a server half waits for the server's claim before it is burnt.
     pub claim_timeout: Duration,
+    /// The keys the dealer's comparisons get, pooled or streamed (point-function keys
+    /// by default: about half the bytes of DCF keys, one more round per comparison).
+    pub comparison_keys: ComparisonKeys,
 }
 
 impl Default for PoolConfig {
@@ -60,6 +63,7 @@ impl Default for PoolConfig {
         Self {
             capacity_bytes: 256 << 20,
             claim_timeout: Duration::from_secs(120),
+            comparison_keys: ComparisonKeys::default(),
         }
     }
 }
@@ -141,6 +145,7 @@ pub fn generate_entry(
     plan: &PublicPlan,
     parameters: &Arc<DealerParameters>,
     batch: usize,
+    keys: ComparisonKeys,
     limit_bytes: u64,
 ) -> Result<Option<Entry>> {
     // Declared before the generation, whose sink borrows them.
@@ -150,7 +155,7 @@ pub fn generate_entry(
     let mut over_limit = false;
     let (server_half, client_half, session, over) =
         (&mut server, &mut client, &mut session_id, &mut over_limit);
-    let outcome = generate_material(plan, parameters, batch, move |headers| {
+    let outcome = generate_material(plan, parameters, batch, keys, move |headers| {
         *session = Some(headers.session_id);
         server_half.header.clone_from(&headers.server);
         client_half.header.clone_from(&headers.client);
@@ -400,6 +405,40 @@ impl Pool {
         Some(Reservation { pool: self, bytes })
     }
 
+    /// Waits up to `timeout` until an entry of `batch` is ready or there is room to make
+    /// one (while the filler makes the first entry of a batch it holds all the free room,
+    /// since it does not know an entry's size yet). Whether either came.
+    pub fn wait_for_entry_or_room(&self, batch: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.lock();
+        loop {
+            let free = self
+                .config
+                .capacity_bytes
+                .saturating_sub(state.held_bytes + state.reserved_bytes);
+            let ready = state
+                .ready
+                .get(&batch)
+                .is_some_and(|ready| !ready.is_empty());
+            let room = match state.sizes.get(&batch) {
+                Some(EntrySize::Fits(bytes)) => *bytes <= free,
+                Some(EntrySize::TooLarge) => return false,
+                None => state.reserved_bytes == 0 && free > 0,
+            };
+            let now = Instant::now();
+            if ready || room || state.stopped || now >= deadline {
+                return ready || room;
+            }
+            // Woken by the filler and by claims; the short period covers a missed wake.
+            let wait = (deadline - now).min(Duration::from_millis(100));
+            state = self
+                .wake
+                .wait_timeout(state, wait)
+                .map(|(state, _)| state)
+                .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+        }
+    }
+
     /// Generates an entry of `batch` now, in memory, within room reserved first; `None`
     /// when it does not fit the capacity (recorded, so the filler does not try again) or
     /// what is free now.
@@ -407,7 +446,13 @@ impl Pool {
         let Some(reservation) = self.reserve(batch) else {
             return Ok(None);
         };
-        let entry = generate_entry(&self.plan, &self.parameters, batch, reservation.bytes)?;
+        let entry = generate_entry(
+            &self.plan,
+            &self.parameters,
+            batch,
+            self.config.comparison_keys,
+            reservation.bytes,
+        )?;
         match &entry {
             Some(entry) => self.record_size(batch, entry.bytes()),
             // Only a limit of the whole capacity says the entry can never fit.
@@ -572,7 +617,13 @@ impl Pool {
                 drop(state);
                 continue;
             };
-            match generate_entry(&self.plan, &self.parameters, batch, reservation.bytes) {
+            match generate_entry(
+                &self.plan,
+                &self.parameters,
+                batch,
+                self.config.comparison_keys,
+                reservation.bytes,
+            ) {
                 Ok(Some(entry)) => {
                     let bytes = entry.bytes();
                     let mut state = self.lock();
@@ -635,6 +686,7 @@ mod tests {
         let config = PoolConfig {
             capacity_bytes,
             claim_timeout,
+            ..PoolConfig::default()
         };
         (
             Pool::new(plan, parameters, config, Arc::clone(&metrics)).unwrap(),

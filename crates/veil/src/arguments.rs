@@ -118,6 +118,11 @@ pub(crate) struct PartyArguments {
     /// (dealer; 16 MiB when absent): more lets generation run ahead of a slow link.
     #[arg(long)]
     pub(crate) send_queue_bytes: Option<usize>,
+    /// The keys the dealer's comparisons get (dealer; dpf when absent): `dpf`
+    /// (point-function keys, about half the preprocessing bytes, two rounds per
+    /// comparison) or `dcf` (one round, for links where round trips cost most).
+    #[arg(long, value_parser = ["dpf", "dcf"])]
+    pub(crate) comparison_keys: Option<String>,
 }
 
 impl PartyArguments {
@@ -153,6 +158,7 @@ impl PartyArguments {
             max_connections: self.max_connections.or(config.max_connections),
             max_batch: self.max_batch.or(config.max_batch),
             send_queue_bytes: self.send_queue_bytes.or(config.send_queue_bytes),
+            comparison_keys: self.comparison_keys.or(config.comparison_keys),
         }
     }
 }
@@ -246,6 +252,10 @@ pub(crate) struct BenchArguments {
     /// With --breakdown: the chart's file (breakdown-MODEL.svg when absent).
     #[arg(long, requires = "breakdown")]
     pub(crate) chart: Option<PathBuf>,
+    /// The keys the dealer's comparisons get: `dpf` (point-function keys, about half
+    /// the preprocessing, two rounds per comparison) or `dcf` (one round).
+    #[arg(long, default_value = "dpf", value_parser = ["dpf", "dcf"])]
+    pub(crate) comparison_keys: String,
 }
 
 #[derive(Subcommand)]
@@ -602,6 +612,12 @@ impl BenchArguments {
             approx: self.approx.clone(),
             plan: self.plan.clone(),
             input: self.input.clone(),
+            comparison_keys: comparison_keys(&self.comparison_keys),
         }
     }
+}
+
+/// The comparison keys a (clap-checked) `--comparison-keys` names.
+pub(crate) fn comparison_keys(name: &str) -> veil_mpc::ComparisonKeys {
+    veil_mpc::ComparisonKeys::from_name(name).unwrap_or_default()
 }

@@ -13,7 +13,8 @@ use veil_serve::bench::{BenchOptions, bench_plan};
 /// Measures, prints and draws the breakdown of `options`' model.
 pub(crate) fn breakdown(options: &BenchOptions, chart: &Path) -> Result<()> {
     let (plan, input) = bench_plan(options)?;
-    let breakdown = veil_exec::breakdown::measure(&plan, &input, options.batch)?;
+    let breakdown =
+        veil_exec::breakdown::measure(&plan, &input, options.batch, options.comparison_keys)?;
     let name = match options.plan {
         Some(_) => plan.public.name.as_str(),
         None => options.model.as_str(),

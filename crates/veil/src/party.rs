@@ -54,6 +54,7 @@ pub(crate) fn run_party(arguments: PartyArguments, forced: Option<Role>) -> Resu
         max_connections,
         max_batch,
         send_queue_bytes,
+        comparison_keys,
         config: _,
     } = arguments;
     let role = match (forced, role) {
@@ -87,6 +88,9 @@ pub(crate) fn run_party(arguments: PartyArguments, forced: Option<Role>) -> Resu
             }
             if let Some(bytes) = pool_bytes {
                 dealer_options.pool.capacity_bytes = bytes;
+            }
+            if let Some(name) = comparison_keys {
+                dealer_options.pool.comparison_keys = crate::arguments::comparison_keys(&name);
             }
             if let Some(seconds) = claim_timeout_seconds {
                 dealer_options.pool.claim_timeout = Duration::from_secs(seconds.max(1));

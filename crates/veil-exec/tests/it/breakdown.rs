@@ -15,7 +15,8 @@ fn the_breakdown_accounts_for_every_byte_once() {
     };
     let plan = random_encoder_layer(dimensions, seed.value()).expect("the layer");
     let input = SplitMix64::new(seed.value()).normal_vec(4 * 8, 1.0);
-    let breakdown = veil_exec::breakdown::measure(&plan, &input, 1).expect("measures");
+    let breakdown =
+        veil_exec::breakdown::measure(&plan, &input, 1, Default::default()).expect("measures");
     let kind = |name: &str| {
         breakdown
             .kinds

@@ -71,6 +71,29 @@ pub(crate) fn unpack_low_bytes(
         .collect())
 }
 
+/// The first `count` bits of packed bit words (bit i % 64 of word i / 64), as
+/// ⌈count / 8⌉ bytes.
+pub(crate) fn pack_bits(words: &[u64], count: usize) -> Vec<u8> {
+    let mut bytes = words_to_bytes(words);
+    bytes.truncate(count.div_ceil(8));
+    bytes
+}
+
+/// A peer's `count` bits packed by [`pack_bits`], as bit words; bits past `count` come
+/// back as zero whatever the peer put there.
+pub(crate) fn unpack_bits(op: &'static str, bytes: &[u8], count: usize) -> Result<Vec<u64>> {
+    check_message_length(op, bytes, count.div_ceil(8))?;
+    let mut padded = bytes.to_vec();
+    padded.resize(8 * count.div_ceil(64), 0);
+    let mut words = words_from_bytes(&padded);
+    if count % 64 != 0 {
+        if let Some(last) = words.last_mut() {
+            *last &= (1u64 << (count % 64)) - 1;
+        }
+    }
+    Ok(words)
+}
+
 fn check_message_length(op: &'static str, bytes: &[u8], expected: usize) -> Result<()> {
     if bytes.len() == expected {
         Ok(())
@@ -112,5 +135,12 @@ mod tests {
         assert_eq!(packed, [0x34, 0x12, 0xff, 0, 0xcd, 0xab]);
         assert_eq!(unpack_low_bytes("test", &packed, 3, 2).unwrap(), words);
         assert!(unpack_low_bytes("test", &packed, 2, 2).is_err());
+        let bits = [u64::MAX, 0b1011];
+        let packed = pack_bits(&bits, 68);
+        assert_eq!(packed.len(), 9);
+        assert_eq!(unpack_bits("test", &packed, 68).unwrap(), bits);
+        // Bits past the count are dropped, and a short message is refused.
+        assert_eq!(unpack_bits("test", &packed, 66).unwrap(), [u64::MAX, 0b11]);
+        assert!(unpack_bits("test", &packed[..8], 68).is_err());
     }
 }

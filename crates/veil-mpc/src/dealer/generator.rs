@@ -18,6 +18,7 @@ use veil_core::prg::{Prg, Seed};
 use veil_core::{FixedPoint, RingTensor};
 
 use super::beaver::elementwise_product;
+use super::comparison::ComparisonKeys;
 use super::material::{MaterialItem, MaterialKind, PartyMaterial, PartyRole, SessionId, op_stream};
 use super::parameters::DealerParameters;
 use crate::accounting::{Cost, Spent};
@@ -46,6 +47,8 @@ pub struct MaterialGenerator<'a> {
     sink: Option<MaterialSink<'a>>,
     /// Material bytes made so far, per primitive.
     spent: Spent,
+    /// The keys comparisons get.
+    comparison_keys: ComparisonKeys,
 }
 
 impl<'a> MaterialGenerator<'a> {
@@ -116,7 +119,19 @@ impl<'a> MaterialGenerator<'a> {
             outputs,
             sink: None,
             spent: Spent::default(),
+            comparison_keys: ComparisonKeys::default(),
         }
+    }
+
+    /// Makes comparisons from now on with `keys` (point-function keys unless set). The
+    /// parties follow whichever keys each item carries.
+    pub fn set_comparison_keys(&mut self, keys: ComparisonKeys) {
+        self.comparison_keys = keys;
+    }
+
+    /// The keys comparisons get.
+    pub fn comparison_keys(&self) -> ComparisonKeys {
+        self.comparison_keys
     }
 
     /// The session id (public).

@@ -66,6 +66,10 @@ pub enum MaterialKind {
     Relu = 6,
     /// A square pair (C = A² correction for the server).
     SquareTriple = 7,
+    /// DReLU gate keys from a point function (`fss::dpf`).
+    DreluPoint = 8,
+    /// ReLU gate keys from a point function (`fss::dpf`).
+    ReluPoint = 9,
 }
 
 impl MaterialKind {
@@ -78,7 +82,10 @@ impl MaterialKind {
             MaterialKind::ElementwiseTriple
             | MaterialKind::MatrixTriple
             | MaterialKind::SquareTriple => Primitive::SecretProduct,
-            MaterialKind::Drelu | MaterialKind::Relu => Primitive::Comparison,
+            MaterialKind::Drelu
+            | MaterialKind::Relu
+            | MaterialKind::DreluPoint
+            | MaterialKind::ReluPoint => Primitive::Comparison,
         }
     }
 }
@@ -93,6 +100,8 @@ impl MaterialKind {
             5 => Self::Drelu,
             6 => Self::Relu,
             7 => Self::SquareTriple,
+            8 => Self::DreluPoint,
+            9 => Self::ReluPoint,
             _ => return None,
         })
     }
@@ -404,6 +413,20 @@ impl PartyMaterial {
                 .iter()
                 .map(|item| ITEM_HEADER_BYTES + 8 * item.words.len())
                 .sum::<usize>()
+    }
+
+    /// The kind of the next item if it is op `op_index`'s (a streaming half waits for it
+    /// to arrive), so that a step the dealer may serve in more than one form (a
+    /// comparison: DCF or point-function keys) follows the form it was given.
+    pub(crate) fn next_kind(&mut self, op_index: u32) -> Result<Option<MaterialKind>> {
+        if self.items.is_empty() {
+            self.pull()?;
+        }
+        Ok(self
+            .items
+            .front()
+            .filter(|item| item.tag.op_index == op_index)
+            .map(|item| item.tag.kind))
     }
 
     /// Takes the next item, which must carry `expected`'s tag; a streaming half waits

@@ -6,9 +6,11 @@
 //! # What each role holds
 //! - The server: the weights W and their masks B, the biases, and per query its
 //!   [`PartyMaterial`](material::PartyMaterial): a seed it shares with the dealer plus
-//!   corrections (C₁, truncation corrections, gate constants, DCF correction words).
+//!   corrections (C₁, truncation corrections, gate constants, comparison keys' correction
+//!   words).
 //! - The client: the masked weights D = W + B (sent once per client session) and per
-//!   query its material: a seed it shares with the dealer plus the DCF correction words.
+//!   query its material: a seed it shares with the dealer plus the comparison keys'
+//!   correction words.
 //! - The dealer: the masks B only (from the weight seed it shares with the server, see
 //!   [`parameters`]), and per query both parties' seeds. It never sees an input, a share
 //!   or an output.
@@ -21,8 +23,9 @@
 //! - precise truncation TruncPr (cookbook §1.4): both open c = x + 2^62 + r, one round;
 //! - Beaver products, elementwise and matrix (cookbook §2.1): both open ε = X − A and
 //!   δ = Y − B, one round;
-//! - DReLU and ReLU from DCF keys in the gate model (cookbook §3.4, [`crate::gates`]):
-//!   both open x + r (k bits for DReLU, 64 for ReLU), one round;
+//! - DReLU and ReLU in the gate model (cookbook §3.4, [`crate::gates`]): both open
+//!   x + r (k bits for DReLU, 64 for ReLU), one round, and with point-function keys
+//!   (the default, [`ComparisonKeys`]) then one bit per element, a second round;
 //! - output to the client only: the server sends its share, the client adds.
 //!
 //! Every other operation is local.
@@ -52,5 +55,6 @@ mod party;
 mod truncation;
 mod weight_product;
 
+pub use comparison::ComparisonKeys;
 pub use generator::{MaterialGenerator, MaterialSink, ShapeOnly};
 pub use party::{Party, PartyParameters, PartyWeight, Share};

@@ -198,6 +198,11 @@ impl<C: Channel> Party<C> {
         (op, op_stream(self.material.seed(), op))
     }
 
+    /// The kind of the step's material item, if the next item is this step's.
+    pub(super) fn next_kind(&mut self, op_index: u32) -> Result<Option<MaterialKind>> {
+        self.material.next_kind(op_index)
+    }
+
     /// The step's material item, which must carry this tag.
     pub(super) fn take(
         &mut self,

@@ -94,6 +94,30 @@ pub fn evaluate_t(
     ]
 }
 
+/// A party's additive shares of t and t·r in the point-function form of a gate.
+///
+/// With keys from [`super::dpf`] the parties hold XOR shares u_b of 1{y < α}. The dealer
+/// adds XOR shares σ_b of σ = m ⊕ ρ and additive shares of ρ and ρ·r, for a bit ρ that
+/// neither party knows. The parties open w = u ⊕ σ = t ⊕ ρ (one bit each way, uniform
+/// because ρ is), and then t = w + (1 − 2w)·ρ and t·r = w·r + (1 − 2w)·ρ·r are linear in
+/// the shares. Party 0 adds the public term w.
+pub fn point_t_shares(
+    party: usize,
+    opened_bit: u64,
+    rho_share: u64,
+    rho_mask_share: u64,
+    mask_share: u64,
+) -> [u64; MAX_PAYLOAD] {
+    let sign = 1u64.wrapping_sub(2 * opened_bit);
+    let public = if party == 0 { opened_bit } else { 0 };
+    [
+        public.wrapping_add(sign.wrapping_mul(rho_share)),
+        opened_bit
+            .wrapping_mul(mask_share)
+            .wrapping_add(sign.wrapping_mul(rho_mask_share)),
+    ]
+}
+
 /// A party's share of DReLU from its share of t. Party 0 adds the public term.
 pub fn drelu_share(party: usize, opened: u64, bits: u32, t_share: u64) -> u64 {
     let (c, _) = split_opened(opened, bits);
@@ -179,6 +203,63 @@ mod tests {
         (drelu, relu)
     }
 
+    /// The same gate with point-function keys: XOR shares from the DPF, the opened bit
+    /// w = u ⊕ σ, then [`point_t_shares`].
+    fn run_point_gate(x: u64, mask: u64, bits: u32, prg: &mut Prg) -> (u64, u64) {
+        let roots = [prg.next_u128(), prg.next_u128()];
+        let parameters = parameters(mask, bits, true);
+        let mut words = Vec::new();
+        super::super::dpf::generate_batch(
+            bits - 1,
+            &[parameters.alpha],
+            [&roots[..1], &roots[1..]],
+            &mut words,
+        )
+        .unwrap();
+        let rho = prg.next_u64() & 1;
+        let sigma_0 = prg.next_u64() & 1;
+        let sigma = [sigma_0, parameters.constants[0] ^ rho ^ sigma_0];
+        let rho_shares = share(rho, prg);
+        let rho_mask_shares = share(rho.wrapping_mul(mask), prg);
+        let mask_shares = share(mask, prg);
+        let opened = x.wrapping_add(mask);
+        let y = dcf_input(opened, bits);
+        let u: Vec<u64> = (0..2)
+            .map(|party| {
+                super::super::dpf::evaluate_batch(
+                    party,
+                    bits - 1,
+                    &roots[party..=party],
+                    &words,
+                    &[y],
+                )
+                .unwrap()[0]
+            })
+            .collect();
+        let w = u[0] ^ u[1] ^ sigma[0] ^ sigma[1];
+        let mut drelu = 0u64;
+        let mut relu = 0u64;
+        for party in 0..2 {
+            let t = point_t_shares(
+                party,
+                w,
+                rho_shares[party],
+                rho_mask_shares[party],
+                mask_shares[party],
+            );
+            drelu = drelu.wrapping_add(drelu_share(party, opened, bits, t[0]));
+            relu = relu.wrapping_add(relu_share(
+                party,
+                opened,
+                bits,
+                t[0],
+                t[1],
+                mask_shares[party],
+            ));
+        }
+        (drelu, relu)
+    }
+
     fn expected(x: u64, bits: u32) -> (u64, u64) {
         if signed_reduction(x, bits) >= 0 {
             (1, x)
@@ -202,6 +283,11 @@ mod tests {
                     run_gate(x_ring, mask, bits, &mut prg),
                     expected(x_ring, bits),
                     "x {x} r {mask_low}"
+                );
+                assert_eq!(
+                    run_point_gate(x_ring, mask, bits, &mut prg),
+                    expected(x_ring, bits),
+                    "point keys: x {x} r {mask_low}"
                 );
             }
         }
@@ -228,10 +314,17 @@ mod tests {
                     expected(x, 64),
                     "x {x} r {mask}"
                 );
+                assert_eq!(
+                    run_point_gate(x, mask, 64, &mut prg),
+                    expected(x, 64),
+                    "point keys: x {x} r {mask}"
+                );
             }
             for _ in 0..20 {
                 let mask = prg.next_u64();
                 assert_eq!(run_gate(x, mask, 64, &mut prg), expected(x, 64), "x {x}");
+                let point = run_point_gate(x, mask, 64, &mut prg);
+                assert_eq!(point, expected(x, 64), "point keys: x {x}");
             }
         }
     }

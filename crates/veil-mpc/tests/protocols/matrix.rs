@@ -12,7 +12,7 @@ use crate::programs::{
     BatchedProducts, Comparisons, Convolution, Layer, Linear, LocalOperations, Products, Program,
     RowScale, Squares, Truncate,
 };
-use crate::settings::{Cleartext, Dealer, Setting};
+use crate::settings::{Cleartext, Dealer, DealerDcf, Setting};
 
 /// Runs `program` in setting `S` and holds its output to `S`'s bound against
 /// `reference`, which is `what` (for messages).
@@ -245,6 +245,7 @@ matrix! {
     settings: [
         cleartext: super::Cleartext,
         dealer: super::Dealer,
+        dealer_dcf: super::DealerDcf,
     ],
     tests: [
         weight_product_is_exact_and_truncation_within_one_ulp,

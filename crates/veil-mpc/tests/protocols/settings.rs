@@ -11,8 +11,8 @@ use std::thread;
 
 use veil_core::RingTensor;
 use veil_mpc::{
-    ClientParameters, DealerParameters, MaterialGenerator, Party, PartyMaterial, PartyParameters,
-    Result, ServerParameters, SessionLedger,
+    ClientParameters, ComparisonKeys, DealerParameters, MaterialGenerator, Party, PartyMaterial,
+    PartyParameters, Result, ServerParameters, SessionLedger,
 };
 use veil_net::{Channel, memory_pair};
 
@@ -98,6 +98,15 @@ pub struct Dealer;
 impl Dealer {
     /// The dealer's material for one session of `program`: (server's, client's).
     pub fn material(program: &impl Program, fixture: &Fixture) -> (PartyMaterial, PartyMaterial) {
+        Self::material_with(program, fixture, ComparisonKeys::default())
+    }
+
+    /// As [`Self::material`], with comparisons on `keys`.
+    pub fn material_with(
+        program: &impl Program,
+        fixture: &Fixture,
+        keys: ComparisonKeys,
+    ) -> (PartyMaterial, PartyMaterial) {
         let dealer_parameters = Arc::new(DealerParameters::new(
             &fixture.weight_seed(),
             1,
@@ -108,6 +117,7 @@ impl Dealer {
             dealer_parameters,
             &fixture.next_session_seed(),
         );
+        generator.set_comparison_keys(keys);
         assert!(program.run(&mut generator, None).unwrap().is_none());
         generator.finish()
     }
@@ -135,7 +145,18 @@ impl Dealer {
         input: &RingTensor,
         channels: (C, C),
     ) -> Result<RingTensor> {
-        let (server_material, client_material) = Self::material(program, fixture);
+        Self::secure_with(program, fixture, input, channels, ComparisonKeys::default())
+    }
+
+    /// As [`Self::secure`], with comparisons on `keys`.
+    pub fn secure_with<C: Channel + 'static>(
+        program: &impl Program,
+        fixture: &Fixture,
+        input: &RingTensor,
+        channels: (C, C),
+        keys: ComparisonKeys,
+    ) -> Result<RingTensor> {
+        let (server_material, client_material) = Self::material_with(program, fixture, keys);
         let (server_parameters, client_parameters) = Self::parameters(fixture);
         let (server_channel, client_channel) = channels;
         let fixed_point = fixture.fixed_point;
@@ -180,5 +201,21 @@ impl Setting for Dealer {
     /// Exact except precise truncation (cookbook §1.4), which may add one ulp.
     fn bound(program: Bound) -> Bound {
         program
+    }
+}
+
+/// The dealer setting with DCF comparison keys instead of the default point-function
+/// keys: the same parties, one round per comparison instead of two.
+pub struct DealerDcf;
+
+impl Setting for DealerDcf {
+    const NAME: &'static str = "dealer (DCF keys)";
+
+    fn run(program: &impl Program, fixture: &Fixture, input: &RingTensor) -> RingTensor {
+        Dealer::secure_with(program, fixture, input, memory_pair(), ComparisonKeys::Dcf).unwrap()
+    }
+
+    fn bound(program: Bound) -> Bound {
+        Dealer::bound(program)
     }
 }

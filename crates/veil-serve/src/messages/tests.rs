@@ -224,15 +224,21 @@ fn material_stream() -> (Vec<u8>, Vec<Vec<u8>>, Vec<u8>) {
     let mut items = Vec::new();
     let mut header = Vec::new();
     let (sink, server_header) = (&mut items, &mut header);
-    crate::roles::dealer::generate_material(&plan, &parameters, 1, move |headers| {
-        server_header.clone_from(&headers.server);
-        Ok(Box::new(move |role, item| {
-            if role == veil_mpc::PartyRole::Server {
-                sink.push(item);
-            }
-            Ok(())
-        }))
-    })
+    crate::roles::dealer::generate_material(
+        &plan,
+        &parameters,
+        1,
+        Default::default(),
+        move |headers| {
+            server_header.clone_from(&headers.server);
+            Ok(Box::new(move |role, item| {
+                if role == veil_mpc::PartyRole::Server {
+                    sink.push(item);
+                }
+                Ok(())
+            }))
+        },
+    )
     .unwrap();
     let mut frames = Frames::default();
     let mut whole = PartyMaterial::decode(&header).unwrap();

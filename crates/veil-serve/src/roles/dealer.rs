@@ -14,7 +14,7 @@ use veil_core::prg::Seed;
 use veil_exec::dealer_parameters;
 use veil_model::PublicPlan;
 use veil_mpc::material::MaterialItem;
-use veil_mpc::{DealerParameters, PartyRole, SessionId};
+use veil_mpc::{ComparisonKeys, DealerParameters, PartyRole, SessionId};
 use veil_net::{Channel, ChannelStats, Role};
 use zeroize::Zeroize;
 
@@ -80,6 +80,10 @@ impl Default for DealerOptions {
     }
 }
 
+/// How long a prefetching client's request waits for a pooled entry or room to make
+/// one before it is refused with "retry shortly".
+const PREFETCH_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Where generated items go as they are made: to each party's link, or into memory.
 pub(crate) type MaterialSink<'a> =
     Box<dyn FnMut(PartyRole, MaterialItem) -> veil_mpc::Result<()> + 'a>;
@@ -107,9 +111,11 @@ pub(crate) fn generate_material<'a>(
     plan: &'a PublicPlan,
     parameters: &Arc<DealerParameters>,
     batch: usize,
+    keys: ComparisonKeys,
     start: impl FnOnce(&SessionHeaders) -> Result<MaterialSink<'a>>,
 ) -> Result<()> {
-    let generation = veil_exec::session::Generation::new(plan, parameters, batch)?;
+    let generation =
+        veil_exec::session::Generation::new(plan, parameters, batch)?.with_comparison_keys(keys);
     let headers = SessionHeaders {
         session_id: generation.session_id(),
         server: generation.encoded_header(PartyRole::Server),
@@ -555,13 +561,22 @@ fn dealer_client_session(
                 client.send(&SessionAnswer::Refused { reason }.encode())?;
                 continue;
             }
-            let entry = match pool.take_ready(batch) {
+            let mut entry = match pool.take_ready(batch) {
                 Some(entry) => Some(entry),
                 None if prefetch > 0 || pool.fits(batch) == Some(true) => {
                     pool.generate_now(batch)?
                 }
                 None => None,
             };
+            // A prefetching client cannot take a streamed session: give the filler (whose
+            // first entry holds all the free room) and the server's claims a while.
+            if entry.is_none() && prefetch > 0 && pool.wait_for_entry_or_room(batch, PREFETCH_WAIT)
+            {
+                entry = match pool.take_ready(batch) {
+                    Some(entry) => Some(entry),
+                    None => pool.generate_now(batch)?,
+                };
+            }
             match entry {
                 Some(entry) => {
                     let session = entry.session_id();
@@ -625,6 +640,7 @@ fn stream_session(
         &dealer.plan,
         &registration.parameters,
         batch,
+        registration.pool.config().comparison_keys,
         move |headers| {
             let session = headers.session_id;
             let token = ClaimToken::random()?;

@@ -63,7 +63,7 @@ const FIXED_KEY: [u8; 16] = *b"veil/dcf/prg/v1.";
 /// share a tweaked block. Bit 0 of an expanded word is the control bit.
 pub(crate) const SEED_BITS: u128 = !3;
 
-fn fixed_cipher() -> &'static Aes128 {
+pub(crate) fn fixed_cipher() -> &'static Aes128 {
     static CIPHER: OnceLock<Aes128> = OnceLock::new();
     CIPHER.get_or_init(|| Aes128::new(&Array::from(FIXED_KEY)))
 }
