@@ -840,6 +840,23 @@ mod tests {
     }
 
     #[test]
+    fn a_request_waits_for_the_room_the_first_generation_holds() {
+        let (pool, _) = pool_with_capacity(4 * entry_size());
+        // No entry made yet: the first generation reserves all the free room.
+        let first = pool.reserve(1).expect("room for the first entry");
+        assert!(pool.reserve(1).is_none());
+        assert!(!pool.wait_for_entry_or_room(1, Duration::from_millis(50)));
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                drop(first);
+            });
+            assert!(pool.wait_for_entry_or_room(1, Duration::from_secs(30)));
+        });
+        assert!(pool.generate_now(1).unwrap().is_some());
+    }
+
+    #[test]
     fn a_half_prints_sizes_only() {
         let (pool, _) = pool(u64::MAX, Duration::from_secs(60));
         let entry = pool.generate_now(1).unwrap().unwrap();

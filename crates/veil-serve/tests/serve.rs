@@ -173,11 +173,22 @@ fn claim(
     receive_material(&mut dealer)
 }
 
+/// The MLP runs on DCF comparison keys (`--comparison-keys dcf`), the CNN below on the
+/// default point-function keys: both forms, end to end.
 #[test]
 fn digits_model_agrees_with_plaintext_and_the_dealer_receives_nothing() {
     let plan = bundled_plan();
     let test = digits_test_set();
-    let deployment = deploy(&plan, 1, 1);
+    let options = DealerOptions {
+        max_clients: Some(1),
+        pool: PoolConfig {
+            capacity_bytes: TEST_POOL_BYTES,
+            comparison_keys: veil_mpc::ComparisonKeys::Dcf,
+            ..PoolConfig::default()
+        },
+        ..DealerOptions::default()
+    };
+    let deployment = deploy_with(&plan, 1, options);
     let mut client = connect(&deployment, &plan);
     let mut agree = 0;
     for index in 0..test.len() {

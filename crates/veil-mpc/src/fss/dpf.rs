@@ -92,39 +92,27 @@ fn zeroize_blocks(blocks: &mut [aes::Block]) {
 
 /// Scratch that holds seeds: zeroised on drop.
 struct Scratch {
-    inputs: Vec<aes::Block>,
-    outputs: Vec<aes::Block>,
+    /// The AES blocks of the current level, encrypted in place.
+    blocks: Vec<aes::Block>,
     seeds: Vec<u128>,
+    controls: Vec<u64>,
 }
 
 impl Scratch {
     fn new(blocks: usize, seeds: usize) -> Self {
         Self {
-            inputs: vec![aes::Block::default(); blocks],
-            outputs: vec![aes::Block::default(); blocks],
+            blocks: vec![aes::Block::default(); blocks],
             seeds: vec![0; seeds],
+            controls: vec![0; seeds],
         }
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        zeroize_blocks(&mut self.inputs);
-        zeroize_blocks(&mut self.outputs);
+        zeroize_blocks(&mut self.blocks);
         self.seeds.zeroize();
-    }
-}
-
-/// G_j(s) for every (seed, j) in `scratch.inputs` (already s ⊕ j), Matyas–Meyer–Oseas:
-/// π(s ⊕ j) ⊕ s ⊕ j, read back from `scratch.outputs`.
-fn expand_all(scratch: &mut Scratch, count: usize) {
-    let cipher = fixed_cipher();
-    let (inputs, outputs) = (&scratch.inputs[..count], &mut scratch.outputs[..count]);
-    cipher
-        .encrypt_blocks_b2b(inputs, outputs)
-        .expect("input and output block slices have one length");
-    for (output, input) in outputs.iter_mut().zip(inputs) {
-        *output = to_block(from_block(output) ^ from_block(input));
+        self.controls.zeroize();
     }
 }
 
@@ -146,65 +134,77 @@ pub fn generate_batch(
     let start = words.len();
     words.resize(start + count * key_words(bits), 0);
     let output = &mut words[start..];
+    let cipher = fixed_cipher();
     let group = count.clamp(1, GROUP);
-    // Blocks 4k + 2b + j: G_j of party b's seed for key k (j = 0, 1).
+    // Seed and control 2k + b are party b's for key k; block 4k + 2b + j is
+    // π(s ⊕ j) for party b's seed s (j = 0, 1: the children).
     let mut scratch = Scratch::new(4 * group, 2 * group);
-    let mut controls = vec![[0u64; 2]; group];
+    let leaf_mask = (1u64 << (bits - tree_levels(bits))) - 1;
     for first in (0..count).step_by(GROUP) {
         let keys = (count - first).min(GROUP);
+        let Scratch {
+            blocks,
+            seeds,
+            controls,
+        } = &mut scratch;
         for key in 0..keys {
             for party in 0..2 {
-                scratch.seeds[2 * key + party] = roots[party][first + key] & SEED_BITS;
+                let seed = roots[party][first + key] & SEED_BITS;
+                seeds[2 * key + party] = seed;
+                controls[2 * key + party] = party as u64;
+                blocks[4 * key + 2 * party] = to_block(seed);
+                blocks[4 * key + 2 * party + 1] = to_block(seed ^ 1);
             }
-            controls[key] = [0, 1];
         }
         for level in 0..levels {
+            cipher.encrypt_blocks(&mut blocks[..4 * keys]);
             let shift = bits as usize - 1 - level;
-            for (index, block) in scratch.inputs[..4 * keys].iter_mut().enumerate() {
-                *block = to_block(scratch.seeds[index / 2] ^ (index % 2) as u128);
-            }
-            expand_all(&mut scratch, 4 * keys);
+            let corrections = &mut output[2 * (level * count + first)..][..2 * keys];
             for key in 0..keys {
                 let alpha_bit = (alphas[first + key] >> shift) & 1;
                 let keep = alpha_bit as usize;
                 let lose = keep ^ 1;
+                // G_j(s) = π(s ⊕ j) ⊕ s ⊕ j (Matyas–Meyer–Oseas).
                 let child = |party: usize, side: usize| {
-                    from_block(&scratch.outputs[4 * key + 2 * party + side])
+                    from_block(&blocks[4 * key + 2 * party + side])
+                        ^ seeds[2 * key + party]
+                        ^ side as u128
                 };
-                let seed_correction = (child(0, lose) ^ child(1, lose)) & SEED_BITS;
+                let children = [[child(0, 0), child(0, 1)], [child(1, 0), child(1, 1)]];
+                let seed_correction = (children[0][lose] ^ children[1][lose]) & SEED_BITS;
                 let control_correction = [
-                    ((child(0, 0) ^ child(1, 0)) as u64 & 1) ^ alpha_bit ^ 1,
-                    ((child(0, 1) ^ child(1, 1)) as u64 & 1) ^ alpha_bit,
+                    ((children[0][0] ^ children[1][0]) as u64 & 1) ^ alpha_bit ^ 1,
+                    ((children[0][1] ^ children[1][1]) as u64 & 1) ^ alpha_bit,
                 ];
                 for party in 0..2 {
-                    let previous = controls[key][party];
-                    let kept = child(party, keep);
-                    scratch.seeds[2 * key + party] =
-                        (kept & SEED_BITS) ^ (seed_correction & mask_128(previous));
-                    controls[key][party] =
+                    let previous = controls[2 * key + party];
+                    let kept = children[party][keep];
+                    let seed = (kept & SEED_BITS) ^ (seed_correction & mask_128(previous));
+                    seeds[2 * key + party] = seed;
+                    controls[2 * key + party] =
                         (kept as u64 & 1) ^ (previous & control_correction[keep]);
+                    blocks[4 * key + 2 * party] = to_block(seed);
+                    blocks[4 * key + 2 * party + 1] = to_block(seed ^ 1);
                 }
                 let correction = seed_correction
                     | u128::from(control_correction[0])
                     | (u128::from(control_correction[1]) << 1);
-                put_word(output, level * count + first + key, correction);
+                put_word(corrections, key, correction);
             }
         }
         // The leaf: CW = G_2(s_0) ⊕ G_2(s_1) ⊕ e_(α's low bits).
-        for (index, block) in scratch.inputs[..2 * keys].iter_mut().enumerate() {
-            *block = to_block(scratch.seeds[index] ^ 2);
+        for index in 0..2 * keys {
+            blocks[index] = to_block(seeds[index] ^ 2);
         }
-        expand_all(&mut scratch, 2 * keys);
-        let leaf_mask = (1u64 << (bits - tree_levels(bits))) - 1;
+        cipher.encrypt_blocks(&mut blocks[..2 * keys]);
+        let leaves = &mut output[2 * (levels * count + first)..][..2 * keys];
         for key in 0..keys {
+            let leaf =
+                |party: usize| from_block(&blocks[2 * key + party]) ^ seeds[2 * key + party] ^ 2;
             let point = 1u128 << (alphas[first + key] & leaf_mask);
-            let correction = from_block(&scratch.outputs[2 * key])
-                ^ from_block(&scratch.outputs[2 * key + 1])
-                ^ point;
-            put_word(output, levels * count + first + key, correction);
+            put_word(leaves, key, leaf(0) ^ leaf(1) ^ point);
         }
     }
-    controls.zeroize();
     Some(())
 }
 
@@ -230,55 +230,71 @@ pub fn evaluate_batch(
     }
     let levels = tree_levels(bits) as usize;
     let mut shares = vec![0u64; count.div_ceil(64)];
+    let cipher = fixed_cipher();
     let group = count.clamp(1, GROUP);
-    // Blocks 2k + j: G_j of key k's current seed (j = 0, 1).
+    // Block 2k + j is π(s ⊕ j) for key k's current seed s (j = 0, 1: the children).
     let mut scratch = Scratch::new(2 * group, group);
-    let mut controls = vec![0u64; group];
     let mut bits_of = vec![0u64; group];
+    let leaf_mask = (1u64 << (bits - tree_levels(bits))) - 1;
     for first in (0..count).step_by(GROUP) {
         let keys = (count - first).min(GROUP);
+        let inputs = &inputs[first..first + keys];
+        let Scratch {
+            blocks,
+            seeds,
+            controls,
+        } = &mut scratch;
         for key in 0..keys {
-            scratch.seeds[key] = roots[first + key] & SEED_BITS;
+            let seed = roots[first + key] & SEED_BITS;
+            seeds[key] = seed;
             controls[key] = party as u64;
             bits_of[key] = 0;
+            blocks[2 * key] = to_block(seed);
+            blocks[2 * key + 1] = to_block(seed ^ 1);
         }
         for level in 0..levels {
+            cipher.encrypt_blocks(&mut blocks[..2 * keys]);
             let shift = bits as usize - 1 - level;
-            for (index, block) in scratch.inputs[..2 * keys].iter_mut().enumerate() {
-                *block = to_block(scratch.seeds[index / 2] ^ (index % 2) as u128);
-            }
-            expand_all(&mut scratch, 2 * keys);
+            let corrections = &words[2 * (level * count + first)..][..2 * keys];
             for key in 0..keys {
-                let correction = word_at(words, level * count + first + key);
+                let correction = word_at(corrections, key);
                 let apply = mask_128(controls[key]);
-                let left = from_block(&scratch.outputs[2 * key]) ^ (correction & apply);
-                let right = from_block(&scratch.outputs[2 * key + 1])
+                let seed = seeds[key];
+                // The left child's seed gets s_CW and its control bit t_CW^L (bit 0 of
+                // the word; bit 1 lands in the seed's cleared bits); the right child's
+                // gets s_CW and t_CW^R (bit 1).
+                let left = from_block(&blocks[2 * key]) ^ seed ^ (correction & apply);
+                let right = from_block(&blocks[2 * key + 1])
+                    ^ seed
+                    ^ 1
                     ^ ((correction & SEED_BITS) & apply)
                     ^ (((correction >> 1) & 1) & apply);
-                // Bit 0 of `left` got t_CW^L (bit 0 of the correction) with the seed.
-                let side = (inputs[first + key] >> shift) & 1;
+                let side = (inputs[key] >> shift) & 1;
                 // Where y goes left, the right child holds α iff α > y at this bit.
                 bits_of[key] ^= (right as u64 & 1) & (side ^ 1);
                 let next = if side == 1 { right } else { left };
-                scratch.seeds[key] = next & SEED_BITS;
+                let next_seed = next & SEED_BITS;
+                seeds[key] = next_seed;
                 controls[key] = next as u64 & 1;
+                blocks[2 * key] = to_block(next_seed);
+                blocks[2 * key + 1] = to_block(next_seed ^ 1);
             }
         }
-        for (index, block) in scratch.inputs[..keys].iter_mut().enumerate() {
-            *block = to_block(scratch.seeds[index] ^ 2);
-        }
-        expand_all(&mut scratch, keys);
-        let leaf_mask = (1u64 << (bits - tree_levels(bits))) - 1;
         for key in 0..keys {
-            let correction = word_at(words, levels * count + first + key);
-            let leaf = from_block(&scratch.outputs[key]) ^ (correction & mask_128(controls[key]));
-            let above = leaf & leaf_bits_above(inputs[first + key] & leaf_mask);
+            blocks[key] = to_block(seeds[key] ^ 2);
+        }
+        cipher.encrypt_blocks(&mut blocks[..keys]);
+        let leaves = &words[2 * (levels * count + first)..][..2 * keys];
+        for key in 0..keys {
+            let correction = word_at(leaves, key);
+            let leaf =
+                from_block(&blocks[key]) ^ seeds[key] ^ 2 ^ (correction & mask_128(controls[key]));
+            let above = leaf & leaf_bits_above(inputs[key] & leaf_mask);
             let bit = bits_of[key] ^ u64::from(above.count_ones() & 1);
             let index = first + key;
             shares[index / 64] |= bit << (index % 64);
         }
     }
-    controls.zeroize();
     bits_of.zeroize();
     Some(shares)
 }
