@@ -86,10 +86,10 @@ pub(crate) fn unpack_bits(op: &'static str, bytes: &[u8], count: usize) -> Resul
     let mut padded = bytes.to_vec();
     padded.resize(8 * count.div_ceil(64), 0);
     let mut words = words_from_bytes(&padded);
-    if count % 64 != 0 {
-        if let Some(last) = words.last_mut() {
-            *last &= (1u64 << (count % 64)) - 1;
-        }
+    if let Some(last) = words.last_mut()
+        && !count.is_multiple_of(64)
+    {
+        *last &= (1u64 << (count % 64)) - 1;
     }
     Ok(words)
 }

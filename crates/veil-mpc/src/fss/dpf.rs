@@ -384,8 +384,8 @@ mod tests {
         let mut words = Vec::new();
         generate_batch(36, &alphas, [&roots[0], &roots[1]], &mut words).unwrap();
         assert_eq!(key_words(36) * 8, 480);
-        for party in 0..2 {
-            let shares = evaluate_batch(party, 36, &roots[party], &words, &inputs).unwrap();
+        for (party, roots) in roots.iter().enumerate() {
+            let shares = evaluate_batch(party, 36, roots, &words, &inputs).unwrap();
             let ones: u32 = shares.iter().map(|word| word.count_ones()).sum();
             assert!(
                 (1800..2300).contains(&ones),
