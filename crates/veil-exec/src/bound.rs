@@ -82,6 +82,15 @@ pub fn error_bound(plan: &Plan, input: &[f32]) -> Result<f64> {
                 bounds[node.inputs[0]] + 2.0 * ulp,
                 magnitudes[node.inputs[0]],
             ),
+            Op::GeluTable { .. } => {
+                use crate::ops::gelu_table::{APPROXIMATION_ERROR, FIXED_POINT_ULPS, LIPSCHITZ};
+                (
+                    LIPSCHITZ * bounds[node.inputs[0]]
+                        + APPROXIMATION_ERROR
+                        + FIXED_POINT_ULPS * ulp,
+                    magnitudes[node.inputs[0]] + APPROXIMATION_ERROR,
+                )
+            }
             Op::Gelu { .. } => {
                 use crate::ops::gelu::{APPROXIMATION_ERROR, FIXED_POINT_ULPS, LIPSCHITZ};
                 (

@@ -30,7 +30,7 @@ pub fn operator_kind(op: &Op) -> &'static str {
         Op::MaskedSum => "pooling",
         Op::Relu { .. } => "relu",
         Op::MaxPool2d { .. } => "max",
-        Op::Gelu { .. } => "gelu",
+        Op::Gelu { .. } | Op::GeluTable { .. } => "gelu",
         Op::Softmax { .. } => "softmax",
         Op::QuadSoftmax { .. } => "softmax (2quad)",
         Op::ReluSoftmax { .. } => "softmax (2relu)",
@@ -70,7 +70,7 @@ fn plaintext_flops(op: &Op, input: &[usize], output: &[usize]) -> f64 {
         Op::Softmax { .. } => 5.0 * elements(input),
         Op::QuadSoftmax { .. } | Op::ReluSoftmax { .. } => 4.0 * elements(input),
         Op::Quadratic { .. } => 4.0 * elements(input),
-        Op::Gelu { .. } | Op::Tanh { .. } => 10.0 * elements(input),
+        Op::Gelu { .. } | Op::GeluTable { .. } | Op::Tanh { .. } => 10.0 * elements(input),
         Op::LayerNorm { .. } => 8.0 * elements(input),
         Op::Relu { .. }
         | Op::MaxPool2d { .. }

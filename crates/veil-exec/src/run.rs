@@ -11,8 +11,8 @@ use veil_mpc::Protocol;
 use veil_mpc::accounting::Spent;
 
 use crate::ops::{
-    affine, approximate_softmax, argmax, attention, elementwise, gelu, layer_norm, layout, pooling,
-    sequence, softmax, tanh,
+    affine, approximate_softmax, argmax, attention, elementwise, gelu, gelu_table, layer_norm,
+    layout, pooling, sequence, softmax, tanh,
 };
 use crate::{Error, Result};
 
@@ -121,6 +121,9 @@ pub fn run_observed<P: Protocol>(
                 }
                 Op::Gelu { bits } => {
                     gelu::gelu(protocol, operand(&values, node.inputs[0], index)?, *bits)?
+                }
+                Op::GeluTable { bits } => {
+                    gelu_table::gelu(protocol, operand(&values, node.inputs[0], index)?, *bits)?
                 }
                 Op::LayerNorm {
                     weight,

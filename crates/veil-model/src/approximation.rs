@@ -39,8 +39,10 @@ pub enum ReluForm {
 /// A GELU's form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GeluForm {
-    /// GELU (PUMA's piecewise polynomial under MPC).
+    /// GELU; under MPC, ReLU minus a 256-entry table (SIGMA's): within 0.008.
     Exact,
+    /// GELU; under MPC, PUMA's piecewise polynomial: within 0.020, three times the bytes.
+    Polynomial,
     /// 0.125x² + 0.25x + 0.5.
     Quad,
     /// ReLU.
@@ -142,6 +144,7 @@ pub fn parse_relu(form: &str) -> Result<ReluForm> {
 pub fn parse_gelu(form: &str) -> Result<GeluForm> {
     match form {
         "exact" => Ok(GeluForm::Exact),
+        "polynomial" => Ok(GeluForm::Polynomial),
         "quad" => Ok(GeluForm::Quad),
         "relu" => Ok(GeluForm::Relu),
         _ => Err(invalid(&format!("gelu={form}"))),
@@ -165,9 +168,11 @@ fn relu_name(form: ReluForm) -> &'static str {
     }
 }
 
-fn gelu_name(form: GeluForm) -> &'static str {
+/// A GELU form's name.
+pub fn gelu_name(form: GeluForm) -> &'static str {
     match form {
         GeluForm::Exact => "exact",
+        GeluForm::Polynomial => "polynomial",
         GeluForm::Quad => "quad",
         GeluForm::Relu => "relu",
     }
@@ -193,7 +198,8 @@ pub fn relu_op(form: ReluForm, bits: u32) -> Op {
 /// The op a GELU node compiles to.
 pub fn gelu_op(form: GeluForm, bits: u32) -> Op {
     match form {
-        GeluForm::Exact => Op::Gelu { bits },
+        GeluForm::Exact => Op::GeluTable { bits },
+        GeluForm::Polynomial => Op::Gelu { bits },
         GeluForm::Quad => {
             let [a, b, c] = GELU_QUAD;
             Op::Quadratic { a, b, c }

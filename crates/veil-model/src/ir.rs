@@ -115,9 +115,19 @@ pub enum Op {
         /// Comparison bit-width from range analysis (64 when absent).
         bits: u32,
     },
-    /// GELU(x) = x·Φ(x), elementwise. The plain executor computes it exactly; under MPC
-    /// its pieces are chosen by comparisons decided on a `bits`-bit reduction.
+    /// GELU(x) = x·Φ(x), elementwise, in PUMA's secure form (`gelu=polynomial`; plans
+    /// compiled before the table form have it for every GELU). The plain executor
+    /// computes it exactly; under MPC its pieces are chosen by comparisons decided on a
+    /// `bits`-bit reduction.
     Gelu {
+        /// Comparison bit-width from range analysis (64 when absent).
+        bits: u32,
+    },
+    /// GELU(x) = x·Φ(x), elementwise, in the default secure form: ReLU(x) minus a
+    /// 256-entry table of ReLU − GELU over |x| < 4 (SIGMA's), read by a table lookup.
+    /// The plain executor computes GELU exactly; the ReLU decides on a `bits`-bit
+    /// reduction.
+    GeluTable {
         /// Comparison bit-width from range analysis (64 when absent).
         bits: u32,
     },
@@ -299,6 +309,7 @@ impl Op {
             Op::AvgPool2d { .. } => "avg_pool2d",
             Op::Relu { .. } => "relu",
             Op::Gelu { .. } => "gelu",
+            Op::GeluTable { .. } => "gelu_table",
             Op::Softmax { .. } => "softmax",
             Op::Tanh { .. } => "tanh",
             Op::FirstToken => "first_token",
@@ -327,6 +338,7 @@ impl Op {
             | Op::AvgPool2d { .. }
             | Op::Relu { .. }
             | Op::Gelu { .. }
+            | Op::GeluTable { .. }
             | Op::Softmax { .. }
             | Op::Tanh { .. }
             | Op::FirstToken
@@ -371,6 +383,7 @@ impl Graph {
                 | Op::AvgPool2d { .. }
                 | Op::Relu { .. }
                 | Op::Gelu { .. }
+                | Op::GeluTable { .. }
                 | Op::Softmax { .. }
                 | Op::Tanh { .. }
                 | Op::FirstToken
@@ -517,6 +530,7 @@ impl Graph {
                 }
                 Op::Relu { bits }
                 | Op::Gelu { bits }
+                | Op::GeluTable { bits }
                 | Op::Softmax { bits }
                 | Op::Tanh { bits } => {
                     if !(2..=64).contains(bits) {

@@ -195,7 +195,7 @@ pub fn run_plain_all(plan: &Plan, input: &[f32], batch: usize) -> Result<Vec<Vec
                     .flat_map(|sample| sample[..features].iter().copied())
                     .collect()
             }
-            Op::Gelu { .. } => values[node.inputs[0]]
+            Op::Gelu { .. } | Op::GeluTable { .. } => values[node.inputs[0]]
                 .iter()
                 .map(|&v| gelu(f64::from(v)) as f32)
                 .collect(),

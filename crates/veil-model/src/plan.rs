@@ -150,6 +150,7 @@ impl PublicPlan {
                 | Op::AvgPool2d { .. }
                 | Op::Relu { .. }
                 | Op::Gelu { .. }
+                | Op::GeluTable { .. }
                 | Op::Softmax { .. }
                 | Op::MatMul { .. }
                 | Op::Scale { .. }

@@ -327,17 +327,26 @@ pub fn layer_norm_layer(rows: usize, features: usize, seed: u64) -> Result<Plan>
 /// feed-forward, residual, LayerNorm), with DESIGN's random weights from `seed`:
 /// W ~ N(0, 1/fan_in), biases ~ N(0, 0.02²), γ = 1 + 0.1·N(0, 1), β ~ N(0, 0.02²).
 pub fn random_encoder_layer(dimensions: EncoderDimensions, seed: u64) -> Result<Plan> {
+    random_encoder_layer_with(dimensions, seed, Default::default())
+}
+
+/// [`random_encoder_layer`] under an approximation policy (`veil bench --approx`).
+pub fn random_encoder_layer_with(
+    dimensions: EncoderDimensions,
+    seed: u64,
+    policy: crate::approximation::Policy,
+) -> Result<Plan> {
     let EncoderDimensions {
         sequence, hidden, ..
     } = dimensions;
     let mut source = RandomParameters(SplitMix64::new(seed));
     let input = Node::input("embeddings", vec![sequence, hidden], InputKind::Real);
-    let mut layer = EncoderBuilder::new(vec![input], &mut source, 1e-12, Default::default());
+    let mut layer = EncoderBuilder::new(vec![input], &mut source, 1e-12, policy);
     let output = layer.layer("", 0, dimensions, None)?;
     let public = PublicPlan {
         name: "bert-layer".into(),
         fractional_bits: veil_core::fixed::DEFAULT_FRACTIONAL_BITS,
-        approximation: "exact".into(),
+        approximation: crate::import::architecture::describe_forms(&layer.nodes),
         output_policy: OutputPolicy::Logits,
         graph: Graph {
             nodes: layer.nodes,

@@ -16,19 +16,22 @@ pub enum Primitive {
     SecretProduct,
     /// Truncations back to the plan's scale.
     Truncation,
-    /// Comparisons (DReLU and ReLU gates on DCF keys).
+    /// Comparisons (DReLU and ReLU gates on DCF or point-function keys).
     Comparison,
+    /// Public-table lookups at a secret index (point-function keys).
+    Lookup,
     /// Opening the output to the client.
     Reveal,
 }
 
 /// Every primitive, in report order.
-pub const PRIMITIVES: [Primitive; 6] = [
+pub const PRIMITIVES: [Primitive; 7] = [
     Primitive::Input,
     Primitive::WeightProduct,
     Primitive::SecretProduct,
     Primitive::Truncation,
     Primitive::Comparison,
+    Primitive::Lookup,
     Primitive::Reveal,
 ];
 
@@ -41,6 +44,7 @@ impl Primitive {
             Primitive::SecretProduct => "secret products",
             Primitive::Truncation => "truncation",
             Primitive::Comparison => "comparison (DReLU/ReLU)",
+            Primitive::Lookup => "table lookup",
             Primitive::Reveal => "output reveal",
         }
     }

@@ -14,7 +14,7 @@ use veil_core::{FixedPoint, RingTensor};
 
 use crate::gates::signed_reduction;
 use crate::protocol::{
-    batched_matmul, check_bits, check_shift, matmul_dimensions, row_scaled, same_shape,
+    batched_matmul, check_bits, check_shift, check_table, matmul_dimensions, row_scaled, same_shape,
 };
 use crate::{Error, Protocol, Result};
 
@@ -192,6 +192,12 @@ impl Protocol for Cleartext {
         check_bits("relu", bits)?;
         self.check_comparison_range("relu", value, bits)?;
         Ok(value.map(|x| if signed_reduction(x, bits) >= 0 { x } else { 0 }))
+    }
+
+    fn lookup(&mut self, value: &RingTensor, table: &[u64], bits: u32) -> Result<RingTensor> {
+        check_table(table, bits)?;
+        let mask = (1u64 << bits) - 1;
+        Ok(value.map(|x| table[(x & mask) as usize]))
     }
 
     fn reveal_to_client(&mut self, value: &RingTensor) -> Result<Option<RingTensor>> {

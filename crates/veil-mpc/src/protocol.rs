@@ -121,6 +121,10 @@ pub trait Protocol {
     /// max(x, 0), deciding the sign on the `bits`-bit reduction as `drelu` does.
     fn relu(&mut self, value: &Self::Shared, bits: u32) -> Result<Self::Shared>;
 
+    /// T[x mod 2^bits] for a secret ring integer x and a public table T of 2^bits ring
+    /// elements (`bits` from 1 to [`MAX_LOOKUP_BITS`]).
+    fn lookup(&mut self, value: &Self::Shared, table: &[u64], bits: u32) -> Result<Self::Shared>;
+
     /// bit·x for a secret ring-integer bit (0 or 1) and a secret x.
     fn select(&mut self, bit: &Self::Shared, value: &Self::Shared) -> Result<Self::Shared> {
         self.mul(bit, value)
@@ -279,6 +283,23 @@ pub(crate) fn same_shape(op: &'static str, left: &[usize], right: &[usize]) -> R
 }
 
 /// Checks a comparison bit-width.
+/// The widest index a table lookup takes (a table of 4,096 entries).
+pub const MAX_LOOKUP_BITS: u32 = 12;
+
+/// A lookup's table must have 2^bits entries, 1 ≤ bits ≤ [`MAX_LOOKUP_BITS`].
+pub(crate) fn check_table(table: &[u64], bits: u32) -> Result<()> {
+    if bits == 0 || bits > MAX_LOOKUP_BITS || table.len() != 1usize << bits {
+        return Err(crate::Error::ApiMisuse {
+            op: "lookup",
+            detail: format!(
+                "a table of {} entries for a {bits}-bit index (it needs 2^bits entries, 1 ≤ bits ≤ {MAX_LOOKUP_BITS})",
+                table.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
 pub(crate) fn check_bits(op: &'static str, bits: u32) -> Result<()> {
     if (2..=64).contains(&bits) {
         Ok(())

@@ -153,10 +153,16 @@ pub fn bench_plan(options: &BenchOptions) -> Result<(Plan, Vec<f32>)> {
     }
     let plan = if let Some(path) = &options.plan {
         Plan::load(path)?
+    } else if options.model == "bert-layer" {
+        veil_model::zoo::random_encoder_layer_with(
+            veil_model::zoo::EncoderDimensions::bert_base(options.sequence),
+            0,
+            policy,
+        )?
     } else {
         if policy != veil_model::approximation::Policy::default() {
             return Err(Error::Unsupported(
-                "--approx applies to minilm6; compile other models with `veil compile --approx` and bench them with --plan",
+                "--approx applies to minilm6 and bert-layer; compile other models with `veil compile --approx` and bench them with --plan",
             ));
         }
         built_in_plan(options)?

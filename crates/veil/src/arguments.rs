@@ -216,7 +216,8 @@ pub(crate) struct BenchArguments {
     /// Measured repetitions after one warm-up.
     #[arg(long, default_value_t = 5)]
     pub(crate) repetitions: usize,
-    /// Approximation policy for the benchmark model (as `veil compile --approx`).
+    /// Approximation policy for `minilm6` and `bert-layer` (as `veil compile --approx`;
+    /// `gelu=polynomial` is PUMA's GELU instead of the table form).
     #[arg(long, default_value = "exact")]
     pub(crate) approx: String,
     /// Instead of a built-in model: a compiled plan (NAME.plan) with its weights, on a

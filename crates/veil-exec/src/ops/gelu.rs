@@ -31,8 +31,9 @@
 //! x, F0, F1 or nothing. Powers of a large |x| overflow the ring, but only inside a piece
 //! whose selector bit is 0, and 0 times any ring element is exactly 0.
 //!
-//! It costs 3 comparisons and 5 multiplications per element; SIGMA's ReLU-minus-table
-//! form (cookbook §4.4) is the cheaper route this module leaves room for.
+//! It costs 3 comparisons and 5 multiplications per element. SIGMA's ReLU-minus-table
+//! form ([`super::gelu_table`]) is cheaper and closer, and is what `gelu=exact` compiles
+//! to; this form is `gelu=polynomial`, kept as the measured alternative.
 
 use veil_core::RingTensor;
 use veil_mpc::Protocol;

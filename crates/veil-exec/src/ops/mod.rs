@@ -29,6 +29,7 @@ pub mod attention;
 pub mod blocks;
 pub mod elementwise;
 pub mod gelu;
+pub mod gelu_table;
 pub mod layer_norm;
 pub mod layout;
 pub mod pooling;

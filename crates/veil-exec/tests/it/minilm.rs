@@ -83,6 +83,44 @@ fn minilm_sentence_embeddings_agree_with_the_plain_run() {
     report("secure", &plain, &secure);
 }
 
+/// GELU's polynomial form (`--approx gelu=polynomial`, PUMA's; the default is the
+/// table): the same goal on the same sentences.
+#[test]
+fn minilm_with_the_polynomial_gelu_agrees_with_the_plain_run() {
+    let Some(directory) = veil_data::fetched::minilm_directory() else {
+        eprintln!(
+            "SKIPPED: all-MiniLM-L6-v2 is not fetched; {}",
+            veil_data::fetched::FETCH_HINT
+        );
+        return;
+    };
+    let options = HuggingFaceOptions {
+        sequence: 32,
+        policy: veil_model::approximation::Policy::parse("gelu=polynomial").expect("the policy"),
+        ..HuggingFaceOptions::default()
+    };
+    let (plan, encoder) = compile(&directory, &options);
+    assert!(
+        plan.public
+            .graph
+            .nodes
+            .iter()
+            .any(|node| matches!(node.op, veil_model::ir::Op::Gelu { .. }))
+    );
+    let batch = encoder.encode(&SENTENCES).expect("encodes");
+    let plain = encoder.finish(
+        &run_plain(&plan, &batch.inputs, batch.len()).expect("plain"),
+        &batch,
+    );
+    let mut secure_output = Vec::new();
+    for pair in SENTENCES.chunks(2) {
+        let pair = encoder.encode(pair).expect("encodes");
+        secure_output.extend(secure(&plan, &pair.inputs, pair.len()));
+    }
+    let secure = encoder.finish(&secure_output, &batch);
+    report("secure, polynomial GELU", &plain, &secure);
+}
+
 /// Asserts the goal on the cosines to the plain embeddings: mean ≥ 0.999, worst
 /// ≥ 0.995.
 fn report(name: &str, plain: &[Vec<f32>], embeddings: &[Vec<f32>]) {

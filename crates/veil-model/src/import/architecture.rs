@@ -261,7 +261,11 @@ fn resolve_policy(layers: &[Layer], policy: &approximation::Policy) -> Result<Ve
                         None => approximation::parse_gelu(&stated(approx))?,
                     };
                     match form {
-                        GeluForm::Exact => layer.clone(),
+                        GeluForm::Exact | GeluForm::Polynomial => Layer::Gelu {
+                            name: name.clone(),
+                            bits: *bits,
+                            approx: Some(approximation::gelu_name(form).into()),
+                        },
                         GeluForm::Quad => Layer::Quadratic {
                             name: name.clone(),
                             coefficients: approximation::GELU_QUAD,
@@ -300,6 +304,7 @@ pub(crate) fn describe_forms(nodes: &[Node]) -> String {
             Op::Quadratic { .. } => Some("quadratic"),
             Op::QuadSoftmax { .. } => Some("softmax=2quad"),
             Op::ReluSoftmax { .. } => Some("softmax=2relu"),
+            Op::Gelu { .. } => Some("gelu=polynomial"),
             _ => None,
         })
         .collect();
@@ -589,11 +594,12 @@ impl GraphBuilder {
                 },
                 vec![current],
             ),
-            Layer::Gelu { name, bits, .. } => (
+            Layer::Gelu { name, bits, approx } => (
                 name.clone(),
-                Op::Gelu {
-                    bits: bits.unwrap_or(64),
-                },
+                approximation::gelu_op(
+                    approximation::parse_gelu(approx.as_deref().unwrap_or("exact"))?,
+                    bits.unwrap_or(64),
+                ),
                 vec![current],
             ),
             Layer::Tanh { name, bits } => (

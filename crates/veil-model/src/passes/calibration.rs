@@ -35,6 +35,8 @@ pub fn calibrate_comparison_bits(
             Op::MaxPool2d { .. } => 2.0 * largest(),
             // x against its pieces' breakpoints (at most 4 away).
             Op::Gelu { .. } => largest() + 4.0,
+            // The sign of x (the lookup's range check runs on its own width).
+            Op::GeluTable { .. } => largest(),
             // The sign of x, and −2|x| against the clip at −14.
             Op::Tanh { .. } => 2.0 * largest() + 14.0,
             // Pairwise differences within a row for the row max, and x − max against
@@ -87,6 +89,7 @@ pub fn calibrate_comparison_bits(
         let bits = ((magnitude.log2().ceil() as u32) + 1).clamp(2, 64);
         if let Op::Relu { bits: current }
         | Op::Gelu { bits: current }
+        | Op::GeluTable { bits: current }
         | Op::Tanh { bits: current }
         | Op::Softmax { bits: current }
         | Op::QuadSoftmax { bits: current, .. }

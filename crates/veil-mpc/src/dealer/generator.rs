@@ -23,8 +23,8 @@ use super::material::{MaterialItem, MaterialKind, PartyMaterial, PartyRole, Sess
 use super::parameters::DealerParameters;
 use crate::accounting::{Cost, Spent};
 use crate::protocol::{
-    batched_matmul, batched_matmul_dimensions, check_bits, check_shift, conv2d_output_shape,
-    matmul_dimensions, row_scaled, same_shape,
+    batched_matmul, batched_matmul_dimensions, check_bits, check_shift, check_table,
+    conv2d_output_shape, matmul_dimensions, row_scaled, same_shape,
 };
 use crate::{Error, Protocol, Result};
 
@@ -327,6 +327,11 @@ impl Protocol for MaterialGenerator<'_> {
     fn relu(&mut self, value: &ShapeOnly, bits: u32) -> Result<ShapeOnly> {
         check_bits("relu", bits)?;
         self.gate(value, bits, true)
+    }
+
+    fn lookup(&mut self, value: &ShapeOnly, table: &[u64], bits: u32) -> Result<ShapeOnly> {
+        check_table(table, bits)?;
+        self.lookup_keys(value, bits)
     }
 
     fn reveal_to_client(&mut self, _value: &ShapeOnly) -> Result<Option<RingTensor>> {

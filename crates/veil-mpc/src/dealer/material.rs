@@ -70,6 +70,9 @@ pub enum MaterialKind {
     DreluPoint = 8,
     /// ReLU gate keys from a point function (`fss::dpf`).
     ReluPoint = 9,
+    /// Table-lookup keys (a point function over the table's index; sign shares for the
+    /// server).
+    Lookup = 10,
 }
 
 impl MaterialKind {
@@ -86,6 +89,7 @@ impl MaterialKind {
             | MaterialKind::Relu
             | MaterialKind::DreluPoint
             | MaterialKind::ReluPoint => Primitive::Comparison,
+            MaterialKind::Lookup => Primitive::Lookup,
         }
     }
 }
@@ -102,6 +106,7 @@ impl MaterialKind {
             7 => Self::SquareTriple,
             8 => Self::DreluPoint,
             9 => Self::ReluPoint,
+            10 => Self::Lookup,
             _ => return None,
         })
     }

@@ -26,6 +26,8 @@
 //! - DReLU and ReLU in the gate model (cookbook §3.4, [`crate::gates`]): both open
 //!   x + r (k bits for DReLU, 64 for ReLU), one round, and with point-function keys
 //!   (the default, [`ComparisonKeys`]) then one bit per element, a second round;
+//! - public-table lookups at a secret index (`lookup.rs`): both open x + ρ on the
+//!   table's index bits, then a sign-masked sum, two rounds;
 //! - output to the client only: the server sends its share, the client adds.
 //!
 //! Every other operation is local.
@@ -51,6 +53,7 @@ mod beaver;
 mod codec;
 mod comparison;
 mod generator;
+mod lookup;
 mod party;
 mod truncation;
 mod weight_product;

@@ -20,8 +20,8 @@ use super::material::{MaterialKind, PartyMaterial, PartyRole, SessionLedger, Tag
 use super::parameters::{ClientParameters, ServerParameters, ServerWeight};
 use crate::accounting::{Cost, Primitive, Spent};
 use crate::protocol::{
-    batched_matmul, batched_matmul_dimensions, check_bits, check_shift, conv2d_output_shape,
-    matmul_dimensions, row_scaled, same_shape,
+    batched_matmul, batched_matmul_dimensions, check_bits, check_shift, check_table,
+    conv2d_output_shape, matmul_dimensions, row_scaled, same_shape,
 };
 use crate::{Error, PeerMisbehaved, Protocol, Result};
 
@@ -395,6 +395,13 @@ impl<C: Channel> Protocol for Party<C> {
         check_bits("relu", bits)?;
         self.measured(Primitive::Comparison, |party| {
             party.comparison(value, bits, true)
+        })
+    }
+
+    fn lookup(&mut self, value: &Share, table: &[u64], bits: u32) -> Result<Share> {
+        check_table(table, bits)?;
+        self.measured(Primitive::Lookup, |party| {
+            party.table_lookup(value, table, bits)
         })
     }
 

@@ -299,6 +299,79 @@ pub fn evaluate_batch(
     Some(shares)
 }
 
+/// The 128-bit leaf words of one key over its whole domain, per key: 2^(tree levels)
+/// words, leaf k covering the inputs 128·k to 128·k + 127 (bit j of word k is input
+/// 128·k + j; a domain under 128 inputs uses the low 2^bits bits of one word).
+pub fn leaves_per_key(bits: u32) -> usize {
+    1 << tree_levels(bits)
+}
+
+/// Full-domain Eval for a batch: party `party` evaluates each key of `roots` (on
+/// `bits`-bit inputs, at most 12) at every input at once, the XOR shares of e_α over
+/// the domain: [`leaves_per_key`] words per key, key after key. `None` if the lengths
+/// disagree, `bits` exceeds 12 or `party` is not 0 or 1.
+///
+/// It expands the whole tree, 2·(2^(levels) − 1) AES blocks for the inner nodes and
+/// 2^(levels) for the leaves: 4 blocks a key for an 8-bit table.
+pub fn evaluate_all(party: usize, bits: u32, roots: &[u128], words: &[u64]) -> Option<Vec<u128>> {
+    let count = roots.len();
+    if party > 1 || bits > 12 || count.checked_mul(key_words(bits))? != words.len() {
+        return None;
+    }
+    let levels = tree_levels(bits) as usize;
+    let leaves = leaves_per_key(bits);
+    let cipher = fixed_cipher();
+    let mut output = vec![0u128; count * leaves];
+    // One key's nodes on the current level, (seed, control) with the control bit in bit 0.
+    let mut nodes: Vec<u128> = Vec::with_capacity(leaves);
+    let mut next: Vec<u128> = Vec::with_capacity(leaves);
+    let mut blocks = vec![aes::Block::default(); 2 * leaves];
+    for key in 0..count {
+        nodes.clear();
+        nodes.push((roots[key] & SEED_BITS) | party as u128);
+        for level in 0..levels {
+            let correction = word_at(words, level * count + key);
+            for (index, node) in nodes.iter().enumerate() {
+                let seed = node & SEED_BITS;
+                blocks[2 * index] = to_block(seed);
+                blocks[2 * index + 1] = to_block(seed ^ 1);
+            }
+            cipher.encrypt_blocks(&mut blocks[..2 * nodes.len()]);
+            next.clear();
+            for (index, node) in nodes.iter().enumerate() {
+                let seed = node & SEED_BITS;
+                let apply = mask_128((node & 1) as u64);
+                let left = from_block(&blocks[2 * index]) ^ seed ^ (correction & apply);
+                let right = from_block(&blocks[2 * index + 1])
+                    ^ seed
+                    ^ 1
+                    ^ ((correction & SEED_BITS) & apply)
+                    ^ (((correction >> 1) & 1) & apply);
+                // Keep the seed bits and the control bit; bit 1 is cleared.
+                next.push(left & (SEED_BITS | 1));
+                next.push(right & (SEED_BITS | 1));
+            }
+            std::mem::swap(&mut nodes, &mut next);
+        }
+        let correction = word_at(words, levels * count + key);
+        for (index, node) in nodes.iter().enumerate() {
+            blocks[index] = to_block((node & SEED_BITS) ^ 2);
+        }
+        cipher.encrypt_blocks(&mut blocks[..nodes.len()]);
+        for (index, node) in nodes.iter().enumerate() {
+            let leaf = from_block(&blocks[index])
+                ^ (node & SEED_BITS)
+                ^ 2
+                ^ (correction & mask_128((node & 1) as u64));
+            output[key * leaves + index] = leaf;
+        }
+    }
+    zeroize_blocks(&mut blocks);
+    nodes.zeroize();
+    next.zeroize();
+    Some(output)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,6 +464,46 @@ mod tests {
                 (1800..2300).contains(&ones),
                 "party {party}: {ones} ones of {count}"
             );
+        }
+    }
+
+    #[test]
+    fn the_whole_domain_shares_the_unit_vector() {
+        let mut prg = test_seed_or(34).prg();
+        for bits in [1u32, 5, 7, 8, 9, 10] {
+            let domain = 1u64 << bits;
+            let alphas: Vec<u64> = (0..domain).collect();
+            let roots: [Vec<u128>; 2] =
+                [0, 1].map(|_| (0..alphas.len()).map(|_| prg.next_u128()).collect());
+            let mut words = Vec::new();
+            generate_batch(bits, &alphas, [&roots[0], &roots[1]], &mut words).unwrap();
+            let shares: Vec<Vec<u128>> = (0..2)
+                .map(|party| evaluate_all(party, bits, &roots[party], &words).unwrap())
+                .collect();
+            let leaves = leaves_per_key(bits);
+            for (key, alpha) in alphas.iter().enumerate() {
+                for input in 0..domain {
+                    let (leaf, position) = ((input / 128) as usize, input % 128);
+                    let bit = |party: usize| (shares[party][key * leaves + leaf] >> position) & 1;
+                    assert_eq!(
+                        bit(0) ^ bit(1),
+                        u128::from(input == *alpha),
+                        "bits {bits}, α {alpha}, input {input}"
+                    );
+                }
+            }
+            // The comparison walk and the full domain read the same tree.
+            let inputs: Vec<u64> = alphas
+                .iter()
+                .map(|alpha| (alpha * 7 + 3) % domain)
+                .collect();
+            let less: Vec<Vec<u64>> = (0..2)
+                .map(|party| evaluate_batch(party, bits, &roots[party], &words, &inputs).unwrap())
+                .collect();
+            for (key, input) in inputs.iter().enumerate() {
+                let from_walk = bit(&less[0], key) ^ bit(&less[1], key);
+                assert_eq!(from_walk, u64::from(*input < alphas[key]));
+            }
         }
     }
 

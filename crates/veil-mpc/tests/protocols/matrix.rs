@@ -9,8 +9,8 @@ use crate::fixture::{
     Fixture, adversarial_values, convolution_fixture, linear_fixture, row_scale_fixture,
 };
 use crate::programs::{
-    BatchedProducts, Comparisons, Convolution, Layer, Linear, LocalOperations, Products, Program,
-    RowScale, Squares, Truncate,
+    BatchedProducts, Comparisons, Convolution, Layer, Linear, LocalOperations, Lookups, Products,
+    Program, RowScale, Squares, Truncate,
 };
 use crate::settings::{Cleartext, Dealer, DealerDcf, Setting};
 
@@ -210,6 +210,30 @@ fn batched_matrix_products_are_exact<S: Setting>() {
     }
 }
 
+/// Table lookups are exact for every index (all of them at 8 bits, negative and huge
+/// ring values, whose index is their low bits), at widths with and without tree levels.
+fn lookups_are_exact_for_every_index<S: Setting>() {
+    let seed = test_seed();
+    let mut prg = seed.prg();
+    let fixture = Fixture::empty(&seed);
+    for bits in [1u32, 6, 7, 8, 9, 12] {
+        let mut values: Vec<u64> = (0..1u64 << bits.min(9)).collect();
+        values.extend([u64::MAX, i64::MIN as u64, (-5i64) as u64, 1 << 40]);
+        values.extend(adversarial_values(40, 63, &mut prg));
+        let program = Lookups {
+            len: values.len(),
+            bits,
+            table_seed: prg.next_u64(),
+        };
+        let table = program.table();
+        let mask = (1u64 << bits) - 1;
+        let expected: Vec<u64> = values.iter().map(|x| table[(x & mask) as usize]).collect();
+        let input = RingTensor::new(vec![values.len()], values).unwrap();
+        let expected = RingTensor::new(vec![expected.len()], expected).unwrap();
+        check_against::<S>(&program, &fixture, &input, &expected, "T[x mod 2^bits]");
+    }
+}
+
 /// A layer as the executor runs it (product, bias, truncation, ReLU) keeps the
 /// truncation's bound.
 fn a_layer_stays_within_one_ulp_above<S: Setting>() {
@@ -258,5 +282,6 @@ matrix! {
         batched_matrix_products_are_exact,
         squares_are_exact,
         a_layer_stays_within_one_ulp_above,
+        lookups_are_exact_for_every_index,
     ],
 }

@@ -140,6 +140,45 @@ impl Program for Comparisons {
     }
 }
 
+/// T[x mod 2^bits] for `len` secret integers and a public table of random ring
+/// elements (seeded by `table_seed`), revealed.
+#[derive(Clone, Debug)]
+pub struct Lookups {
+    pub len: usize,
+    pub bits: u32,
+    pub table_seed: u64,
+}
+
+impl Lookups {
+    pub fn table(&self) -> Vec<u64> {
+        let mut state = self.table_seed;
+        (0..1usize << self.bits)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                state ^ (state >> 29)
+            })
+            .collect()
+    }
+}
+
+impl Program for Lookups {
+    fn run<P: Protocol>(
+        &self,
+        p: &mut P,
+        input: Option<&RingTensor>,
+    ) -> Result<Option<RingTensor>> {
+        let x = p.input(&[self.len], input)?;
+        let looked_up = p.lookup(&x, &self.table(), self.bits)?;
+        p.reveal_to_client(&looked_up)
+    }
+
+    fn bound(&self) -> Bound {
+        Bound::Exact
+    }
+}
+
 /// A layer as the executor runs it: X·W + b, truncated, then ReLU.
 #[derive(Clone, Debug)]
 pub struct Layer;
