@@ -18,8 +18,9 @@
 //!
 //! Material per element: the key, 16·(max(m − 7, 0) + 1) bytes, for both; s₀ and (s·μ)₀
 //! for the server; the client derives its s₁ and (s·μ)₁ from its seed. Online: ⌈m/8⌉ + 8
-//! bytes each way. Evaluation: 2·(2^(m−7) − 1) + 2^(m−7) AES blocks and 2^m conditional
-//! additions per element (4 blocks and 256 additions for an 8-bit table).
+//! bytes each way. Evaluation: 2·(2^(m−7) − 1) + 2^(m−7) AES blocks per element (4 for
+//! an 8-bit table), the shares' bits reversed and rotated by x̂ so that bit k meets T[k],
+//! and 2^m/8 loads from per-byte partial sums of T made once per op.
 
 use veil_core::RingTensor;
 use veil_core::prg::Prg;
@@ -61,6 +62,54 @@ fn draw_lookup(prg: &mut Prg, role: PartyRole, len: usize) -> LookupDraw {
 /// Bit `index` of a key's leaves (see [`dpf::evaluate_all`]).
 fn leaf_bit(leaves: &[u128], index: usize) -> u64 {
     ((leaves[index / 128] >> (index % 128)) & 1) as u64
+}
+
+/// The shares' bits u(j) over a domain of 64·n points (`words`, bit j of word j / 64)
+/// rearranged into `aligned` so that its bit k is u((x̂ − k) mod 64n): the bit that
+/// multiplies table entry k in Σ_j u(j)·T[x̂ − j]. Reversing gives w(i) = u(64n − 1 − i);
+/// then bit k of the result is w((k + c) mod 64n) with c = 64n − 1 − x̂, a rotation.
+fn align_to_table(words: &[u64], opened: usize, aligned: &mut Vec<u64>) {
+    let count = words.len();
+    let domain = 64 * count;
+    let reversed = |index: usize| words[count - 1 - index].reverse_bits();
+    let shift = (domain - 1 - opened % domain) % domain;
+    let (whole, bits) = (shift / 64, shift % 64);
+    aligned.clear();
+    for index in 0..count {
+        let low = reversed((index + whole) % count);
+        aligned.push(if bits == 0 {
+            low
+        } else {
+            (low >> bits) | (reversed((index + whole + 1) % count) << (64 - bits))
+        });
+    }
+}
+
+/// For each byte position p of the aligned bits and each byte value b, the sum of the
+/// table entries 8p + i over the set bits i of b: 256 sums per 8 entries, made once per
+/// op, so that each element's Σ_k bit_k · T[k] is one load per byte.
+fn byte_sums(table: &[u64]) -> Vec<u64> {
+    let mut sums = vec![0u64; table.len() / 8 * 256];
+    for (position, entries) in table.chunks_exact(8).enumerate() {
+        let sums = &mut sums[position * 256..(position + 1) * 256];
+        for byte in 1..256usize {
+            let lowest = byte.trailing_zeros() as usize;
+            sums[byte] = sums[byte & (byte - 1)].wrapping_add(entries[lowest]);
+        }
+    }
+    sums
+}
+
+/// Σ_k bit_k · T[k] for the bits of `aligned`, from [`byte_sums`].
+fn masked_sum(aligned: &[u64], sums: &[u64]) -> u64 {
+    let mut sum = 0u64;
+    for (word_index, word) in aligned.iter().enumerate() {
+        for (byte_index, byte) in word.to_le_bytes().iter().enumerate() {
+            let position = 8 * word_index + byte_index;
+            sum = sum.wrapping_add(sums[position * 256 + usize::from(*byte)]);
+        }
+    }
+    sum
 }
 
 impl MaterialGenerator<'_> {
@@ -150,20 +199,34 @@ impl<C: Channel> Party<C> {
         let per_key = dpf::leaves_per_key(bits);
         let domain = 1usize << bits;
         let mut signed_values = Vec::with_capacity(len);
+        let sums = if domain >= 64 {
+            byte_sums(table)
+        } else {
+            Vec::new()
+        };
+        let mut words = Vec::with_capacity(2 * per_key);
+        let mut aligned = Vec::with_capacity(2 * per_key);
         for index in 0..len {
             let opened = (masked[index].wrapping_add(theirs[index]) & index_mask) as usize;
             let key_leaves = &leaves[index * per_key..(index + 1) * per_key];
-            let mut sum = 0u64;
-            for (leaf_index, leaf) in key_leaves.iter().enumerate() {
-                let mut word = *leaf;
-                while word != 0 {
-                    let point = leaf_index * 128 + word.trailing_zeros() as usize;
-                    word &= word - 1;
-                    if point < domain {
-                        sum = sum.wrapping_add(table[(opened + domain - point) % domain]);
-                    }
-                }
+            words.clear();
+            for leaf in key_leaves {
+                words.extend([*leaf as u64, (*leaf >> 64) as u64]);
             }
+            let sum = if domain >= 64 {
+                align_to_table(&words[..domain / 64], opened, &mut aligned);
+                masked_sum(&aligned, &sums)
+            } else {
+                // Under 64 entries: the shares' set bits one by one.
+                let mut word = words[0] & low_mask(domain as u32);
+                let mut sum = 0u64;
+                while word != 0 {
+                    let point = word.trailing_zeros() as usize;
+                    word &= word - 1;
+                    sum = sum.wrapping_add(table[(opened + domain - point) % domain]);
+                }
+                sum
+            };
             let sum = if party == 1 { sum.wrapping_neg() } else { sum };
             signed_values.push(sum.wrapping_add(draw.sign_mask[index]));
         }

@@ -322,15 +322,23 @@ pub fn evaluate_all(party: usize, bits: u32, roots: &[u128], words: &[u64]) -> O
     let leaves = leaves_per_key(bits);
     let cipher = fixed_cipher();
     let mut output = vec![0u128; count * leaves];
-    // One key's nodes on the current level, (seed, control) with the control bit in bit 0.
-    let mut nodes: Vec<u128> = Vec::with_capacity(leaves);
-    let mut next: Vec<u128> = Vec::with_capacity(leaves);
-    let mut blocks = vec![aes::Block::default(); 2 * leaves];
-    for key in 0..count {
+    // Keys advance level by level together, so each AES call gets many blocks.
+    let group = (2 * GROUP / leaves).max(1);
+    // The nodes of the group's keys on the current level, key-major, each its seed with
+    // its control bit in bit 0.
+    let mut nodes: Vec<u128> = Vec::with_capacity(group * leaves);
+    let mut next: Vec<u128> = Vec::with_capacity(group * leaves);
+    let mut blocks = vec![aes::Block::default(); 2 * group * leaves];
+    for first in (0..count).step_by(group) {
+        let keys = (count - first).min(group);
         nodes.clear();
-        nodes.push((roots[key] & SEED_BITS) | party as u128);
+        nodes.extend(
+            roots[first..first + keys]
+                .iter()
+                .map(|root| (root & SEED_BITS) | party as u128),
+        );
         for level in 0..levels {
-            let correction = word_at(words, level * count + key);
+            let width = 1usize << level;
             for (index, node) in nodes.iter().enumerate() {
                 let seed = node & SEED_BITS;
                 blocks[2 * index] = to_block(seed);
@@ -339,6 +347,7 @@ pub fn evaluate_all(party: usize, bits: u32, roots: &[u128], words: &[u64]) -> O
             cipher.encrypt_blocks(&mut blocks[..2 * nodes.len()]);
             next.clear();
             for (index, node) in nodes.iter().enumerate() {
+                let correction = word_at(words, level * count + first + index / width);
                 let seed = node & SEED_BITS;
                 let apply = mask_128((node & 1) as u64);
                 let left = from_block(&blocks[2 * index]) ^ seed ^ (correction & apply);
@@ -353,17 +362,16 @@ pub fn evaluate_all(party: usize, bits: u32, roots: &[u128], words: &[u64]) -> O
             }
             std::mem::swap(&mut nodes, &mut next);
         }
-        let correction = word_at(words, levels * count + key);
         for (index, node) in nodes.iter().enumerate() {
             blocks[index] = to_block((node & SEED_BITS) ^ 2);
         }
         cipher.encrypt_blocks(&mut blocks[..nodes.len()]);
         for (index, node) in nodes.iter().enumerate() {
-            let leaf = from_block(&blocks[index])
+            let correction = word_at(words, levels * count + first + index / leaves);
+            output[first * leaves + index] = from_block(&blocks[index])
                 ^ (node & SEED_BITS)
                 ^ 2
                 ^ (correction & mask_128((node & 1) as u64));
-            output[key * leaves + index] = leaf;
         }
     }
     zeroize_blocks(&mut blocks);
