@@ -145,8 +145,9 @@ pub fn error_bound(plan: &Plan, input: &[f32]) -> Result<f64> {
             Op::Softmax { .. } => {
                 use crate::ops::softmax::{EXP_ERROR, FIXED_POINT_ULPS};
                 let columns = shapes[index].last().copied().unwrap_or(1) as f64;
-                let bound =
-                    0.5 * bounds[node.inputs[0]] + columns * EXP_ERROR + FIXED_POINT_ULPS * ulp;
+                let bound = 0.5 * bounds[node.inputs[0]]
+                    + (columns + 1.0) * EXP_ERROR
+                    + FIXED_POINT_ULPS * ulp;
                 (bound.min(1.0), 1.0)
             }
             // (A + ΔA)(B + ΔB) − AB over k terms, plus the truncation's floor and ulp.

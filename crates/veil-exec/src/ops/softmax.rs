@@ -1,36 +1,36 @@
-//! Softmax over the last dimension under MPC, written once over [`Protocol`], in PUMA's
-//! shape (cookbook §4.1, §4.2, §4.5): subtract the row max, clip at −14, exponentiate by
-//! the limit form, sum, and multiply by a Newton reciprocal of the sum.
+//! Softmax over the last dimension under MPC, written once over [`Protocol`] (cookbook
+//! §4.1, §4.2, §4.5): subtract the row max, clip at −14, exponentiate by two table
+//! lookups (SIGMA's nExp), sum, and multiply by a Newton reciprocal of the sum.
 //!
 //! **Steps**, for rows of n values:
-//! 1. the row max by a tournament, max(a, b) = b + ReLU(a − b), ⌈log₂ n⌉ rounds;
+//! 1. the row max by a tournament, max(a, b) = b + ReLU(a − b), ⌈log₂ n⌉ comparison steps;
 //! 2. d = x − max ≤ 0 (local) and the clip bit 1{d ≥ −14} (one comparison);
-//! 3. e^d ≈ (1 + d/2^8)^(2^8): d read at a scale 8 bits finer *is* d/2^8, so the base
-//!    needs no truncation; eight squarings (square pairs, one opening each) at [`EXTRA_BITS`] more fractional bits, so
-//!    their truncation errors, amplified up to 2^8-fold, stay below 1/16 ulp; the clip
-//!    bit times the power (below −2^8 the base is negative and its powers wrap the ring,
-//!    but only where the clip bit is 0, and 0 times anything is exactly 0);
-//! 4. the row sum s ∈ [1, n] (local; the max's own term is 1);
+//! 3. e^d by [`table_exponential`]: the index idx = −d in steps of 2^−12 and hi = idx >> 8
+//!    (two truncations), the remainder l = idx − 256·hi ∈ [−256, 256) (exact, local),
+//!    the entries e^(−hi/16) and e^(−l/4096) (two lookups at secret indices), their
+//!    product (one Beaver product, one truncation), times the clip bit (one select).
+//!    It replaced PUMA's limit form (1 + d/2^8)^(2^8), whose eight squarings cost about
+//!    twice the bytes ([`limit_exponential`], which tanh keeps);
+//! 4. the row sum s ∈ [1, n] (local; the max's own term is 1, up to the table's 2^−12);
 //! 5. 1/s by Newton, y ← y(2 − s·y), from y₀ = 2^−J/1.25 or 2^−J/1.75 by the half of
 //!    the octave 2^J ≤ s < 2^(J+1) that s lies in: one batched comparison of s against
 //!    1.5, 2, 3, 4, 6, …, so y₀ is local in the bits, s·y₀ ∈ [0.8, 1.2], and
-//!    [`super::blocks::NEWTON_ITERATIONS`] iterations take the relative error from 0.2 to 2.6·10⁻⁶
-//!    (a start of ¾·2^−J alone needed a fourth, four rounds more);
+//!    [`super::blocks::NEWTON_ITERATIONS`] iterations take the relative error from 0.2 to 2.6·10⁻⁶;
 //! 6. e^d · y, truncated once.
 //!
-//! **Precision.** Up to 18 fractional bits (the squarings hold 1 at 2(f + 12) bits);
-//! plans with more are refused.
+//! **Precision.** Up to 18 fractional bits (the entries' product holds 1 at 2(f + 12)
+//! bits); plans with more are refused.
 //!
-//! **Error.** Against the exact softmax, every output is within
-//! n·[`EXP_ERROR`] (the limit form only underestimates e^d, by at most [`EXP_ERROR`] on
-//! [−14, 0], and the clip drops at most e^−14 < [`EXP_ERROR`]): an output's numerator
-//! falls short by at most that and its denominator by at most n times that, over a sum
-//! of at least 1. Beyond the approximation, the fixed-point evaluation adds at most
-//! [`FIXED_POINT_ULPS`] ulps against the same approximation in f64 ([`approximate_row`]),
-//! which a test asserts.
+//! **Error.** The exponential is within [`EXP_ERROR`] of e^d on [−14, 0] on either index
+//! the truncation gives (2^−12 relative), and the clip drops at most e^−14 < [`EXP_ERROR`];
+//! so each numerator is within [`EXP_ERROR`] and the sum (at least 1 − [`EXP_ERROR`])
+//! within n·[`EXP_ERROR`], and every output within (n + 1)·[`EXP_ERROR`] of the exact
+//! softmax. Beyond the approximation on the floor index, the fixed-point evaluation adds
+//! at most [`FIXED_POINT_ULPS`] ulps against [`approximate_row`], and an index one above
+//! the floor at most [`INDEX_RELATIVE_ERROR`] of the output, which a test asserts.
 //!
-//! Rounds: ⌈log₂ n⌉ + 2 + 16 + 1 + 1 + 3·4 + 2. SIGMA's nExp tables and inverse table
-//! (cookbook §4.1, §4.2) are the cheaper route this module leaves room for.
+//! Rounds: ⌈log₂ n⌉·2 + 2 for the max and clip (point-function comparisons), 2 + 4 + 2
+//! for the exponential, the reciprocal's, and 2 for the last product.
 
 use veil_mpc::Protocol;
 
@@ -44,13 +44,21 @@ pub const CLIP: f64 = 14.0;
 pub const SQUARINGS: u32 = 8;
 /// Extra fractional bits of the exponential's intermediate values.
 pub const EXTRA_BITS: u32 = 12;
-/// The largest shortfall e^d − (1 + d/2^8)^(2^8) on d ∈ [−14, 0] (at d ≈ −2; a unit test
-/// scans it).
-pub const EXP_ERROR: f64 = 1.1e-3;
+/// The largest shortfall e^d − (1 + d/2^8)^(2^8) of the limit form on d ∈ [−14, 0] (at
+/// d ≈ −2; a unit test scans it): tanh's exponential.
+pub const LIMIT_EXP_ERROR: f64 = 1.1e-3;
+/// The softmax's table exponential's largest error against e^d on d ∈ [−14, 0], on
+/// either index the truncation gives (⌊4096·(−d)⌋ or one above: at most 2^−12 of e^d),
+/// with the clip's e^−14 (a unit test scans it).
+pub const EXP_ERROR: f64 = 2.5e-4;
 /// The fixed-point error of one output against [`approximate_row`], in ulps, with a
 /// margin: the exponential's 1/16 ulp, the sum's n/16, the reciprocal's residual 2.6·10⁻⁶
 /// relative and a few ulps of its truncations, the last product's truncation.
 pub const FIXED_POINT_ULPS: f64 = 32.0;
+/// Beyond [`FIXED_POINT_ULPS`]: the truncation may give the exponential's index one above
+/// the floor [`approximate_row`] uses, which scales a numerator by e^(−2^−12) and the sum
+/// by at most as much, so an output moves by at most this fraction of itself.
+pub const INDEX_RELATIVE_ERROR: f64 = 2.0 / 4096.0;
 
 /// Softmax over the last dimension of a secret tensor; comparisons on `bits` bits.
 pub fn softmax<P: Protocol>(protocol: &mut P, value: &P::Shared, bits: u32) -> Result<P::Shared> {
@@ -87,7 +95,7 @@ pub fn softmax<P: Protocol>(protocol: &mut P, value: &P::Shared, bits: u32) -> R
 
     // 3. e^d ≈ (1 + d/2^8)^(2^8), at f + EXTRA_BITS fractional bits.
     let fine = f + EXTRA_BITS;
-    let exponential = limit_exponential(protocol, &d, &keep, len)?;
+    let exponential = table_exponential(protocol, &d, &keep, len)?;
 
     // 4. Row sums (at scale f + EXTRA_BITS), then at scale f for the reciprocal.
     let sum = row_sums(protocol, &exponential, rows, columns)?;
@@ -104,6 +112,62 @@ pub fn softmax<P: Protocol>(protocol: &mut P, value: &P::Shared, bits: u32) -> R
     let output = protocol.mul(&exponential, &broadcast_reciprocal)?;
     let output = protocol.truncate(&output, fine)?;
     Ok(protocol.reshape(output, &shape)?)
+}
+
+/// Fractional bits of the table exponential's index: e = −d read in steps of 2^−12.
+pub const TABLE_INDEX_FRACTION_BITS: u32 = 12;
+
+/// The high table: entry h is e^(−h/16) (the index's bits 8 to 15), at `scale_bits`.
+pub fn high_table(scale_bits: u32) -> Vec<u64> {
+    let scale = f64::from(scale_bits).exp2();
+    (0..256u32)
+        .map(|h| ((-f64::from(h) / 16.0).exp() * scale).round() as u64)
+        .collect()
+}
+
+/// The low table: entry j is e^(−l/4096) for the signed low part l = j (j < 256) or
+/// j − 512: the remainder idx − 256·hi lies in [−256, 256) because hi may be one above
+/// ⌊idx/256⌋.
+pub fn low_table(scale_bits: u32) -> Vec<u64> {
+    let scale = f64::from(scale_bits).exp2();
+    (0..512i32)
+        .map(|j| {
+            let low = if j < 256 { j } else { j - 512 };
+            ((-f64::from(low) / 4096.0).exp() * scale).round() as u64
+        })
+        .collect()
+}
+
+/// e^d for `len` values d ≤ 0 at the plan's scale f, times the clip bits `keep`, at
+/// f + [`EXTRA_BITS`] fractional bits, by two table lookups (SIGMA's nExp): the index
+/// idx = −d in steps of 2^−12 (a truncation: ⌊4096·(−d)⌋ or one above), hi = idx >> 8
+/// (another: ⌊idx/256⌋ or one above), the remainder l = idx − 256·hi ∈ [−256, 256)
+/// exactly, then e^d ≈ e^(−hi/16)·e^(−l/4096) = e^(−idx/4096): one product of the two
+/// entries, truncated once. Where the clip bit is 0 (d < −14) hi wraps the table, but the
+/// entries stay below 1.07, so the product stays in range and the select zeroes it.
+pub fn table_exponential<P: Protocol>(
+    protocol: &mut P,
+    d: &P::Shared,
+    keep: &P::Shared,
+    len: usize,
+) -> Result<P::Shared> {
+    let f = protocol.fixed_point().fractional_bits();
+    let fine = f + EXTRA_BITS;
+    let zero = public_constant(protocol, 0.0, f, len)?;
+    let e = protocol.sub(&zero, d)?;
+    let index = if f >= TABLE_INDEX_FRACTION_BITS {
+        protocol.truncate(&e, f - TABLE_INDEX_FRACTION_BITS)?
+    } else {
+        protocol.scale(&e, 1u64 << (TABLE_INDEX_FRACTION_BITS - f))?
+    };
+    let high = protocol.truncate(&index, 8)?;
+    let high_times_256 = protocol.scale(&high, 256)?;
+    let low = protocol.sub(&index, &high_times_256)?;
+    let high_entry = protocol.lookup(&high, &high_table(fine), 8)?;
+    let low_entry = protocol.lookup(&low, &low_table(fine), 9)?;
+    let product = protocol.mul(&high_entry, &low_entry)?;
+    let exponential = protocol.truncate(&product, fine)?;
+    Ok(protocol.select(keep, &exponential)?)
 }
 
 /// e^d ≈ (1 + d/2^8)^(2^8) for `len` values d ≤ 0 at the plan's scale f, times the
@@ -137,8 +201,18 @@ pub fn approximate_row(row: &[f64]) -> Vec<f64> {
     exps.into_iter().map(|e| e / sum).collect()
 }
 
-/// (1 + d/2^8)^(2^8) for d ≥ −14, else 0.
+/// The table exponential on an exact index: e^(−⌊4096·(−d)⌋/4096) for d ≥ −14, else 0.
 pub fn approximate_exp(d: f64) -> f64 {
+    if d < -CLIP {
+        0.0
+    } else {
+        let scale = f64::from(1u32 << TABLE_INDEX_FRACTION_BITS);
+        (-(-d * scale).floor() / scale).exp()
+    }
+}
+
+/// (1 + d/2^8)^(2^8) for d ≥ −14, else 0: the limit form (sigmoid's).
+pub fn approximate_limit_exp(d: f64) -> f64 {
     if d < -CLIP {
         0.0
     } else {
@@ -151,15 +225,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_exponential_falls_short_by_at_most_its_documented_error() {
+    fn the_limit_exponential_falls_short_by_at_most_its_documented_error() {
         let mut worst: f64 = 0.0;
         for step in 0..=140_000 {
             let d = -f64::from(step) * 1e-4;
-            let shortfall = d.exp() - approximate_exp(d);
+            let shortfall = d.exp() - approximate_limit_exp(d);
             assert!(shortfall >= 0.0, "d = {d}: the limit form overshoots");
             worst = worst.max(shortfall);
         }
+        assert!(worst <= LIMIT_EXP_ERROR, "worst {worst}");
+        assert!((-CLIP).exp() < LIMIT_EXP_ERROR);
+    }
+
+    #[test]
+    fn the_table_exponential_is_within_its_documented_error_on_both_indices() {
+        let step_size = 1.0 / f64::from(1u32 << TABLE_INDEX_FRACTION_BITS);
+        let mut worst: f64 = 0.0;
+        for step in 0..=140_000 {
+            let d = -f64::from(step) * 1e-4;
+            // The floor index, and the one above (the truncation may give either).
+            for table_value in [approximate_exp(d), approximate_exp(d) * (-step_size).exp()] {
+                worst = worst.max((d.exp() - table_value).abs());
+            }
+        }
         assert!(worst <= EXP_ERROR, "worst {worst}");
+        assert!(worst > 2.0e-4, "the scan reaches d near 0: {worst}");
         assert!((-CLIP).exp() < EXP_ERROR);
+        // The two tables multiply back to e^(−idx/4096) for every split of an index.
+        let scale = 2f64.powi(28);
+        let (high, low) = (high_table(28), low_table(28));
+        for index in [0i64, 1, 255, 256, 4095, 57_343] {
+            for high_index in [index / 256, index / 256 + 1] {
+                let low_index = (index - 256 * high_index).rem_euclid(512) as usize;
+                let value =
+                    high[high_index as usize] as f64 * low[low_index] as f64 / scale / scale;
+                let expected = (-(index as f64) / 4096.0).exp();
+                assert!((value - expected).abs() < 1e-7, "index {index}");
+            }
+        }
     }
 }

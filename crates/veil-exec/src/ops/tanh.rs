@@ -10,7 +10,7 @@
 //!    y ← y(2 − q·y) from y₀ = ¾ (q·y₀ ∈ [¾, 3/2], relative error ½^16 after four);
 //! 4. t = (1 − e)·y = 2y − 1 (local), and tanh(x) = (2s − 1)·t (one select).
 //!
-//! **Error.** The limit form falls short of e^d by at most [`EXP_ERROR`] on [−14, 0]
+//! **Error.** The limit form falls short of e^d by at most [`LIMIT_EXP_ERROR`] on [−14, 0]
 //! and the clip drops at most e^−14; t = 2/(1 + e) − 1 moves by at most twice the change
 //! of e (|dt/de| = 2/(1 + e)² ≤ 2), so the approximation is within
 //! [`APPROXIMATION_ERROR`] of tanh (a unit test scans it), and the
@@ -22,14 +22,14 @@ use veil_mpc::Protocol;
 
 use super::blocks::public_constant;
 use super::layout;
-use super::softmax::{CLIP, EXP_ERROR, EXTRA_BITS, limit_exponential};
+use super::softmax::{CLIP, EXTRA_BITS, LIMIT_EXP_ERROR, limit_exponential};
 use crate::{Error, Result};
 
 /// Newton steps of the reciprocal of 1 + e^−2|x| ∈ [1, 2].
 pub const NEWTON_ITERATIONS: usize = 4;
 /// The approximation's largest error against tanh: twice the exponential's shortfall
 /// (plus the clip's e^−14, far below it).
-pub const APPROXIMATION_ERROR: f64 = 2.0 * EXP_ERROR;
+pub const APPROXIMATION_ERROR: f64 = 2.0 * LIMIT_EXP_ERROR;
 /// The fixed-point error against the approximation, in ulps: the exponential's
 /// truncations, the reciprocal's residual and truncations, the last select.
 pub const FIXED_POINT_ULPS: f64 = 16.0;
@@ -88,7 +88,7 @@ pub fn tanh<P: Protocol>(protocol: &mut P, value: &P::Shared, bits: u32) -> Resu
 
 /// The approximation in f64: sign(x)·(1 − e)/(1 + e) with e the limit-form e^(−2|x|).
 pub fn approximate_tanh(x: f64) -> f64 {
-    let e = super::softmax::approximate_exp(-2.0 * x.abs());
+    let e = super::softmax::approximate_limit_exp(-2.0 * x.abs());
     x.signum() * (1.0 - e) / (1.0 + e)
 }
 
