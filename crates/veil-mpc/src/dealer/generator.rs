@@ -329,6 +329,11 @@ impl Protocol for MaterialGenerator<'_> {
         self.gate(value, bits, true)
     }
 
+    fn select(&mut self, bit: &ShapeOnly, value: &ShapeOnly) -> Result<ShapeOnly> {
+        same_shape("select", &bit.0, &value.0)?;
+        self.bit_select(value)
+    }
+
     fn lookup(&mut self, value: &ShapeOnly, table: &[u64], bits: u32) -> Result<ShapeOnly> {
         check_table(table, bits)?;
         self.lookup_keys(value, bits)

@@ -73,6 +73,8 @@ pub enum MaterialKind {
     /// Table-lookup keys (a point function over the table's index; sign shares for the
     /// server).
     Lookup = 10,
+    /// A bit × value select (shares of the bit mask ρ and of ρ·r for the server).
+    BitSelect = 11,
 }
 
 impl MaterialKind {
@@ -84,7 +86,8 @@ impl MaterialKind {
             MaterialKind::Truncation => Primitive::Truncation,
             MaterialKind::ElementwiseTriple
             | MaterialKind::MatrixTriple
-            | MaterialKind::SquareTriple => Primitive::SecretProduct,
+            | MaterialKind::SquareTriple
+            | MaterialKind::BitSelect => Primitive::SecretProduct,
             MaterialKind::Drelu
             | MaterialKind::Relu
             | MaterialKind::DreluPoint
@@ -107,6 +110,7 @@ impl MaterialKind {
             8 => Self::DreluPoint,
             9 => Self::ReluPoint,
             10 => Self::Lookup,
+            11 => Self::BitSelect,
             _ => return None,
         })
     }

@@ -28,6 +28,8 @@
 //!   (the default, [`ComparisonKeys`]) then one bit per element, a second round;
 //! - public-table lookups at a secret index (`lookup.rs`): both open x + ρ on the
 //!   table's index bits, then a sign-masked sum, two rounds;
+//! - bit × value selects (`select.rs`): both open one masked bit and one masked value,
+//!   one round;
 //! - output to the client only: the server sends its share, the client adds.
 //!
 //! Every other operation is local.
@@ -55,6 +57,7 @@ mod comparison;
 mod generator;
 mod lookup;
 mod party;
+mod select;
 mod truncation;
 mod weight_product;
 

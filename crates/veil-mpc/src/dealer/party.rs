@@ -398,6 +398,13 @@ impl<C: Channel> Protocol for Party<C> {
         })
     }
 
+    fn select(&mut self, bit: &Share, value: &Share) -> Result<Share> {
+        same_shape("select", bit.value.shape(), value.value.shape())?;
+        self.measured(Primitive::SecretProduct, |party| {
+            party.bit_select(bit, value)
+        })
+    }
+
     fn lookup(&mut self, value: &Share, table: &[u64], bits: u32) -> Result<Share> {
         check_table(table, bits)?;
         self.measured(Primitive::Lookup, |party| {
