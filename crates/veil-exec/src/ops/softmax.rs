@@ -16,7 +16,8 @@
 //!    the octave 2^J ≤ s < 2^(J+1) that s lies in: one batched comparison of s against
 //!    1.5, 2, 3, 4, 6, …, so y₀ is local in the bits, s·y₀ ∈ [0.8, 1.2], and
 //!    [`super::blocks::NEWTON_ITERATIONS`] iterations take the relative error from 0.2 to 2.6·10⁻⁶;
-//! 6. e^d · y, truncated once.
+//! 6. e^d · y as one [1 × 1]·[1 × n] product per row (a matrix triple: the row's y is
+//!    opened once, each e^d once), truncated once.
 //!
 //! **Precision.** Up to 18 fractional bits (the entries' product holds 1 at 2(f + 12)
 //! bits); plans with more are refused.
@@ -107,9 +108,13 @@ pub fn softmax<P: Protocol>(protocol: &mut P, value: &P::Shared, bits: u32) -> R
     let sum_bits = ((((4 * columns + 4) as f64) * codec.scale()).log2().ceil() as u32 + 2).min(64);
     let reciprocal = reciprocal(protocol, &sum, rows, 0..exponents, sum_bits, 0)?;
 
-    // 6. e^d · (1/s), back to scale f.
-    let broadcast_reciprocal = broadcast_rows(protocol, &reciprocal, rows, columns)?;
-    let output = protocol.mul(&exponential, &broadcast_reciprocal)?;
+    // 6. e^d · (1/s), back to scale f: per row a [1 × 1]·[1 × n] product, so the
+    // matrix triple opens each row's reciprocal once and each e^d once (a Beaver product
+    // with the reciprocal broadcast would open both for every element).
+    let reciprocal = protocol.reshape(reciprocal, &[rows, 1, 1])?;
+    let exponential = protocol.reshape(exponential, &[rows, 1, columns])?;
+    let output = protocol.matmul(&reciprocal, &exponential)?;
+    let output = protocol.reshape(output, &[len])?;
     let output = protocol.truncate(&output, fine)?;
     Ok(protocol.reshape(output, &shape)?)
 }
