@@ -10,7 +10,7 @@ use veil_mpc::{Error, Party, PartyMaterial, Protocol, SessionLedger};
 use veil_net::{Channel, ChannelStats, MemoryChannel, memory_pair};
 
 use crate::fixture::{Fixture, adversarial_values, linear_fixture};
-use crate::programs::{Comparisons, Layer, Truncate};
+use crate::programs::{Comparisons, Layer, Lookups, Program, Truncate};
 use crate::settings::Dealer;
 
 #[test]
@@ -119,13 +119,28 @@ impl Channel for Recording {
 }
 
 /// With a fixed input, every value a party sends must look uniform across runs: a zero,
-/// fixed or reused mask would show up as a constant.
+/// fixed or reused mask would show up as a constant. A layer (products, truncation,
+/// ReLU), comparisons with a select (the point-function gates' bit round, the select's
+/// bit and value) and table lookups (the masked index, the sign-masked sum).
 #[test]
 fn opened_values_are_uniform_over_a_thousand_runs() {
     let seed = test_seed();
     let mut prg = seed.prg();
     let fixture = linear_fixture(&seed, &mut prg);
     let input = RingTensor::new(vec![3, 5], adversarial_values(15, 30, &mut prg)).unwrap();
+    assert_messages_uniform(&Layer, &fixture, &input);
+    let values = RingTensor::new(vec![15], adversarial_values(15, 30, &mut prg)).unwrap();
+    let empty = Fixture::empty(&seed);
+    assert_messages_uniform(&Comparisons { len: 15, bits: 40 }, &empty, &values);
+    let lookups = Lookups {
+        len: 15,
+        bits: 8,
+        table_seed: 5,
+    };
+    assert_messages_uniform(&lookups, &empty, &values);
+}
+
+fn assert_messages_uniform(program: &impl Program, fixture: &Fixture, input: &RingTensor) {
     let runs = 1000;
     let client_sent = Arc::new(Mutex::new(Vec::new()));
     let server_sent = Arc::new(Mutex::new(Vec::new()));
@@ -139,7 +154,7 @@ fn opened_values_are_uniform_over_a_thousand_runs() {
             inner: second,
             sent: Arc::clone(&client_sent),
         };
-        Dealer::secure(&Layer, &fixture, &input, (server, client)).unwrap();
+        Dealer::secure(program, fixture, input, (server, client)).unwrap();
     }
     for (who, sent) in [("client", client_sent), ("server", server_sent)] {
         let sent = sent.lock().unwrap();
@@ -167,7 +182,7 @@ fn opened_values_are_uniform_over_a_thousand_runs() {
             // 15 degrees of freedom: P(χ² > 45) ≈ 7·10⁻⁵.
             assert!(
                 chi_squared < 45.0,
-                "{who} message {message}: χ² = {chi_squared:.1}"
+                "{program:?}: {who} message {message}: χ² = {chi_squared:.1}"
             );
         }
     }
