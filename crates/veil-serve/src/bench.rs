@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 use veil_core::sampling::SplitMix64;
 use veil_model::Plan;
+use veil_model::approximation::Policy;
 use veil_model::plain::run_plain;
 use veil_net::{NetworkProfile, Role};
 
@@ -121,11 +122,7 @@ const BENCH_SENTENCE: &str = "The gorgeously elaborate continuation of The Lord 
 /// `minilm6`: the real all-MiniLM-L6-v2 (fetched by `scripts/fetch minilm`) at
 /// `sequence` tokens, calibrated on veil's public sentences, and one sentence's inputs
 /// for each of `batch` samples.
-fn minilm_plan(
-    sequence: usize,
-    batch: usize,
-    policy: veil_model::approximation::Policy,
-) -> Result<(Plan, Vec<f32>)> {
+fn minilm_plan(sequence: usize, batch: usize, policy: Policy) -> Result<(Plan, Vec<f32>)> {
     let directory = veil_data::fetched::minilm_directory().ok_or(Error::Unsupported(
         "minilm6 needs all-MiniLM-L6-v2: run scripts/fetch minilm",
     ))?;
@@ -147,31 +144,33 @@ fn minilm_plan(
 /// The benchmark's plan and input: random weights, seed 0, calibrated on request, a
 /// random input; `minilm6` is the real model on a real sentence.
 pub fn bench_plan(options: &BenchOptions) -> Result<(Plan, Vec<f32>)> {
-    let policy = veil_model::approximation::Policy::parse(&options.approx)?;
+    let policy = Policy::parse(&options.approx)?;
     if options.model == "minilm6" {
         return minilm_plan(options.sequence, options.batch, policy);
     }
-    let plan = if let Some(path) = &options.plan {
-        Plan::load(path)?
-    } else if options.model == "bert-layer" {
-        veil_model::zoo::random_encoder_layer_with(
-            veil_model::zoo::EncoderDimensions::bert_base(options.sequence),
-            0,
-            policy,
-        )?
-    } else {
-        if policy != veil_model::approximation::Policy::default() {
-            return Err(Error::Unsupported(
-                "--approx applies to minilm6 and bert-layer; compile other models with `veil compile --approx` and bench them with --plan",
-            ));
-        }
-        built_in_plan(options)?
+    let plan = match &options.plan {
+        Some(path) => Plan::load(path)?,
+        None => built_in_plan(options, policy)?,
     };
     calibrate_and_sample(options, plan)
 }
 
-/// The built-in benchmark model `options.model`, random weights, seed 0.
-fn built_in_plan(options: &BenchOptions) -> Result<Plan> {
+/// The built-in benchmark model `options.model`, random weights, seed 0, under
+/// `policy` (which only bert-layer takes; minilm6 is built above).
+fn built_in_plan(options: &BenchOptions, policy: Policy) -> Result<Plan> {
+    if options.model == "bert-layer" {
+        // One BERT-base encoder layer on `sequence` token embeddings.
+        return Ok(veil_model::zoo::random_encoder_layer_with(
+            veil_model::zoo::EncoderDimensions::bert_base(options.sequence),
+            0,
+            policy,
+        )?);
+    }
+    if policy != Policy::default() {
+        return Err(Error::Unsupported(
+            "--approx applies to minilm6 and bert-layer; compile other models with `veil compile --approx` and bench them with --plan",
+        ));
+    }
     Ok(match options.model.as_str() {
         "mlp" => veil_model::zoo::random_mlp("mlp", &[784, 128, 128, 10], 0)?,
         "cnn6" => veil_model::zoo::random_cnn6(0)?,
@@ -181,11 +180,6 @@ fn built_in_plan(options: &BenchOptions) -> Result<Plan> {
         "softmax" => veil_model::zoo::softmax_layer(128, 128)?,
         // all-MiniLM-L6-v2's hidden states at 128 tokens.
         "layer_norm" => veil_model::zoo::layer_norm_layer(128, 384, 0)?,
-        // One BERT-base encoder layer on `sequence` token embeddings.
-        "bert-layer" => veil_model::zoo::random_encoder_layer(
-            veil_model::zoo::EncoderDimensions::bert_base(options.sequence),
-            0,
-        )?,
         other => {
             return Err(Error::Unknown {
                 what: "bench model",
