@@ -96,7 +96,7 @@ pub fn softmax<P: Protocol>(protocol: &mut P, value: &P::Shared, bits: u32) -> R
 
     // 3. e^d ≈ (1 + d/2^8)^(2^8), at f + EXTRA_BITS fractional bits.
     let fine = f + EXTRA_BITS;
-    let exponential = table_exponential(protocol, &d, &keep, len)?;
+    let exponential = table_exponential(protocol, &d, &keep)?;
 
     // 4. Row sums (at scale f + EXTRA_BITS), then at scale f for the reciprocal.
     let sum = row_sums(protocol, &exponential, rows, columns)?;
@@ -143,7 +143,7 @@ pub fn low_table(scale_bits: u32) -> Vec<u64> {
         .collect()
 }
 
-/// e^d for `len` values d ≤ 0 at the plan's scale f, times the clip bits `keep`, at
+/// e^d for values d ≤ 0 at the plan's scale f, times the clip bits `keep`, at
 /// f + [`EXTRA_BITS`] fractional bits, by two table lookups (SIGMA's nExp): the index
 /// idx = −d in steps of 2^−12 (a truncation: ⌊4096·(−d)⌋ or one above), hi = idx >> 8
 /// (another: ⌊idx/256⌋ or one above), the remainder l = idx − 256·hi ∈ [−256, 256)
@@ -154,12 +154,11 @@ pub fn table_exponential<P: Protocol>(
     protocol: &mut P,
     d: &P::Shared,
     keep: &P::Shared,
-    len: usize,
 ) -> Result<P::Shared> {
     let f = protocol.fixed_point().fractional_bits();
     let fine = f + EXTRA_BITS;
-    let zero = public_constant(protocol, 0.0, f, len)?;
-    let e = protocol.sub(&zero, d)?;
+    // e = −d ≥ 0 (times −1 in the ring: local).
+    let e = protocol.scale(d, u64::MAX)?;
     let index = if f >= TABLE_INDEX_FRACTION_BITS {
         protocol.truncate(&e, f - TABLE_INDEX_FRACTION_BITS)?
     } else {
