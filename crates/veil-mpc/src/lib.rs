@@ -72,4 +72,4 @@ pub use error::{Error, PeerMisbehaved, Result};
 pub use fss::{dcf, dpf, gates};
 pub use material::{MaterialFeeder, PartyMaterial, PartyRole, SessionId, SessionLedger};
 pub use parameters::{ClientParameters, DealerParameters, ServerParameters};
-pub use protocol::{MAX_LOOKUP_BITS, Protocol};
+pub use protocol::{MAX_LOOKUP_BITS, MIN_LOOKUP_BITS, Protocol};

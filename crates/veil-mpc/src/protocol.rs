@@ -122,7 +122,7 @@ pub trait Protocol {
     fn relu(&mut self, value: &Self::Shared, bits: u32) -> Result<Self::Shared>;
 
     /// T[x mod 2^bits] for a secret ring integer x and a public table T of 2^bits ring
-    /// elements (`bits` from 1 to [`MAX_LOOKUP_BITS`]).
+    /// elements (`bits` from [`MIN_LOOKUP_BITS`] to [`MAX_LOOKUP_BITS`]).
     fn lookup(&mut self, value: &Self::Shared, table: &[u64], bits: u32) -> Result<Self::Shared>;
 
     /// bit·x for a secret ring-integer bit (0 or 1) and a secret x.
@@ -283,16 +283,21 @@ pub(crate) fn same_shape(op: &'static str, left: &[usize], right: &[usize]) -> R
 }
 
 /// Checks a comparison bit-width.
+/// The narrowest index a table lookup takes (64 entries: a whole word of the shares'
+/// bits; a smaller table can be repeated to 64 entries).
+pub const MIN_LOOKUP_BITS: u32 = 6;
+
 /// The widest index a table lookup takes (a table of 4,096 entries).
 pub const MAX_LOOKUP_BITS: u32 = 12;
 
-/// A lookup's table must have 2^bits entries, 1 ≤ bits ≤ [`MAX_LOOKUP_BITS`].
+/// A lookup's table must have 2^bits entries, [`MIN_LOOKUP_BITS`] ≤ bits ≤
+/// [`MAX_LOOKUP_BITS`].
 pub(crate) fn check_table(table: &[u64], bits: u32) -> Result<()> {
-    if bits == 0 || bits > MAX_LOOKUP_BITS || table.len() != 1usize << bits {
+    if !(MIN_LOOKUP_BITS..=MAX_LOOKUP_BITS).contains(&bits) || table.len() != 1usize << bits {
         return Err(crate::Error::ApiMisuse {
             op: "lookup",
             detail: format!(
-                "a table of {} entries for a {bits}-bit index (it needs 2^bits entries, 1 ≤ bits ≤ {MAX_LOOKUP_BITS})",
+                "a table of {} entries for a {bits}-bit index (it needs 2^bits entries, {MIN_LOOKUP_BITS} ≤ bits ≤ {MAX_LOOKUP_BITS})",
                 table.len()
             ),
         });
@@ -320,5 +325,21 @@ pub(crate) fn check_shift(bits: u32) -> Result<()> {
             op: "truncate",
             detail: format!("shift {bits} is outside 0..62"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_outside_the_supported_widths_or_of_the_wrong_length_are_refused() {
+        for bits in [0, 1, 5, 13] {
+            let table = vec![0u64; 1 << bits];
+            assert!(check_table(&table, bits).is_err(), "{bits} bits");
+        }
+        assert!(check_table(&[0u64; 255], 8).is_err());
+        assert!(check_table(&[0u64; 256], 8).is_ok());
+        assert!(check_table(&[0u64; 64], MIN_LOOKUP_BITS).is_ok());
     }
 }

@@ -199,11 +199,7 @@ impl<C: Channel> Party<C> {
         let per_key = dpf::leaves_per_key(bits);
         let domain = 1usize << bits;
         let mut signed_values = Vec::with_capacity(len);
-        let sums = if domain >= 64 {
-            byte_sums(table)
-        } else {
-            Vec::new()
-        };
+        let sums = byte_sums(table);
         let mut words = Vec::with_capacity(2 * per_key);
         let mut aligned = Vec::with_capacity(2 * per_key);
         for index in 0..len {
@@ -213,20 +209,8 @@ impl<C: Channel> Party<C> {
             for leaf in key_leaves {
                 words.extend([*leaf as u64, (*leaf >> 64) as u64]);
             }
-            let sum = if domain >= 64 {
-                align_to_table(&words[..domain / 64], opened, &mut aligned);
-                masked_sum(&aligned, &sums)
-            } else {
-                // Under 64 entries: the shares' set bits one by one.
-                let mut word = words[0] & low_mask(domain as u32);
-                let mut sum = 0u64;
-                while word != 0 {
-                    let point = word.trailing_zeros() as usize;
-                    word &= word - 1;
-                    sum = sum.wrapping_add(table[(opened + domain - point) % domain]);
-                }
-                sum
-            };
+            align_to_table(&words[..domain / 64], opened, &mut aligned);
+            let sum = masked_sum(&aligned, &sums);
             let sum = if party == 1 { sum.wrapping_neg() } else { sum };
             signed_values.push(sum.wrapping_add(draw.sign_mask[index]));
         }

@@ -216,7 +216,7 @@ fn lookups_are_exact_for_every_index<S: Setting>() {
     let seed = test_seed();
     let mut prg = seed.prg();
     let fixture = Fixture::empty(&seed);
-    for bits in [1u32, 6, 7, 8, 9, 12] {
+    for bits in [6u32, 7, 8, 9, 12] {
         let mut values: Vec<u64> = (0..1u64 << bits.min(9)).collect();
         values.extend([u64::MAX, i64::MIN as u64, (-5i64) as u64, 1 << 40]);
         values.extend(adversarial_values(40, 63, &mut prg));
