@@ -179,24 +179,32 @@ mod tests {
         let m_shares = share(key.constants[0], prg);
         let mr_shares = share(key.constants[1], prg);
         let opened = x.wrapping_add(mask);
-        let mut drelu = 0u64;
-        let mut relu = 0u64;
-        for party in 0..2 {
-            let t = evaluate_t(
+        let t = [0, 1].map(|party| {
+            evaluate_t(
                 party,
                 roots[party],
                 &key.corrections,
                 [m_shares[party], mr_shares[party]],
                 opened,
                 bits,
-            );
-            drelu = drelu.wrapping_add(drelu_share(party, opened, bits, t[0]));
+            )
+        });
+        reconstruct(opened, bits, t, mask_shares)
+    }
+
+    /// (DReLU, ReLU) from both parties' shares of (t, t·r) and of the mask r.
+    fn reconstruct(opened: u64, bits: u32, t: [[u64; 2]; 2], mask_shares: [u64; 2]) -> (u64, u64) {
+        let mut drelu = 0u64;
+        let mut relu = 0u64;
+        for party in 0..2 {
+            let [t, t_mask] = t[party];
+            drelu = drelu.wrapping_add(drelu_share(party, opened, bits, t));
             relu = relu.wrapping_add(relu_share(
                 party,
                 opened,
                 bits,
-                t[0],
-                t[1],
+                t,
+                t_mask,
                 mask_shares[party],
             ));
         }
@@ -237,27 +245,16 @@ mod tests {
             })
             .collect();
         let w = u[0] ^ u[1] ^ sigma[0] ^ sigma[1];
-        let mut drelu = 0u64;
-        let mut relu = 0u64;
-        for party in 0..2 {
-            let t = point_t_shares(
+        let t = [0, 1].map(|party| {
+            point_t_shares(
                 party,
                 w,
                 rho_shares[party],
                 rho_mask_shares[party],
                 mask_shares[party],
-            );
-            drelu = drelu.wrapping_add(drelu_share(party, opened, bits, t[0]));
-            relu = relu.wrapping_add(relu_share(
-                party,
-                opened,
-                bits,
-                t[0],
-                t[1],
-                mask_shares[party],
-            ));
-        }
-        (drelu, relu)
+            )
+        });
+        reconstruct(opened, bits, t, mask_shares)
     }
 
     fn expected(x: u64, bits: u32) -> (u64, u64) {
