@@ -54,10 +54,7 @@ fn minilm_sentence_embeddings_agree_with_the_plain_run() {
     // Comparison widths from other sentences, as `veil compile --hf --calibrate` sets them.
     let (plan, encoder) = compile(&directory, &options);
     let batch = encoder.encode(&SENTENCES).expect("encodes");
-    let plain = encoder.finish(
-        &run_plain(&plan, &batch.inputs, batch.len()).expect("plain"),
-        &batch,
-    );
+    let plain = plain_embeddings(&plan, &encoder);
     let started = std::time::Instant::now();
     // The range-checking simulation: every comparison within its calibrated width and
     // every LayerNorm variance within its documented range, or the test names the node.
@@ -71,16 +68,30 @@ fn minilm_sentence_embeddings_agree_with_the_plain_run() {
     let simulated = encoder.finish(&output, &batch);
     eprintln!("simulated in {:.1} s", started.elapsed().as_secs_f64());
     report("simulated", &plain, &simulated);
-    // Two sentences a query: a query's material is held whole, so this bounds memory.
     let started = std::time::Instant::now();
-    let mut secure_output = Vec::new();
-    for pair in SENTENCES.chunks(2) {
-        let pair = encoder.encode(pair).expect("encodes");
-        secure_output.extend(secure(&plan, &pair.inputs, pair.len()));
-    }
-    let secure = encoder.finish(&secure_output, &batch);
+    let secure = secure_embeddings(&plan, &encoder);
     eprintln!("secure in {:.1} s", started.elapsed().as_secs_f64());
     report("secure", &plain, &secure);
+}
+
+/// The plain executor's embeddings of [`SENTENCES`].
+fn plain_embeddings(plan: &Plan, encoder: &TextEncoder) -> Vec<Vec<f32>> {
+    let batch = encoder.encode(&SENTENCES).expect("encodes");
+    encoder.finish(
+        &run_plain(plan, &batch.inputs, batch.len()).expect("plain"),
+        &batch,
+    )
+}
+
+/// The secure embeddings of [`SENTENCES`], two sentences a query (a query's material is
+/// held whole, so this bounds memory).
+fn secure_embeddings(plan: &Plan, encoder: &TextEncoder) -> Vec<Vec<f32>> {
+    let mut output = Vec::new();
+    for pair in SENTENCES.chunks(2) {
+        let pair = encoder.encode(pair).expect("encodes");
+        output.extend(secure(plan, &pair.inputs, pair.len()));
+    }
+    encoder.finish(&output, &encoder.encode(&SENTENCES).expect("encodes"))
 }
 
 /// GELU's polynomial form (`--approx gelu=polynomial`, PUMA's; the default is the
@@ -107,17 +118,8 @@ fn minilm_with_the_polynomial_gelu_agrees_with_the_plain_run() {
             .iter()
             .any(|node| matches!(node.op, veil_model::ir::Op::Gelu { .. }))
     );
-    let batch = encoder.encode(&SENTENCES).expect("encodes");
-    let plain = encoder.finish(
-        &run_plain(&plan, &batch.inputs, batch.len()).expect("plain"),
-        &batch,
-    );
-    let mut secure_output = Vec::new();
-    for pair in SENTENCES.chunks(2) {
-        let pair = encoder.encode(pair).expect("encodes");
-        secure_output.extend(secure(&plan, &pair.inputs, pair.len()));
-    }
-    let secure = encoder.finish(&secure_output, &batch);
+    let plain = plain_embeddings(&plan, &encoder);
+    let secure = secure_embeddings(&plan, &encoder);
     report("secure, polynomial GELU", &plain, &secure);
 }
 
