@@ -390,19 +390,26 @@ mod tests {
         (words[index / 64] >> (index % 64)) & 1
     }
 
-    /// Both parties' XOR-reconstructed 1{y < α} for every (α, y) pair.
-    fn reconstruct(bits: u32, alphas: &[u64], inputs: &[u64], prg: &mut Prg) -> Vec<u64> {
+    /// Keys at `alphas` from fresh root seeds: (both parties' roots, the corrections).
+    fn keys(bits: u32, alphas: &[u64], prg: &mut Prg) -> ([Vec<u128>; 2], Vec<u64>) {
         let roots: [Vec<u128>; 2] =
             [0, 1].map(|_| (0..alphas.len()).map(|_| prg.next_u128()).collect());
         let mut words = Vec::new();
         generate_batch(bits, alphas, [&roots[0], &roots[1]], &mut words).unwrap();
         assert_eq!(words.len(), alphas.len() * key_words(bits));
+        (roots, words)
+    }
+
+    /// Asserts that both parties' shares XOR to 1{y < α} for every (α, y) pair.
+    fn assert_less_than(bits: u32, alphas: &[u64], inputs: &[u64], prg: &mut Prg) {
+        let (roots, words) = keys(bits, alphas, prg);
         let shares: Vec<Vec<u64>> = (0..2)
             .map(|party| evaluate_batch(party, bits, &roots[party], &words, inputs).unwrap())
             .collect();
-        (0..alphas.len())
-            .map(|index| bit(&shares[0], index) ^ bit(&shares[1], index))
-            .collect()
+        for (index, (alpha, y)) in alphas.iter().zip(inputs).enumerate() {
+            let got = bit(&shares[0], index) ^ bit(&shares[1], index);
+            assert_eq!(got, u64::from(y < alpha), "bits {bits}, α {alpha}, y {y}");
+        }
     }
 
     #[test]
@@ -417,10 +424,7 @@ mod tests {
                     inputs.push(y);
                 }
             }
-            let got = reconstruct(bits, &alphas, &inputs, &mut prg);
-            for ((alpha, y), got) in alphas.iter().zip(&inputs).zip(got) {
-                assert_eq!(got, u64::from(y < alpha), "bits {bits}, α {alpha}, y {y}");
-            }
+            assert_less_than(bits, &alphas, &inputs, &mut prg);
         }
     }
 
@@ -446,10 +450,7 @@ mod tests {
                     inputs.push(y);
                 }
             }
-            let got = reconstruct(bits, &alphas, &inputs, &mut prg);
-            for ((alpha, y), got) in alphas.iter().zip(&inputs).zip(got) {
-                assert_eq!(got, u64::from(y < alpha), "bits {bits}, α {alpha}, y {y}");
-            }
+            assert_less_than(bits, &alphas, &inputs, &mut prg);
         }
     }
 
@@ -461,9 +462,7 @@ mod tests {
         let count = 4096;
         let alphas = vec![1u64 << 35; count];
         let inputs = vec![0u64; count];
-        let roots: [Vec<u128>; 2] = [0, 1].map(|_| (0..count).map(|_| prg.next_u128()).collect());
-        let mut words = Vec::new();
-        generate_batch(36, &alphas, [&roots[0], &roots[1]], &mut words).unwrap();
+        let (roots, words) = keys(36, &alphas, &mut prg);
         assert_eq!(key_words(36) * 8, 480);
         for (party, roots) in roots.iter().enumerate() {
             let shares = evaluate_batch(party, 36, roots, &words, &inputs).unwrap();
@@ -481,10 +480,7 @@ mod tests {
         for bits in [1u32, 5, 7, 8, 9, 10] {
             let domain = 1u64 << bits;
             let alphas: Vec<u64> = (0..domain).collect();
-            let roots: [Vec<u128>; 2] =
-                [0, 1].map(|_| (0..alphas.len()).map(|_| prg.next_u128()).collect());
-            let mut words = Vec::new();
-            generate_batch(bits, &alphas, [&roots[0], &roots[1]], &mut words).unwrap();
+            let (roots, words) = keys(bits, &alphas, &mut prg);
             let shares: Vec<Vec<u128>> = (0..2)
                 .map(|party| evaluate_all(party, bits, &roots[party], &words).unwrap())
                 .collect();
