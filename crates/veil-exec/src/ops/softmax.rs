@@ -53,7 +53,8 @@ pub const LIMIT_EXP_ERROR: f64 = 1.1e-3;
 /// with the clip's e^−14 (a unit test scans it).
 pub const EXP_ERROR: f64 = 2.5e-4;
 /// The fixed-point error of one output against [`approximate_row`], in ulps, with a
-/// margin: the exponential's 1/16 ulp, the sum's n/16, the reciprocal's residual 2.6·10⁻⁶
+/// margin: the exponential's rounded entries and its product's truncation (a few units at
+/// f + 12 bits, 1/16 ulp each), the sum's n/16, the reciprocal's residual 2.6·10⁻⁶
 /// relative and a few ulps of its truncations, the last product's truncation.
 pub const FIXED_POINT_ULPS: f64 = 32.0;
 /// Beyond [`FIXED_POINT_ULPS`]: the truncation may give the exponential's index one above
@@ -178,7 +179,8 @@ pub fn table_exponential<P: Protocol>(
 /// clip bits `keep` (1{d ≥ −14}), at f + [`EXTRA_BITS`] fractional bits: d at scale f
 /// *is* d/2^8 at scale f + 8, lifted to f + [`EXTRA_BITS`], then [`SQUARINGS`]
 /// squarings (square pairs, one truncation each). Below −2^8 the base is negative and
-/// its powers wrap, but only where the clip bit is 0. Shared by softmax and sigmoid.
+/// its powers wrap, but only where the clip bit is 0. tanh's exponential (the softmax's
+/// until [`table_exponential`] replaced it).
 pub fn limit_exponential<P: Protocol>(
     protocol: &mut P,
     d: &P::Shared,
@@ -197,7 +199,7 @@ pub fn limit_exponential<P: Protocol>(
 }
 
 /// The approximation in f64 for one row: exact max and reciprocal, the clip and the
-/// limit-form exponential.
+/// table exponential on the floor index ([`approximate_exp`]).
 pub fn approximate_row(row: &[f64]) -> Vec<f64> {
     let largest = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
     let exps: Vec<f64> = row.iter().map(|&v| approximate_exp(v - largest)).collect();
@@ -215,7 +217,7 @@ pub fn approximate_exp(d: f64) -> f64 {
     }
 }
 
-/// (1 + d/2^8)^(2^8) for d ≥ −14, else 0: the limit form (sigmoid's).
+/// (1 + d/2^8)^(2^8) for d ≥ −14, else 0: the limit form (tanh's).
 pub fn approximate_limit_exp(d: f64) -> f64 {
     if d < -CLIP {
         0.0
