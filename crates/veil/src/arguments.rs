@@ -255,8 +255,8 @@ pub(crate) struct BenchArguments {
     pub(crate) chart: Option<PathBuf>,
     /// The keys the dealer's comparisons get: `dpf` (point-function keys, about half
     /// the preprocessing, two rounds per comparison) or `dcf` (one round).
-    #[arg(long, default_value = "dpf", value_parser = ["dpf", "dcf"])]
-    pub(crate) comparison_keys: String,
+    #[arg(long, default_value = "dpf", value_parser = comparison_keys)]
+    pub(crate) comparison_keys: veil_mpc::ComparisonKeys,
 }
 
 #[derive(Subcommand)]
@@ -613,12 +613,14 @@ impl BenchArguments {
             approx: self.approx.clone(),
             plan: self.plan.clone(),
             input: self.input.clone(),
-            comparison_keys: comparison_keys(&self.comparison_keys),
+            comparison_keys: self.comparison_keys,
         }
     }
 }
 
-/// The comparison keys a (clap-checked) `--comparison-keys` names.
-pub(crate) fn comparison_keys(name: &str) -> veil_mpc::ComparisonKeys {
-    veil_mpc::ComparisonKeys::from_name(name).unwrap_or_default()
+/// The comparison keys `--comparison-keys` (or `comparison_keys` in a config file)
+/// names; any other name is an error that lists the two.
+pub(crate) fn comparison_keys(name: &str) -> Result<veil_mpc::ComparisonKeys, String> {
+    veil_mpc::ComparisonKeys::from_name(name)
+        .ok_or_else(|| format!("unknown comparison keys {name:?} (have: dpf, dcf)"))
 }

@@ -90,7 +90,8 @@ pub(crate) fn run_party(arguments: PartyArguments, forced: Option<Role>) -> Resu
                 dealer_options.pool.capacity_bytes = bytes;
             }
             if let Some(name) = comparison_keys {
-                dealer_options.pool.comparison_keys = crate::arguments::comparison_keys(&name);
+                dealer_options.pool.comparison_keys =
+                    crate::arguments::comparison_keys(&name).map_err(anyhow::Error::msg)?;
             }
             if let Some(seconds) = claim_timeout_seconds {
                 dealer_options.pool.claim_timeout = Duration::from_secs(seconds.max(1));
