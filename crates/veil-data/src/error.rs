@@ -7,6 +7,16 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A data set has fewer items than a split or a subset needs.
+    #[error("{found} {what}, but {needed} are needed")]
+    TooFew {
+        /// What was counted.
+        what: String,
+        /// How many are needed.
+        needed: usize,
+        /// How many there are.
+        found: usize,
+    },
     /// The file could not be opened or read.
     #[error("{}: {source}", path.display())]
     Io {

@@ -82,6 +82,58 @@ pub fn load(path: &Path) -> Result<Vec<Review>> {
     Ok(reviews)
 }
 
+/// The binarised sentiment task's fixed split: every sentence with a nonzero rating,
+/// labelled by [`Review::polarity`], shuffled once by `seed` and cut into
+/// `test` sentences, then `dev`, then the rest for training. The same seed gives the
+/// same split on every machine, so a model trained on `train` is measured on sentences
+/// it has never seen.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Split {
+    /// Training sentences and their labels (0 negative, 1 positive).
+    pub train: Vec<(String, usize)>,
+    /// Held out for choosing settings.
+    pub dev: Vec<(String, usize)>,
+    /// Held out for the reported accuracies.
+    pub test: Vec<(String, usize)>,
+}
+
+/// The seed of veil's split (`docs/results.md` reports on it).
+pub const SPLIT_SEED: u64 = 20_261_201;
+/// Test sentences in veil's split.
+pub const TEST_SENTENCES: usize = 1000;
+/// Development sentences in veil's split.
+pub const DEV_SENTENCES: usize = 500;
+
+/// veil's split ([`SPLIT_SEED`], [`TEST_SENTENCES`], [`DEV_SENTENCES`]) of the fetched
+/// file: what `veil distill --task sentiment` trains on and `veil evaluate --data
+/// reviews` measures on.
+pub fn load_split(path: &Path) -> Result<Split> {
+    split(&load(path)?, SPLIT_SEED, TEST_SENTENCES, DEV_SENTENCES)
+}
+
+/// Splits `reviews` as [`Split`] describes; neutral sentences are dropped.
+pub fn split(reviews: &[Review], seed: u64, test: usize, dev: usize) -> Result<Split> {
+    let mut labelled: Vec<(String, usize)> = reviews
+        .iter()
+        .filter_map(|review| Some((review.text.clone(), review.polarity()?)))
+        .collect();
+    if labelled.len() <= test + dev {
+        return Err(Error::TooFew {
+            what: "rated sentences".into(),
+            needed: test + dev + 1,
+            found: labelled.len(),
+        });
+    }
+    veil_core::sampling::SplitMix64::new(seed).shuffle(&mut labelled);
+    let train = labelled.split_off(test + dev);
+    let dev_part = labelled.split_off(test);
+    Ok(Split {
+        train,
+        dev: dev_part,
+        test: labelled,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +155,34 @@ mod tests {
         let error = load(&file).expect_err("missing text").to_string();
         assert!(error.contains("line 1 has 2 columns"), "{error}");
         std::fs::remove_dir_all(&directory).ok();
+    }
+
+    #[test]
+    fn the_split_is_seeded_disjoint_and_drops_neutral_sentences() {
+        let reviews: Vec<Review> = (0..40)
+            .map(|index| Review {
+                rating: (index % 3) as f32 - 1.0,
+                text: format!("sentence {index}"),
+            })
+            .collect();
+        let split_once = split(&reviews, 5, 4, 3).expect("enough sentences");
+        assert_eq!(split_once, split(&reviews, 5, 4, 3).expect("the same"));
+        assert_ne!(split_once, split(&reviews, 6, 4, 3).expect("another order"));
+        let (test, dev) = (split_once.test.len(), split_once.dev.len());
+        assert_eq!((test, dev, split_once.train.len()), (4, 3, 27 - 7));
+        let mut all: Vec<&String> = split_once
+            .train
+            .iter()
+            .chain(&split_once.dev)
+            .chain(&split_once.test)
+            .map(|(text, _)| text)
+            .collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 27, "disjoint, and the 13 neutral ones dropped");
+        assert!(
+            split(&reviews, 5, 20, 7).is_err(),
+            "27 cannot give 27 held out and a training set"
+        );
     }
 }

@@ -85,3 +85,58 @@ impl DistillConfig {
         Ok(config)
     }
 }
+
+/// Everything `veil distill --task sentiment` needs: all-MiniLM-L6-v2 fine-tuned into
+/// the teacher M on the binarised movie reviews, and the MPC-friendly students.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SentimentConfig {
+    /// The seed of the classifier's initialisation and of the batch order.
+    pub seed: u64,
+    /// The padded sequence length the plans are compiled at; training truncates to it.
+    pub sequence: usize,
+    /// Training sentences the teacher trains on (the first N of veil's training split).
+    pub teacher_sentences: usize,
+    /// Training sentences every student trains on (the first N).
+    pub student_sentences: usize,
+    /// Sentences per step.
+    pub batch: usize,
+    /// The students' forms (the `--approx` syntax, e.g. `gelu=quad,softmax=2quad`).
+    pub approximation: String,
+    /// The teacher's fine-tuning.
+    pub teacher: Phase,
+    /// MPCFormer's first stage: hidden states and attention scores.
+    pub layers: Phase,
+    /// MPCFormer's second stage: the logits.
+    pub logits: Phase,
+    /// The second stage's temperature.
+    pub temperature: f64,
+}
+
+impl SentimentConfig {
+    /// Reads and checks a TOML file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            what: format!("reading {}", path.display()),
+            source,
+        })?;
+        let invalid = |reason: String| Error::Config {
+            path: path.display().to_string(),
+            reason,
+        };
+        let config: Self = toml::from_str(&text).map_err(|error| invalid(error.to_string()))?;
+        if config.batch == 0 || config.sequence < 2 || config.temperature <= 0.0 {
+            return Err(invalid(
+                "batch must be positive, sequence at least 2 and temperature positive".into(),
+            ));
+        }
+        if config.teacher_sentences.min(config.student_sentences) == 0 {
+            return Err(invalid(
+                "teacher_sentences and student_sentences must be positive".into(),
+            ));
+        }
+        veil_model::approximation::Policy::parse(&config.approximation)
+            .map_err(|error| invalid(format!("approximation: {error}")))?;
+        Ok(config)
+    }
+}

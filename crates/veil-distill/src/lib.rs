@@ -1,29 +1,37 @@
 //! veil-distill: veil's trainer on candle (core and nn, CPU): the CNN zoo of Thrust 2
-//! (plain and residual, ReLU and `quad`), teachers on hard labels, and MPC-friendly
+//! (plain and residual, ReLU and `quad`), BERT sequence classifiers (all-MiniLM-L6-v2
+//! fine-tuned on movie-review sentiment), teachers on hard labels, and MPC-friendly
 //! students initialised from their teacher and trained with or without knowledge
-//! distillation (Thrust 1), exported as safetensors plus the architecture JSON that
-//! `veil compile` reads.
+//! distillation (Thrust 1), exported for `veil compile`.
 //!
 //! # Overview
-//! - [`config::DistillConfig`]: the run's settings, from a TOML file kept under version
-//!   control (`configs/distill-fashion.toml`).
+//! - [`config::DistillConfig`] and [`config::SentimentConfig`]: the runs' settings, from
+//!   TOML files kept under version control (`configs/distill-fashion.toml`,
+//!   `configs/distill-sentiment.toml`).
 //! - [`cnn::Cnn`]: a zoo member ([`cnn::Shape`]) with its variables; [`cnn::Cnn::architecture`]
 //!   describes it for `veil compile`, and [`export`] writes both files.
 //! - [`train::train`] runs AdamW over seeded minibatches under a progress bar, on hard
 //!   labels or by logits distillation ([`train::Supervision`]); [`train::accuracy`]
 //!   measures the f32 model.
+//! - [`bert::BertClassifier`]: a BERT classifier in exact or MPC-friendly forms
+//!   ([`bert::Forms`]: the quadratic GELU, 2Quad), loaded from and exported to a
+//!   Hugging Face directory that `veil compile --hf` reads unedited.
+//! - [`sentiment::train`]: its training on [`sentiment::Examples`], toward labels or
+//!   MPCFormer's two distillation stages ([`sentiment::Objective`]).
 //!
 //! # What this crate does not do
 //! No inference under MPC (that is veil-exec, on the compiled plan), no GPU (candle's
-//! CUDA backend needs nvcc at build time, and CPU training of the zoo takes minutes), and
-//! no transformer students yet. Batch normalisation is used in its training form while
+//! CUDA backend needs nvcc at build time; CPU training takes minutes for the CNNs and
+//! tens of minutes for MiniLM). Batch normalisation is used in its training form while
 //! training and folded into the convolutions at compile time. The serving crates never
 //! depend on this one: candle stays out of `veil serve`'s build (`veil` builds it behind
 //! its default `distill` feature).
 
+pub mod bert;
 pub mod cnn;
 pub mod config;
 mod error;
+pub mod sentiment;
 pub mod train;
 
 pub use error::{Error, Result};

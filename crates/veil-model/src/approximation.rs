@@ -95,6 +95,16 @@ impl Policy {
         Ok(policy)
     }
 
+    /// This policy, with the forms it leaves out taken from `fallback` (a flag's policy
+    /// over the forms a model file states).
+    pub fn or(self, fallback: Policy) -> Policy {
+        Policy {
+            relu: self.relu.or(fallback.relu),
+            gelu: self.gelu.or(fallback.gelu),
+            softmax: self.softmax.or(fallback.softmax),
+        }
+    }
+
     /// The policy as [`Policy::parse`] reads it back (`exact` when it sets nothing);
     /// learned quadratic coefficients are shown as `quad`.
     pub fn describe(&self) -> String {

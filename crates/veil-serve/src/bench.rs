@@ -149,10 +149,39 @@ pub fn bench_plan(options: &BenchOptions) -> Result<(Plan, Vec<f32>)> {
         return minilm_plan(options.sequence, options.batch, policy);
     }
     let plan = match &options.plan {
-        Some(path) => Plan::load(path)?,
+        Some(path) => {
+            let plan = Plan::load(path)?;
+            if plan.public.text.is_some() {
+                return text_plan_input(path, plan, options);
+            }
+            plan
+        }
         None => built_in_plan(options, policy)?,
     };
     calibrate_and_sample(options, plan)
+}
+
+/// A compiled text plan (`veil compile --hf`, calibrated there) and one sentence's
+/// inputs for each sample: the first line of `--input`, or [`BENCH_SENTENCE`],
+/// tokenized with the NAME.tokenizer.json beside the plan.
+fn text_plan_input(path: &Path, plan: Plan, options: &BenchOptions) -> Result<(Plan, Vec<f32>)> {
+    let sentence = match &options.input {
+        Some(file) => std::fs::read_to_string(file)
+            .map_err(Error::io(format!("reading {}", file.display())))?
+            .lines()
+            .find(|line| !line.trim().is_empty())
+            .map(str::to_string)
+            .ok_or(Error::Unsupported(
+                "the bench input file of a text plan holds no sentence (one a line)",
+            ))?,
+        None => BENCH_SENTENCE.to_string(),
+    };
+    let tokenizer = path.with_file_name(format!("{}.tokenizer.json", plan.public.name));
+    let encoder = veil_text::TextEncoder::new(&tokenizer, &plan.public, plan.text_tables.clone())?;
+    let input = encoder
+        .encode(&vec![sentence.as_str(); options.batch])?
+        .inputs;
+    Ok((plan, input))
 }
 
 /// The built-in benchmark model `options.model`, random weights, seed 0, under

@@ -221,11 +221,13 @@ pub(crate) struct BenchArguments {
     #[arg(long, default_value = "exact")]
     pub(crate) approx: String,
     /// Instead of a built-in model: a compiled plan (NAME.plan) with its weights, on a
-    /// random N(0, 1) input.
+    /// random N(0, 1) input; a text plan (`veil compile --hf`) on a sentence, tokenized
+    /// with the NAME.tokenizer.json beside it.
     #[arg(long)]
     pub(crate) plan: Option<PathBuf>,
     /// The input: a file of numbers (its first sample, repeated over the batch); N(0, 1)
     /// values when absent. A trained quadratic network needs inputs like its data's.
+    /// For a text plan: a file whose first line is the sentence.
     #[arg(long)]
     pub(crate) input: Option<PathBuf>,
     /// Tokens for `bert-layer` and `minilm6` (the padded sequence length).
@@ -324,11 +326,19 @@ pub(crate) enum Commands {
     /// initialised from scratch or from M, trained on labels or by knowledge
     /// distillation. Writes NAME.json and
     /// NAME.safetensors for `veil compile --arch --weights`, and distill-report.json.
+    ///
+    /// `--task sentiment` instead fine-tunes all-MiniLM-L6-v2 (`scripts/fetch minilm
+    /// reviews`) into a movie-review sentiment teacher M and trains its MPC-friendly
+    /// student M̂ twice: by MPCFormer's two distillation stages, and on labels alone.
+    /// Each is written as a Hugging Face directory for `veil compile --hf`.
     #[cfg(feature = "distill")]
     Distill {
-        /// The training configuration (TOML).
-        #[arg(long, default_value = "configs/distill-fashion.toml")]
-        config: PathBuf,
+        /// What to train: `fashion` (the CNN zoo) or `sentiment` (the MiniLM classifier).
+        #[arg(long, default_value = "fashion")]
+        task: String,
+        /// The training configuration (TOML); by default configs/distill-TASK.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Output directory.
         #[arg(long, default_value = "runs/distill")]
         out: PathBuf,
@@ -350,10 +360,12 @@ pub(crate) enum Commands {
         /// The compiled plan (NAME.plan).
         #[arg(long)]
         plan: PathBuf,
-        /// The data set: `fashion` (Fashion-MNIST's test set, `scripts/fetch fashion`).
+        /// The data set: `fashion` (Fashion-MNIST's test set, `scripts/fetch fashion`)
+        /// or `reviews` (the test split of the movie reviews, `scripts/fetch reviews`,
+        /// for a sentiment classifier compiled with `veil compile --hf`).
         #[arg(long, default_value = "fashion")]
         data: String,
-        /// Only the first N test images.
+        /// Only the first N test images or sentences.
         #[arg(long)]
         limit: Option<usize>,
         /// Print the report as JSON.

@@ -6,6 +6,8 @@ mod arguments;
 mod breakdown;
 #[cfg(feature = "distill")]
 mod distill;
+#[cfg(feature = "distill")]
+mod distill_sentiment;
 mod party;
 mod split;
 mod text;
@@ -175,12 +177,21 @@ fn run_command(arguments: Arguments) -> Result<()> {
         Commands::Certs { command } => certs(command),
         #[cfg(feature = "distill")]
         Commands::Distill {
+            task,
             config,
             out,
             plain_only,
             reuse,
             quiet,
-        } => distill::distill(&config, &out, (plain_only, reuse, quiet)),
+        } => {
+            let config =
+                config.unwrap_or_else(|| PathBuf::from(format!("configs/distill-{task}.toml")));
+            match task.as_str() {
+                "fashion" => distill::distill(&config, &out, (plain_only, reuse, quiet)),
+                "sentiment" => distill_sentiment::distill(&config, &out, (reuse, quiet)),
+                other => bail!("unknown task {other:?} (have: fashion, sentiment)"),
+            }
+        }
         Commands::Evaluate {
             plan,
             data,
@@ -379,8 +390,10 @@ fn demo(model: &str, models: &Path, data: &Path, limit: Option<usize>) -> Result
 
 /// `veil evaluate`: secure accuracy of a plan on a labelled test set.
 fn evaluate(plan_path: &Path, data: &str, limit: Option<usize>, json: bool) -> Result<()> {
-    if data != "fashion" {
-        bail!("unknown data set {data:?} (have: fashion)");
+    match data {
+        "fashion" => {}
+        "reviews" => return text::evaluate_reviews(plan_path, limit, json),
+        other => bail!("unknown data set {other:?} (have: fashion, reviews)"),
     }
     let plan = Plan::load(plan_path)
         .with_context(|| format!("loading the plan {}", plan_path.display()))?;

@@ -275,3 +275,83 @@ fn remote(
     let embedded = embed_sentences(&mut client, &encoder, sentences)?;
     Ok((embedded, encoder.front().clone()))
 }
+
+/// `veil evaluate --data reviews`: a sentiment classifier's accuracy on the first
+/// `limit` sentences of veil's test split, one secure query each (every role on this
+/// machine over mutual TLS), next to the plain executor's accuracy on the same plan.
+pub(crate) fn evaluate_reviews(plan_path: &Path, limit: Option<usize>, json: bool) -> Result<()> {
+    let plan = Plan::load(plan_path)
+        .with_context(|| format!("loading the plan {}", plan_path.display()))?;
+    let labels = match &plan.public.text {
+        Some(TextFrontEnd {
+            output: TextOutput::Classification { labels },
+            ..
+        }) if labels.len() == 2 => labels.clone(),
+        _ => bail!(
+            "{} is not a two-label text classifier; compile one with `veil compile --hf DIR` from `veil distill --task sentiment`'s output",
+            plan_path.display()
+        ),
+    };
+    let reviews_file = veil_data::fetched::movie_reviews_file()
+        .context("the movie reviews are not fetched: run scripts/fetch reviews")?;
+    let split = veil_data::reviews::load_split(&reviews_file)?;
+    let count = limit.unwrap_or(split.test.len()).min(split.test.len());
+    let test = &split.test[..count];
+    let tokenizer = tokenizer_beside(plan_path, &plan.public);
+    let encoder = TextEncoder::new(&tokenizer, &plan.public, plan.text_tables.clone())?;
+    if !json {
+        eprintln!(
+            "veil evaluate: {} ({}) on the first {count} test sentences of the movie reviews at {} tokens, one secure query each",
+            plan.public.name,
+            plan.public.approximation,
+            encoder.front().sequence
+        );
+    }
+    let started = std::time::Instant::now();
+    let sentences: Vec<&str> = test.iter().map(|(text, _)| text.as_str()).collect();
+    let report = embed_locally(&plan, &encoder, &sentences, false)?;
+    let mut plain_correct = 0usize;
+    let mut secure_correct = 0usize;
+    let mut agree = 0usize;
+    let mut max_error = 0f32;
+    let mut online = Vec::with_capacity(count);
+    for ((sentence, label), secure) in sentences
+        .iter()
+        .zip(test.iter().map(|(_, l)| l))
+        .zip(&report.sentences)
+    {
+        let encoded = encoder.encode(&[sentence])?;
+        let plain = encoder.finish(
+            &veil_model::plain::run_plain(&plan, &encoded.inputs, 1)?,
+            &encoded,
+        );
+        let plain = &plain[0];
+        let predicted = |logits: &[f32]| veil_model::plain::argmax_rows(logits, logits.len())[0];
+        let (plain_label, secure_label) = (predicted(plain), predicted(&secure.embedding));
+        plain_correct += usize::from(plain_label == *label);
+        secure_correct += usize::from(secure_label == *label);
+        agree += usize::from(plain_label == secure_label);
+        for (a, b) in plain.iter().zip(&secure.embedding) {
+            max_error = max_error.max((a - b).abs());
+        }
+        online.push(secure.report.online_seconds);
+    }
+    online.sort_by(f64::total_cmp);
+    let total = count.max(1) as f64;
+    let summary = serde_json::json!({
+        "plan": plan.public.name,
+        "approximation": plan.public.approximation,
+        "labels": labels,
+        "sequence": encoder.front().sequence,
+        "sentences": count,
+        "plain_accuracy": plain_correct as f64 / total,
+        "secure_accuracy": secure_correct as f64 / total,
+        "agreement": agree as f64 / total,
+        "max_abs_logit_error": max_error,
+        "online_median_s": online.get(count / 2).copied().unwrap_or(0.0),
+        "rounds": report.sentences.first().map_or(0, |s| s.report.rounds),
+        "client_sent_bytes": report.sentences.first().map_or(0, |s| s.report.client_sent_bytes),
+        "wall_s": started.elapsed().as_secs_f64(),
+    });
+    crate::print_report(&summary, !json)
+}

@@ -13,6 +13,9 @@
 //! divides the revealed sum by its token count and L2-normalises when the pipeline says
 //! so.
 //!
+//! A `veil_approximation` entry in config.json (a distilled student's forms, in the
+//! `--approx` syntax) sets the forms the compile options leave out.
+//!
 //! Accepted: `model_type` `bert`, absolute positions, `hidden_act` `gelu` (the exact
 //! erf form), tensor names with or without the `bert.` prefix, LayerNorm parameters
 //! named `weight`/`bias` or `gamma`/`beta`. Pooling: mean (the sentence-transformers
@@ -94,6 +97,11 @@ struct BertConfig {
     /// A classification head's label names by index.
     #[serde(default)]
     id2label: BTreeMap<String, String>,
+    /// The forms a distilled student was trained in (`veil distill --task sentiment`
+    /// writes them, in the `--approx` syntax): the policy for the kinds the compile
+    /// options leave out.
+    #[serde(default)]
+    veil_approximation: Option<String>,
 }
 
 impl BertConfig {
@@ -223,6 +231,12 @@ pub fn compile_hugging_face(directory: &Path, options: &HuggingFaceOptions) -> R
             config.max_position_embeddings
         )));
     }
+    let stated = match &config.veil_approximation {
+        Some(text) => crate::approximation::Policy::parse(text)
+            .map_err(|error| invalid(format!("config.json's veil_approximation: {error}")))?,
+        None => crate::approximation::Policy::default(),
+    };
+    let policy = options.policy.or(stated);
     let normalize = pipeline(directory)?;
     let tokenizer = read(directory, "tokenizer.json")?;
     let tokenizer_sha256 = hex(&Sha256::digest(&tokenizer));
@@ -268,8 +282,7 @@ pub fn compile_hugging_face(directory: &Path, options: &HuggingFaceOptions) -> R
                 Node::input(MASK_INPUT, vec![sequence], InputKind::AttentionMask),
             ];
             mask = 1;
-            builder =
-                EncoderBuilder::new(inputs, &mut source, config.layer_norm_eps, options.policy);
+            builder = EncoderBuilder::new(inputs, &mut source, config.layer_norm_eps, policy);
             current = 0;
             TextTables { word, position }
         }
@@ -281,8 +294,7 @@ pub fn compile_hugging_face(directory: &Path, options: &HuggingFaceOptions) -> R
                 Node::input(MASK_INPUT, vec![sequence], InputKind::AttentionMask),
             ];
             mask = 2;
-            builder =
-                EncoderBuilder::new(inputs, &mut source, config.layer_norm_eps, options.policy);
+            builder = EncoderBuilder::new(inputs, &mut source, config.layer_norm_eps, policy);
             // The lookup: one-hot rows times E ([vocabulary, hidden] is already the
             // [in, out] layout), E the server's weight.
             let looked_up =

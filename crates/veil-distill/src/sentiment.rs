@@ -1,0 +1,276 @@
+//! Training BERT classifiers on tokenized sentences: the teacher on hard labels, and the
+//! student by MPCFormer's two stages (cookbook §5.2): first the hidden states and the
+//! attention scores of every layer matched to the teacher's by mean squared error, then
+//! the logits by soft cross-entropy at a temperature. The baseline student, "without
+//! distillation", is the same network from the same initialisation trained on the
+//! labels for as many steps.
+//!
+//! Batches are drawn in a seeded order and padded to their longest sentence, with
+//! sentences of like length grouped (the padding keys are masked, so a sentence's
+//! result does not depend on how far it is padded); the learning rate warms up over the
+//! first tenth of the steps and then falls linearly to 0.
+
+use std::path::Path;
+
+use candle_core::{D, DType, Tensor};
+use candle_nn::{Optimizer, ParamsAdamW};
+use indicatif::{ProgressBar, ProgressStyle};
+use tokenizers::{Tokenizer, TruncationParams};
+use veil_core::sampling::SplitMix64;
+
+use crate::bert::{BertClassifier, Forward, TokenBatch};
+use crate::config::Phase;
+use crate::{Error, Result};
+
+/// Tokenized sentences and their labels.
+#[derive(Clone, Debug, Default)]
+pub struct Examples {
+    /// Token ids, [CLS] first, truncated to the sequence length.
+    pub ids: Vec<Vec<u32>>,
+    /// The labels.
+    pub labels: Vec<usize>,
+    /// The padding token.
+    pub padding: u32,
+}
+
+impl Examples {
+    /// Tokenizes `sentences` with the tokenizer file, truncating each to `sequence`
+    /// tokens (special tokens included) as the client's front end does.
+    pub fn tokenize(
+        tokenizer: &Path,
+        sentences: &[(String, usize)],
+        sequence: usize,
+    ) -> Result<Self> {
+        let invalid =
+            |reason: String| Error::Invalid(format!("tokenizer {}: {reason}", tokenizer.display()));
+        let mut loaded =
+            Tokenizer::from_file(tokenizer).map_err(|error| invalid(error.to_string()))?;
+        loaded
+            .with_truncation(Some(TruncationParams {
+                max_length: sequence,
+                ..TruncationParams::default()
+            }))
+            .map_err(|error| invalid(error.to_string()))?;
+        loaded.with_padding(None);
+        let padding = loaded.token_to_id("[PAD]").unwrap_or(0);
+        let mut examples = Self {
+            padding,
+            ..Self::default()
+        };
+        for (index, (sentence, label)) in sentences.iter().enumerate() {
+            let encoding = loaded
+                .encode(sentence.as_str(), true)
+                .map_err(|_| Error::Invalid(format!("sentence {index} could not be tokenized")))?;
+            examples.ids.push(encoding.get_ids().to_vec());
+            examples.labels.push(*label);
+        }
+        Ok(examples)
+    }
+
+    /// How many sentences.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The first `count`.
+    pub fn first(&self, count: usize) -> Self {
+        let count = count.min(self.len());
+        Self {
+            ids: self.ids[..count].to_vec(),
+            labels: self.labels[..count].to_vec(),
+            padding: self.padding,
+        }
+    }
+
+    /// The batch of the sentences at `indices`.
+    pub fn batch(&self, indices: &[usize]) -> Result<TokenBatch> {
+        let ids: Vec<&[u32]> = indices
+            .iter()
+            .map(|&index| self.ids[index].as_slice())
+            .collect();
+        let labels: Vec<usize> = indices.iter().map(|&index| self.labels[index]).collect();
+        TokenBatch::new(&ids, &labels, self.padding)
+    }
+
+    /// One epoch's batches: a seeded shuffle, sentences of like length grouped into
+    /// batches of `size`, the batches in a seeded order. Every sentence appears once
+    /// (the last batch may be short).
+    fn epoch_batches(&self, size: usize, sampler: &mut SplitMix64) -> Vec<Vec<usize>> {
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        sampler.shuffle(&mut order);
+        let mut batches = Vec::new();
+        for group in order.chunks(size * 16) {
+            let mut group = group.to_vec();
+            group.sort_by_key(|&index| self.ids[index].len());
+            batches.extend(group.chunks(size).map(<[usize]>::to_vec));
+        }
+        sampler.shuffle(&mut batches);
+        batches
+    }
+}
+
+/// What a phase trains on.
+#[derive(Clone, Copy, Debug)]
+pub enum Objective<'a> {
+    /// Cross-entropy on the labels.
+    Labels,
+    /// MPCFormer's first stage: the mean squared error of every layer's hidden states
+    /// and attention scores against the teacher's, over real tokens.
+    Layers(&'a BertClassifier),
+    /// MPCFormer's second stage: T²·KL(teacher's softened distribution ‖ the student's).
+    Logits(&'a BertClassifier, f64),
+}
+
+/// The mean of (a − b)² where `weights` (broadcast) is 1.
+fn masked_mean_square(a: &Tensor, b: &Tensor, weights: &Tensor) -> Result<Tensor> {
+    let difference = (a - b)?.broadcast_mul(weights)?;
+    let count = weights.broadcast_as(a.shape())?.sum_all()?;
+    Ok(difference.sqr()?.sum_all()?.broadcast_div(&count)?)
+}
+
+fn step_loss(student: &Forward, batch: &TokenBatch, objective: Objective<'_>) -> Result<Tensor> {
+    Ok(match objective {
+        Objective::Labels => candle_nn::loss::cross_entropy(&student.logits, &batch.labels)?,
+        Objective::Layers(teacher) => {
+            let teacher = teacher.forward(batch)?;
+            let (size, length) = batch.mask.dims2()?;
+            let tokens = batch.mask.reshape((size, length, 1))?;
+            let pairs = batch
+                .mask
+                .reshape((size, 1, length, 1))?
+                .broadcast_mul(&batch.mask.reshape((size, 1, 1, length))?)?;
+            let mut total = Tensor::zeros((), DType::F32, batch.mask.device())?;
+            for (ours, theirs) in student.hidden.iter().zip(&teacher.hidden) {
+                total = (total + masked_mean_square(ours, &theirs.detach(), &tokens)?)?;
+            }
+            for (ours, theirs) in student.scores.iter().zip(&teacher.scores) {
+                total = (total + masked_mean_square(ours, &theirs.detach(), &pairs)?)?;
+            }
+            total
+        }
+        Objective::Logits(teacher, temperature) => {
+            let targets = teacher.forward(batch)?.logits.detach();
+            let log_targets = candle_nn::ops::log_softmax(&(targets / temperature)?, D::Minus1)?;
+            let log_student =
+                candle_nn::ops::log_softmax(&(&student.logits / temperature)?, D::Minus1)?;
+            let gap = (&log_targets - log_student)?;
+            let divergence = (log_targets.exp()? * gap)?.sum(D::Minus1)?.mean_all()?;
+            (divergence * (temperature * temperature))?
+        }
+    })
+}
+
+/// The loss after each epoch (the mean over its steps).
+pub type EpochLosses = Vec<f64>;
+
+/// Trains `model` for `phase` on `examples` in batches of `batch`, toward `objective`,
+/// the order drawn from `seed`; `label` names the run on its progress bar (hidden when
+/// `quiet`).
+pub fn train(
+    model: &BertClassifier,
+    examples: &Examples,
+    (phase, batch): (Phase, usize),
+    objective: Objective<'_>,
+    (seed, label, quiet): (u64, &str, bool),
+) -> Result<EpochLosses> {
+    if examples.is_empty() || batch == 0 {
+        return Err(Error::Invalid(format!(
+            "{label}: {} sentences in batches of {batch} is no training",
+            examples.len()
+        )));
+    }
+    let mut optimiser = candle_nn::AdamW::new(
+        model.trainable(),
+        ParamsAdamW {
+            lr: phase.learning_rate,
+            weight_decay: 0.01,
+            ..Default::default()
+        },
+    )?;
+    let steps_per_epoch = examples.len().div_ceil(batch);
+    let steps = steps_per_epoch * phase.epochs;
+    let warmup = (steps / 10).max(1);
+    let progress = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(steps as u64)
+    };
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>28} {bar:30} {pos}/{len} steps, {msg} [{elapsed_precise} < {eta}]",
+        )
+        .map_err(|error| Error::Invalid(format!("the progress bar's template: {error}")))?,
+    );
+    progress.set_prefix(label.to_string());
+    let mut sampler = SplitMix64::new(seed);
+    let mut losses = Vec::with_capacity(phase.epochs);
+    let started = std::time::Instant::now();
+    let (mut step, mut seen) = (0usize, 0usize);
+    for epoch in 0..phase.epochs {
+        let mut total = 0.0;
+        let batches = examples.epoch_batches(batch, &mut sampler);
+        for indices in &batches {
+            let rate = if step < warmup {
+                (step + 1) as f64 / warmup as f64
+            } else {
+                (steps - step) as f64 / (steps - warmup).max(1) as f64
+            };
+            optimiser.set_learning_rate(phase.learning_rate * rate);
+            let inputs = examples.batch(indices)?;
+            let forward = model.forward(&inputs)?;
+            let loss = step_loss(&forward, &inputs, objective)?;
+            optimiser.backward_step(&loss)?;
+            let value = f64::from(loss.to_scalar::<f32>()?);
+            if !value.is_finite() {
+                return Err(Error::Invalid(format!(
+                    "{label}: the loss diverged at epoch {}, step {step}; lower the learning rate",
+                    epoch + 1
+                )));
+            }
+            total += value;
+            step += 1;
+            seen += indices.len();
+            progress.inc(1);
+            let throughput = seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            progress.set_message(format!(
+                "epoch {}, loss {value:.4}, {throughput:.1} sentences/s",
+                epoch + 1
+            ));
+        }
+        losses.push(total / batches.len().max(1) as f64);
+    }
+    progress.finish_and_clear();
+    Ok(losses)
+}
+
+/// Each sentence's logits, in order.
+pub fn logits(model: &BertClassifier, examples: &Examples) -> Result<Vec<Vec<f32>>> {
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    order.sort_by_key(|&index| examples.ids[index].len());
+    let mut all = vec![Vec::new(); examples.len()];
+    for chunk in order.chunks(64) {
+        let forward = model.forward(&examples.batch(chunk)?)?;
+        for (&index, row) in chunk.iter().zip(forward.logits.to_vec2::<f32>()?) {
+            all[index] = row;
+        }
+    }
+    Ok(all)
+}
+
+/// The fraction of `examples` `model` labels correctly.
+pub fn accuracy(model: &BertClassifier, examples: &Examples) -> Result<f64> {
+    if examples.is_empty() {
+        return Ok(0.0);
+    }
+    let correct = logits(model, examples)?
+        .iter()
+        .zip(&examples.labels)
+        .filter(|(row, label)| veil_model::plain::argmax_rows(row, row.len())[0] == **label)
+        .count();
+    Ok(correct as f64 / examples.len() as f64)
+}

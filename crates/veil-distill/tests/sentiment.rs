@@ -1,0 +1,290 @@
+//! The BERT trainer on a tiny random BERT (hidden 16, 2 layers) with all-MiniLM-L6-v2's
+//! tokenizer (fetched by `scripts/fetch minilm`; skipped with that message when absent)
+//! and a synthetic two-label task: every trainable variable gets a gradient in both
+//! forms, the teacher's loss and both distillation stages' losses fall, and a distilled
+//! student exported as a Hugging Face directory compiles with its stated forms, agrees
+//! with candle in veil's plain executor, and runs securely within the documented bound.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use veil_core::sampling::SplitMix64;
+use veil_distill::bert::{BertClassifier, Forms};
+use veil_distill::config::Phase;
+use veil_distill::sentiment::{Examples, Objective, logits, train};
+use veil_model::approximation::{GeluForm, SoftmaxForm};
+
+const HIDDEN: usize = 16;
+const INNER: usize = 32;
+const LAYERS: usize = 2;
+const VOCABULARY: usize = 30522;
+const POSITIONS: usize = 64;
+
+const STUDENT: Forms = Forms {
+    gelu: GeluForm::Quad,
+    softmax: SoftmaxForm::TwoQuad,
+};
+
+/// A random BERT directory with MiniLM's tokenizer, or `None` when it is not fetched.
+fn tiny_bert(name: &str) -> Option<PathBuf> {
+    let Some(minilm) = veil_data::fetched::minilm_directory() else {
+        eprintln!(
+            "SKIPPED: all-MiniLM-L6-v2's tokenizer is not fetched; {}",
+            veil_data::fetched::FETCH_HINT
+        );
+        return None;
+    };
+    let directory = std::env::temp_dir().join(format!("veil-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    std::fs::copy(
+        minilm.join("tokenizer.json"),
+        directory.join("tokenizer.json"),
+    )
+    .unwrap();
+    let config = serde_json::json!({
+        "model_type": "bert", "architectures": ["BertModel"], "hidden_act": "gelu",
+        "hidden_size": HIDDEN, "num_attention_heads": 2, "num_hidden_layers": LAYERS,
+        "intermediate_size": INNER, "vocab_size": VOCABULARY,
+        "max_position_embeddings": POSITIONS, "type_vocab_size": 2,
+        "layer_norm_eps": 1e-12, "pad_token_id": 0, "position_embedding_type": "absolute"
+    });
+    std::fs::write(directory.join("config.json"), config.to_string()).unwrap();
+    let mut tensors = RandomTensors {
+        sampler: SplitMix64::new(3),
+        tensors: HashMap::new(),
+    };
+    tensors.add(
+        "embeddings.word_embeddings.weight",
+        &[VOCABULARY, HIDDEN],
+        0.5,
+        0.0,
+    );
+    tensors.add(
+        "embeddings.position_embeddings.weight",
+        &[POSITIONS, HIDDEN],
+        0.1,
+        0.0,
+    );
+    tensors.add(
+        "embeddings.token_type_embeddings.weight",
+        &[2, HIDDEN],
+        0.1,
+        0.0,
+    );
+    tensors.layer_norm("embeddings.LayerNorm");
+    for layer in 0..LAYERS {
+        let prefix = format!("encoder.layer.{layer}");
+        for (part, outputs, inputs) in [
+            ("attention.self.query", HIDDEN, HIDDEN),
+            ("attention.self.key", HIDDEN, HIDDEN),
+            ("attention.self.value", HIDDEN, HIDDEN),
+            ("attention.output.dense", HIDDEN, HIDDEN),
+            ("intermediate.dense", INNER, HIDDEN),
+            ("output.dense", HIDDEN, INNER),
+        ] {
+            let sigma = 1.0 / (inputs as f32).sqrt();
+            tensors.add(
+                &format!("{prefix}.{part}.weight"),
+                &[outputs, inputs],
+                sigma,
+                0.0,
+            );
+            tensors.add(&format!("{prefix}.{part}.bias"), &[outputs], 0.05, 0.0);
+        }
+        tensors.layer_norm(&format!("{prefix}.attention.output.LayerNorm"));
+        tensors.layer_norm(&format!("{prefix}.output.LayerNorm"));
+    }
+    let tensors = tensors.tensors;
+    candle_core::safetensors::save(&tensors, directory.join("model.safetensors")).unwrap();
+    Some(directory)
+}
+
+/// Tensors drawn from N(mean, σ²), by name.
+struct RandomTensors {
+    sampler: SplitMix64,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl RandomTensors {
+    fn add(&mut self, name: &str, shape: &[usize], sigma: f32, mean: f32) {
+        let count = shape.iter().product();
+        let values: Vec<f32> = self
+            .sampler
+            .normal_vec(count, sigma)
+            .into_iter()
+            .map(|value| value + mean)
+            .collect();
+        let tensor = Tensor::from_vec(values, shape, &Device::Cpu).unwrap();
+        self.tensors.insert(name.into(), tensor);
+    }
+
+    /// γ near 1, β near 0.
+    fn layer_norm(&mut self, name: &str) {
+        self.add(&format!("{name}.weight"), &[HIDDEN], 0.05, 1.0);
+        self.add(&format!("{name}.bias"), &[HIDDEN], 0.05, 0.0);
+    }
+}
+
+/// Sentences whose label is whether a positive word occurs.
+fn sentences(count: usize) -> Vec<(String, usize)> {
+    let positive = ["great", "wonderful", "moving", "funny"];
+    let negative = ["dull", "awful", "tedious", "boring"];
+    let fillers = [
+        "the film is",
+        "a story that feels",
+        "its ending was",
+        "honestly",
+    ];
+    (0..count)
+        .map(|index| {
+            let label = index % 2;
+            let words = if label == 1 { &positive } else { &negative };
+            let text = format!("{} {}", fillers[(index / 2) % 4], words[(index / 8) % 4]);
+            (text, label)
+        })
+        .collect()
+}
+
+fn examples(directory: &Path, count: usize) -> Examples {
+    Examples::tokenize(&directory.join("tokenizer.json"), &sentences(count), 16).unwrap()
+}
+
+fn falls(losses: &[Vec<f64>]) -> bool {
+    let (first, last) = (losses[0][0], *losses[0].last().unwrap());
+    last < first
+}
+
+#[test]
+fn every_trainable_variable_gets_a_gradient_in_both_forms() {
+    let Some(directory) = tiny_bert("bert-gradients") else {
+        return;
+    };
+    let teacher = BertClassifier::from_directory(&directory, &["no", "yes"], 1).unwrap();
+    let data = examples(&directory, 8);
+    let batch = data.batch(&(0..8).collect::<Vec<_>>()).unwrap();
+    for forms in [Forms::EXACT, STUDENT] {
+        let model = teacher.student(forms).unwrap();
+        let forward = model.forward(&batch).unwrap();
+        assert_eq!(forward.hidden.len(), LAYERS + 1);
+        assert_eq!(forward.scores.len(), LAYERS);
+        let loss = candle_nn::loss::cross_entropy(&forward.logits, &batch.labels).unwrap();
+        let gradients = loss.backward().unwrap();
+        let trainable = model.trainable();
+        // Per layer 6 linears and 2 LayerNorms (2 tensors each), the embedding
+        // LayerNorm, the pooler and the classifier; the three tables are frozen.
+        assert_eq!(trainable.len(), LAYERS * 16 + 2 + 4);
+        for variable in trainable {
+            let gradient = gradients
+                .get(variable.as_tensor())
+                .unwrap_or_else(|| panic!("{forms:?}: a variable without a gradient"));
+            let size = gradient.abs().unwrap().sum_all().unwrap();
+            assert!(
+                size.to_scalar::<f32>().unwrap() > 0.0,
+                "{forms:?}: a zero gradient"
+            );
+        }
+    }
+    std::fs::remove_dir_all(&directory).ok();
+}
+
+#[test]
+fn training_and_both_distillation_stages_reduce_their_losses_and_the_student_runs_securely() {
+    let Some(directory) = tiny_bert("bert-distill") else {
+        return;
+    };
+    let data = examples(&directory, 32);
+    let phase = Phase {
+        epochs: 6,
+        learning_rate: 3e-3,
+    };
+    let teacher = BertClassifier::from_directory(&directory, &["no", "yes"], 1).unwrap();
+    let losses = train(
+        &teacher,
+        &data,
+        (phase, 8),
+        Objective::Labels,
+        (1, "teacher", true),
+    );
+    assert!(falls(&[losses.unwrap()]), "the teacher's loss falls");
+    let student = teacher.student(STUDENT).unwrap();
+    let layers = train(
+        &student,
+        &data,
+        (phase, 8),
+        Objective::Layers(&teacher),
+        (2, "layers", true),
+    );
+    assert!(falls(&[layers.unwrap()]), "the first stage's loss falls");
+    let logits_stage = train(
+        &student,
+        &data,
+        (phase, 8),
+        Objective::Logits(&teacher, 1.0),
+        (3, "logits", true),
+    );
+    assert!(
+        falls(&[logits_stage.unwrap()]),
+        "the second stage's loss falls"
+    );
+
+    let exported = directory.join("student");
+    student
+        .export(&exported, &directory.join("tokenizer.json"))
+        .unwrap();
+    let reloaded = BertClassifier::from_directory(&exported, &["no", "yes"], 9).unwrap();
+    assert_eq!(
+        reloaded.forms, STUDENT,
+        "the exported config states the forms"
+    );
+    let options = veil_model::import::HuggingFaceOptions {
+        sequence: 16,
+        ..Default::default()
+    };
+    let labelled = sentences(4);
+    let sample: Vec<&str> = labelled.iter().map(|(text, _)| text.as_str()).collect();
+    let (plan, encoder, _) =
+        veil_text::compile_calibrated(&exported, &options, &sample, 8.0).unwrap();
+    let ops: Vec<&str> = plan
+        .public
+        .graph
+        .nodes
+        .iter()
+        .map(|node| node.op.name())
+        .collect();
+    assert!(
+        ops.contains(&"quadratic") && ops.contains(&"quad_softmax"),
+        "{ops:?}"
+    );
+    assert!(
+        !ops.contains(&"gelu_table") && !ops.contains(&"softmax"),
+        "{ops:?}"
+    );
+    assert_eq!(plan.public.approximation, "quadratic,softmax=2quad");
+
+    let expected = logits(&student, &examples(&directory, 4)).unwrap();
+    let mut worst_bound: f64 = 0.0;
+    for (index, sentence) in sample.iter().enumerate() {
+        let encoded = encoder.encode(&[sentence]).unwrap();
+        let plain = veil_model::plain::run_plain(&plan, &encoded.inputs, 1).unwrap();
+        for (p, e) in plain.iter().zip(&expected[index]) {
+            assert!(
+                (p - e).abs() <= 1e-3 * (1.0 + e.abs()),
+                "plain {p}, candle {e}"
+            );
+        }
+        worst_bound = worst_bound.max(veil_exec::error_bound(&plan, &encoded.inputs).unwrap());
+    }
+    assert!(worst_bound.is_finite(), "bound {worst_bound}");
+    let report = veil_serve::embed::embed_locally(&plan, &encoder, &sample, false).unwrap();
+    for (index, secure) in report.sentences.iter().enumerate() {
+        for (s, e) in secure.embedding.iter().zip(&expected[index]) {
+            let error = f64::from((s - e).abs());
+            assert!(
+                error <= worst_bound + 1e-3,
+                "secure {s}, candle {e}: above the bound {worst_bound}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(&directory).ok();
+}

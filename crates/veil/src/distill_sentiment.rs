@@ -1,0 +1,184 @@
+//! `veil distill --task sentiment`: all-MiniLM-L6-v2 fine-tuned into the movie-review
+//! sentiment teacher M (tanh(pooler([CLS])) and a linear classifier on top), then the
+//! MPC-friendly student M̂ (the config's forms, e.g. the quadratic GELU and 2Quad)
+//! initialised from M and trained twice on the same sentences and steps: by MPCFormer's
+//! two stages (hidden states and attention scores, then logits), and on labels alone.
+//! Each model is written as a Hugging Face directory for `veil compile --hf`, with its
+//! plain (f32) dev and test accuracies in sentiment-report.json.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use veil_data::reviews::{self, SPLIT_SEED};
+use veil_distill::bert::{BertClassifier, Forms};
+use veil_distill::config::SentimentConfig;
+use veil_distill::sentiment::{Examples, Objective, accuracy, train};
+use veil_model::approximation::Policy;
+
+/// The label names, by index (a review's polarity).
+const LABELS: [&str; 2] = ["negative", "positive"];
+
+/// One trained model's line of the report.
+#[derive(serde::Serialize)]
+struct Trained {
+    name: String,
+    forms: String,
+    supervision: &'static str,
+    directory: String,
+    dev_accuracy: f64,
+    test_accuracy: f64,
+    /// Per phase, per epoch; empty for a model reused from an earlier run.
+    epoch_losses: Vec<Vec<f64>>,
+    train_seconds: f64,
+}
+
+/// The fetched MiniLM directory and reviews file, or what to run.
+fn sources() -> Result<(PathBuf, PathBuf)> {
+    let (Some(model), Some(reviews)) = (
+        veil_data::fetched::minilm_directory(),
+        veil_data::fetched::movie_reviews_file(),
+    ) else {
+        bail!(
+            "all-MiniLM-L6-v2 or the movie reviews are not fetched: run scripts/fetch minilm reviews"
+        );
+    };
+    Ok((model, reviews))
+}
+
+pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, bool)) -> Result<()> {
+    let config = SentimentConfig::load(config_path)?;
+    let forms = Forms::from_policy(&Policy::parse(&config.approximation)?)?;
+    let (minilm, reviews_file) = sources()?;
+    let split = reviews::load_split(&reviews_file)?;
+    let tokenizer = minilm.join("tokenizer.json");
+    let tokenize = |part: &[(String, usize)]| Examples::tokenize(&tokenizer, part, config.sequence);
+    let teacher_training = tokenize(&split.train)?.first(config.teacher_sentences);
+    let student_training = teacher_training.first(config.student_sentences);
+    let (dev, test) = (tokenize(&split.dev)?, tokenize(&split.test)?);
+    eprintln!(
+        "veil distill: all-MiniLM-L6-v2 on the movie reviews at {} tokens; {} training sentences for the teacher and {} for the students, {} dev, {} test; students {}",
+        config.sequence,
+        teacher_training.len(),
+        student_training.len(),
+        dev.len(),
+        test.len(),
+        forms.describe()
+    );
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // Calibration sentences for `veil compile --hf --calibrate`: the first 64 training
+    // sentences (the model owner's data; no test sentence).
+    let calibration = out.join("calibration.txt");
+    let lines: Vec<&str> = split
+        .train
+        .iter()
+        .take(64)
+        .map(|(text, _)| text.as_str())
+        .collect();
+    std::fs::write(&calibration, lines.join("\n") + "\n")
+        .with_context(|| format!("writing {}", calibration.display()))?;
+    let mut report = Vec::new();
+    // Trains (or with `reuse` loads) one model through its phases, exports and reports it.
+    let mut run = |name: &str,
+                   model: BertClassifier,
+                   supervision: &'static str,
+                   phases: &[(veil_distill::config::Phase, Objective<'_>)],
+                   data: &Examples|
+     -> Result<BertClassifier> {
+        let directory = out.join(name);
+        let started = std::time::Instant::now();
+        let (model, epoch_losses) = if reuse && directory.join("model.safetensors").is_file() {
+            let reused = BertClassifier::from_directory(&directory, &LABELS, config.seed)
+                .with_context(|| format!("reusing {}", directory.display()))?;
+            (reused, Vec::new())
+        } else {
+            let mut losses = Vec::new();
+            for (index, &(phase, objective)) in phases.iter().enumerate() {
+                let label = format!("{name} ({}/{})", index + 1, phases.len());
+                losses.push(train(
+                    &model,
+                    data,
+                    (phase, config.batch),
+                    objective,
+                    (config.seed + index as u64, &label, quiet),
+                )?);
+            }
+            model.export(&directory, &tokenizer)?;
+            (model, losses)
+        };
+        let train_seconds = started.elapsed().as_secs_f64();
+        let (dev_accuracy, test_accuracy) = (accuracy(&model, &dev)?, accuracy(&model, &test)?);
+        eprintln!(
+            "{name:>36}: plain accuracy dev {dev_accuracy:.4}, test {test_accuracy:.4} after {train_seconds:.0} s (losses {epoch_losses:.4?})"
+        );
+        report.push(Trained {
+            name: name.into(),
+            forms: model.forms.describe(),
+            supervision,
+            directory: directory.display().to_string(),
+            dev_accuracy,
+            test_accuracy,
+            epoch_losses,
+            train_seconds,
+        });
+        Ok(model)
+    };
+    let base = BertClassifier::from_directory(&minilm, &LABELS, config.seed)?;
+    let teacher = run(
+        "sentiment-teacher",
+        base,
+        "labels",
+        &[(config.teacher, Objective::Labels)],
+        &teacher_training,
+    )?;
+    run(
+        "sentiment-student-distilled",
+        teacher.student(forms)?,
+        "distillation",
+        &[
+            (config.layers, Objective::Layers(&teacher)),
+            (
+                config.logits,
+                Objective::Logits(&teacher, config.temperature),
+            ),
+        ],
+        &student_training,
+    )?;
+    run(
+        "sentiment-student-labels",
+        teacher.student(forms)?,
+        "labels",
+        &[
+            (config.layers, Objective::Labels),
+            (config.logits, Objective::Labels),
+        ],
+        &student_training,
+    )?;
+    // The untrained student: M's weights under the student's forms, for scale.
+    run(
+        "sentiment-student-untrained",
+        teacher.student(forms)?,
+        "none",
+        &[],
+        &student_training,
+    )?;
+    let path = out.join("sentiment-report.json");
+    let text = serde_json::to_string_pretty(&serde_json::json!({
+        "config": config_path.display().to_string(),
+        "sequence": config.sequence,
+        "split_seed": SPLIT_SEED,
+        "teacher_sentences": teacher_training.len(),
+        "student_sentences": student_training.len(),
+        "dev_sentences": dev.len(),
+        "test_sentences": test.len(),
+        "models": report,
+    }))?;
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!(
+        "wrote {} and a Hugging Face directory per model; compile one with `veil compile --hf {}/NAME --seq {} --calibrate {} --out DIR`",
+        path.display(),
+        out.display(),
+        config.sequence,
+        calibration.display()
+    );
+    Ok(())
+}
