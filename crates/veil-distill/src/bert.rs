@@ -70,7 +70,7 @@ impl BertShape {
             positions: number("max_position_embeddings")?,
             epsilon: config["layer_norm_eps"].as_f64().unwrap_or(1e-12),
         };
-        if shape.heads == 0 || shape.hidden % shape.heads != 0 {
+        if shape.heads == 0 || !shape.hidden.is_multiple_of(shape.heads) {
             return Err(Error::Invalid(format!(
                 "config.json: hidden size {} does not split into {} heads",
                 shape.hidden, shape.heads
@@ -173,6 +173,8 @@ pub struct Forward {
     /// Every layer's scaled scores q·kᵀ/√d before the mask, `[batch, heads, length,
     /// length]`.
     pub scores: Vec<Tensor>,
+    /// Every layer's GELU input, `[batch, length, intermediate]`.
+    pub pre_gelu: Vec<Tensor>,
 }
 
 /// A BERT sequence classifier and its variables, by their Hugging Face names (without
@@ -187,6 +189,68 @@ pub struct BertClassifier {
     /// The label names by index.
     pub labels: Vec<String>,
     variables: BTreeMap<String, Var>,
+    /// Under the quadratic GELU, each layer's a·x² + b·x + c: a a fixed power of two
+    /// (two rounds under MPC), b and c learned.
+    quadratics: Vec<Quadratic>,
+}
+
+/// One layer's GELU quadratic.
+struct Quadratic {
+    a: f64,
+    b: Var,
+    c: Var,
+}
+
+impl Quadratic {
+    fn new([a, b, c]: [f64; 3]) -> Result<Self> {
+        let scalar = |value: f64| Var::from_tensor(&Tensor::new(&[value as f32], &Device::Cpu)?);
+        Ok(Self {
+            a,
+            b: scalar(b)?,
+            c: scalar(c)?,
+        })
+    }
+
+    fn coefficients(&self) -> Result<[f64; 3]> {
+        let value =
+            |var: &Var| -> Result<f64> { Ok(f64::from(var.as_tensor().to_vec1::<f32>()?[0])) };
+        Ok([self.a, value(&self.b)?, value(&self.c)?])
+    }
+}
+
+/// The config.json key of a student's GELU quadratics, [a, b, c] per layer.
+pub const QUADRATICS_KEY: &str = "veil_gelu_quadratics";
+
+/// The least-squares a·x² + b·x + c to GELU over `values` (x, GELU(x)), a a power of two
+/// 2⁰ … 2⁻⁸ (the vertex form under MPC), b and c then exact.
+fn fit_quadratic(values: &[(f64, f64)]) -> [f64; 3] {
+    let count = values.len().max(1) as f64;
+    let mut best = (f64::INFINITY, GELU_QUAD);
+    for exponent in 0..=8 {
+        let a = 2f64.powi(-exponent);
+        let residual = |&(x, y): &(f64, f64)| y - a * x * x;
+        let mean_x = values.iter().map(|&(x, _)| x).sum::<f64>() / count;
+        let mean_r = values.iter().map(residual).sum::<f64>() / count;
+        let (mut covariance, mut variance) = (0.0, 0.0);
+        for value in values {
+            covariance += (value.0 - mean_x) * (residual(value) - mean_r);
+            variance += (value.0 - mean_x).powi(2);
+        }
+        let b = if variance > 0.0 {
+            covariance / variance
+        } else {
+            0.0
+        };
+        let c = mean_r - b * mean_x;
+        let error: f64 = values
+            .iter()
+            .map(|value| (residual(value) - b * value.0 - c).powi(2))
+            .sum();
+        if error < best.0 {
+            best = (error, [a, b, c]);
+        }
+    }
+    best.1
 }
 
 impl std::fmt::Debug for BertClassifier {
@@ -259,12 +323,32 @@ impl BertClassifier {
             })?)?,
             None => Forms::EXACT,
         };
+        let quadratics = if forms.gelu == GeluForm::Quad {
+            let stated: Vec<[f64; 3]> = match config.get(QUADRATICS_KEY) {
+                Some(value) => serde_json::from_value(value.clone())?,
+                None => vec![GELU_QUAD; shape.layers],
+            };
+            if stated.len() != shape.layers {
+                return Err(Error::Invalid(format!(
+                    "config.json's {QUADRATICS_KEY} has {} quadratics for {} layers",
+                    stated.len(),
+                    shape.layers
+                )));
+            }
+            stated
+                .into_iter()
+                .map(Quadratic::new)
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
         let model = Self {
             config,
             shape,
             forms,
             labels: labels.iter().map(|label| label.to_string()).collect(),
             variables,
+            quadratics,
         };
         for layer in 0..shape.layers {
             model.variable(&format!("encoder.layer.{layer}.output.dense.weight"))?;
@@ -282,21 +366,82 @@ impl BertClassifier {
                 Var::from_tensor(&variable.as_tensor().copy()?)?,
             );
         }
+        let quadratics = if forms.gelu != GeluForm::Quad {
+            Vec::new()
+        } else if self.quadratics.is_empty() {
+            (0..self.shape.layers)
+                .map(|_| Quadratic::new(GELU_QUAD))
+                .collect::<Result<_>>()?
+        } else {
+            self.quadratics
+                .iter()
+                .map(|quadratic| Quadratic::new(quadratic.coefficients()?))
+                .collect::<Result<_>>()?
+        };
         Ok(Self {
             config: self.config.clone(),
             shape: self.shape,
             forms,
             labels: self.labels.clone(),
             variables,
+            quadratics,
         })
+    }
+
+    /// Each layer's GELU quadratic (empty unless the GELUs are quadratic).
+    pub fn quadratics(&self) -> Result<Vec<[f64; 3]>> {
+        self.quadratics
+            .iter()
+            .map(Quadratic::coefficients)
+            .collect()
+    }
+
+    /// Sets each layer's GELU quadratic, first to last, to the least-squares fit to GELU
+    /// over the inputs this model's own GELU of that layer sees on `batch`'s real tokens
+    /// (the layers before already fitted): a student that starts near its teacher
+    /// rather than at MPCFormer's fixed 0.125x² + 0.25x + 0.5. Returns the fits.
+    pub fn fit_gelu_quadratics(&mut self, batch: &TokenBatch) -> Result<Vec<[f64; 3]>> {
+        if self.forms.gelu != GeluForm::Quad {
+            return Err(Error::Invalid("only a quadratic GELU is fitted".into()));
+        }
+        let mask = batch.mask.to_vec2::<f32>()?;
+        for layer in 0..self.shape.layers {
+            let inputs = self.forward(batch)?.pre_gelu[layer].to_vec3::<f32>()?;
+            let mut values = Vec::new();
+            for (sentence, rows) in inputs.iter().enumerate() {
+                for (token, row) in rows.iter().enumerate() {
+                    if mask[sentence][token] > 0.5 {
+                        values.extend(row.iter().map(|&x| f64::from(x)));
+                    }
+                }
+            }
+            let targets = Tensor::new(
+                values.iter().map(|&x| x as f32).collect::<Vec<_>>(),
+                &Device::Cpu,
+            )?
+            .gelu_erf()?
+            .to_vec1::<f32>()?;
+            let pairs: Vec<(f64, f64)> = values
+                .into_iter()
+                .zip(targets)
+                .map(|(x, y)| (x, f64::from(y)))
+                .collect();
+            self.quadratics[layer] = Quadratic::new(fit_quadratic(&pairs))?;
+        }
+        self.quadratics()
     }
 
     /// The variables training updates (all but the embedding tables).
     pub fn trainable(&self) -> Vec<Var> {
+        let quadratics = self
+            .quadratics
+            .iter()
+            .flat_map(|quadratic| [quadratic.b.clone(), quadratic.c.clone()]);
         self.variables
             .iter()
             .filter(|(name, _)| !frozen(name))
             .map(|(_, variable)| variable.clone())
+            .chain(quadratics)
             .collect()
     }
 
@@ -336,13 +481,12 @@ impl BertClassifier {
         )?)
     }
 
-    fn gelu(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(match self.forms.gelu {
-            GeluForm::Quad => {
-                let [a, b, c] = GELU_QUAD;
-                ((x.sqr()? * a)? + ((x * b)? + c)?)?
-            }
-            _ => x.gelu_erf()?,
+    fn gelu(&self, x: &Tensor, layer: usize) -> Result<Tensor> {
+        Ok(match self.quadratics.get(layer) {
+            Some(Quadratic { a, b, c }) => (x.sqr()? * *a)?
+                .broadcast_add(&x.broadcast_mul(b.as_tensor())?)?
+                .broadcast_add(c.as_tensor())?,
+            None => x.gelu_erf()?,
         })
     }
 
@@ -388,6 +532,7 @@ impl BertClassifier {
         let mut x = self.layer_norm(&embedded, "embeddings.LayerNorm")?;
         let mut hidden_states = vec![x.clone()];
         let mut all_scores = Vec::with_capacity(self.shape.layers);
+        let mut pre_gelu = Vec::with_capacity(self.shape.layers);
         let by_head = |t: Tensor| -> Result<Tensor> {
             Ok(t.reshape((size, length, heads, head))?
                 .transpose(1, 2)?
@@ -408,7 +553,9 @@ impl BertClassifier {
                 .reshape((size, length, hidden))?;
             let attended = (self.linear(&context, &name("attention.output.dense"))? + &x)?;
             let attended = self.layer_norm(&attended, &name("attention.output.LayerNorm"))?;
-            let inner = self.gelu(&self.linear(&attended, &name("intermediate.dense"))?)?;
+            let inner = self.linear(&attended, &name("intermediate.dense"))?;
+            pre_gelu.push(inner.clone());
+            let inner = self.gelu(&inner, layer)?;
             let output = (self.linear(&inner, &name("output.dense"))? + attended)?;
             x = self.layer_norm(&output, &name("output.LayerNorm"))?;
             hidden_states.push(x.clone());
@@ -420,12 +567,14 @@ impl BertClassifier {
             logits,
             hidden: hidden_states,
             scores: all_scores,
+            pre_gelu,
         })
     }
 
     /// Writes a Hugging Face `BertForSequenceClassification` directory `veil compile
     /// --hf` reads unedited: config.json (stating the forms under
-    /// [`APPROXIMATION_KEY`] unless they are exact), model.safetensors (`bert.`-prefixed
+    /// [`APPROXIMATION_KEY`] unless they are exact, and the GELU quadratics under
+    /// [`QUADRATICS_KEY`]), model.safetensors (`bert.`-prefixed
     /// names, plus the classifier) and the tokenizer copied from `tokenizer`.
     pub fn export(&self, directory: &Path, tokenizer: &Path) -> Result<()> {
         let io = |what: String| move |source| Error::Io { what, source };
@@ -449,8 +598,12 @@ impl BertClassifier {
         config["label2id"] = Value::Object(label2id);
         if let Some(object) = config.as_object_mut() {
             object.remove(APPROXIMATION_KEY);
+            object.remove(QUADRATICS_KEY);
             if self.forms != Forms::EXACT {
                 object.insert(APPROXIMATION_KEY.into(), json!(self.forms.describe()));
+            }
+            if !self.quadratics.is_empty() {
+                object.insert(QUADRATICS_KEY.into(), json!(self.quadratics()?));
             }
         }
         let path = directory.join("config.json");

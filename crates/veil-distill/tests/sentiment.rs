@@ -172,8 +172,10 @@ fn every_trainable_variable_gets_a_gradient_in_both_forms() {
         let gradients = loss.backward().unwrap();
         let trainable = model.trainable();
         // Per layer 6 linears and 2 LayerNorms (2 tensors each), the embedding
-        // LayerNorm, the pooler and the classifier; the three tables are frozen.
-        assert_eq!(trainable.len(), LAYERS * 16 + 2 + 4);
+        // LayerNorm, the pooler and the classifier; the three tables are frozen. A
+        // quadratic GELU adds its b and c per layer.
+        let quadratics = if forms == STUDENT { 2 * LAYERS } else { 0 };
+        assert_eq!(trainable.len(), LAYERS * 16 + 2 + 4 + quadratics);
         for variable in trainable {
             let gradient = gradients
                 .get(variable.as_tensor())
@@ -207,7 +209,16 @@ fn training_and_both_distillation_stages_reduce_their_losses_and_the_student_run
         (1, "teacher", true),
     );
     assert!(falls(&[losses.unwrap()]), "the teacher's loss falls");
-    let student = teacher.student(STUDENT).unwrap();
+    let mut student = teacher.student(STUDENT).unwrap();
+    let fitted = student
+        .fit_gelu_quadratics(&data.batch(&(0..16).collect::<Vec<_>>()).unwrap())
+        .unwrap();
+    for [a, _, _] in &fitted {
+        assert!(
+            a.log2().fract() == 0.0 && *a > 0.0,
+            "a = {a} is a power of two"
+        );
+    }
     let layers = train(
         &student,
         &data,
@@ -261,6 +272,28 @@ fn training_and_both_distillation_stages_reduce_their_losses_and_the_student_run
         "{ops:?}"
     );
     assert_eq!(plan.public.approximation, "quadratic,softmax=2quad");
+    // The plan's GELUs are the student's own trained quadratics, layer by layer.
+    let planned: Vec<[f64; 3]> = plan
+        .public
+        .graph
+        .nodes
+        .iter()
+        .filter_map(|node| match node.op {
+            veil_model::ir::Op::Quadratic { a, b, c } => Some([a, b, c]),
+            _ => None,
+        })
+        .collect();
+    let trained = student.quadratics().unwrap();
+    assert_eq!(planned.len(), LAYERS);
+    for (plan_row, trained_row) in planned.iter().zip(&trained) {
+        for (p, t) in plan_row.iter().zip(trained_row) {
+            assert!(
+                (p - t).abs() <= 1e-6 * (1.0 + t.abs()),
+                "plan {p}, trained {t}"
+            );
+        }
+    }
+    assert_ne!(planned, fitted, "training moved b and c");
 
     let expected = logits(&student, &examples(&directory, 4)).unwrap();
     let mut worst_bound: f64 = 0.0;

@@ -170,13 +170,14 @@ impl<'a> EncoderBuilder<'a> {
     /// One post-LayerNorm encoder layer on node `input` (`[sequence, hidden]`), its
     /// parameters named `{prefix}attention.query` … `{prefix}output.layer_norm`. With a
     /// `mask` node (`[sequence]`, 1 for real tokens), padding keys get `penalty` taken
-    /// off their scores. Returns the layer's output node.
+    /// off their scores. The GELU is `gelu` where given (a distilled student's own
+    /// quadratic), else the policy's form. Returns the layer's output node.
     pub(crate) fn layer(
         &mut self,
         prefix: &str,
         input: usize,
         dimensions: EncoderDimensions,
-        mask: Option<(usize, u32)>,
+        (mask, gelu): (Option<(usize, u32)>, Option<Op>),
     ) -> Result<usize> {
         let EncoderDimensions {
             sequence,
@@ -261,7 +262,9 @@ impl<'a> EncoderBuilder<'a> {
         let residual = self.push(&name("attention.residual"), Op::Add, vec![output, input]);
         let attention = self.layer_norm(&name("attention.layer_norm"), residual, hidden)?;
         let inner = self.linear(&name("feed_forward.inner"), attention, hidden, feed_forward)?;
-        let gelu = approximation::gelu_op(self.policy.gelu.unwrap_or(GeluForm::Exact), 64);
+        let gelu = gelu.unwrap_or_else(|| {
+            approximation::gelu_op(self.policy.gelu.unwrap_or(GeluForm::Exact), 64)
+        });
         let activated = self.push(&name("feed_forward.gelu"), gelu, vec![inner]);
         let outer = self.linear(
             &name("feed_forward.output"),

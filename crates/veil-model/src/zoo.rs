@@ -342,7 +342,7 @@ pub fn random_encoder_layer_with(
     let mut source = RandomParameters(SplitMix64::new(seed));
     let input = Node::input("embeddings", vec![sequence, hidden], InputKind::Real);
     let mut layer = EncoderBuilder::new(vec![input], &mut source, 1e-12, policy);
-    let output = layer.layer("", 0, dimensions, None)?;
+    let output = layer.layer("", 0, dimensions, (None, None))?;
     let public = PublicPlan {
         name: "bert-layer".into(),
         fractional_bits: veil_core::fixed::DEFAULT_FRACTIONAL_BITS,

@@ -122,6 +122,19 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
         });
         Ok(model)
     };
+    // Every student starts from M's weights; a quadratic GELU starts at each layer's
+    // least-squares fit to GELU on the first 64 training sentences (the same for both
+    // students).
+    let fitting =
+        student_training.batch(&(0..student_training.len().min(64)).collect::<Vec<_>>())?;
+    let student_of = |teacher: &BertClassifier| -> Result<BertClassifier> {
+        let mut student = teacher.student(forms)?;
+        if forms.gelu == veil_model::approximation::GeluForm::Quad {
+            let fits = student.fit_gelu_quadratics(&fitting)?;
+            eprintln!("{:>36}: {fits:.4?}", "GELU quadratics fitted");
+        }
+        Ok(student)
+    };
     let base = BertClassifier::from_directory(&minilm, &LABELS, config.seed)?;
     let teacher = run(
         "sentiment-teacher",
@@ -130,9 +143,18 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
         &[(config.teacher, Objective::Labels)],
         &teacher_training,
     )?;
+    // The untrained student: M's weights under the student's forms (the GELUs fitted),
+    // for scale.
+    run(
+        "sentiment-student-untrained",
+        student_of(&teacher)?,
+        "none",
+        &[],
+        &student_training,
+    )?;
     run(
         "sentiment-student-distilled",
-        teacher.student(forms)?,
+        student_of(&teacher)?,
         "distillation",
         &[
             (config.layers, Objective::Layers(&teacher)),
@@ -145,20 +167,12 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
     )?;
     run(
         "sentiment-student-labels",
-        teacher.student(forms)?,
+        student_of(&teacher)?,
         "labels",
         &[
             (config.layers, Objective::Labels),
             (config.logits, Objective::Labels),
         ],
-        &student_training,
-    )?;
-    // The untrained student: M's weights under the student's forms, for scale.
-    run(
-        "sentiment-student-untrained",
-        teacher.student(forms)?,
-        "none",
-        &[],
         &student_training,
     )?;
     let path = out.join("sentiment-report.json");

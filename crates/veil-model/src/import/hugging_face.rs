@@ -14,7 +14,9 @@
 //! so.
 //!
 //! A `veil_approximation` entry in config.json (a distilled student's forms, in the
-//! `--approx` syntax) sets the forms the compile options leave out.
+//! `--approx` syntax) sets the forms the compile options leave out, and
+//! `veil_gelu_quadratics` (one [a, b, c] per layer) the student's own GELU quadratics
+//! where the GELUs' form is `quad`.
 //!
 //! Accepted: `model_type` `bert`, absolute positions, `hidden_act` `gelu` (the exact
 //! erf form), tensor names with or without the `bert.` prefix, LayerNorm parameters
@@ -102,6 +104,10 @@ struct BertConfig {
     /// options leave out.
     #[serde(default)]
     veil_approximation: Option<String>,
+    /// A distilled student's own GELU quadratics, [a, b, c] per layer: used where the
+    /// GELUs' form is `quad`.
+    #[serde(default)]
+    veil_gelu_quadratics: Vec<[f64; 3]>,
 }
 
 impl BertConfig {
@@ -313,12 +319,16 @@ pub fn compile_hugging_face(directory: &Path, options: &HuggingFaceOptions) -> R
         heads,
         feed_forward: config.intermediate_size,
     };
+    let quadratics = stated_quadratics(&config, policy)?;
     for layer in 0..config.num_hidden_layers {
+        let gelu = quadratics
+            .get(layer)
+            .map(|&[a, b, c]| Op::Quadratic { a, b, c });
         current = builder.layer(
             &format!("layer.{layer}."),
             current,
             dimensions,
-            Some((mask, options.mask_penalty)),
+            (Some((mask, options.mask_penalty)), gelu),
         )?;
     }
     let (output, text_output) = if config.classifies() {
@@ -365,6 +375,28 @@ pub fn compile_hugging_face(directory: &Path, options: &HuggingFaceOptions) -> R
         }),
     };
     Plan::new(public, weights)?.with_text_tables(tables)
+}
+
+/// The per-layer GELU quadratics config.json states, when the GELUs' form is `quad`
+/// (otherwise none: `--approx gelu=exact` turns a student back into GELUs).
+fn stated_quadratics(
+    config: &BertConfig,
+    policy: crate::approximation::Policy,
+) -> Result<Vec<[f64; 3]>> {
+    let quadratics = &config.veil_gelu_quadratics;
+    if quadratics.is_empty() || policy.gelu != Some(crate::approximation::GeluForm::Quad) {
+        return Ok(Vec::new());
+    }
+    if quadratics.len() != config.num_hidden_layers
+        || quadratics.iter().flatten().any(|value| !value.is_finite())
+    {
+        return Err(invalid(format!(
+            "config.json's veil_gelu_quadratics must hold one finite [a, b, c] per layer ({} layers), not {}",
+            config.num_hidden_layers,
+            quadratics.len()
+        )));
+    }
+    Ok(quadratics.clone())
 }
 
 fn hex(bytes: &[u8]) -> String {
