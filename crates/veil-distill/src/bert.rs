@@ -192,7 +192,13 @@ pub struct BertClassifier {
     /// Under the quadratic GELU, each layer's a·x² + b·x + c: a a fixed power of two
     /// (two rounds under MPC), b and c learned.
     quadratics: Vec<Quadratic>,
+    /// How many of its training phases the model has been through (kept in
+    /// config.json under [`PHASES_KEY`], so that a run can resume where it stopped).
+    pub trained_phases: usize,
 }
+
+/// The config.json key of the training phases a model has completed.
+pub const PHASES_KEY: &str = "veil_trained_phases";
 
 /// One layer's GELU quadratic.
 struct Quadratic {
@@ -342,6 +348,7 @@ impl BertClassifier {
         } else {
             Vec::new()
         };
+        let trained_phases = config.get(PHASES_KEY).and_then(Value::as_u64).unwrap_or(0) as usize;
         let model = Self {
             config,
             shape,
@@ -349,6 +356,7 @@ impl BertClassifier {
             labels: labels.iter().map(|label| label.to_string()).collect(),
             variables,
             quadratics,
+            trained_phases,
         };
         for layer in 0..shape.layers {
             model.variable(&format!("encoder.layer.{layer}.output.dense.weight"))?;
@@ -385,6 +393,7 @@ impl BertClassifier {
             labels: self.labels.clone(),
             variables,
             quadratics,
+            trained_phases: 0,
         })
     }
 
@@ -599,6 +608,7 @@ impl BertClassifier {
         if let Some(object) = config.as_object_mut() {
             object.remove(APPROXIMATION_KEY);
             object.remove(QUADRATICS_KEY);
+            object.insert(PHASES_KEY.into(), json!(self.trained_phases));
             if self.forms != Forms::EXACT {
                 object.insert(APPROXIMATION_KEY.into(), json!(self.forms.describe()));
             }

@@ -111,6 +111,14 @@ pub struct SentimentConfig {
     pub logits: Phase,
     /// The second stage's temperature.
     pub temperature: f64,
+    /// How many times the students go through their two phases (the labels-only
+    /// student through as many phases of labels).
+    #[serde(default = "one_round")]
+    pub rounds: usize,
+}
+
+fn one_round() -> usize {
+    1
 }
 
 impl SentimentConfig {
@@ -125,9 +133,14 @@ impl SentimentConfig {
             reason,
         };
         let config: Self = toml::from_str(&text).map_err(|error| invalid(error.to_string()))?;
-        if config.batch == 0 || config.sequence < 2 || config.temperature <= 0.0 {
+        if config.batch == 0
+            || config.sequence < 2
+            || config.temperature <= 0.0
+            || config.rounds == 0
+        {
             return Err(invalid(
-                "batch must be positive, sequence at least 2 and temperature positive".into(),
+                "batch and rounds must be positive, sequence at least 2 and temperature positive"
+                    .into(),
             ));
         }
         if config.teacher_sentences.min(config.student_sentences) == 0 {

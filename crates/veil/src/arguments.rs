@@ -346,7 +346,9 @@ pub(crate) enum Commands {
         #[arg(long)]
         plain_only: bool,
         /// Load each model already in --out (NAME.safetensors) instead of training it
-        /// again; its accuracy is measured afresh.
+        /// again; its accuracy is measured afresh. With `--task sentiment`, a model
+        /// goes on from the training phases it has completed (`rounds` in the config
+        /// can grow between runs).
         #[arg(long)]
         reuse: bool,
         /// No progress bars.

@@ -27,7 +27,8 @@ struct Trained {
     directory: String,
     dev_accuracy: f64,
     test_accuracy: f64,
-    /// Per phase, per epoch; empty for a model reused from an earlier run.
+    /// Per phase trained in this run, per epoch (a reused model's earlier phases are
+    /// not repeated).
     epoch_losses: Vec<Vec<f64>>,
     train_seconds: f64,
 }
@@ -77,7 +78,10 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
     std::fs::write(&calibration, lines.join("\n") + "\n")
         .with_context(|| format!("writing {}", calibration.display()))?;
     let mut report = Vec::new();
-    // Trains (or with `reuse` loads) one model through its phases, exports and reports it.
+    // Trains one model through its phases, exports and reports it. With `reuse`, a
+    // model already in `out` is loaded and goes on from the phases it has completed
+    // (every phase has its own optimiser and seed, so a resumed run trains exactly as
+    // one that never stopped).
     let mut run = |name: &str,
                    model: BertClassifier,
                    supervision: &'static str,
@@ -86,25 +90,29 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
      -> Result<BertClassifier> {
         let directory = out.join(name);
         let started = std::time::Instant::now();
-        let (model, epoch_losses) = if reuse && directory.join("model.safetensors").is_file() {
-            let reused = BertClassifier::from_directory(&directory, &LABELS, config.seed)
-                .with_context(|| format!("reusing {}", directory.display()))?;
-            (reused, Vec::new())
+        let mut model = if reuse && directory.join("model.safetensors").is_file() {
+            BertClassifier::from_directory(&directory, &LABELS, config.seed)
+                .with_context(|| format!("reusing {}", directory.display()))?
         } else {
-            let mut losses = Vec::new();
-            for (index, &(phase, objective)) in phases.iter().enumerate() {
-                let label = format!("{name} ({}/{})", index + 1, phases.len());
-                losses.push(train(
-                    &model,
-                    data,
-                    (phase, config.batch),
-                    objective,
-                    (config.seed + index as u64, &label, quiet),
-                )?);
-            }
-            model.export(&directory, &tokenizer)?;
-            (model, losses)
+            model
         };
+        let mut epoch_losses = Vec::new();
+        let done = model.trained_phases;
+        for (index, &(phase, objective)) in phases.iter().enumerate().skip(done) {
+            let label = format!("{name} ({}/{})", index + 1, phases.len());
+            epoch_losses.push(train(
+                &model,
+                data,
+                (phase, config.batch),
+                objective,
+                (config.seed + index as u64, &label, quiet),
+            )?);
+            model.trained_phases = index + 1;
+            model.export(&directory, &tokenizer)?;
+        }
+        if !directory.join("model.safetensors").is_file() {
+            model.export(&directory, &tokenizer)?;
+        }
         let train_seconds = started.elapsed().as_secs_f64();
         let (dev_accuracy, test_accuracy) = (accuracy(&model, &dev)?, accuracy(&model, &test)?);
         eprintln!(
@@ -162,7 +170,8 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
                 config.logits,
                 Objective::Logits(&teacher, config.temperature),
             ),
-        ],
+        ]
+        .repeat(config.rounds),
         &student_training,
     )?;
     run(
@@ -172,7 +181,8 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
         &[
             (config.layers, Objective::Labels),
             (config.logits, Objective::Labels),
-        ],
+        ]
+        .repeat(config.rounds),
         &student_training,
     )?;
     let path = out.join("sentiment-report.json");
@@ -182,6 +192,7 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
         "split_seed": SPLIT_SEED,
         "teacher_sentences": teacher_training.len(),
         "student_sentences": student_training.len(),
+        "rounds": config.rounds,
         "dev_sentences": dev.len(),
         "test_sentences": test.len(),
         "models": report,
