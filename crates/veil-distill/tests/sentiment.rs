@@ -240,6 +240,7 @@ fn training_and_both_distillation_stages_reduce_their_losses_and_the_student_run
     );
 
     let exported = directory.join("student");
+    student.trained_phases = 2;
     student
         .export(&exported, &directory.join("tokenizer.json"))
         .unwrap();
@@ -247,6 +248,15 @@ fn training_and_both_distillation_stages_reduce_their_losses_and_the_student_run
     assert_eq!(
         reloaded.forms, STUDENT,
         "the exported config states the forms"
+    );
+    assert_eq!(
+        reloaded.trained_phases, 2,
+        "and the phases completed, to resume from"
+    );
+    assert_eq!(
+        logits(&reloaded, &examples(&directory, 4)).unwrap(),
+        logits(&student, &examples(&directory, 4)).unwrap(),
+        "the reloaded student is the same function"
     );
     let options = veil_model::import::HuggingFaceOptions {
         sequence: 16,
