@@ -20,6 +20,7 @@
 use candle_core::{DType, Device, Module, ModuleT, Tensor};
 use candle_nn::{BatchNorm, Conv2d, Linear, VarBuilder, VarMap};
 use serde_json::{Value, json};
+use veil_core::sampling::SplitMix64;
 
 use crate::Result;
 
@@ -231,9 +232,45 @@ pub struct Cnn {
     classifier: Linear,
 }
 
+/// Draws every convolution and linear weight and bias again from `seed`, in name order.
+fn redraw(variables: &VarMap, device: &Device, seed: u64) -> Result<()> {
+    let data = variables
+        .data()
+        .lock()
+        .map_err(|_| crate::Error::Invalid("the model's variables are poisoned".into()))?;
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let mut sampler = SplitMix64::new(seed);
+    let fan_in = |dims: &[usize]| dims[1..].iter().product::<usize>().max(1) as f64;
+    for name in names {
+        let variable = &data[name];
+        let dims = variable.dims().to_vec();
+        let count = dims.iter().product();
+        let values = if dims.len() >= 2 && name.ends_with(".weight") {
+            sampler.normal_vec(count, (2.0 / fan_in(&dims)).sqrt() as f32)
+        } else if let Some(weight) = name
+            .strip_suffix(".bias")
+            .and_then(|stem| data.get(&format!("{stem}.weight")))
+            .filter(|weight| weight.dims().len() >= 2)
+        {
+            let bound = 1.0 / fan_in(weight.dims()).sqrt();
+            (0..count)
+                .map(|_| ((sampler.next_f64() * 2.0 - 1.0) * bound) as f32)
+                .collect()
+        } else {
+            continue;
+        };
+        variable.set(&Tensor::from_vec(values, dims, device)?)?;
+    }
+    Ok(())
+}
+
 impl Cnn {
-    /// A freshly initialised model (candle's default initialisations).
-    pub fn new(shape: Shape, device: &Device) -> Result<Self> {
+    /// A freshly initialised model, drawn from `seed`: convolution and linear weights
+    /// from N(0, 2/fan_in) and their biases from U(±1/√fan_in) (candle's default
+    /// families, which draw from an unseeded generator), batch normalisation at 1 and 0,
+    /// the quad coefficients at their defaults.
+    pub fn new(shape: Shape, device: &Device, seed: u64) -> Result<Self> {
         let variables = VarMap::new();
         let builder = VarBuilder::from_varmap(&variables, DType::F32, device);
         let width = shape.width;
@@ -248,6 +285,7 @@ impl Cnn {
         let second_block = Block::new("block2", 2 * width, shape, &builder)?;
         let features = 2 * width * (SIDE / 4) * (SIDE / 4);
         let classifier = candle_nn::linear(features, CLASSES, builder.pp("fc"))?;
+        redraw(&variables, device, seed)?;
         Ok(Self {
             shape,
             variables,
@@ -263,7 +301,7 @@ impl Cnn {
     /// (the same names) takes the teacher's values; the quad coefficients start at their
     /// defaults.
     pub fn initialised_from(shape: Shape, teacher: &Cnn, device: &Device) -> Result<Self> {
-        let mut student = Self::new(shape, device)?;
+        let mut student = Self::new(shape, device, 0)?;
         let teacher_variables = teacher
             .variables
             .data()

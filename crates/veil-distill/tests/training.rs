@@ -44,7 +44,7 @@ fn every_trainable_variable_gets_a_gradient() {
     let images = fixture(8, 1);
     for residual in [false, true] {
         for activation in [Activation::Relu, Activation::Quad] {
-            let model = Cnn::new(shape(residual, activation), &device).unwrap();
+            let model = Cnn::new(shape(residual, activation), &device, 1).unwrap();
             let input =
                 Tensor::from_vec(images.images.clone(), (8, 1, SIDE, SIDE), &device).unwrap();
             let labels: Vec<u32> = images.labels.iter().map(|&l| u32::from(l)).collect();
@@ -79,7 +79,7 @@ fn training_reduces_the_loss_and_distillation_trains_a_student() {
         epochs: 6,
         learning_rate: 1e-2,
     };
-    let teacher = Cnn::new(shape(true, Activation::Relu), &device).unwrap();
+    let teacher = Cnn::new(shape(true, Activation::Relu), &device, 2).unwrap();
     let losses = train(
         &teacher,
         &images,
@@ -144,7 +144,7 @@ fn a_distilled_student_compiles_and_runs_securely() {
         epochs: 3,
         learning_rate: 1e-2,
     };
-    let teacher = Cnn::new(shape(true, Activation::Relu), &device).unwrap();
+    let teacher = Cnn::new(shape(true, Activation::Relu), &device, 2).unwrap();
     train(
         &teacher,
         &images,
@@ -231,4 +231,17 @@ fn a_distilled_student_compiles_and_runs_securely() {
         "secure against plain: {}",
         report.max_error
     );
+}
+
+#[test]
+fn the_initialisation_is_the_seed_s() {
+    let device = Device::Cpu;
+    let images = fixture(4, 8);
+    let image = &images.images[..SIDE * SIDE];
+    let draw = |seed| {
+        let model = Cnn::new(shape(false, Activation::Relu), &device, seed).unwrap();
+        logits(&model, image).unwrap()
+    };
+    assert_eq!(draw(5), draw(5), "one seed, one model");
+    assert_ne!(draw(5), draw(6), "another seed, another model");
 }

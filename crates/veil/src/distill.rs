@@ -115,7 +115,7 @@ pub(crate) fn distill(
             });
             Ok(())
         };
-        let teacher = Cnn::new(shape(Activation::Relu), &device)?;
+        let teacher = Cnn::new(shape(Activation::Relu), &device, config.seed)?;
         let teacher_name = shape(Activation::Relu).name();
         let from_scratch = ("scratch", Supervision::Labels);
         run(
@@ -138,7 +138,7 @@ pub(crate) fn distill(
             let student = if initialised_from == "teacher" {
                 Cnn::initialised_from(quad, &teacher, &device)?
             } else {
-                Cnn::new(quad, &device)?
+                Cnn::new(quad, &device, config.seed + 1)?
             };
             let name = format!("{}-{suffix}", quad.name());
             run(
