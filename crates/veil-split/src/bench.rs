@@ -126,6 +126,8 @@ impl Data {
 pub struct BenchOptions {
     /// The model.
     pub architecture: Architecture,
+    /// Its first stage's channels ([`network::WIDTH`] by default).
+    pub width: usize,
     /// The energy fraction the trusted side keeps.
     pub energy: f64,
     /// Inference or training.
@@ -145,10 +147,16 @@ pub struct BenchOptions {
 }
 
 impl BenchOptions {
+    /// The model these options measure, with its public starting weights.
+    pub fn model(&self) -> Model {
+        Model::with_width(self.architecture, self.width, MODEL_SEED)
+    }
+
     /// The documented settings for `architecture`, `energy` and `mode`.
     pub fn new(architecture: Architecture, energy: f64, mode: Mode) -> BenchOptions {
         BenchOptions {
             architecture,
+            width: network::WIDTH,
             energy,
             mode,
             train_samples: TRAIN_SAMPLES,
@@ -401,7 +409,7 @@ pub fn run_bench(
         accuracy: Vec::new(),
     };
     // Plain training (the reference, here on the worker's thread count; not timed).
-    let mut plain = Model::new(options.architecture, MODEL_SEED);
+    let mut plain = options.model();
     let mut local = LocalExecutor::new(worker_threads);
     train(&mut plain, &mut local, &train_data, options.epochs)?;
     report.accuracy.push((
@@ -576,7 +584,7 @@ fn bench_training_once(
         })
         .collect();
     // Trusted-only.
-    let mut model = Model::new(options.architecture, MODEL_SEED);
+    let mut model = options.model();
     let mut optimiser = Sgd::new(&model, LEARNING_RATE, MOMENTUM);
     let mut trusted = LocalExecutor::new(1);
     let start = Stopwatch::start();
@@ -592,7 +600,7 @@ fn bench_training_once(
         trusted: true,
     });
     // Untrusted-only.
-    let model = Model::new(options.architecture, MODEL_SEED);
+    let model = options.model();
     let mut waiting = Duration::ZERO;
     load_model(channel, &model, &mut waiting)?;
     let start = Stopwatch::start();
@@ -622,7 +630,7 @@ fn bench_training_once(
         trusted: false,
     });
     // Split, timed.
-    let mut model = Model::new(options.architecture, MODEL_SEED);
+    let mut model = options.model();
     let mut optimiser = Sgd::new(&model, LEARNING_RATE, MOMENTUM);
     let mut split = SplitExecutor::new(channel, &model, split_options(options.energy));
     split.load_model(&model)?;
@@ -662,7 +670,7 @@ fn bench_training(
     }
     report.runs = median_runs(&all);
     // Split training to the end, for accuracy against plain training.
-    let mut model = Model::new(options.architecture, MODEL_SEED);
+    let mut model = options.model();
     let mut split = SplitExecutor::new(channel, &model, split_options(options.energy));
     split.load_model(&model)?;
     train_split(&mut model, &mut split, train_data, options.epochs)?;
@@ -672,7 +680,7 @@ fn bench_training(
         accuracy(&model, test_data, report.worker_threads)?,
     ));
     // The spread of plain training itself: the same, in another order.
-    let mut other = Model::new(options.architecture, MODEL_SEED);
+    let mut other = options.model();
     let mut local = LocalExecutor::new(report.worker_threads);
     train_in_order(
         &mut other,

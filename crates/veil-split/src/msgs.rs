@@ -27,6 +27,8 @@ pub enum Request {
     LoadModel {
         /// Which architecture.
         architecture: Architecture,
+        /// Its first stage's channels (at most [`crate::network::MAX_WIDTH`]).
+        width: u16,
         /// Per layer: (weight, bias).
         parameters: Vec<(Vec<f32>, Vec<f32>)>,
     },
@@ -103,10 +105,11 @@ impl std::fmt::Debug for Request {
         match self {
             Request::LoadModel {
                 architecture,
+                width,
                 parameters,
             } => write!(
                 formatter,
-                "LoadModel {{ {architecture:?}, {} layers }}",
+                "LoadModel {{ {architecture:?}, width {width}, {} layers }}",
                 parameters.len()
             ),
             Request::ConvForward {
@@ -293,10 +296,12 @@ impl Request {
         match self {
             Request::LoadModel {
                 architecture,
+                width,
                 parameters,
             } => {
                 let mut writer = Writer::new(LOAD_MODEL);
                 writer.u8(architecture.code());
+                writer.u16(*width);
                 writer.u32(parameters.len() as u32);
                 for (weight, bias) in parameters {
                     writer.f32s(weight);
@@ -374,6 +379,12 @@ impl Request {
                     Architecture::from_code(reader.u8()?).ok_or(Error::PeerMisbehaved {
                         what: "an unknown architecture",
                     })?;
+                let width = reader.u16()?;
+                if width == 0 || usize::from(width) > crate::network::MAX_WIDTH {
+                    return Err(Error::PeerMisbehaved {
+                        what: "a model width of 0 or above MAX_WIDTH",
+                    });
+                }
                 let layers = reader.count(8)?;
                 let mut parameters = Vec::with_capacity(layers);
                 for _ in 0..layers {
@@ -381,6 +392,7 @@ impl Request {
                 }
                 Request::LoadModel {
                     architecture,
+                    width,
                     parameters,
                 }
             }
@@ -523,6 +535,7 @@ mod tests {
             "{:?} {:?} {:?} {:?}",
             Request::LoadModel {
                 architecture: Architecture::VggSmall,
+                width: 16,
                 parameters: vec![(vec![secret], vec![secret])],
             },
             Request::ConvForward {
@@ -554,6 +567,7 @@ mod tests {
         let requests = [
             Request::LoadModel {
                 architecture: Architecture::Resnet18Small,
+                width: 8,
                 parameters: vec![(vec![1.0, 2.0], vec![3.0])],
             },
             Request::ConvForward {
@@ -601,5 +615,15 @@ mod tests {
         let mut huge = vec![CONV_FORWARD, 0, 0, 1, 0, 0, 0, 0];
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(Request::decode(&huge).is_err());
+        // A model width of 0 or above MAX_WIDTH is refused before any model is built.
+        for width in [0, crate::network::MAX_WIDTH as u16 + 1, u16::MAX] {
+            let frame = Request::LoadModel {
+                architecture: Architecture::VggSmall,
+                width,
+                parameters: Vec::new(),
+            }
+            .encode();
+            assert!(Request::decode(&frame).is_err(), "width {width}");
+        }
     }
 }

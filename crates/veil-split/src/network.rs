@@ -10,8 +10,11 @@
 //! | `vgg-small`      | conv 1→16, conv 16→16, pool, conv 16→32, conv 32→32, pool, linear 1568→10                | 4.65 M        |
 //! | `resnet18-small` | conv 1→16, block(16), pool, conv 16→32, block(32), pool, linear 1568→10 (block: 2 convs + skip) | 8.27 M  |
 //!
-//! There is no batch normalisation; weights start He-normal from a public seed. The linear
-//! layer is a 7×7 convolution without padding over the 32×7×7 map (the same algebra).
+//! That is the documented width, [`WIDTH`] = 16 channels in the first stage;
+//! [`Model::with_width`] (`veil split-bench --width`) builds the same layers `w` and `2w`
+//! channels wide, the multiply-accumulates growing as w². There is no batch
+//! normalisation; weights start He-normal from a public seed. The linear layer is a 7×7
+//! convolution without padding over the `2w × 7 × 7` map (the same algebra).
 
 use crate::kernels::{self, ConvGeometry};
 use crate::{Error, Result};
@@ -21,6 +24,10 @@ use veil_core::sampling::SplitMix64;
 pub const SIDE: usize = 28;
 /// Classes.
 pub const CLASSES: usize = 10;
+/// Channels of the first stage by default (the second has twice as many).
+pub const WIDTH: usize = 16;
+/// The widest model a worker builds (`LoadModel` names the width).
+pub const MAX_WIDTH: usize = 256;
 
 /// Which model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +106,8 @@ pub struct Layer {
 pub struct Model {
     /// Which one.
     pub architecture: Architecture,
+    /// Channels of the first stage (the second has twice as many).
+    pub width: usize,
     /// The layers, in the order the ops first use them.
     pub layers: Vec<Layer>,
     /// The forward pass.
@@ -106,8 +115,15 @@ pub struct Model {
 }
 
 impl Model {
-    /// The model with He-normal weights from `seed` and zero biases.
+    /// The model at its documented width ([`WIDTH`] channels in the first stage) with
+    /// He-normal weights from `seed` and zero biases.
     pub fn new(architecture: Architecture, seed: u64) -> Model {
+        Model::with_width(architecture, WIDTH, seed)
+    }
+
+    /// The model with `width` channels in the first stage and `2 × width` in the second.
+    pub fn with_width(architecture: Architecture, width: usize, seed: u64) -> Model {
+        let wide = 2 * width;
         let mut random = SplitMix64::new(seed);
         let mut layers = Vec::new();
         let mut ops = Vec::new();
@@ -137,30 +153,30 @@ impl Model {
         };
         match architecture {
             Architecture::VggSmall => {
-                conv(&mut layers, &mut ops, (1, 28, 16), true);
-                conv(&mut layers, &mut ops, (16, 28, 16), true);
+                conv(&mut layers, &mut ops, (1, 28, width), true);
+                conv(&mut layers, &mut ops, (width, 28, width), true);
                 ops.push(Op::MaxPool);
-                conv(&mut layers, &mut ops, (16, 14, 32), true);
-                conv(&mut layers, &mut ops, (32, 14, 32), true);
+                conv(&mut layers, &mut ops, (width, 14, wide), true);
+                conv(&mut layers, &mut ops, (wide, 14, wide), true);
                 ops.push(Op::MaxPool);
             }
             Architecture::Resnet18Small => {
-                conv(&mut layers, &mut ops, (1, 28, 16), true);
+                conv(&mut layers, &mut ops, (1, 28, width), true);
                 ops.push(Op::Save);
-                conv(&mut layers, &mut ops, (16, 28, 16), true);
-                conv(&mut layers, &mut ops, (16, 28, 16), false);
+                conv(&mut layers, &mut ops, (width, 28, width), true);
+                conv(&mut layers, &mut ops, (width, 28, width), false);
                 ops.push(Op::AddSavedRelu);
                 ops.push(Op::MaxPool);
-                conv(&mut layers, &mut ops, (16, 14, 32), true);
+                conv(&mut layers, &mut ops, (width, 14, wide), true);
                 ops.push(Op::Save);
-                conv(&mut layers, &mut ops, (32, 14, 32), true);
-                conv(&mut layers, &mut ops, (32, 14, 32), false);
+                conv(&mut layers, &mut ops, (wide, 14, wide), true);
+                conv(&mut layers, &mut ops, (wide, 14, wide), false);
                 ops.push(Op::AddSavedRelu);
                 ops.push(Op::MaxPool);
             }
         }
         let geometry = ConvGeometry {
-            channels: 32,
+            channels: wide,
             height: 7,
             width: 7,
             out_channels: CLASSES,
@@ -180,6 +196,7 @@ impl Model {
         });
         Model {
             architecture,
+            width,
             layers,
             ops,
         }

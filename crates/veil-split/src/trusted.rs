@@ -39,8 +39,13 @@ fn receive(channel: &mut dyn Channel, waiting: &mut Duration) -> Result<Reply> {
 
 /// Sends the model's parameters to the worker.
 pub fn load_model(channel: &mut dyn Channel, model: &Model, waiting: &mut Duration) -> Result<()> {
+    let width = u16::try_from(model.width)
+        .ok()
+        .filter(|&width| usize::from(width) <= crate::network::MAX_WIDTH)
+        .ok_or(Error::ApiMisuse("a model wider than MAX_WIDTH"))?;
     let request = Request::LoadModel {
         architecture: model.architecture,
+        width,
         parameters: model
             .layers
             .iter()

@@ -112,8 +112,9 @@ impl Worker {
         match request {
             Request::LoadModel {
                 architecture,
+                width,
                 parameters,
-            } => self.load(architecture, parameters),
+            } => self.load(architecture, usize::from(width), parameters),
             Request::ConvForward {
                 layer,
                 batch,
@@ -231,13 +232,14 @@ impl Worker {
     fn load(
         &mut self,
         architecture: Architecture,
+        width: usize,
         parameters: Vec<(Vec<f32>, Vec<f32>)>,
     ) -> Result<Reply> {
         let mut model = match self.model.take() {
-            Some(model) if model.architecture == architecture => model,
+            Some(model) if model.architecture == architecture && model.width == width => model,
             _ => {
                 self.optimiser = None;
-                Model::new(architecture, 0)
+                Model::with_width(architecture, width, 0)
             }
         };
         if parameters.len() != model.layers.len() {

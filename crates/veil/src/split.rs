@@ -26,6 +26,9 @@ pub(crate) struct SplitBenchArguments {
     /// The energy fraction the trusted side keeps (0.97: Asym1; 0.80: Asym2).
     #[arg(long, default_value_t = 0.97)]
     energy: f64,
+    /// Channels of the model's first stage (the second has twice as many).
+    #[arg(long, default_value_t = veil_split::network::WIDTH)]
+    width: usize,
     /// infer or train.
     #[arg(long, default_value = "infer", value_parser = ["infer", "train"])]
     mode: String,
@@ -213,6 +216,14 @@ pub(crate) fn split_bench(arguments: SplitBenchArguments) -> Result<()> {
         Mode::Infer
     };
     let mut options = BenchOptions::new(architecture, arguments.energy, mode);
+    if arguments.width == 0 || arguments.width > veil_split::network::MAX_WIDTH {
+        bail!(
+            "--width {} is outside 1..={}: give the first stage's channel count",
+            arguments.width,
+            veil_split::network::MAX_WIDTH
+        );
+    }
+    options.width = arguments.width;
     options.train_samples = arguments.train_samples.unwrap_or(options.train_samples);
     options.epochs = arguments.epochs.unwrap_or(options.epochs);
     options.test_samples = arguments.test_samples.unwrap_or(options.test_samples);
@@ -233,8 +244,10 @@ fn print_report(report: &Report, stats: veil_net::ChannelStats) {
     let options = &report.options;
     let factor = report.factor();
     println!(
-        "veil split-bench: {} {}, {:.0}% energy kept by the trusted runtime; {} {}; worker: {} CPU threads in a second process over mutual TLS on loopback (no GPU)",
+        "veil split-bench: {} (width {}, {:.2} M MACs a sample) {}, {:.0}% energy kept by the trusted runtime; {} {}; worker: {} CPU threads in a second process over mutual TLS on loopback (no GPU)",
         options.architecture.name(),
+        options.width,
+        options.model().macs_per_sample() as f64 / 1e6,
         if options.mode == Mode::Infer {
             "inference"
         } else {

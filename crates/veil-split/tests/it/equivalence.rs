@@ -41,16 +41,23 @@ fn assert_close(found: &[f32], expected: &[f32], relative: f32, what: &str) {
 }
 
 #[test]
-fn split_inference_gives_plain_logits_for_both_models_and_energies() {
+fn split_inference_gives_plain_logits_for_both_models_widths_and_energies() {
     let seed = test_seed().value();
     let batch = 6;
     let images = synthetic_images(batch, seed);
-    for architecture in Architecture::ALL {
-        let model = Model::new(architecture, seed);
+    // One worker for every model: it rebuilds its copy when the architecture or the
+    // width changes.
+    let (mut channel, worker) = spawn_worker(2);
+    let models = [
+        (Architecture::VggSmall, network::WIDTH),
+        (Architecture::Resnet18Small, network::WIDTH),
+        (Architecture::VggSmall, 24),
+    ];
+    for (architecture, width) in models {
+        let model = Model::with_width(architecture, width, seed);
         let (plain, _) =
             network::forward(&model, &mut LocalExecutor::new(1), &images, batch, false)
                 .expect("plain");
-        let (mut channel, worker) = spawn_worker(2);
         load_model(&mut channel, &model, &mut Default::default()).expect("loads");
         for energy in [0.97, 0.8] {
             let mut split = SplitExecutor::new(
@@ -63,7 +70,12 @@ fn split_inference_gives_plain_logits_for_both_models_and_energies() {
             );
             let (logits, _) =
                 network::forward(&model, &mut split, &images, batch, false).expect("split");
-            assert_close(&logits, &plain, 1e-3, architecture.name());
+            assert_close(
+                &logits,
+                &plain,
+                1e-3,
+                &format!("{} width {width}", architecture.name()),
+            );
             // The split really happened where it pays: fewer channels than c kept, at
             // most 1 − energy left; elsewhere (one input channel, the linear layer) the
             // trusted side kept everything.
@@ -79,12 +91,12 @@ fn split_inference_gives_plain_logits_for_both_models_and_energies() {
             assert!(split.layers.last().is_some_and(|stats| stats.kept_whole));
             assert!(split.trusted_macs < batch as u64 * model.macs_per_sample());
         }
-        drop(channel);
-        worker
-            .join()
-            .expect("joins")
-            .expect("the worker ends cleanly");
     }
+    drop(channel);
+    worker
+        .join()
+        .expect("joins")
+        .expect("the worker ends cleanly");
 }
 
 #[test]

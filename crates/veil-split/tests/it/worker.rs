@@ -69,6 +69,7 @@ fn wrong_shapes_get_a_failure_reply_and_garbage_ends_the_session() {
         },
         Request::LoadModel {
             architecture: Architecture::VggSmall,
+            width: 16,
             parameters: vec![],
         },
     ] {
