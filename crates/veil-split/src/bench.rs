@@ -384,19 +384,77 @@ fn agreement(left: &[f32], right: &[f32]) -> usize {
         .count()
 }
 
-/// Runs the benchmark against a worker over `channel` that has `worker_threads` threads.
+/// The plain trainings the benchmark compares against: run here, with no worker, before
+/// one is started, so that no worker sits idle through them (a wide model trains for
+/// longer than a worker waits for its next request).
+#[derive(Clone, Debug)]
+pub struct Reference {
+    /// The model after plain training in the [`ORDER_SEED`] order: the weights that
+    /// inference is timed with.
+    pub plain: Model,
+    /// Its test accuracy.
+    pub plain_accuracy: f64,
+    /// Training mode: the test accuracy of plain training in another order (the spread
+    /// to compare split training against).
+    pub other_order_accuracy: Option<f64>,
+}
+
+/// The first `options.train_samples` and `options.test_samples` images.
+fn subsets(options: &BenchOptions, train_data: &Data, test_data: &Data) -> (Data, Data) {
+    let first =
+        |data: &Data, count: usize| data.select(&(0..count.min(data.len())).collect::<Vec<_>>());
+    (
+        first(train_data, options.train_samples),
+        first(test_data, options.test_samples),
+    )
+}
+
+/// Trains [`Reference`] on `threads` threads (the worker's count; not timed).
+pub fn reference(
+    options: &BenchOptions,
+    train_data: &Data,
+    test_data: &Data,
+    threads: usize,
+) -> Result<Reference> {
+    let (train_data, test_data) = subsets(options, train_data, test_data);
+    let mut plain = options.model();
+    let mut local = LocalExecutor::new(threads);
+    train(&mut plain, &mut local, &train_data, options.epochs)?;
+    let plain_accuracy = accuracy(&plain, &test_data, threads)?;
+    let other_order_accuracy = match options.mode {
+        Mode::Infer => None,
+        Mode::Train => {
+            let mut other = options.model();
+            train_in_order(
+                &mut other,
+                &mut local,
+                &train_data,
+                options.epochs,
+                ORDER_SEED + 1,
+                |_, _| Ok(()),
+            )?;
+            Some(accuracy(&other, &test_data, threads)?)
+        }
+    };
+    Ok(Reference {
+        plain,
+        plain_accuracy,
+        other_order_accuracy,
+    })
+}
+
+/// Runs the benchmark against a worker over `channel` that has `worker_threads` threads,
+/// next to `reference` (from [`reference`] with the same options and images).
 /// `train_data` and `test_data` are Fashion-MNIST (or any 28×28 images).
 pub fn run_bench(
     options: &BenchOptions,
     channel: &mut dyn Channel,
     worker_threads: usize,
+    reference: &Reference,
     train_data: &Data,
     test_data: &Data,
 ) -> Result<Report> {
-    let train_data =
-        train_data.select(&(0..options.train_samples.min(train_data.len())).collect::<Vec<_>>());
-    let test_data =
-        test_data.select(&(0..options.test_samples.min(test_data.len())).collect::<Vec<_>>());
+    let (train_data, test_data) = subsets(options, train_data, test_data);
     let mut report = Report {
         options: options.clone(),
         worker_threads,
@@ -406,19 +464,20 @@ pub fn run_bench(
         layers: Vec::new(),
         agreement: Vec::new(),
         max_logit_error: Vec::new(),
-        accuracy: Vec::new(),
+        accuracy: vec![("plain training", reference.plain_accuracy)],
     };
-    // Plain training (the reference, here on the worker's thread count; not timed).
-    let mut plain = options.model();
-    let mut local = LocalExecutor::new(worker_threads);
-    train(&mut plain, &mut local, &train_data, options.epochs)?;
-    report.accuracy.push((
-        "plain training",
-        accuracy(&plain, &test_data, worker_threads)?,
-    ));
     match options.mode {
-        Mode::Infer => bench_inference(options, channel, &plain, &test_data, &mut report)?,
-        Mode::Train => bench_training(options, channel, &train_data, &test_data, &mut report)?,
+        Mode::Infer => {
+            bench_inference(options, channel, &reference.plain, &test_data, &mut report)?
+        }
+        Mode::Train => {
+            bench_training(options, channel, &train_data, &test_data, &mut report)?;
+            if let Some(other) = reference.other_order_accuracy {
+                report
+                    .accuracy
+                    .push(("plain training, another order", other));
+            }
+        }
     }
     Ok(report)
 }
@@ -678,21 +737,6 @@ fn bench_training(
     report.accuracy.push((
         "split training",
         accuracy(&model, test_data, report.worker_threads)?,
-    ));
-    // The spread of plain training itself: the same, in another order.
-    let mut other = options.model();
-    let mut local = LocalExecutor::new(report.worker_threads);
-    train_in_order(
-        &mut other,
-        &mut local,
-        train_data,
-        options.epochs,
-        ORDER_SEED + 1,
-        |_, _| Ok(()),
-    )?;
-    report.accuracy.push((
-        "plain training, another order",
-        accuracy(&other, test_data, report.worker_threads)?,
     ));
     Ok(())
 }

@@ -232,8 +232,17 @@ pub(crate) fn split_bench(arguments: SplitBenchArguments) -> Result<()> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let (train, test) = fashion()?;
+    // The plain reference trains first: a worker started now would wait through it.
+    let reference = bench::reference(&options, &train, &test, threads)?;
     let mut worker = WorkerProcess::start(threads)?;
-    let report = bench::run_bench(&options, &mut worker.channel, threads, &train, &test);
+    let report = bench::run_bench(
+        &options,
+        &mut worker.channel,
+        threads,
+        &reference,
+        &train,
+        &test,
+    );
     let stats = worker.channel.stats();
     worker.stop()?;
     print_report(&report?, stats);

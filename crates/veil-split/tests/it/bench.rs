@@ -1,7 +1,7 @@
 //! `run_bench` end to end on synthetic images and tiny settings (the figures themselves
 //! come from `veil split-bench` in release builds, not from here).
 
-use veil_split::bench::{BenchOptions, Data, Mode, run_bench};
+use veil_split::bench::{BenchOptions, Data, Mode, reference, run_bench};
 use veil_split::network::Architecture;
 
 use crate::{spawn_worker, synthetic_images};
@@ -28,7 +28,10 @@ fn data(count: usize, seed: u64) -> Data {
 fn the_benchmark_measures_every_mode_and_the_split_agrees_with_plain() {
     let (train, test) = (data(64, 1), data(40, 2));
     let (mut channel, worker) = spawn_worker(2);
-    let inference = run_bench(&tiny(Mode::Infer), &mut channel, 2, &train, &test).expect("infers");
+    let options = tiny(Mode::Infer);
+    let plain = reference(&options, &train, &test, 2).expect("trains the reference");
+    assert!(plain.other_order_accuracy.is_none());
+    let inference = run_bench(&options, &mut channel, 2, &plain, &train, &test).expect("infers");
     let names: Vec<&str> = inference.runs.iter().map(|run| run.name).collect();
     assert_eq!(
         names,
@@ -39,7 +42,9 @@ fn the_benchmark_measures_every_mode_and_the_split_agrees_with_plain() {
     assert!(ratio > 0.0 && ratio < 1.0, "split MACs ratio {ratio}");
     assert_eq!(inference.macs_ratio("blinded"), Some(0.0));
     assert!(inference.blinded_offline.is_some_and(|(macs, _)| macs > 0));
-    let training = run_bench(&tiny(Mode::Train), &mut channel, 2, &train, &test).expect("trains");
+    let options = tiny(Mode::Train);
+    let plain = reference(&options, &train, &test, 2).expect("trains the references");
+    let training = run_bench(&options, &mut channel, 2, &plain, &train, &test).expect("trains");
     let accuracies: Vec<&str> = training.accuracy.iter().map(|(name, _)| *name).collect();
     assert_eq!(
         accuracies,
