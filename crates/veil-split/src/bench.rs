@@ -21,6 +21,7 @@
 //!
 //! | setting | value |
 //! |---|---|
+//! | width | [`network::WIDTH`] = 16 channels in the first stage, 32 in the second (`--width` changes it) |
 //! | batch | [`BATCH`] = 32 |
 //! | SGD | learning rate [`LEARNING_RATE`] = 0.02 decayed linearly to 0.002, momentum 0.9, He-normal start from seed [`MODEL_SEED`] |
 //! | training set | the first [`TRAIN_SAMPLES`] = 6000 Fashion-MNIST training images, [`EPOCHS`] = 2 epochs, in a seeded order |
