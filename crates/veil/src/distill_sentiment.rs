@@ -98,6 +98,13 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
         };
         let mut epoch_losses = Vec::new();
         let done = model.trained_phases;
+        if done > phases.len() {
+            bail!(
+                "{} has completed {done} training phases, more than the {} this config asks for; raise `rounds` or remove the folder to train it afresh",
+                directory.display(),
+                phases.len()
+            );
+        }
         for (index, &(phase, objective)) in phases.iter().enumerate().skip(done) {
             let label = format!("{name} ({}/{})", index + 1, phases.len());
             epoch_losses.push(train(
