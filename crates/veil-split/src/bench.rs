@@ -30,6 +30,7 @@
 //! | training timing | [`TIMED_STEPS`] = 8 SGD steps per mode |
 //! | repetitions | every mode timed [`REPETITIONS`] = 3 times, interleaved; medians reported |
 //! | light-weight SVD | T = [`ITERATIONS`] = 1 power iteration per component |
+//! | basis | per sample, the paper's (`--basis batch`: one per batch, [`Basis::Batch`]) |
 
 use std::time::Duration;
 
@@ -39,7 +40,7 @@ use veil_net::Channel;
 
 use crate::msgs::{Reply, Request};
 use crate::network::{self, Architecture, Executor, LocalExecutor, Model, Sgd};
-use crate::svd::SvdOptions;
+use crate::svd::{Basis, SvdOptions};
 use crate::trusted::{BlindedExecutor, MOMENTUM, SplitExecutor, call, load_model};
 use crate::{Error, Result};
 
@@ -131,6 +132,8 @@ pub struct BenchOptions {
     pub width: usize,
     /// The energy fraction the trusted side keeps.
     pub energy: f64,
+    /// Per-sample principal channels (the paper's) or one basis per batch.
+    pub basis: Basis,
     /// Inference or training.
     pub mode: Mode,
     /// Training images (accuracy).
@@ -159,6 +162,7 @@ impl BenchOptions {
             architecture,
             width: network::WIDTH,
             energy,
+            basis: Basis::Sample,
             mode,
             train_samples: TRAIN_SAMPLES,
             epochs: EPOCHS,
@@ -346,10 +350,11 @@ pub fn accuracy(model: &Model, data: &Data, threads: usize) -> Result<f64> {
     Ok(correct as f64 / data.len().max(1) as f64)
 }
 
-fn split_options(energy: f64) -> SvdOptions {
+fn split_options(options: &BenchOptions) -> SvdOptions {
     SvdOptions {
-        energy,
+        energy: options.energy,
         iterations: ITERATIONS,
+        basis: options.basis,
     }
 }
 
@@ -606,7 +611,7 @@ fn bench_inference_once(
         .max_logit_error
         .push(("blinded", max_difference(&blinded_logits, &reference)));
     // Split.
-    let mut split = SplitExecutor::new(channel, model, split_options(options.energy));
+    let mut split = SplitExecutor::new(channel, model, split_options(options));
     let start = Stopwatch::start();
     let split_logits = logits(model, &mut split, &data)?;
     report.runs.push(TimedRun {
@@ -692,7 +697,7 @@ fn bench_training_once(
     // Split, timed.
     let mut model = options.model();
     let mut optimiser = Sgd::new(&model, LEARNING_RATE, MOMENTUM);
-    let mut split = SplitExecutor::new(channel, &model, split_options(options.energy));
+    let mut split = SplitExecutor::new(channel, &model, split_options(options));
     split.load_model(&model)?;
     split.waiting = Duration::ZERO;
     let start = Stopwatch::start();
@@ -731,7 +736,7 @@ fn bench_training(
     report.runs = median_runs(&all);
     // Split training to the end, for accuracy against plain training.
     let mut model = options.model();
-    let mut split = SplitExecutor::new(channel, &model, split_options(options.energy));
+    let mut split = SplitExecutor::new(channel, &model, split_options(options));
     split.load_model(&model)?;
     train_split(&mut model, &mut split, train_data, options.epochs)?;
     report.layers = layer_rows(&model, &split);

@@ -16,7 +16,7 @@
 
 use crate::kernels::{self, ConvGeometry};
 use crate::network::{Model, SIDE};
-use crate::svd::{SvdOptions, light_svd};
+use crate::svd::{Basis, SvdOptions, batch_svd, light_svd};
 use crate::{Error, Result};
 
 /// The neighbourhood side of the inversion's features.
@@ -45,6 +45,81 @@ pub struct LeakageRow {
 /// `ReLU(conv1(x) + b)` after the split at `energy` (all of it when `energy` is 0), and
 /// the residual's energy fraction.
 pub fn worker_view(model: &Model, image: &[f32], energy: f64) -> (Vec<f32>, f64) {
+    let (activation, channels, positions) = first_activation(model, image);
+    if energy <= 0.0 {
+        return (activation, 1.0);
+    }
+    // The split executor's own call: warm-started from conv1's map (the image itself).
+    let split = light_svd(
+        &activation,
+        channels,
+        positions,
+        &split_options(energy, Basis::Sample),
+        &[image.to_vec()],
+    );
+    (split.residual, split.residual_energy)
+}
+
+/// [`worker_view`] for each of `images`, split with `basis`: per image, or in batches
+/// of [`crate::bench::BATCH`] over one basis per batch, each warm-started from the
+/// previous batch's, as the split executor does.
+pub fn worker_views(
+    model: &Model,
+    images: &[Vec<f32>],
+    energy: f64,
+    basis: Basis,
+) -> Vec<(Vec<f32>, f64)> {
+    if basis == Basis::Sample || energy <= 0.0 {
+        return images
+            .iter()
+            .map(|image| worker_view(model, image, energy))
+            .collect();
+    }
+    let mut views = Vec::with_capacity(images.len());
+    let mut warm: Vec<Vec<f32>> = Vec::new();
+    for chunk in images.chunks(crate::bench::BATCH) {
+        let mut batch = Vec::new();
+        let (mut channels, mut positions) = (0, 0);
+        for image in chunk {
+            let (activation, c, hw) = first_activation(model, image);
+            (channels, positions) = (c, hw);
+            batch.extend(activation);
+        }
+        let split = batch_svd(
+            &batch,
+            chunk.len(),
+            channels,
+            positions,
+            &split_options(energy, basis),
+            &warm,
+        );
+        warm = (0..split.rank)
+            .map(|j| {
+                (0..channels)
+                    .map(|channel| split.basis[channel * split.rank + j])
+                    .collect()
+            })
+            .collect();
+        views.extend(
+            split
+                .samples
+                .into_iter()
+                .map(|sample| (sample.residual, sample.residual_energy)),
+        );
+    }
+    views
+}
+
+fn split_options(energy: f64, basis: Basis) -> SvdOptions {
+    SvdOptions {
+        energy,
+        iterations: crate::bench::ITERATIONS,
+        basis,
+    }
+}
+
+/// `ReLU(conv1(x) + b)`, with its channels and positions.
+fn first_activation(model: &Model, image: &[f32]) -> (Vec<f32>, usize, usize) {
     let first = &model.layers[0];
     let geometry = first.geometry;
     let mut activation = vec![0f32; geometry.output_len()];
@@ -53,22 +128,7 @@ pub fn worker_view(model: &Model, image: &[f32], energy: f64) -> (Vec<f32>, f64)
     for (index, value) in activation.iter_mut().enumerate() {
         *value = (*value + first.bias[index / positions]).max(0.0);
     }
-    if energy <= 0.0 {
-        return (activation, 1.0);
-    }
-    // The split executor's own call: warm-started from conv1's map (the image itself).
-    let options = SvdOptions {
-        energy,
-        iterations: crate::bench::ITERATIONS,
-    };
-    let split = light_svd(
-        &activation,
-        geometry.out_channels,
-        positions,
-        &options,
-        &[image.to_vec()],
-    );
-    (split.residual, split.residual_energy)
+    (activation, geometry.out_channels, positions)
 }
 
 fn features(view: &[f32], channels: usize, y: usize, x: usize, out: &mut Vec<f64>) {
@@ -128,23 +188,25 @@ fn solve_spd(mut a: Vec<f64>, mut b: Vec<f64>, n: usize) -> Result<Vec<f64>> {
 }
 
 /// Fits the inversion on the attacker's images and scores it on the victim's, at each
-/// energy (0: the whole activation). Keeps the first `keep` reconstructions per setting.
+/// energy and basis (energy 0: the whole activation). The attacker simulates the split
+/// with the same basis on its own images. Keeps the first `keep` reconstructions per
+/// setting.
 pub fn attack(
     model: &Model,
     attacker_images: &[Vec<f32>],
     victim_images: &[Vec<f32>],
-    energies: &[f64],
+    settings: &[(f64, Basis)],
     keep: usize,
 ) -> Result<Vec<LeakageRow>> {
     let channels = model.layers[0].geometry.out_channels;
     let dimension = channels * WINDOW * WINDOW + 1;
     let mut rows = Vec::new();
-    for &energy in energies {
+    for &(energy, basis) in settings {
         let mut normal = vec![0f64; dimension * dimension];
         let mut target = vec![0f64; dimension];
         let mut row = Vec::with_capacity(dimension);
-        for image in attacker_images {
-            let (view, _) = worker_view(model, image, energy);
+        let attacker_views = worker_views(model, attacker_images, energy, basis);
+        for (image, (view, _)) in attacker_images.iter().zip(&attacker_views) {
             for y in 0..SIDE {
                 for x in 0..SIDE {
                     features(&view, channels, y, x, &mut row);
@@ -180,13 +242,13 @@ pub fn attack(
         let weights = solve_spd(normal, target, dimension)?;
         let (mut psnr_sum, mut ssim_sum, mut energy_sum) = (0.0, 0.0, 0.0);
         let mut reconstructions = Vec::new();
-        for image in victim_images {
-            let (view, residual_energy) = worker_view(model, image, energy);
+        let victim_views = worker_views(model, victim_images, energy, basis);
+        for (image, (view, residual_energy)) in victim_images.iter().zip(victim_views) {
             energy_sum += residual_energy;
             let mut reconstruction = vec![0f32; SIDE * SIDE];
             for y in 0..SIDE {
                 for x in 0..SIDE {
-                    features(&view, channels, y, x, &mut row);
+                    features(view.as_slice(), channels, y, x, &mut row);
                     let value: f64 = row.iter().zip(&weights).map(|(a, b)| a * b).sum();
                     reconstruction[y * SIDE + x] = value.clamp(0.0, 1.0) as f32;
                 }
@@ -202,7 +264,11 @@ pub fn attack(
             label: if energy <= 0.0 {
                 "untrusted-only (whole activation)".into()
             } else {
-                format!("split, {:.0}% energy kept", 100.0 * energy)
+                format!(
+                    "split, {:.0}% energy kept, {} basis",
+                    100.0 * energy,
+                    basis.name()
+                )
             },
             energy,
             residual_energy: Some(energy_sum / count),
@@ -338,6 +404,33 @@ mod tests {
         let flat = vec![0.5f32; SIDE * SIDE];
         assert!(psnr(&image, &noisy) > psnr(&image, &flat));
         assert!(ssim(&image, &noisy, SIDE, SIDE) > ssim(&image, &flat, SIDE, SIDE) + 0.1);
+    }
+
+    #[test]
+    fn every_view_keeps_its_image_residual_bound_with_either_basis() {
+        let mut random =
+            veil_core::sampling::SplitMix64::new(veil_core::sampling::test_seed().value() ^ 5);
+        let model = Model::new(crate::network::Architecture::VggSmall, 3);
+        // More than one batch, the last one short.
+        let images: Vec<Vec<f32>> = (0..crate::bench::BATCH + 5)
+            .map(|_| {
+                random
+                    .normal_vec(SIDE * SIDE, 0.5)
+                    .into_iter()
+                    .map(|value| value.abs().min(1.0))
+                    .collect()
+            })
+            .collect();
+        for basis in [Basis::Sample, Basis::Batch] {
+            let views = worker_views(&model, &images, 0.97, basis);
+            assert_eq!(views.len(), images.len());
+            for (view, residual_energy) in &views {
+                assert_eq!(view.len(), 16 * SIDE * SIDE);
+                assert!(*residual_energy <= 0.03 + 1e-9, "{residual_energy}");
+            }
+        }
+        let whole = worker_views(&model, &images[..1], 0.0, Basis::Batch);
+        assert_eq!(whole[0].1, 1.0, "energy 0 shows the whole activation");
     }
 
     #[test]

@@ -25,7 +25,7 @@
 //!
 //! ```
 //! use veil_split::network::{self, Architecture, LocalExecutor, Model};
-//! use veil_split::svd::SvdOptions;
+//! use veil_split::svd::{Basis, SvdOptions};
 //! use veil_split::trusted::{SplitExecutor, load_model};
 //! use veil_split::worker::Worker;
 //!
@@ -36,7 +36,7 @@
 //! let (mut trusted, mut untrusted) = veil_net::memory_pair();
 //! let worker = std::thread::spawn(move || Worker::new(2).serve(&mut untrusted));
 //! load_model(&mut trusted, &model, &mut Default::default())?;
-//! let options = SvdOptions { energy: 0.97, iterations: 1 };
+//! let options = SvdOptions { energy: 0.97, iterations: 1, basis: Basis::Batch };
 //! let mut split = SplitExecutor::new(&mut trusted, &model, options);
 //! let (logits, _) = network::forward(&model, &mut split, &images, 2, false)?;
 //! assert!(logits.iter().zip(&plain).all(|(a, b)| (a - b).abs() < 1e-3));

@@ -13,6 +13,10 @@
 //! channel sum of X for the first component (the Python reference's mean) and the
 //! residual's largest row afterwards (the SGX code's row start).
 //!
+//! [`batch_svd`] is the same algorithm over one orthonormal basis for a whole batch
+//! ([`Basis::Batch`]), each sample keeping the prefix of it that holds its own energy
+//! fraction.
+//!
 //! When the threshold needs all `c` components the split is exact instead: `U = I`,
 //! `V = X`, residual zero (a one-channel input is always kept whole by the trusted side).
 
@@ -21,13 +25,45 @@ use crate::kernels::dot;
 /// Added to squared norms before dividing (the reference code's `eps`).
 const EPSILON: f32 = 1e-6;
 
+/// Whose principal channels a layer keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Basis {
+    /// Each sample its own (AsymmetricML's Algorithm 1, [`light_svd`]).
+    #[default]
+    Sample,
+    /// One orthonormal channel basis for the whole batch, each sample keeping the
+    /// shortest prefix of it that holds its energy fraction ([`batch_svd`]): the weight
+    /// combination `Uᵀ·W` is paid once per batch instead of once per sample.
+    Batch,
+}
+
+impl Basis {
+    /// `sample` or `batch`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Basis::Sample => "sample",
+            Basis::Batch => "batch",
+        }
+    }
+
+    /// The basis called `name`.
+    pub fn from_name(name: &str) -> Option<Basis> {
+        [Basis::Sample, Basis::Batch]
+            .into_iter()
+            .find(|basis| basis.name() == name)
+    }
+}
+
 /// How to split.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SvdOptions {
-    /// The fraction of ‖X‖² the trusted part must keep (0.97: Asym1; 0.80: Asym2).
+    /// The fraction of ‖X‖² the trusted part must keep (0.97: Asym1; 0.80: Asym2), in
+    /// every sample.
     pub energy: f64,
     /// Power iterations per component (T; the SGX code uses 1).
     pub iterations: usize,
+    /// Per sample or per batch.
+    pub basis: Basis,
 }
 
 /// One sample's low-rank part: `X_low = U · V`. Secret (the trusted side's): its `Debug`
@@ -238,6 +274,247 @@ pub fn light_svd(
     }
 }
 
+/// A batch split over one shared channel basis ([`Basis::Batch`]).
+#[derive(Clone)]
+pub struct BatchSplit {
+    /// U, `c × rank` row-major with orthonormal columns: the batch's principal channel
+    /// combinations, strongest first. Sample s keeps the first `r_s` of them.
+    pub basis: Vec<f32>,
+    /// The basis's columns: the largest `r_s` of the samples split against it.
+    pub rank: usize,
+    /// Per sample: its prefix of U with its maps `V_s = U_{:r_s}ᵀ·X_s`, the residual,
+    /// the energy left to the worker, and the MACs its own passes cost. A sample that
+    /// needs c − 1 or more components is kept whole (`identity`) instead.
+    pub samples: Vec<SplitSample>,
+    /// MACs the batch shares (orthogonalising and normalising the basis).
+    pub shared_macs: u64,
+}
+
+impl std::fmt::Debug for BatchSplit {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("BatchSplit")
+            .field("rank", &self.rank)
+            .field("samples", &self.samples)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Removes from `u` its components along the (orthonormal) `basis`, then scales it to
+/// unit length; `false` when nothing is left of it.
+fn orthonormalise(u: &mut [f32], basis: &[Vec<f32>]) -> bool {
+    // Twice: one classical Gram-Schmidt pass loses orthogonality to rounding.
+    for _ in 0..2 {
+        for column in basis {
+            let along = dot(u, column);
+            for (value, &direction) in u.iter_mut().zip(column) {
+                *value -= along * direction;
+            }
+        }
+    }
+    let norm = dot(u, u).sqrt();
+    if !(norm > 1e-12) {
+        return false;
+    }
+    u.iter_mut().for_each(|value| *value /= norm);
+    true
+}
+
+/// Splits a batch (`batch × channels × positions`) over one orthonormal channel basis,
+/// built component by component from the samples that still need one: each component
+/// starts from `warm[j]` (a unit vector of `channels` values: the same layer's j-th
+/// basis vector in the previous batch) or, without one, from the all-ones combination
+/// (the first) or the channel with the most residual energy (the others), and runs T
+/// power iterations on `Σ_s R_s R_sᵀ` over those samples, where `R_s` is sample s's
+/// residual so far. Each sample then takes its projection `p = R_sᵀ u` (u is unit and
+/// orthogonal to the earlier components, so `‖R_s‖²` falls by exactly `‖p‖²`) and
+/// deflates; a sample stops taking components, and leaves the iteration, once its
+/// residual holds at most `1 − energy` of its energy, checked exactly. Per component
+/// and sample this is `(2T + 2)·c·hw` MACs, as [`light_svd`]'s `(2T + 1)·c·hw` plus its
+/// start; every sample gets the same energy guarantee as there.
+pub fn batch_svd(
+    xs: &[f32],
+    batch: usize,
+    channels: usize,
+    positions: usize,
+    options: &SvdOptions,
+    warm: &[Vec<f32>],
+) -> BatchSplit {
+    let size = channels * positions;
+    debug_assert_eq!(xs.len(), batch * size);
+    let pass = size as u64;
+    let mut sample_macs = vec![pass; batch];
+    let totals: Vec<f64> = xs
+        .chunks(size.max(1))
+        .map(|x| energy(x, positions))
+        .collect();
+    let allowed: Vec<f64> = totals
+        .iter()
+        .map(|total| (1.0 - options.energy).max(0.0) * total)
+        .collect();
+    let mut residual = xs.to_vec();
+    let mut remaining = totals.clone();
+    let mut maps: Vec<Vec<f32>> = vec![Vec::new(); batch];
+    let mut ranks = vec![0usize; batch];
+    let mut whole = vec![false; batch];
+    let mut active: Vec<usize> = (0..batch)
+        .filter(|&sample| totals[sample] > 0.0 && totals[sample] > allowed[sample])
+        .collect();
+    let mut components: Vec<Vec<f32>> = Vec::new();
+    let mut shared_macs = 0u64;
+    while !active.is_empty() {
+        if components.len() + 1 >= channels {
+            // c − 1 components would be needed: keeping the sample whole is cheaper.
+            for &sample in &active {
+                whole[sample] = true;
+            }
+            break;
+        }
+        let index = components.len();
+        let mut u = match warm.get(index) {
+            Some(start) if start.len() == channels => start.clone(),
+            _ if index == 0 => vec![1.0; channels],
+            _ => {
+                let mut norms = vec![0f64; channels];
+                for &sample in &active {
+                    for (channel, norm) in norms.iter_mut().enumerate() {
+                        let start = sample * size + channel * positions;
+                        let values = &residual[start..start + positions];
+                        *norm += f64::from(dot(values, values));
+                    }
+                    sample_macs[sample] += pass;
+                }
+                let largest = (0..channels)
+                    .max_by(|&a, &b| norms[a].total_cmp(&norms[b]))
+                    .unwrap_or(0);
+                let mut unit = vec![0f32; channels];
+                unit[largest] = 1.0;
+                unit
+            }
+        };
+        shared_macs += (2 * (components.len() + 1) * channels) as u64;
+        if !orthonormalise(&mut u, &components) {
+            // The start lies in the span already taken: any direction outside it will do.
+            let free = (0..channels)
+                .find(|&channel| {
+                    let mut unit = vec![0f32; channels];
+                    unit[channel] = 1.0;
+                    orthonormalise(&mut unit, &components)
+                })
+                .unwrap_or(0);
+            u = vec![0f32; channels];
+            u[free] = 1.0;
+            orthonormalise(&mut u, &components);
+        }
+        // T power iterations: u ← Σ_s R_s (R_sᵀ u), re-orthonormalised.
+        for _ in 0..options.iterations.max(1) {
+            let mut next = vec![0f32; channels];
+            for &sample in &active {
+                let mut map = vec![0f32; positions];
+                for (channel, &weight) in u.iter().enumerate() {
+                    let start = sample * size + channel * positions;
+                    for (out, &value) in map.iter_mut().zip(&residual[start..start + positions]) {
+                        *out += weight * value;
+                    }
+                }
+                for (channel, total) in next.iter_mut().enumerate() {
+                    let start = sample * size + channel * positions;
+                    *total += dot(&residual[start..start + positions], &map);
+                }
+                sample_macs[sample] += 2 * pass;
+            }
+            shared_macs += (2 * (components.len() + 1) * channels) as u64;
+            if orthonormalise(&mut next, &components) {
+                u = next;
+            }
+        }
+        // Projection and deflation, sample by sample.
+        let mut still = Vec::with_capacity(active.len());
+        for &sample in &active {
+            let mut map = vec![0f32; positions];
+            for (channel, &weight) in u.iter().enumerate() {
+                let start = sample * size + channel * positions;
+                for (out, &value) in map.iter_mut().zip(&residual[start..start + positions]) {
+                    *out += weight * value;
+                }
+            }
+            for (channel, &weight) in u.iter().enumerate() {
+                let start = sample * size + channel * positions;
+                for (value, &along) in residual[start..start + positions].iter_mut().zip(&map) {
+                    *value -= weight * along;
+                }
+            }
+            sample_macs[sample] += 2 * pass;
+            remaining[sample] = (remaining[sample] - f64::from(dot(&map, &map))).max(0.0);
+            maps[sample].extend_from_slice(&map);
+            ranks[sample] += 1;
+            if remaining[sample] <= allowed[sample] {
+                // The exact residual energy: what is reported, and a guard against the
+                // running figure's rounding.
+                remaining[sample] =
+                    energy(&residual[sample * size..(sample + 1) * size], positions);
+                sample_macs[sample] += pass;
+            }
+            if remaining[sample] > allowed[sample] {
+                still.push(sample);
+            }
+        }
+        components.push(u);
+        active = still;
+    }
+    let rank = (0..batch)
+        .filter(|&sample| !whole[sample])
+        .map(|sample| ranks[sample])
+        .max()
+        .unwrap_or(0);
+    let mut basis = vec![0f32; channels * rank];
+    for (j, column) in components.iter().take(rank).enumerate() {
+        for channel in 0..channels {
+            basis[channel * rank + j] = column[channel];
+        }
+    }
+    let samples = (0..batch)
+        .map(|sample| {
+            let x = &xs[sample * size..(sample + 1) * size];
+            if whole[sample] {
+                return SplitSample {
+                    macs: sample_macs[sample],
+                    ..keep_whole(x, channels, positions)
+                };
+            }
+            let own = ranks[sample];
+            let mut u = vec![0f32; channels * own];
+            for channel in 0..channels {
+                u[channel * own..(channel + 1) * own]
+                    .copy_from_slice(&basis[channel * rank..channel * rank + own]);
+            }
+            SplitSample {
+                low_rank: LowRank {
+                    channels,
+                    positions,
+                    rank: own,
+                    identity: false,
+                    u,
+                    v: std::mem::take(&mut maps[sample]),
+                },
+                residual: residual[sample * size..(sample + 1) * size].to_vec(),
+                residual_energy: if totals[sample] > 0.0 {
+                    remaining[sample] / totals[sample]
+                } else {
+                    0.0
+                },
+                macs: sample_macs[sample],
+            }
+        })
+        .collect();
+    BatchSplit {
+        basis,
+        rank,
+        samples,
+        shared_macs,
+    }
+}
+
 /// Whether splitting a layer can save the trusted side work: one component's SVD
 /// (`(2T + 1)·c·hw` MACs: T iterations and the deflation) must cost
 /// less than convolving that component (`out·k²·hw'`). A layer where it cannot (the final
@@ -316,6 +593,7 @@ mod tests {
             let options = SvdOptions {
                 energy,
                 iterations: 1,
+                basis: Basis::Sample,
             };
             let split = light_svd(&x, channels, positions, &options, &[]);
             assert!(split.residual_energy <= 1.0 - energy + 1e-9);
@@ -340,9 +618,113 @@ mod tests {
             &SvdOptions {
                 energy: 1.0,
                 iterations: 1,
+                basis: Basis::Sample,
             },
             &[],
         );
         assert!(full.low_rank.identity && full.residual.iter().all(|&value| value == 0.0));
+    }
+
+    #[test]
+    fn a_batch_basis_is_orthonormal_and_every_sample_keeps_the_asked_energy() {
+        let mut random = SplitMix64::new(veil_core::sampling::test_seed().value() ^ 3);
+        let (channels, positions, batch) = (10, 36, 6);
+        // Samples sharing two channel directions with their own weights, one with a
+        // direction of its own, an all-zero one, and pure noise (which needs every
+        // channel and is kept whole).
+        let shared = [
+            random.normal_vec(channels, 1.0),
+            random.normal_vec(channels, 1.0),
+        ];
+        let own = random.normal_vec(channels, 1.0);
+        let mut xs = Vec::new();
+        for sample in 0..batch {
+            let maps: Vec<Vec<f32>> = (0..3).map(|_| random.normal_vec(positions, 1.0)).collect();
+            let noise = random.normal_vec(channels * positions, 0.02);
+            for c in 0..channels {
+                for s in 0..positions {
+                    let value = match sample {
+                        3 => 0.0,
+                        4 => noise[c * positions + s] * 50.0,
+                        _ => {
+                            2.0 * shared[0][c] * maps[0][s]
+                                + shared[1][c] * maps[1][s]
+                                + if sample == 2 {
+                                    3.0 * own[c] * maps[2][s]
+                                } else {
+                                    0.0
+                                }
+                                + noise[c * positions + s]
+                        }
+                    };
+                    xs.push(value);
+                }
+            }
+        }
+        let mut warm: Vec<Vec<f32>> = Vec::new();
+        for energy in [0.8, 0.8, 0.97, 0.97] {
+            let options = SvdOptions {
+                energy,
+                iterations: 1,
+                basis: Basis::Batch,
+            };
+            let split = batch_svd(&xs, batch, channels, positions, &options, &warm);
+            assert_eq!(split.samples.len(), batch);
+            let rank = split.rank;
+            assert!(rank < channels, "rank {rank}");
+            for i in 0..rank {
+                for j in 0..rank {
+                    let product: f32 = (0..channels)
+                        .map(|c| split.basis[c * rank + i] * split.basis[c * rank + j])
+                        .sum();
+                    let expected = if i == j { 1.0 } else { 0.0 };
+                    assert!(
+                        (product - expected).abs() < 1e-4,
+                        "UᵀU[{i},{j}] = {product}"
+                    );
+                }
+            }
+            for (sample, part) in split.samples.iter().enumerate() {
+                let x = &xs[sample * channels * positions..(sample + 1) * channels * positions];
+                let low = &part.low_rank;
+                assert!(
+                    part.residual_energy <= 1.0 - energy + 1e-9,
+                    "sample {sample}"
+                );
+                if low.identity {
+                    assert_eq!(sample, 4, "only the noise needs every channel");
+                    assert!(part.residual.iter().all(|&value| value == 0.0));
+                    continue;
+                }
+                // The sample's U is a prefix of the batch's, and U·V + residual = X.
+                for c in 0..channels {
+                    for j in 0..low.rank {
+                        assert_eq!(low.u[c * low.rank + j], split.basis[c * rank + j]);
+                    }
+                }
+                for (i, &value) in x.iter().enumerate() {
+                    let (c, s) = (i / positions, i % positions);
+                    let product: f32 = (0..low.rank)
+                        .map(|j| low.u[c * low.rank + j] * low.v[j * positions + s])
+                        .sum();
+                    assert!((product + part.residual[i] - value).abs() < 1e-3);
+                }
+            }
+            assert_eq!(
+                split.samples[3].low_rank.rank, 0,
+                "the zero sample keeps nothing"
+            );
+            // No sample takes more of the basis than it has.
+            assert!(
+                split
+                    .samples
+                    .iter()
+                    .all(|part| part.low_rank.identity || part.low_rank.rank <= rank)
+            );
+            // The next batch warm-starts from this basis, as the split executor does.
+            warm = (0..rank)
+                .map(|j| (0..channels).map(|c| split.basis[c * rank + j]).collect())
+                .collect();
+        }
     }
 }

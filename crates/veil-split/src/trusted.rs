@@ -17,7 +17,10 @@ use veil_net::Channel;
 use crate::kernels::{self, ConvGeometry, matmul_accumulate, matmul_transposed_a_accumulate};
 use crate::msgs::{Reply, Request};
 use crate::network::{Executor, Model};
-use crate::svd::{LowRank, SplitSample, SvdOptions, keep_whole, light_svd, resize_map, split_pays};
+use crate::svd::{
+    Basis, LowRank, SplitSample, SvdOptions, batch_svd, keep_whole, light_svd, resize_map,
+    split_pays,
+};
 use crate::worker::{FRACTIONAL_BITS, ring_shape};
 use crate::{Error, Result};
 
@@ -106,9 +109,19 @@ pub struct SplitExecutor<'a> {
     pub waiting: Duration,
     /// Per layer.
     pub layers: Vec<LayerStats>,
-    kept: Vec<Option<Vec<LowRank>>>,
+    kept: Vec<Option<Kept>>,
     /// The previous split layer's principal maps per sample, and their height and width.
     warm: Option<WarmStart>,
+    /// [`Basis::Batch`]: per layer, the previous batch's basis (its columns), where each
+    /// component's power iteration starts.
+    batch_bases: Vec<Vec<Vec<f32>>>,
+}
+
+/// What a training forward keeps for its backward: each sample's low-rank part and,
+/// with [`Basis::Batch`], the batch's basis (`c × rank`) and its rank.
+struct Kept {
+    low_ranks: Vec<LowRank>,
+    basis: Option<(Vec<f32>, usize)>,
 }
 
 /// Per sample, the previous split layer's principal maps; and their height and width.
@@ -140,8 +153,9 @@ impl<'a> SplitExecutor<'a> {
                     ..LayerStats::default()
                 })
                 .collect(),
-            kept: vec![None; model.layers.len()],
+            kept: (0..model.layers.len()).map(|_| None).collect(),
             warm: None,
+            batch_bases: vec![Vec::new(); model.layers.len()],
         }
     }
 
@@ -164,7 +178,7 @@ pub fn trusted_low_rank_conv(
     if low.rank == 0 {
         return 0;
     }
-    let combined = combine_weights(geometry, low, weight);
+    let combined = combine_weights(geometry, &low.u, low.rank, weight);
     combined.1
         + kernels::conv_forward(
             &geometry.with_channels(low.rank),
@@ -174,11 +188,52 @@ pub fn trusted_low_rank_conv(
         )
 }
 
-/// `W' = Uᵀ·W`: `out × r × k²`, and its MACs. W is read as the `c × (out·k²)` matrix
-/// `W[o, c, t] → (c, o·k² + t)` so the product is one GEMM with long rows.
-fn combine_weights(geometry: &ConvGeometry, low: &LowRank, weight: &[f32]) -> (Vec<f32>, u64) {
+/// Equation 4a for a batch split over one basis `basis` (`c × rank`, [`Basis::Batch`]):
+/// `W' = Uᵀ·W` once for the batch, each sample convolving its maps with the first `r_s`
+/// components of it (a sample kept whole with W itself). `output` holds the batch's
+/// outputs.
+pub fn trusted_batch_low_rank_conv(
+    geometry: &ConvGeometry,
+    basis: &[f32],
+    rank: usize,
+    low_ranks: &[LowRank],
+    weight: &[f32],
+    output: &mut [f32],
+) -> u64 {
+    let (taps, outs) = (geometry.taps(), geometry.out_channels);
+    let (combined, mut macs) = if rank > 0 {
+        combine_weights(geometry, basis, rank, weight)
+    } else {
+        (Vec::new(), 0)
+    };
+    let output_len = geometry.output_len();
+    for (sample, low) in low_ranks.iter().enumerate() {
+        let output = &mut output[sample * output_len..(sample + 1) * output_len];
+        if low.identity {
+            macs += kernels::conv_forward(geometry, &low.v, weight, output);
+        } else if low.rank > 0 {
+            let own = low.rank;
+            let mut prefix = Vec::with_capacity(outs * own * taps);
+            for out in 0..outs {
+                prefix.extend_from_slice(&combined[out * rank * taps..(out * rank + own) * taps]);
+            }
+            macs += kernels::conv_forward(&geometry.with_channels(own), &low.v, &prefix, output);
+        }
+    }
+    macs
+}
+
+/// `W' = Uᵀ·W` for `u` (`c × rank`): `out × rank × k²`, and its MACs. W is read as the
+/// `c × (out·k²)` matrix `W[o, c, t] → (c, o·k² + t)` so the product is one GEMM with
+/// long rows.
+fn combine_weights(
+    geometry: &ConvGeometry,
+    u: &[f32],
+    rank: usize,
+    weight: &[f32],
+) -> (Vec<f32>, u64) {
     let taps = geometry.taps();
-    let (channels, rank, outs) = (geometry.channels, low.rank, geometry.out_channels);
+    let (channels, outs) = (geometry.channels, geometry.out_channels);
     let mut by_channel = vec![0f32; channels * outs * taps];
     for out in 0..outs {
         for channel in 0..channels {
@@ -191,14 +246,8 @@ fn combine_weights(geometry: &ConvGeometry, low: &LowRank, weight: &[f32]) -> (V
         }
     }
     let mut product = vec![0f32; rank * outs * taps];
-    let macs = matmul_transposed_a_accumulate(
-        rank,
-        channels,
-        outs * taps,
-        &low.u,
-        &by_channel,
-        &mut product,
-    );
+    let macs =
+        matmul_transposed_a_accumulate(rank, channels, outs * taps, u, &by_channel, &mut product);
     let mut combined = vec![0f32; outs * rank * taps];
     for j in 0..rank {
         for out in 0..outs {
@@ -222,15 +271,69 @@ pub fn trusted_low_rank_weight_gradient(
     if low.rank == 0 {
         return 0;
     }
-    let (taps, rank, channels, outs) = (
+    let mut partial = vec![0f32; geometry.out_channels * low.rank * geometry.taps()];
+    let reduced = geometry.with_channels(low.rank);
+    let macs = kernels::conv_backward_weight(&reduced, &low.v, grad_output, &mut partial);
+    macs + expand_weight_gradient(geometry, &low.u, low.rank, &partial, grad_weight)
+}
+
+/// Equation 6's trusted part for a batch split over one basis `u` (`c × rank`,
+/// [`Basis::Batch`]): each sample's `V_j ⊛ ∂L/∂Y` (`out × r_s × k²`) summed into one
+/// `out × rank × k²` gradient, expanded by U once for the batch.
+fn trusted_batch_low_rank_weight_gradient(
+    geometry: &ConvGeometry,
+    u: &[f32],
+    rank: usize,
+    low_ranks: &[LowRank],
+    grad_output: &[f32],
+    grad_weight: &mut [f32],
+) -> u64 {
+    let (taps, outs, output_len) = (
         geometry.taps(),
-        low.rank,
-        geometry.channels,
         geometry.out_channels,
+        geometry.output_len(),
     );
-    let reduced = geometry.with_channels(rank);
-    let mut partial = vec![0f32; outs * rank * taps];
-    let mut macs = kernels::conv_backward_weight(&reduced, &low.v, grad_output, &mut partial);
+    let mut summed = vec![0f32; outs * rank * taps];
+    let mut macs = 0;
+    for (sample, low) in low_ranks.iter().enumerate() {
+        let grad = &grad_output[sample * output_len..(sample + 1) * output_len];
+        if low.identity {
+            macs += kernels::conv_backward_weight(geometry, &low.v, grad, grad_weight);
+        } else if low.rank > 0 {
+            let own = low.rank;
+            let mut partial = vec![0f32; outs * own * taps];
+            macs += kernels::conv_backward_weight(
+                &geometry.with_channels(own),
+                &low.v,
+                grad,
+                &mut partial,
+            );
+            for out in 0..outs {
+                for (total, &value) in summed[out * rank * taps..(out * rank + own) * taps]
+                    .iter_mut()
+                    .zip(&partial[out * own * taps..(out + 1) * own * taps])
+                {
+                    *total += value;
+                }
+            }
+        }
+    }
+    if rank > 0 {
+        macs += expand_weight_gradient(geometry, u, rank, &summed, grad_weight);
+    }
+    macs
+}
+
+/// `grad_weight += U ⊗ partial`: a low-rank weight gradient `partial` (`out × rank × k²`)
+/// taken back to the layer's channels through `u` (`c × rank`), and its MACs.
+fn expand_weight_gradient(
+    geometry: &ConvGeometry,
+    u: &[f32],
+    rank: usize,
+    partial: &[f32],
+    grad_weight: &mut [f32],
+) -> u64 {
+    let (taps, channels, outs) = (geometry.taps(), geometry.channels, geometry.out_channels);
     // (out, r, k²) → (r, out·k²), one GEMM with long rows, then back to (out, c, k²).
     let mut by_component = vec![0f32; rank * outs * taps];
     for out in 0..outs {
@@ -240,14 +343,7 @@ pub fn trusted_low_rank_weight_gradient(
         }
     }
     let mut product = vec![0f32; channels * outs * taps];
-    macs += matmul_accumulate(
-        channels,
-        rank,
-        outs * taps,
-        &low.u,
-        &by_component,
-        &mut product,
-    );
+    let macs = matmul_accumulate(channels, rank, outs * taps, u, &by_component, &mut product);
     for channel in 0..channels {
         for out in 0..outs {
             let source = &product[(channel * outs + out) * taps..(channel * outs + out + 1) * taps];
@@ -283,40 +379,62 @@ impl Executor for SplitExecutor<'_> {
                 found: input.len(),
             });
         }
-        // Split every sample (Algorithm 1), warm-started from the previous layer's maps,
-        // where splitting can pay; else the trusted side keeps the layer whole.
+        // Split every sample (Algorithm 1, warm-started from the previous layer's maps),
+        // or the batch over one basis (warm-started from the previous batch's), where
+        // splitting can pay; else the trusted side keeps the layer whole.
         let pays = split_pays(&geometry, self.options.iterations);
-        let mut splits: Vec<SplitSample> = Vec::with_capacity(batch);
-        for sample in 0..batch {
-            let x = &input[sample * input_len..(sample + 1) * input_len];
-            if !pays {
-                let split = keep_whole(x, geometry.channels, positions);
-                let stats = &mut self.layers[layer];
-                stats.samples += 1;
-                stats.rank_sum += geometry.channels as u64;
-                stats.rank_max = geometry.channels;
-                stats.kept_whole = true;
-                splits.push(split);
-                continue;
-            }
-            let warm: Vec<Vec<f32>> = match &self.warm {
-                Some((maps, height, width)) => maps[sample]
-                    .iter()
-                    .filter_map(|map| {
-                        resize_map(map, *height, *width, (geometry.height, geometry.width))
-                    })
-                    .collect(),
-                None => Vec::new(),
-            };
-            let split = light_svd(x, geometry.channels, positions, &self.options, &warm);
+        let samples =
+            || (0..batch).map(|sample| &input[sample * input_len..(sample + 1) * input_len]);
+        let mut shared_basis: Option<(Vec<f32>, usize)> = None;
+        let splits: Vec<SplitSample> = if !pays {
+            samples()
+                .map(|x| keep_whole(x, geometry.channels, positions))
+                .collect()
+        } else if self.options.basis == Basis::Batch {
+            let split = batch_svd(
+                input,
+                batch,
+                geometry.channels,
+                positions,
+                &self.options,
+                &self.batch_bases[layer],
+            );
+            self.trusted_macs += split.shared_macs;
+            self.batch_bases[layer] = (0..split.rank)
+                .map(|j| {
+                    (0..geometry.channels)
+                        .map(|channel| split.basis[channel * split.rank + j])
+                        .collect()
+                })
+                .collect();
+            shared_basis = Some((split.basis, split.rank));
+            split.samples
+        } else {
+            samples()
+                .enumerate()
+                .map(|(sample, x)| {
+                    let warm: Vec<Vec<f32>> = match &self.warm {
+                        Some((maps, height, width)) => maps[sample]
+                            .iter()
+                            .filter_map(|map| {
+                                resize_map(map, *height, *width, (geometry.height, geometry.width))
+                            })
+                            .collect(),
+                        None => Vec::new(),
+                    };
+                    light_svd(x, geometry.channels, positions, &self.options, &warm)
+                })
+                .collect()
+        };
+        let stats = &mut self.layers[layer];
+        stats.kept_whole = !pays;
+        for split in &splits {
             self.trusted_macs += split.macs;
-            let stats = &mut self.layers[layer];
             stats.samples += 1;
             stats.rank_sum += split.low_rank.rank as u64;
             stats.rank_max = stats.rank_max.max(split.low_rank.rank);
             stats.residual_energy_sum += split.residual_energy;
             stats.residual_energy_max = stats.residual_energy_max.max(split.residual_energy);
-            splits.push(split);
         }
         // The worker convolves the residuals (4b) while this side does its part (4a).
         let all_zero = splits.iter().all(|split| split.low_rank.identity);
@@ -341,16 +459,31 @@ impl Executor for SplitExecutor<'_> {
                 .encode(),
             )?;
         }
+        let low_ranks: Vec<LowRank> = splits.into_iter().map(|split| split.low_rank).collect();
         let weight = &model.layers[layer].weight;
         let output_len = geometry.output_len();
         let mut output = vec![0f32; batch * output_len];
-        for (sample, split) in splits.iter().enumerate() {
-            self.trusted_macs += trusted_low_rank_conv(
-                &geometry,
-                &split.low_rank,
-                weight,
-                &mut output[sample * output_len..(sample + 1) * output_len],
-            );
+        match &shared_basis {
+            Some((basis, rank)) => {
+                self.trusted_macs += trusted_batch_low_rank_conv(
+                    &geometry,
+                    basis,
+                    *rank,
+                    &low_ranks,
+                    weight,
+                    &mut output,
+                );
+            }
+            None => {
+                for (sample, low) in low_ranks.iter().enumerate() {
+                    self.trusted_macs += trusted_low_rank_conv(
+                        &geometry,
+                        low,
+                        weight,
+                        &mut output[sample * output_len..(sample + 1) * output_len],
+                    );
+                }
+            }
         }
         if ask_worker {
             let [untrusted] = receive(self.channel, &mut self.waiting)?
@@ -372,7 +505,6 @@ impl Executor for SplitExecutor<'_> {
                 }
             }
         }
-        let low_ranks: Vec<LowRank> = splits.into_iter().map(|split| split.low_rank).collect();
         self.warm = Some((
             low_ranks
                 .iter()
@@ -382,7 +514,10 @@ impl Executor for SplitExecutor<'_> {
             geometry.width,
         ));
         if training {
-            self.kept[layer] = Some(low_ranks);
+            self.kept[layer] = Some(Kept {
+                low_ranks,
+                basis: shared_basis,
+            });
         }
         Ok(output)
     }
@@ -396,7 +531,7 @@ impl Executor for SplitExecutor<'_> {
         need_input: bool,
     ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
         let geometry = model.layers[layer].geometry;
-        let low_ranks = self.kept[layer]
+        let Kept { low_ranks, basis } = self.kept[layer]
             .take()
             .ok_or(Error::ApiMisuse("a backward without its training forward"))?;
         let output_len = geometry.output_len();
@@ -417,13 +552,27 @@ impl Executor for SplitExecutor<'_> {
             .encode(),
         )?;
         let mut weight_grad = vec![0f32; geometry.weight_len()];
-        for (sample, low) in low_ranks.iter().enumerate() {
-            self.trusted_macs += trusted_low_rank_weight_gradient(
-                &geometry,
-                low,
-                &grad_output[sample * output_len..(sample + 1) * output_len],
-                &mut weight_grad,
-            );
+        match &basis {
+            Some((u, rank)) => {
+                self.trusted_macs += trusted_batch_low_rank_weight_gradient(
+                    &geometry,
+                    u,
+                    *rank,
+                    &low_ranks,
+                    grad_output,
+                    &mut weight_grad,
+                );
+            }
+            None => {
+                for (sample, low) in low_ranks.iter().enumerate() {
+                    self.trusted_macs += trusted_low_rank_weight_gradient(
+                        &geometry,
+                        low,
+                        &grad_output[sample * output_len..(sample + 1) * output_len],
+                        &mut weight_grad,
+                    );
+                }
+            }
         }
         let [residual_grad, input_grad] = receive(self.channel, &mut self.waiting)?
             .into_reals(2)?

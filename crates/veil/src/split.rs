@@ -11,6 +11,7 @@ use veil_net::tls::{TlsChannel, TlsIdentity, generate_certificates};
 use veil_net::{Channel, Role, TcpOptions};
 use veil_split::bench::{self, BenchOptions, Data, Mode, Report};
 use veil_split::network::{Architecture, LocalExecutor, Model};
+use veil_split::svd::Basis;
 
 /// The trusted runtime's certificate role (it holds the inputs, like veil's client).
 const TRUSTED_ROLE: Role = Role::Client;
@@ -32,6 +33,11 @@ pub(crate) struct SplitBenchArguments {
     /// infer or train.
     #[arg(long, default_value = "infer", value_parser = ["infer", "train"])]
     mode: String,
+    /// Whose principal channels: sample (each sample its own, the paper's light-weight
+    /// SVD) or batch (one orthonormal basis per batch, each sample keeping the prefix
+    /// that holds its energy fraction; the weight combination is paid once a batch).
+    #[arg(long, default_value = "sample", value_parser = ["sample", "batch"])]
+    basis: String,
     /// Worker threads (all cores when absent).
     #[arg(long)]
     threads: Option<usize>,
@@ -224,6 +230,8 @@ pub(crate) fn split_bench(arguments: SplitBenchArguments) -> Result<()> {
         );
     }
     options.width = arguments.width;
+    options.basis = Basis::from_name(&arguments.basis)
+        .with_context(|| format!("--basis {}: give sample or batch", arguments.basis))?;
     options.train_samples = arguments.train_samples.unwrap_or(options.train_samples);
     options.epochs = arguments.epochs.unwrap_or(options.epochs);
     options.test_samples = arguments.test_samples.unwrap_or(options.test_samples);
@@ -386,7 +394,14 @@ pub(crate) fn leakage(arguments: SplitLeakageArguments) -> Result<()> {
     let attacker = images(&train, 50_000..50_000 + arguments.attacker_images);
     let victims = images(&test, 0..arguments.victim_images);
     let shown = 10.min(victims.len());
-    let rows = veil_split::leakage::attack(&model, &attacker, &victims, &[0.0, 0.8, 0.97], shown)?;
+    let settings = [
+        (0.0, Basis::Sample),
+        (0.8, Basis::Sample),
+        (0.97, Basis::Sample),
+        (0.8, Basis::Batch),
+        (0.97, Basis::Batch),
+    ];
+    let rows = veil_split::leakage::attack(&model, &attacker, &victims, &settings, shown)?;
     println!(
         "veil split-leakage: {}; the attacker sees conv2's input residual (16×28×28) and fits a ridge inversion on {} public images; scored on {} test images",
         architecture.name(),
@@ -394,12 +409,12 @@ pub(crate) fn leakage(arguments: SplitLeakageArguments) -> Result<()> {
         victims.len()
     );
     println!(
-        "{:<36} {:>16} {:>10} {:>8}",
+        "{:<44} {:>16} {:>10} {:>8}",
         "what the worker sees", "residual energy", "PSNR dB", "SSIM"
     );
     for row in &rows {
         println!(
-            "{:<36} {:>16} {:>10.2} {:>8.3}",
+            "{:<44} {:>16} {:>10.2} {:>8.3}",
             row.label,
             row.residual_energy
                 .map_or("independent".into(), |energy| format!(

@@ -9,7 +9,7 @@
 
 use veil_core::sampling::test_seed;
 use veil_split::network::{self, Architecture, LocalExecutor, Model};
-use veil_split::svd::{SvdOptions, split_pays};
+use veil_split::svd::{Basis, SvdOptions, split_pays};
 use veil_split::trusted::{BlindedExecutor, SplitExecutor, load_model};
 
 use crate::{spawn_worker, synthetic_images};
@@ -41,7 +41,7 @@ fn assert_close(found: &[f32], expected: &[f32], relative: f32, what: &str) {
 }
 
 #[test]
-fn split_inference_gives_plain_logits_for_both_models_widths_and_energies() {
+fn split_inference_gives_plain_logits_for_both_models_widths_energies_and_bases() {
     let seed = test_seed().value();
     let batch = 6;
     let images = synthetic_images(batch, seed);
@@ -59,13 +59,19 @@ fn split_inference_gives_plain_logits_for_both_models_widths_and_energies() {
             network::forward(&model, &mut LocalExecutor::new(1), &images, batch, false)
                 .expect("plain");
         load_model(&mut channel, &model, &mut Default::default()).expect("loads");
-        for energy in [0.97, 0.8] {
+        for (energy, basis) in [
+            (0.97, Basis::Sample),
+            (0.8, Basis::Sample),
+            (0.97, Basis::Batch),
+            (0.8, Basis::Batch),
+        ] {
             let mut split = SplitExecutor::new(
                 &mut channel,
                 &model,
                 SvdOptions {
                     energy,
                     iterations: 1,
+                    basis,
                 },
             );
             let (logits, _) =
@@ -74,14 +80,18 @@ fn split_inference_gives_plain_logits_for_both_models_widths_and_energies() {
                 &logits,
                 &plain,
                 1e-3,
-                &format!("{} width {width}", architecture.name()),
+                &format!(
+                    "{} width {width}, {} basis",
+                    architecture.name(),
+                    basis.name()
+                ),
             );
             // The split really happened where it pays: fewer channels than c kept, at
-            // most 1 − energy left; elsewhere (one input channel, the linear layer) the
+            // most 1 − energy left in any sample; elsewhere (one input channel, the linear layer) the
             // trusted side kept everything.
             for (layer, stats) in model.layers.iter().zip(&split.layers) {
                 let channels = layer.geometry.channels as f64;
-                assert!(stats.mean_residual_energy() <= 1.0 - energy + 1e-6);
+                assert!(stats.residual_energy_max <= 1.0 - energy + 1e-6);
                 if split_pays(&layer.geometry, 1) && layer.geometry.channels > 1 {
                     assert!(stats.mean_rank() < channels, "{}: r = c", layer.name);
                 } else {

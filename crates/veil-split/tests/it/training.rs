@@ -5,7 +5,7 @@
 use veil_core::sampling::test_seed;
 use veil_split::bench::{self, Data};
 use veil_split::network::{self, Architecture, LocalExecutor, Model};
-use veil_split::svd::SvdOptions;
+use veil_split::svd::{Basis, SvdOptions};
 use veil_split::trusted::{SplitExecutor, load_model};
 
 use crate::{spawn_worker, synthetic_images};
@@ -16,7 +16,10 @@ fn split_gradients_equal_plain_gradients() {
     let batch = 4;
     let images = synthetic_images(batch, seed ^ 2);
     let labels: Vec<u8> = (0..batch as u8).collect();
-    for architecture in Architecture::ALL {
+    for (architecture, basis) in Architecture::ALL
+        .into_iter()
+        .flat_map(|architecture| [(architecture, Basis::Sample), (architecture, Basis::Batch)])
+    {
         let model = Model::new(architecture, seed);
         let mut local = LocalExecutor::new(1);
         let (logits, trace) =
@@ -32,6 +35,7 @@ fn split_gradients_equal_plain_gradients() {
             SvdOptions {
                 energy: 0.97,
                 iterations: 1,
+                basis,
             },
         );
         let (logits, trace) =
@@ -52,8 +56,9 @@ fn split_gradients_equal_plain_gradients() {
                     .sqrt();
                 assert!(
                     error <= 1e-4 * norm + 1e-7,
-                    "{}: gradient off by {error} (norm {norm})",
-                    layer.name
+                    "{} ({} basis): gradient off by {error} (norm {norm})",
+                    layer.name,
+                    basis.name()
                 );
             }
         }
@@ -87,32 +92,39 @@ fn split_training_matches_plain_accuracy_on_fashion_mnist() {
     let mut plain = Model::new(Architecture::VggSmall, bench::MODEL_SEED);
     bench::train(&mut plain, &mut LocalExecutor::new(2), &train, 1).expect("plain training");
     let plain_accuracy = bench::accuracy(&plain, &test, 2).expect("evaluates");
-    let mut model = Model::new(Architecture::VggSmall, bench::MODEL_SEED);
-    let (mut channel, worker) = spawn_worker(2);
-    let mut split = SplitExecutor::new(
-        &mut channel,
-        &model,
-        SvdOptions {
-            energy: 0.97,
-            iterations: 1,
-        },
+    assert!(
+        plain_accuracy > 0.6,
+        "plain training did not learn: {plain_accuracy}"
     );
-    split.load_model(&model).expect("loads");
-    bench::train_split(&mut model, &mut split, &train, 1).expect("split training");
-    drop(split);
+    let (mut channel, worker) = spawn_worker(2);
+    for basis in [Basis::Sample, Basis::Batch] {
+        let mut model = Model::new(Architecture::VggSmall, bench::MODEL_SEED);
+        let mut split = SplitExecutor::new(
+            &mut channel,
+            &model,
+            SvdOptions {
+                energy: 0.97,
+                iterations: 1,
+                basis,
+            },
+        );
+        split.load_model(&model).expect("loads");
+        bench::train_split(&mut model, &mut split, &train, 1).expect("split training");
+        drop(split);
+        let split_accuracy = bench::accuracy(&model, &test, 2).expect("evaluates");
+        eprintln!(
+            "plain {plain_accuracy:.4}, split ({} basis) {split_accuracy:.4}",
+            basis.name()
+        );
+        assert!(
+            (plain_accuracy - split_accuracy).abs() <= 0.01,
+            "plain {plain_accuracy} vs split ({} basis) {split_accuracy}",
+            basis.name()
+        );
+    }
     drop(channel);
     worker
         .join()
         .expect("joins")
         .expect("the worker ends cleanly");
-    let split_accuracy = bench::accuracy(&model, &test, 2).expect("evaluates");
-    eprintln!("plain {plain_accuracy:.4}, split {split_accuracy:.4}");
-    assert!(
-        plain_accuracy > 0.6,
-        "plain training did not learn: {plain_accuracy}"
-    );
-    assert!(
-        (plain_accuracy - split_accuracy).abs() <= 0.01,
-        "plain {plain_accuracy} vs split {split_accuracy}"
-    );
 }
