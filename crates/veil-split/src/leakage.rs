@@ -209,7 +209,7 @@ pub fn attack(
         for (image, (view, _)) in attacker_images.iter().zip(&attacker_views) {
             for y in 0..SIDE {
                 for x in 0..SIDE {
-                    features(&view, channels, y, x, &mut row);
+                    features(view, channels, y, x, &mut row);
                     let pixel = f64::from(image[y * SIDE + x]);
                     for i in 0..dimension {
                         let scale = row[i];

@@ -313,7 +313,7 @@ fn orthonormalise(u: &mut [f32], basis: &[Vec<f32>]) -> bool {
         }
     }
     let norm = dot(u, u).sqrt();
-    if !(norm > 1e-12) {
+    if norm.is_nan() || norm <= 1e-12 {
         return false;
     }
     u.iter_mut().for_each(|value| *value /= norm);
