@@ -93,13 +93,7 @@ pub fn worker_views(
             &split_options(energy, basis),
             &warm,
         );
-        warm = (0..split.rank)
-            .map(|j| {
-                (0..channels)
-                    .map(|channel| split.basis[channel * split.rank + j])
-                    .collect()
-            })
-            .collect();
+        warm = split.columns();
         views.extend(
             split
                 .samples

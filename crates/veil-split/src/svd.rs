@@ -290,6 +290,21 @@ pub struct BatchSplit {
     pub shared_macs: u64,
 }
 
+impl BatchSplit {
+    /// The basis's columns, each a unit vector of `c` values: the next batch's warm start
+    /// at the same layer.
+    pub fn columns(&self) -> Vec<Vec<f32>> {
+        let channels = self.basis.len() / self.rank.max(1);
+        (0..self.rank)
+            .map(|j| {
+                (0..channels)
+                    .map(|channel| self.basis[channel * self.rank + j])
+                    .collect()
+            })
+            .collect()
+    }
+}
+
 impl std::fmt::Debug for BatchSplit {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
@@ -318,6 +333,17 @@ fn orthonormalise(u: &mut [f32], basis: &[Vec<f32>]) -> bool {
     }
     u.iter_mut().for_each(|value| *value /= norm);
     true
+}
+
+/// `Σ_c u[c]·x[c]`: the map a channel combination `u` makes of `x` (`c × positions`).
+fn combine_channels(x: &[f32], u: &[f32], positions: usize) -> Vec<f32> {
+    let mut map = vec![0f32; positions];
+    for (row, &weight) in x.chunks(positions).zip(u) {
+        for (out, &value) in map.iter_mut().zip(row) {
+            *out += weight * value;
+        }
+    }
+    map
 }
 
 /// Splits a batch (`batch × channels × positions`) over one orthonormal channel basis,
@@ -394,32 +420,24 @@ pub fn batch_svd(
         };
         shared_macs += (2 * (components.len() + 1) * channels) as u64;
         if !orthonormalise(&mut u, &components) {
-            // The start lies in the span already taken: any direction outside it will do.
-            let free = (0..channels)
-                .find(|&channel| {
-                    let mut unit = vec![0f32; channels];
-                    unit[channel] = 1.0;
-                    orthonormalise(&mut unit, &components)
-                })
-                .unwrap_or(0);
-            u = vec![0f32; channels];
-            u[free] = 1.0;
-            orthonormalise(&mut u, &components);
+            // The start lies in the span already taken: any direction outside it will do
+            // (one exists: fewer than c − 1 components are taken).
+            if let Some(free) = (0..channels).find_map(|channel| {
+                let mut unit = vec![0f32; channels];
+                unit[channel] = 1.0;
+                orthonormalise(&mut unit, &components).then_some(unit)
+            }) {
+                u = free;
+            }
         }
         // T power iterations: u ← Σ_s R_s (R_sᵀ u), re-orthonormalised.
         for _ in 0..options.iterations.max(1) {
             let mut next = vec![0f32; channels];
             for &sample in &active {
-                let mut map = vec![0f32; positions];
-                for (channel, &weight) in u.iter().enumerate() {
-                    let start = sample * size + channel * positions;
-                    for (out, &value) in map.iter_mut().zip(&residual[start..start + positions]) {
-                        *out += weight * value;
-                    }
-                }
-                for (channel, total) in next.iter_mut().enumerate() {
-                    let start = sample * size + channel * positions;
-                    *total += dot(&residual[start..start + positions], &map);
+                let own = &residual[sample * size..(sample + 1) * size];
+                let map = combine_channels(own, &u, positions);
+                for (total, row) in next.iter_mut().zip(own.chunks(positions)) {
+                    *total += dot(row, &map);
                 }
                 sample_macs[sample] += 2 * pass;
             }
@@ -431,16 +449,10 @@ pub fn batch_svd(
         // Projection and deflation, sample by sample.
         let mut still = Vec::with_capacity(active.len());
         for &sample in &active {
-            let mut map = vec![0f32; positions];
-            for (channel, &weight) in u.iter().enumerate() {
-                let start = sample * size + channel * positions;
-                for (out, &value) in map.iter_mut().zip(&residual[start..start + positions]) {
-                    *out += weight * value;
-                }
-            }
-            for (channel, &weight) in u.iter().enumerate() {
-                let start = sample * size + channel * positions;
-                for (value, &along) in residual[start..start + positions].iter_mut().zip(&map) {
+            let own = &mut residual[sample * size..(sample + 1) * size];
+            let map = combine_channels(own, &u, positions);
+            for (row, &weight) in own.chunks_mut(positions).zip(&u) {
+                for (value, &along) in row.iter_mut().zip(&map) {
                     *value -= weight * along;
                 }
             }
@@ -722,9 +734,7 @@ mod tests {
                     .all(|part| part.low_rank.identity || part.low_rank.rank <= rank)
             );
             // The next batch warm-starts from this basis, as the split executor does.
-            warm = (0..rank)
-                .map(|j| (0..channels).map(|c| split.basis[c * rank + j]).collect())
-                .collect();
+            warm = split.columns();
         }
     }
 }

@@ -400,13 +400,7 @@ impl Executor for SplitExecutor<'_> {
                 &self.batch_bases[layer],
             );
             self.trusted_macs += split.shared_macs;
-            self.batch_bases[layer] = (0..split.rank)
-                .map(|j| {
-                    (0..geometry.channels)
-                        .map(|channel| split.basis[channel * split.rank + j])
-                        .collect()
-                })
-                .collect();
+            self.batch_bases[layer] = split.columns();
             shared_basis = Some((split.basis, split.rank));
             split.samples
         } else {
@@ -505,14 +499,18 @@ impl Executor for SplitExecutor<'_> {
                 }
             }
         }
-        self.warm = Some((
-            low_ranks
-                .iter()
-                .map(|low| low.v.chunks(positions).map(<[f32]>::to_vec).collect())
-                .collect(),
-            geometry.height,
-            geometry.width,
-        ));
+        // The next layer's per-sample warm start (a batch basis warm-starts from the
+        // previous batch's instead).
+        self.warm = (self.options.basis == Basis::Sample).then(|| {
+            (
+                low_ranks
+                    .iter()
+                    .map(|low| low.v.chunks(positions).map(<[f32]>::to_vec).collect())
+                    .collect(),
+                geometry.height,
+                geometry.width,
+            )
+        });
         if training {
             self.kept[layer] = Some(Kept {
                 low_ranks,

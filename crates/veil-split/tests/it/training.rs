@@ -10,6 +10,15 @@ use veil_split::trusted::{SplitExecutor, load_model};
 
 use crate::{spawn_worker, synthetic_images};
 
+/// Asym1 (97 % kept, T = 1) with `basis`.
+fn asym1(basis: Basis) -> SvdOptions {
+    SvdOptions {
+        energy: 0.97,
+        iterations: 1,
+        basis,
+    }
+}
+
 #[test]
 fn split_gradients_equal_plain_gradients() {
     let seed = test_seed().value();
@@ -29,15 +38,7 @@ fn split_gradients_equal_plain_gradients() {
             network::backward(&model, &mut local, &trace, grad, batch).expect("plain backward");
         let (mut channel, worker) = spawn_worker(2);
         load_model(&mut channel, &model, &mut Default::default()).expect("loads");
-        let mut split = SplitExecutor::new(
-            &mut channel,
-            &model,
-            SvdOptions {
-                energy: 0.97,
-                iterations: 1,
-                basis,
-            },
-        );
+        let mut split = SplitExecutor::new(&mut channel, &model, asym1(basis));
         let (logits, trace) =
             network::forward(&model, &mut split, &images, batch, true).expect("split");
         let (_, grad) = network::cross_entropy(&logits, &labels);
@@ -99,15 +100,7 @@ fn split_training_matches_plain_accuracy_on_fashion_mnist() {
     let (mut channel, worker) = spawn_worker(2);
     for basis in [Basis::Sample, Basis::Batch] {
         let mut model = Model::new(Architecture::VggSmall, bench::MODEL_SEED);
-        let mut split = SplitExecutor::new(
-            &mut channel,
-            &model,
-            SvdOptions {
-                energy: 0.97,
-                iterations: 1,
-                basis,
-            },
-        );
+        let mut split = SplitExecutor::new(&mut channel, &model, asym1(basis));
         split.load_model(&model).expect("loads");
         bench::train_split(&mut model, &mut split, &train, 1).expect("split training");
         drop(split);
