@@ -30,7 +30,7 @@
 //! | training timing | [`TIMED_STEPS`] = 8 SGD steps per mode |
 //! | repetitions | every mode timed [`REPETITIONS`] = 3 times, interleaved; medians reported |
 //! | light-weight SVD | T = [`ITERATIONS`] = 1 power iteration per component |
-//! | basis | per sample, the paper's (`--basis batch`: one per batch, [`Basis::Batch`]) |
+//! | basis | per sample, the paper's (`--basis batch`: one per batch, [`Basis::Batch`]; `--basis subspace`: per sample inside per-layer subspaces calibrated on the first [`CALIBRATION_SAMPLES`] = 256 training images, [`Basis::Subspace`], inference only) |
 
 use std::time::Duration;
 
@@ -40,6 +40,7 @@ use veil_net::Channel;
 
 use crate::msgs::{Reply, Request};
 use crate::network::{self, Architecture, Executor, LocalExecutor, Model, Sgd};
+use crate::subspace::{self, Calibration};
 use crate::svd::{Basis, SvdOptions};
 use crate::trusted::{BlindedExecutor, MOMENTUM, SplitExecutor, call, load_model};
 use crate::{Error, Result};
@@ -70,6 +71,9 @@ pub const TIMED_STEPS: usize = 8;
 pub const REPETITIONS: usize = 3;
 /// Power iterations per component.
 pub const ITERATIONS: usize = 1;
+/// [`Basis::Subspace`]: the training images (the first ones: the model owner's) the
+/// subspaces are calibrated on.
+pub const CALIBRATION_SAMPLES: usize = 256;
 
 /// Inference or training.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,6 +224,21 @@ pub struct LayerRow {
     pub max_residual_energy: f64,
     /// Whether the trusted side kept the layer whole (splitting it cannot pay).
     pub kept_whole: bool,
+    /// [`Basis::Subspace`]: the calibrated subspace's dimension m, where one was chosen.
+    pub subspace_dimension: Option<usize>,
+    /// The fraction of the kept components confined to the subspace.
+    pub confined_share: f64,
+}
+
+/// What calibrating [`Basis::Subspace`] cost and chose (offline, once per model).
+#[derive(Clone, Debug)]
+pub struct SubspaceReport {
+    /// The per-layer choice.
+    pub calibration: Calibration,
+    /// The calibration's wall time (on the worker's thread count).
+    pub time: Duration,
+    /// The trusted MACs of combining the weights with the subspaces, `W_P = Pᵀ·W`.
+    pub combination_macs: u64,
 }
 
 /// `veil split-bench`'s report.
@@ -243,6 +262,8 @@ pub struct Report {
     pub max_logit_error: Vec<(&'static str, f32)>,
     /// Accuracy on the test images: plain (and, in training, split) training.
     pub accuracy: Vec<(&'static str, f64)>,
+    /// [`Basis::Subspace`]: the offline calibration.
+    pub subspace: Option<SubspaceReport>,
 }
 
 impl Report {
@@ -358,12 +379,17 @@ fn split_options(options: &BenchOptions) -> SvdOptions {
     }
 }
 
-fn layer_rows(model: &Model, split: &SplitExecutor<'_>) -> Vec<LayerRow> {
+fn layer_rows(
+    model: &Model,
+    split: &SplitExecutor<'_>,
+    subspace: Option<&SubspaceReport>,
+) -> Vec<LayerRow> {
     model
         .layers
         .iter()
         .zip(&split.layers)
-        .map(|(layer, stats)| LayerRow {
+        .enumerate()
+        .map(|(index, (layer, stats))| LayerRow {
             name: layer.name.clone(),
             channels: stats.channels,
             mean_rank: stats.mean_rank(),
@@ -371,6 +397,12 @@ fn layer_rows(model: &Model, split: &SplitExecutor<'_>) -> Vec<LayerRow> {
             mean_residual_energy: stats.mean_residual_energy(),
             max_residual_energy: stats.residual_energy_max,
             kept_whole: stats.kept_whole,
+            subspace_dimension: subspace.and_then(|report| {
+                report.calibration.subspaces[index]
+                    .as_ref()
+                    .map(|chosen| chosen.dimension)
+            }),
+            confined_share: stats.confined_sum as f64 / stats.rank_sum.max(1) as f64,
         })
         .collect()
 }
@@ -471,11 +503,17 @@ pub fn run_bench(
         agreement: Vec::new(),
         max_logit_error: Vec::new(),
         accuracy: vec![("plain training", reference.plain_accuracy)],
+        subspace: None,
     };
     match options.mode {
-        Mode::Infer => {
-            bench_inference(options, channel, &reference.plain, &test_data, &mut report)?
-        }
+        Mode::Infer => bench_inference(
+            options,
+            channel,
+            &reference.plain,
+            &train_data,
+            &test_data,
+            &mut report,
+        )?,
         Mode::Train => {
             bench_training(options, channel, &train_data, &test_data, &mut report)?;
             if let Some(other) = reference.other_order_accuracy {
@@ -514,9 +552,23 @@ fn bench_inference(
     options: &BenchOptions,
     channel: &mut dyn Channel,
     model: &Model,
+    train_data: &Data,
     test_data: &Data,
     report: &mut Report,
 ) -> Result<()> {
+    if options.basis == Basis::Subspace {
+        let count = CALIBRATION_SAMPLES.min(train_data.len());
+        let (images, _) = train_data.batch(0, count);
+        let start = Stopwatch::start();
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let calibration =
+            subspace::calibrate(model, images, count, &split_options(options), threads)?;
+        report.subspace = Some(SubspaceReport {
+            calibration,
+            time: start.wall(),
+            combination_macs: 0,
+        });
+    }
     let mut all = Vec::new();
     for repetition in 0..options.repetitions.max(1) {
         let mut one = Report {
@@ -612,6 +664,10 @@ fn bench_inference_once(
         .push(("blinded", max_difference(&blinded_logits, &reference)));
     // Split.
     let mut split = SplitExecutor::new(channel, model, split_options(options));
+    if let Some(subspace) = &mut report.subspace {
+        split.use_subspaces(model, &subspace.calibration.subspaces)?;
+        subspace.combination_macs = split.offline_macs;
+    }
     let start = Stopwatch::start();
     let split_logits = logits(model, &mut split, &data)?;
     report.runs.push(TimedRun {
@@ -622,7 +678,7 @@ fn bench_inference_once(
         trusted_macs: split.trusted_macs,
         trusted: true,
     });
-    report.layers = layer_rows(model, &split);
+    report.layers = layer_rows(model, &split, report.subspace.as_ref());
     report
         .agreement
         .push(("split", agreement(&split_logits, &reference)));
@@ -739,7 +795,7 @@ fn bench_training(
     let mut split = SplitExecutor::new(channel, &model, split_options(options));
     split.load_model(&model)?;
     train_split(&mut model, &mut split, train_data, options.epochs)?;
-    report.layers = layer_rows(&model, &split);
+    report.layers = layer_rows(&model, &split, None);
     report.accuracy.push((
         "split training",
         accuracy(&model, test_data, report.worker_threads)?,

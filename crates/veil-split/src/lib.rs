@@ -10,6 +10,8 @@
 //! - [`svd`]: the light-weight SVD (Algorithm 1) that splits each sample's `c × hw`
 //!   activation into `r` principal channels and a residual, with `r` the smallest rank
 //!   keeping a given energy fraction (97%: Asym1; 80%: Asym2);
+//! - [`subspace`]: the same split inside a channel subspace calibrated offline per
+//!   layer, which makes the per-sample weight combination cheaper in inference;
 //! - [`network`]: the two benchmark CNNs (`vgg-small`, `resnet18-small`) and their
 //!   forward and backward passes over an [`network::Executor`] that decides who
 //!   computes each convolution;
@@ -73,6 +75,7 @@ pub mod leakage;
 pub mod msgs;
 pub mod network;
 pub mod png;
+pub mod subspace;
 pub mod svd;
 pub mod trusted;
 pub mod worker;

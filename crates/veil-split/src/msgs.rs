@@ -557,6 +557,8 @@ mod tests {
             identity: false,
             u: vec![secret],
             v: vec![secret],
+            confined: 0,
+            coordinates: vec![secret],
         };
         let printed = format!("{low_rank:?}");
         assert!(!printed.contains("0.1234"), "{printed}");

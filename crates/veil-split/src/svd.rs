@@ -20,7 +20,7 @@
 //! When the threshold needs all `c` components the split is exact instead: `U = I`,
 //! `V = X`, residual zero (a one-channel input is always kept whole by the trusted side).
 
-use crate::kernels::dot;
+use crate::kernels::{dot, matmul_accumulate, matmul_transposed_a_accumulate};
 
 /// Added to squared norms before dividing (the reference code's `eps`).
 const EPSILON: f32 = 1e-6;
@@ -35,6 +35,11 @@ pub enum Basis {
     /// shortest prefix of it that holds its energy fraction ([`batch_svd`]): the weight
     /// combination `Uᵀ·W` is paid once per batch instead of once per sample.
     Batch,
+    /// Each sample its own, inside a per-layer channel subspace calibrated on the model
+    /// owner's images (inference; [`crate::subspace`]): the weights are combined with the
+    /// subspace once per model, and each sample's combination costs `m/c` of
+    /// [`Basis::Sample`]'s.
+    Subspace,
 }
 
 impl Basis {
@@ -43,12 +48,13 @@ impl Basis {
         match self {
             Basis::Sample => "sample",
             Basis::Batch => "batch",
+            Basis::Subspace => "subspace",
         }
     }
 
     /// The basis called `name`.
     pub fn from_name(name: &str) -> Option<Basis> {
-        [Basis::Sample, Basis::Batch]
+        [Basis::Sample, Basis::Batch, Basis::Subspace]
             .into_iter()
             .find(|basis| basis.name() == name)
     }
@@ -78,10 +84,18 @@ pub struct LowRank {
     pub rank: usize,
     /// The exact split (`U = I`, `V = X`): the trusted side keeps everything.
     pub identity: bool,
-    /// U, `c × r` row-major (empty when `identity`).
+    /// U, `c × r` row-major (empty when `identity`; the `r − confined` unconfined columns
+    /// when some are confined).
     pub u: Vec<f32>,
     /// V, `r × hw` row-major: the principal channels as spatial maps.
     pub v: Vec<f32>,
+    /// The components confined to the layer's calibrated subspace
+    /// ([`crate::subspace::subspace_svd`]): the first `confined` rows of V. U holds the
+    /// other `rank − confined` columns (`c × (rank − confined)`).
+    pub confined: usize,
+    /// The confined components' combinations in the subspace's coordinates, `m × confined`
+    /// row-major (their U columns are `P·coordinates`).
+    pub coordinates: Vec<f32>,
 }
 
 impl std::fmt::Debug for LowRank {
@@ -92,6 +106,7 @@ impl std::fmt::Debug for LowRank {
             .field("positions", &self.positions)
             .field("rank", &self.rank)
             .field("identity", &self.identity)
+            .field("confined", &self.confined)
             .finish_non_exhaustive()
     }
 }
@@ -138,6 +153,21 @@ pub fn light_svd(
     options: &SvdOptions,
     warm: &[Vec<f32>],
 ) -> SplitSample {
+    power_split(x, channels, positions, options, warm, None)
+}
+
+/// [`light_svd`], and with `within = (P, threshold)` each component's `u` confined to P's
+/// span (`u ← P·Pᵀ·u`: `c·m` MACs an iteration to test u, `c·m` more to confine it)
+/// whenever the confined direction keeps at least `threshold` of `‖u‖²` ([`crate::subspace::subspace_svd`]); the
+/// confined components come first in V, their combinations in P's coordinates.
+pub(crate) fn power_split(
+    x: &[f32],
+    channels: usize,
+    positions: usize,
+    options: &SvdOptions,
+    warm: &[Vec<f32>],
+    within: Option<(&crate::subspace::Subspace, f32)>,
+) -> SplitSample {
     let mut macs = (channels * positions) as u64;
     let total = energy(x, positions);
     let exact = |macs| SplitSample {
@@ -148,6 +178,8 @@ pub fn light_svd(
             identity: true,
             u: Vec::new(),
             v: x.to_vec(),
+            confined: 0,
+            coordinates: Vec::new(),
         },
         residual: vec![0.0; x.len()],
         residual_energy: 0.0,
@@ -162,6 +194,8 @@ pub fn light_svd(
                 identity: false,
                 u: Vec::new(),
                 v: Vec::new(),
+                confined: 0,
+                coordinates: Vec::new(),
             },
             residual: x.to_vec(),
             residual_energy: 0.0,
@@ -171,7 +205,8 @@ pub fn light_svd(
     let allowed = (1.0 - options.energy).max(0.0) * total;
     let mut residual = x.to_vec();
     let mut remaining = total;
-    let mut components: Vec<(Vec<f32>, Vec<f32>)> = Vec::new();
+    // Per component: u (c values), its coordinates in `within` (m values, or none) and v.
+    let mut components: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = Vec::new();
     loop {
         while remaining > allowed {
             if components.len() + 1 >= channels {
@@ -209,12 +244,34 @@ pub fn light_svd(
                 }
             };
             let mut u = vec![0f32; channels];
+            let mut coordinates = Vec::new();
             let mut u_norm = 0f32;
             // Algorithm 1, step 4, T times.
             for _ in 0..options.iterations.max(1) {
                 let v_norm = dot(&v, &v) + EPSILON;
                 for c in 0..channels {
                     u[c] = dot(&residual[c * positions..(c + 1) * positions], &v) / v_norm;
+                }
+                coordinates.clear();
+                if let Some((subspace, threshold)) = within {
+                    // P·(Pᵀ·u): the nearest combination inside the subspace, taken when it
+                    // keeps enough of u (what it keeps of u bounds what it keeps of the
+                    // energy the component would take).
+                    let m = subspace.dimension;
+                    let mut inside = vec![0f32; m];
+                    macs += matmul_transposed_a_accumulate(
+                        m,
+                        channels,
+                        1,
+                        &subspace.basis,
+                        &u,
+                        &mut inside,
+                    );
+                    if dot(&inside, &inside) >= threshold * dot(&u, &u) {
+                        u.iter_mut().for_each(|value| *value = 0.0);
+                        macs += matmul_accumulate(channels, m, 1, &subspace.basis, &inside, &mut u);
+                        coordinates = inside;
+                    }
                 }
                 u_norm = dot(&u, &u) + EPSILON;
                 v.iter_mut().for_each(|value| *value = 0.0);
@@ -240,7 +297,7 @@ pub fn light_svd(
             macs += (channels * positions) as u64;
             let taken = f64::from(dot(&v, &v)) * f64::from(u_norm + EPSILON);
             remaining = (remaining - taken).max(0.0);
-            components.push((u, v));
+            components.push((u, coordinates, v));
         }
         // The exact residual energy, once: what is reported, and a guard against the
         // running figure's rounding.
@@ -251,13 +308,26 @@ pub fn light_svd(
         }
     }
     let rank = components.len();
-    let mut u_matrix = vec![0f32; channels * rank];
-    let mut v_matrix = Vec::with_capacity(rank * positions);
-    for (j, (u, v)) in components.into_iter().enumerate() {
-        for c in 0..channels {
-            u_matrix[c * rank + j] = u[c];
+    // The confined components first: their coordinates, then the others' U.
+    let (confined, free): (Vec<_>, Vec<_>) = components
+        .into_iter()
+        .partition(|(_, coordinates, _)| !coordinates.is_empty());
+    let dimension = within.map_or(0, |(subspace, _)| subspace.dimension);
+    let mut coordinate_matrix = vec![0f32; dimension * confined.len()];
+    for (j, (_, coordinates, _)) in confined.iter().enumerate() {
+        for (row, &value) in coordinates.iter().enumerate() {
+            coordinate_matrix[row * confined.len() + j] = value;
         }
-        v_matrix.extend_from_slice(&v);
+    }
+    let mut u_matrix = vec![0f32; channels * free.len()];
+    for (j, (u, _, _)) in free.iter().enumerate() {
+        for (row, &value) in u.iter().enumerate() {
+            u_matrix[row * free.len() + j] = value;
+        }
+    }
+    let mut v_matrix = Vec::with_capacity(rank * positions);
+    for (_, _, v) in confined.iter().chain(&free) {
+        v_matrix.extend_from_slice(v);
     }
     SplitSample {
         low_rank: LowRank {
@@ -267,6 +337,8 @@ pub fn light_svd(
             identity: false,
             u: u_matrix,
             v: v_matrix,
+            confined: confined.len(),
+            coordinates: coordinate_matrix,
         },
         residual,
         residual_energy: remaining / total,
@@ -508,6 +580,8 @@ pub fn batch_svd(
                     identity: false,
                     u,
                     v: std::mem::take(&mut maps[sample]),
+                    confined: 0,
+                    coordinates: Vec::new(),
                 },
                 residual: residual[sample * size..(sample + 1) * size].to_vec(),
                 residual_energy: if totals[sample] > 0.0 {
@@ -548,6 +622,8 @@ pub fn keep_whole(x: &[f32], channels: usize, positions: usize) -> SplitSample {
             identity: true,
             u: Vec::new(),
             v: x.to_vec(),
+            confined: 0,
+            coordinates: Vec::new(),
         },
         residual: vec![0.0; x.len()],
         residual_energy: 0.0,

@@ -17,6 +17,7 @@ use veil_net::Channel;
 use crate::kernels::{self, ConvGeometry, matmul_accumulate, matmul_transposed_a_accumulate};
 use crate::msgs::{Reply, Request};
 use crate::network::{Executor, Model};
+use crate::subspace::{Subspace, subspace_svd};
 use crate::svd::{
     Basis, LowRank, SplitSample, SvdOptions, batch_svd, keep_whole, light_svd, resize_map,
     split_pays,
@@ -81,6 +82,9 @@ pub struct LayerStats {
     pub residual_energy_max: f64,
     /// Whether the trusted side kept the layer whole ([`split_pays`] said no).
     pub kept_whole: bool,
+    /// Σ over the samples of the components confined to the layer's calibrated subspace
+    /// ([`Basis::Subspace`]).
+    pub confined_sum: u64,
 }
 
 impl LayerStats {
@@ -115,6 +119,12 @@ pub struct SplitExecutor<'a> {
     /// [`Basis::Batch`]: per layer, the previous batch's basis (its columns), where each
     /// component's power iteration starts.
     batch_bases: Vec<Vec<Vec<f32>>>,
+    /// [`Basis::Subspace`]: per layer, its calibrated subspace P and the weights combined
+    /// with it, `W_P = Pᵀ·W` (`out × m × k²`).
+    subspaces: Vec<Option<(Subspace, Vec<f32>)>>,
+    /// The multiply-accumulates of combining the weights with the subspaces: once per
+    /// model, offline.
+    pub offline_macs: u64,
 }
 
 /// What a training forward keeps for its backward: each sample's low-rank part and,
@@ -156,7 +166,48 @@ impl<'a> SplitExecutor<'a> {
             kept: (0..model.layers.len()).map(|_| None).collect(),
             warm: None,
             batch_bases: vec![Vec::new(); model.layers.len()],
+            subspaces: vec![None; model.layers.len()],
+            offline_macs: 0,
         }
+    }
+
+    /// Gives [`Basis::Subspace`] its calibrated subspaces (one per layer, `None` where a
+    /// layer splits over all its channels) and combines the weights with them, offline.
+    pub fn use_subspaces(&mut self, model: &Model, subspaces: &[Option<Subspace>]) -> Result<()> {
+        if subspaces.len() != model.layers.len() {
+            return Err(Error::ShapeMismatch {
+                op: "calibrated subspaces",
+                expected: model.layers.len(),
+                found: subspaces.len(),
+            });
+        }
+        for (layer, subspace) in subspaces.iter().enumerate() {
+            let geometry = model.layers[layer].geometry;
+            self.subspaces[layer] = match subspace {
+                Some(subspace)
+                    if subspace.channels == geometry.channels
+                        && subspace.basis.len() == subspace.channels * subspace.dimension =>
+                {
+                    let (combined, macs) = combine_weights(
+                        &geometry,
+                        &subspace.basis,
+                        subspace.dimension,
+                        &model.layers[layer].weight,
+                    );
+                    self.offline_macs += macs;
+                    Some((subspace.clone(), combined))
+                }
+                Some(_) => {
+                    return Err(Error::ShapeMismatch {
+                        op: "a calibrated subspace's channels",
+                        expected: geometry.channels,
+                        found: subspace.as_ref().map_or(0, |subspace| subspace.channels),
+                    });
+                }
+                None => None,
+            };
+        }
+        Ok(())
     }
 
     /// Sends the model's (updated) parameters to the worker.
@@ -186,6 +237,39 @@ pub fn trusted_low_rank_conv(
             &combined.0,
             output,
         )
+}
+
+/// Equation 4a for one sample with confined components ([`Basis::Subspace`]): V convolved
+/// with `[Ũᵀ·W_P | U_freeᵀ·W]`, `subspace` the subspace's dimension m and `W_P`
+/// (`out × m × k²`).
+pub fn trusted_confined_low_rank_conv(
+    geometry: &ConvGeometry,
+    low: &LowRank,
+    weight: &[f32],
+    subspace: (usize, &[f32]),
+    output: &mut [f32],
+) -> u64 {
+    let (dimension, subspace_weight) = subspace;
+    let (taps, outs) = (geometry.taps(), geometry.out_channels);
+    let (confined, free) = (low.confined, low.rank - low.confined);
+    let (inside, mut macs) = combine_weights(
+        &geometry.with_channels(dimension),
+        &low.coordinates,
+        confined,
+        subspace_weight,
+    );
+    let (outside, free_macs) = if free > 0 {
+        combine_weights(geometry, &low.u, free, weight)
+    } else {
+        (Vec::new(), 0)
+    };
+    macs += free_macs;
+    let mut combined = Vec::with_capacity(outs * low.rank * taps);
+    for out in 0..outs {
+        combined.extend_from_slice(&inside[out * confined * taps..(out + 1) * confined * taps]);
+        combined.extend_from_slice(&outside[out * free * taps..(out + 1) * free * taps]);
+    }
+    macs + kernels::conv_forward(&geometry.with_channels(low.rank), &low.v, &combined, output)
 }
 
 /// Equation 4a for a batch split over one basis `basis` (`c × rank`, [`Basis::Batch`]):
@@ -226,7 +310,7 @@ pub fn trusted_batch_low_rank_conv(
 /// `W' = Uᵀ·W` for `u` (`c × rank`): `out × rank × k²`, and its MACs. W is read as the
 /// `c × (out·k²)` matrix `W[o, c, t] → (c, o·k² + t)` so the product is one GEMM with
 /// long rows.
-fn combine_weights(
+pub(crate) fn combine_weights(
     geometry: &ConvGeometry,
     u: &[f32],
     rank: usize,
@@ -372,6 +456,11 @@ impl Executor for SplitExecutor<'_> {
     ) -> Result<Vec<f32>> {
         let geometry = model.layers[layer].geometry;
         let (input_len, positions) = (geometry.input_len(), geometry.positions());
+        if training && self.options.basis == Basis::Subspace {
+            return Err(Error::ApiMisuse(
+                "the subspace basis is for inference: training changes the weights combined with it",
+            ));
+        }
         if input.len() != batch * input_len {
             return Err(Error::ShapeMismatch {
                 op: "split conv input",
@@ -416,7 +505,12 @@ impl Executor for SplitExecutor<'_> {
                             .collect(),
                         None => Vec::new(),
                     };
-                    light_svd(x, geometry.channels, positions, &self.options, &warm)
+                    match &self.subspaces[layer] {
+                        Some((subspace, _)) if self.options.basis == Basis::Subspace => {
+                            subspace_svd(x, &geometry, &self.options, &warm, subspace)
+                        }
+                        _ => light_svd(x, geometry.channels, positions, &self.options, &warm),
+                    }
                 })
                 .collect()
         };
@@ -426,6 +520,7 @@ impl Executor for SplitExecutor<'_> {
             self.trusted_macs += split.macs;
             stats.samples += 1;
             stats.rank_sum += split.low_rank.rank as u64;
+            stats.confined_sum += split.low_rank.confined as u64;
             stats.rank_max = stats.rank_max.max(split.low_rank.rank);
             stats.residual_energy_sum += split.residual_energy;
             stats.residual_energy_max = stats.residual_energy_max.max(split.residual_energy);
@@ -470,12 +565,19 @@ impl Executor for SplitExecutor<'_> {
             }
             None => {
                 for (sample, low) in low_ranks.iter().enumerate() {
-                    self.trusted_macs += trusted_low_rank_conv(
-                        &geometry,
-                        low,
-                        weight,
-                        &mut output[sample * output_len..(sample + 1) * output_len],
-                    );
+                    let output = &mut output[sample * output_len..(sample + 1) * output_len];
+                    self.trusted_macs += match &self.subspaces[layer] {
+                        Some((subspace, combined)) if low.confined > 0 => {
+                            trusted_confined_low_rank_conv(
+                                &geometry,
+                                low,
+                                weight,
+                                (subspace.dimension, combined),
+                                output,
+                            )
+                        }
+                        _ => trusted_low_rank_conv(&geometry, low, weight, output),
+                    };
                 }
             }
         }
@@ -501,7 +603,7 @@ impl Executor for SplitExecutor<'_> {
         }
         // The next layer's per-sample warm start (a batch basis warm-starts from the
         // previous batch's instead).
-        self.warm = (self.options.basis == Basis::Sample).then(|| {
+        self.warm = (self.options.basis != Basis::Batch).then(|| {
             (
                 low_ranks
                     .iter()

@@ -35,8 +35,10 @@ pub(crate) struct SplitBenchArguments {
     mode: String,
     /// Whose principal channels: sample (each sample its own, the paper's light-weight
     /// SVD) or batch (one orthonormal basis per batch, each sample keeping the prefix
-    /// that holds its energy fraction; the weight combination is paid once a batch).
-    #[arg(long, default_value = "sample", value_parser = ["sample", "batch"])]
+    /// that holds its energy fraction; the weight combination is paid once a batch) or
+    /// subspace (each sample its own, inside per-layer channel subspaces calibrated on
+    /// training images, the weights combined with them once; inference only).
+    #[arg(long, default_value = "sample", value_parser = ["sample", "batch", "subspace"])]
     basis: String,
     /// Worker threads (all cores when absent).
     #[arg(long)]
@@ -230,8 +232,17 @@ pub(crate) fn split_bench(arguments: SplitBenchArguments) -> Result<()> {
         );
     }
     options.width = arguments.width;
-    options.basis = Basis::from_name(&arguments.basis)
-        .with_context(|| format!("--basis {}: give sample or batch", arguments.basis))?;
+    options.basis = Basis::from_name(&arguments.basis).with_context(|| {
+        format!(
+            "--basis {}: give sample, batch or subspace",
+            arguments.basis
+        )
+    })?;
+    if options.basis == Basis::Subspace && mode == Mode::Train {
+        bail!(
+            "--basis subspace is for inference (--mode infer): training changes the weights combined with the subspaces every step; use sample or batch to train"
+        );
+    }
     options.train_samples = arguments.train_samples.unwrap_or(options.train_samples);
     options.epochs = arguments.epochs.unwrap_or(options.epochs);
     options.test_samples = arguments.test_samples.unwrap_or(options.test_samples);
@@ -338,8 +349,18 @@ fn print_report(report: &Report, stats: veil_net::ChannelStats) {
     );
     let whole = " (kept whole by the trusted side: splitting it cannot pay)";
     for layer in &report.layers {
+        let subspace = match layer.subspace_dimension {
+            Some(dimension) => format!(
+                " (subspace m = {dimension}: {:.1}% of the components confined to it)",
+                100.0 * layer.confined_share
+            ),
+            None if report.subspace.is_some() && !layer.kept_whole && layer.channels > 1 => {
+                " (no subspace: split over all channels)".to_string()
+            }
+            None => String::new(),
+        };
         println!(
-            "{:<8} {:>4} {:>8.2} {:>6} {:>17.4}% {:>17.4}%{}",
+            "{:<8} {:>4} {:>8.2} {:>6} {:>17.4}% {:>17.4}%{}{}",
             layer.name,
             layer.channels,
             layer.mean_rank,
@@ -347,7 +368,37 @@ fn print_report(report: &Report, stats: veil_net::ChannelStats) {
             100.0 * layer.mean_residual_energy,
             100.0 * layer.max_residual_energy,
             if layer.kept_whole { whole } else { "" },
+            subspace,
         );
+    }
+    if let Some(subspace) = &report.subspace {
+        println!(
+            "subspace calibration (offline, once per model): {} training images, {:.2} s; combining the weights with the subspaces: {} trusted MACs",
+            subspace.calibration.samples,
+            subspace.time.as_secs_f64(),
+            subspace.combination_macs
+        );
+        let calibration = &subspace.calibration;
+        for ((layer, (over_all, chosen)), candidates) in report
+            .layers
+            .iter()
+            .zip(&calibration.mean_macs)
+            .zip(&calibration.candidates)
+        {
+            if *over_all > 0.0 {
+                let tried: Vec<String> = candidates
+                    .iter()
+                    .map(|(dimension, macs)| format!("m = {dimension}: {macs:.0}"))
+                    .collect();
+                println!(
+                    "  {}: the calibration images' trusted MACs a sample: over all channels {:.0}; chosen {:.0}; candidates {}",
+                    layer.name,
+                    over_all,
+                    chosen,
+                    tried.join(", ")
+                );
+            }
+        }
     }
     println!();
     for (name, agree) in &report.agreement {

@@ -9,6 +9,7 @@
 
 use veil_core::sampling::test_seed;
 use veil_split::network::{self, Architecture, LocalExecutor, Model};
+use veil_split::subspace::{self, Subspace};
 use veil_split::svd::{Basis, SvdOptions, split_pays};
 use veil_split::trusted::{BlindedExecutor, SplitExecutor, load_model};
 
@@ -59,11 +60,32 @@ fn split_inference_gives_plain_logits_for_both_models_widths_energies_and_bases(
             network::forward(&model, &mut LocalExecutor::new(1), &images, batch, false)
                 .expect("plain");
         load_model(&mut channel, &model, &mut Default::default()).expect("loads");
+        // Subspaces of three quarters of the channels, fitted to these images, wherever a
+        // layer splits.
+        let inputs = subspace::layer_inputs(&model, &images, batch, 1).expect("records");
+        let subspaces: Vec<Option<Subspace>> = model
+            .layers
+            .iter()
+            .zip(&inputs)
+            .map(|(layer, inputs)| {
+                let geometry = &layer.geometry;
+                (split_pays(geometry, 1) && geometry.channels > 1).then(|| {
+                    subspace::principal_subspace(
+                        inputs,
+                        geometry.channels,
+                        geometry.positions(),
+                        3 * geometry.channels / 4,
+                    )
+                })
+            })
+            .collect();
         for (energy, basis) in [
             (0.97, Basis::Sample),
             (0.8, Basis::Sample),
             (0.97, Basis::Batch),
             (0.8, Basis::Batch),
+            (0.97, Basis::Subspace),
+            (0.8, Basis::Subspace),
         ] {
             let mut split = SplitExecutor::new(
                 &mut channel,
@@ -74,6 +96,10 @@ fn split_inference_gives_plain_logits_for_both_models_widths_energies_and_bases(
                     basis,
                 },
             );
+            if basis == Basis::Subspace {
+                split.use_subspaces(&model, &subspaces).expect("shapes");
+                assert!(split.offline_macs > 0);
+            }
             let (logits, _) =
                 network::forward(&model, &mut split, &images, batch, false).expect("split");
             assert_close(
@@ -99,6 +125,17 @@ fn split_inference_gives_plain_logits_for_both_models_widths_energies_and_bases(
                 }
             }
             assert!(split.layers.last().is_some_and(|stats| stats.kept_whole));
+            if basis == Basis::Subspace {
+                // The subspaces were used, and only where a layer has one.
+                let mut confined = 0;
+                for (stats, subspace) in split.layers.iter().zip(&subspaces) {
+                    if subspace.is_none() {
+                        assert_eq!(stats.confined_sum, 0);
+                    }
+                    confined += stats.confined_sum;
+                }
+                assert!(confined > 0, "no component was confined");
+            }
             assert!(split.trusted_macs < batch as u64 * model.macs_per_sample());
         }
     }
