@@ -16,6 +16,7 @@
 
 use crate::kernels::{self, ConvGeometry};
 use crate::network::{Model, SIDE};
+use crate::subspace::{Subspace, subspace_svd};
 use crate::svd::{Basis, SvdOptions, batch_svd, light_svd};
 use crate::{Error, Result};
 
@@ -62,14 +63,33 @@ pub fn worker_view(model: &Model, image: &[f32], energy: f64) -> (Vec<f32>, f64)
 
 /// [`worker_view`] for each of `images`, split with `basis`: per image, or in batches
 /// of [`crate::bench::BATCH`] over one basis per batch, each warm-started from the
-/// previous batch's, as the split executor does.
+/// previous batch's, as the split executor does; [`Basis::Subspace`] per image with its
+/// components confined to `subspace` (conv2's) where that pays, or per image without one.
 pub fn worker_views(
     model: &Model,
     images: &[Vec<f32>],
     energy: f64,
     basis: Basis,
+    subspace: Option<&Subspace>,
 ) -> Vec<(Vec<f32>, f64)> {
-    if basis == Basis::Sample || energy <= 0.0 {
+    if let (Basis::Subspace, Some(subspace), true) = (basis, subspace, energy > 0.0) {
+        let geometry = model.layers[1].geometry;
+        return images
+            .iter()
+            .map(|image| {
+                let (activation, _, _) = first_activation(model, image);
+                let split = subspace_svd(
+                    &activation,
+                    &geometry,
+                    &split_options(energy, basis),
+                    &[image.to_vec()],
+                    subspace,
+                );
+                (split.residual, split.residual_energy)
+            })
+            .collect();
+    }
+    if basis != Basis::Batch || energy <= 0.0 {
         return images
             .iter()
             .map(|image| worker_view(model, image, energy))
@@ -189,17 +209,17 @@ pub fn attack(
     model: &Model,
     attacker_images: &[Vec<f32>],
     victim_images: &[Vec<f32>],
-    settings: &[(f64, Basis)],
+    settings: &[(f64, Basis, Option<&Subspace>)],
     keep: usize,
 ) -> Result<Vec<LeakageRow>> {
     let channels = model.layers[0].geometry.out_channels;
     let dimension = channels * WINDOW * WINDOW + 1;
     let mut rows = Vec::new();
-    for &(energy, basis) in settings {
+    for &(energy, basis, subspace) in settings {
         let mut normal = vec![0f64; dimension * dimension];
         let mut target = vec![0f64; dimension];
         let mut row = Vec::with_capacity(dimension);
-        let attacker_views = worker_views(model, attacker_images, energy, basis);
+        let attacker_views = worker_views(model, attacker_images, energy, basis, subspace);
         for (image, (view, _)) in attacker_images.iter().zip(&attacker_views) {
             for y in 0..SIDE {
                 for x in 0..SIDE {
@@ -236,7 +256,7 @@ pub fn attack(
         let weights = solve_spd(normal, target, dimension)?;
         let (mut psnr_sum, mut ssim_sum, mut energy_sum) = (0.0, 0.0, 0.0);
         let mut reconstructions = Vec::new();
-        let victim_views = worker_views(model, victim_images, energy, basis);
+        let victim_views = worker_views(model, victim_images, energy, basis, subspace);
         for (image, (view, residual_energy)) in victim_images.iter().zip(victim_views) {
             energy_sum += residual_energy;
             let mut reconstruction = vec![0f32; SIDE * SIDE];
@@ -259,9 +279,13 @@ pub fn attack(
                 "untrusted-only (whole activation)".into()
             } else {
                 format!(
-                    "split, {:.0}% energy kept, {} basis",
+                    "split, {:.0}% energy kept, {} basis{}",
                     100.0 * energy,
-                    basis.name()
+                    basis.name(),
+                    subspace.map_or(String::new(), |subspace| format!(
+                        " (m = {})",
+                        subspace.dimension
+                    ))
                 )
             },
             energy,
@@ -401,7 +425,7 @@ mod tests {
     }
 
     #[test]
-    fn every_view_keeps_its_image_residual_bound_with_either_basis() {
+    fn every_view_keeps_its_image_residual_bound_with_every_basis() {
         let mut random =
             veil_core::sampling::SplitMix64::new(veil_core::sampling::test_seed().value() ^ 5);
         let model = Model::new(crate::network::Architecture::VggSmall, 3);
@@ -415,15 +439,28 @@ mod tests {
                     .collect()
             })
             .collect();
-        for basis in [Basis::Sample, Basis::Batch] {
-            let views = worker_views(&model, &images, 0.97, basis);
+        let inputs =
+            crate::subspace::layer_inputs(&model, &images.concat(), images.len(), 1).expect("runs");
+        let geometry = model.layers[1].geometry;
+        let subspace = crate::subspace::principal_subspace(
+            &inputs[1],
+            geometry.channels,
+            geometry.positions(),
+            12,
+        );
+        for (basis, subspace) in [
+            (Basis::Sample, None),
+            (Basis::Batch, None),
+            (Basis::Subspace, Some(&subspace)),
+        ] {
+            let views = worker_views(&model, &images, 0.97, basis, subspace);
             assert_eq!(views.len(), images.len());
             for (view, residual_energy) in &views {
                 assert_eq!(view.len(), 16 * SIDE * SIDE);
                 assert!(*residual_energy <= 0.03 + 1e-9, "{residual_energy}");
             }
         }
-        let whole = worker_views(&model, &images[..1], 0.0, Basis::Batch);
+        let whole = worker_views(&model, &images[..1], 0.0, Basis::Batch, None);
         assert_eq!(whole[0].1, 1.0, "energy 0 shows the whole activation");
     }
 

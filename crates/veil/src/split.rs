@@ -445,13 +445,45 @@ pub(crate) fn leakage(arguments: SplitLeakageArguments) -> Result<()> {
     let attacker = images(&train, 50_000..50_000 + arguments.attacker_images);
     let victims = images(&test, 0..arguments.victim_images);
     let shown = 10.min(victims.len());
-    let settings = [
-        (0.0, Basis::Sample),
-        (0.8, Basis::Sample),
-        (0.97, Basis::Sample),
-        (0.8, Basis::Batch),
-        (0.97, Basis::Batch),
+    // The subspace basis's conv2 subspace, calibrated as split-bench does, on the first
+    // training images (the model owner's), at each energy.
+    let calibration_count = bench::CALIBRATION_SAMPLES.min(train.len());
+    let (calibration_images, _) = train.batch(0, calibration_count);
+    let mut subspaces = Vec::new();
+    for energy in [0.8, 0.97] {
+        let options = veil_split::svd::SvdOptions {
+            energy,
+            iterations: bench::ITERATIONS,
+            basis: Basis::Subspace,
+        };
+        let calibration = veil_split::subspace::calibrate(
+            &model,
+            calibration_images,
+            calibration_count,
+            &options,
+            threads,
+        )?;
+        let chosen = calibration.subspaces.get(1).cloned().flatten();
+        if chosen.is_none() {
+            println!(
+                "subspace basis at {:.0}%: the calibration keeps no subspace for conv2, so its view is the per-sample one (not repeated)",
+                100.0 * energy
+            );
+        }
+        subspaces.push((energy, chosen));
+    }
+    let mut settings = vec![
+        (0.0, Basis::Sample, None),
+        (0.8, Basis::Sample, None),
+        (0.97, Basis::Sample, None),
+        (0.8, Basis::Batch, None),
+        (0.97, Basis::Batch, None),
     ];
+    for (energy, subspace) in &subspaces {
+        if let Some(subspace) = subspace {
+            settings.push((*energy, Basis::Subspace, Some(subspace)));
+        }
+    }
     let rows = veil_split::leakage::attack(&model, &attacker, &victims, &settings, shown)?;
     println!(
         "veil split-leakage: {}; the attacker sees conv2's input residual (16×28×28) and fits a ridge inversion on {} public images; scored on {} test images",
