@@ -235,7 +235,7 @@ pub struct LayerRow {
 pub struct SubspaceReport {
     /// The per-layer choice.
     pub calibration: Calibration,
-    /// The calibration's wall time (on the worker's thread count).
+    /// The calibration's wall time (offline, on all cores).
     pub time: Duration,
     /// The trusted MACs of combining the weights with the subspaces, `W_P = Pᵀ·W`.
     pub combination_macs: u64,
