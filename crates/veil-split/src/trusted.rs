@@ -120,7 +120,7 @@ pub struct SplitExecutor<'a> {
     /// component's power iteration starts.
     batch_bases: Vec<Vec<Vec<f32>>>,
     /// [`Basis::Subspace`]: per layer, its calibrated subspace P and the weights combined
-    /// with it, `W_P = Pᵀ·W` (`out × m × k²`).
+    /// with it, `W_P = Pᵀ·W`, kept as [`combine_channel_major`] gives it (`m × out·k²`).
     subspaces: Vec<Option<(Subspace, Vec<f32>)>>,
     /// The multiply-accumulates of combining the weights with the subspaces: once per
     /// model, offline.
@@ -181,32 +181,32 @@ impl<'a> SplitExecutor<'a> {
                 found: subspaces.len(),
             });
         }
-        for (layer, subspace) in subspaces.iter().enumerate() {
-            let geometry = model.layers[layer].geometry;
-            self.subspaces[layer] = match subspace {
-                Some(subspace)
-                    if subspace.channels == geometry.channels
-                        && subspace.basis.len() == subspace.channels * subspace.dimension =>
-                {
-                    let (combined, macs) = combine_weights(
-                        &geometry,
-                        &subspace.basis,
-                        subspace.dimension,
-                        &model.layers[layer].weight,
-                    );
-                    self.offline_macs += macs;
-                    Some((subspace.clone(), combined))
-                }
-                Some(_) => {
-                    return Err(Error::ShapeMismatch {
-                        op: "a calibrated subspace's channels",
-                        expected: geometry.channels,
-                        found: subspace.as_ref().map_or(0, |subspace| subspace.channels),
-                    });
-                }
-                None => None,
+        let mut combined = Vec::with_capacity(subspaces.len());
+        for (layer, subspace) in model.layers.iter().zip(subspaces) {
+            let Some(subspace) = subspace else {
+                combined.push(None);
+                continue;
             };
+            let geometry = layer.geometry;
+            if subspace.channels != geometry.channels
+                || subspace.basis.len() != geometry.channels * subspace.dimension
+            {
+                return Err(Error::ShapeMismatch {
+                    op: "a calibrated subspace's basis",
+                    expected: geometry.channels * subspace.dimension,
+                    found: subspace.basis.len(),
+                });
+            }
+            let (weight, macs) = combine_channel_major(
+                &geometry,
+                &subspace.basis,
+                subspace.dimension,
+                &layer.weight,
+            );
+            self.offline_macs += macs;
+            combined.push(Some((subspace.clone(), weight)));
         }
+        self.subspaces = combined;
         Ok(())
     }
 
@@ -241,7 +241,7 @@ pub fn trusted_low_rank_conv(
 
 /// Equation 4a for one sample with confined components ([`Basis::Subspace`]): V convolved
 /// with `[Ũᵀ·W_P | U_freeᵀ·W]`, `subspace` the subspace's dimension m and `W_P`
-/// (`out × m × k²`).
+/// channel-major, `m × (out·k²)` (`Pᵀ·W` as one GEMM gives it).
 pub fn trusted_confined_low_rank_conv(
     geometry: &ConvGeometry,
     low: &LowRank,
@@ -250,26 +250,25 @@ pub fn trusted_confined_low_rank_conv(
     output: &mut [f32],
 ) -> u64 {
     let (dimension, subspace_weight) = subspace;
-    let (taps, outs) = (geometry.taps(), geometry.out_channels);
-    let (confined, free) = (low.confined, low.rank - low.confined);
-    let (inside, mut macs) = combine_weights(
-        &geometry.with_channels(dimension),
+    let free = low.rank - low.confined;
+    let span = geometry.out_channels * geometry.taps();
+    // Ũᵀ·W_P: the confined rows, already in channel-major order.
+    let mut product = vec![0f32; low.rank * span];
+    let mut macs = matmul_transposed_a_accumulate(
+        low.confined,
+        dimension,
+        span,
         &low.coordinates,
-        confined,
         subspace_weight,
+        &mut product[..low.confined * span],
     );
-    let (outside, free_macs) = if free > 0 {
-        combine_weights(geometry, &low.u, free, weight)
-    } else {
-        (Vec::new(), 0)
-    };
-    macs += free_macs;
-    let mut combined = Vec::with_capacity(outs * low.rank * taps);
-    for out in 0..outs {
-        combined.extend_from_slice(&inside[out * confined * taps..(out + 1) * confined * taps]);
-        combined.extend_from_slice(&outside[out * free * taps..(out + 1) * free * taps]);
+    if free > 0 {
+        let (outside, free_macs) = combine_channel_major(geometry, &low.u, free, weight);
+        product[low.confined * span..].copy_from_slice(&outside);
+        macs += free_macs;
     }
-    macs + kernels::conv_forward(&geometry.with_channels(low.rank), &low.v, &combined, output)
+    let reduced = geometry.with_channels(low.rank);
+    macs + kernels::conv_forward(&reduced, &low.v, &out_major(&reduced, &product), output)
 }
 
 /// Equation 4a for a batch split over one basis `basis` (`c × rank`, [`Basis::Batch`]):
@@ -307,10 +306,21 @@ pub fn trusted_batch_low_rank_conv(
     macs
 }
 
-/// `W' = Uᵀ·W` for `u` (`c × rank`): `out × rank × k²`, and its MACs. W is read as the
-/// `c × (out·k²)` matrix `W[o, c, t] → (c, o·k² + t)` so the product is one GEMM with
-/// long rows.
+/// `W' = Uᵀ·W` for `u` (`c × rank`): `out × rank × k²`, and its MACs.
 pub(crate) fn combine_weights(
+    geometry: &ConvGeometry,
+    u: &[f32],
+    rank: usize,
+    weight: &[f32],
+) -> (Vec<f32>, u64) {
+    let (product, macs) = combine_channel_major(geometry, u, rank, weight);
+    (out_major(&geometry.with_channels(rank), &product), macs)
+}
+
+/// `Uᵀ·W` for `u` (`c × rank`) in channel-major order, `rank × (out·k²)`, and its MACs.
+/// W is read as the `c × (out·k²)` matrix `W[o, c, t] → (c, o·k² + t)`, so the product
+/// is one GEMM with long rows.
+pub(crate) fn combine_channel_major(
     geometry: &ConvGeometry,
     u: &[f32],
     rank: usize,
@@ -332,14 +342,23 @@ pub(crate) fn combine_weights(
     let mut product = vec![0f32; rank * outs * taps];
     let macs =
         matmul_transposed_a_accumulate(rank, channels, outs * taps, u, &by_channel, &mut product);
-    let mut combined = vec![0f32; outs * rank * taps];
-    for j in 0..rank {
+    (product, macs)
+}
+
+/// A channel-major weight (`c × (out·k²)`, [`combine_channel_major`]) in the
+/// convolution's order, `out × c × k²`, for `geometry`'s channels.
+fn out_major(geometry: &ConvGeometry, by_channel: &[f32]) -> Vec<f32> {
+    let (taps, channels, outs) = (geometry.taps(), geometry.channels, geometry.out_channels);
+    let mut weight = vec![0f32; outs * channels * taps];
+    for channel in 0..channels {
         for out in 0..outs {
-            combined[(out * rank + j) * taps..(out * rank + j + 1) * taps]
-                .copy_from_slice(&product[(j * outs + out) * taps..(j * outs + out + 1) * taps]);
+            weight[(out * channels + channel) * taps..(out * channels + channel + 1) * taps]
+                .copy_from_slice(
+                    &by_channel[(channel * outs + out) * taps..(channel * outs + out + 1) * taps],
+                );
         }
     }
-    (combined, macs)
+    weight
 }
 
 /// Equation 6's trusted part for one sample: `grad_weight += Σ_j U[:,j] ⊗ (V_j ⊛ ∂L/∂Y)`.
