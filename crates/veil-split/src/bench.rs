@@ -398,7 +398,8 @@ fn layer_rows(
             max_residual_energy: stats.residual_energy_max,
             kept_whole: stats.kept_whole,
             subspace_dimension: subspace.and_then(|report| {
-                report.calibration.subspaces[index]
+                report.calibration.layers[index]
+                    .subspace
                     .as_ref()
                     .map(|chosen| chosen.dimension)
             }),
@@ -665,7 +666,7 @@ fn bench_inference_once(
     // Split.
     let mut split = SplitExecutor::new(channel, model, split_options(options));
     if let Some(subspace) = &mut report.subspace {
-        split.use_subspaces(model, &subspace.calibration.subspaces)?;
+        split.use_subspaces(model, &subspace.calibration.subspaces())?;
         subspace.combination_macs = split.offline_macs;
     }
     let start = Stopwatch::start();

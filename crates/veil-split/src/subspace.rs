@@ -1,4 +1,4 @@
-//! Per-sample splits inside a calibrated channel subspace ([`Basis::Subspace`]), for
+//! Per-sample splits inside a calibrated channel subspace ([`crate::svd::Basis::Subspace`]), for
 //! inference.
 //!
 //! The per-sample split ([`light_svd`]) pays the weight combination `Uᵀ·W`
@@ -27,7 +27,7 @@
 
 use crate::kernels::{ConvGeometry, dot};
 use crate::network::{self, Executor, LocalExecutor, Model};
-use crate::svd::{Basis, LowRank, SplitSample, SvdOptions, light_svd, power_split, split_pays};
+use crate::svd::{LowRank, SplitSample, SvdOptions, light_svd, power_split, split_pays};
 use crate::{Error, Result};
 
 /// [`calibrate`] tries every multiple of `c / CANDIDATE_STEPS` below c as the subspace's
@@ -204,20 +204,50 @@ pub fn low_rank_conv_macs(geometry: &ConvGeometry, low: &LowRank, dimension: usi
     combination as u64 * per_row + reduced.macs()
 }
 
-/// What [`calibrate`] chose, per layer.
+/// What [`calibrate`] chose.
 #[derive(Clone, Debug, Default)]
 pub struct Calibration {
-    /// Per layer: the subspace to split in, or `None` (split over all channels, or the
-    /// layer is kept whole).
-    pub subspaces: Vec<Option<Subspace>>,
-    /// Per layer: the calibration images' mean trusted MACs a sample, over all channels
-    /// and with the chosen subspace (equal where none was chosen).
-    pub mean_macs: Vec<(f64, f64)>,
-    /// Per layer: each candidate subspace's dimension and the calibration images' mean
-    /// trusted MACs a sample with it.
-    pub candidates: Vec<Vec<(usize, f64)>>,
+    /// Per layer.
+    pub layers: Vec<LayerCalibration>,
     /// Calibration images used.
     pub samples: usize,
+}
+
+/// One layer's calibration: the calibration images' mean trusted MACs a sample (split,
+/// combination and low-rank convolution) over all channels and in each candidate
+/// subspace, and the cheapest choice. A layer kept whole has no candidates.
+#[derive(Clone, Debug, Default)]
+pub struct LayerCalibration {
+    /// The subspace to split in, or `None` (split over all channels, or kept whole).
+    pub subspace: Option<Subspace>,
+    /// Split over all channels.
+    pub over_all_macs: f64,
+    /// Each candidate subspace's dimension and its cost.
+    pub candidates: Vec<(usize, f64)>,
+}
+
+impl Calibration {
+    /// The per-layer choice, as [`crate::trusted::SplitExecutor::use_subspaces`] takes it.
+    pub fn subspaces(&self) -> Vec<Option<Subspace>> {
+        self.layers
+            .iter()
+            .map(|layer| layer.subspace.clone())
+            .collect()
+    }
+}
+
+impl LayerCalibration {
+    /// The chosen split's cost: the chosen subspace's, or over all channels.
+    pub fn chosen_macs(&self) -> f64 {
+        self.subspace
+            .as_ref()
+            .and_then(|chosen| {
+                self.candidates
+                    .iter()
+                    .find(|(dimension, _)| *dimension == chosen.dimension)
+            })
+            .map_or(self.over_all_macs, |(_, macs)| *macs)
+    }
 }
 
 /// Records every convolution's input while computing it here.
@@ -286,18 +316,15 @@ pub fn layer_inputs(
     Ok(recorder.inputs)
 }
 
-/// The eigenvalues (largest first) and eigenvectors of `Σ X Xᵀ` over `inputs` (samples of
-/// `channels × positions`).
-fn principal_directions(
-    inputs: &[f32],
-    channels: usize,
-    positions: usize,
-) -> (Vec<f64>, Vec<Vec<f64>>) {
+/// The eigenvectors of `Σ X Xᵀ` over `inputs` (samples of `channels × positions`),
+/// strongest first.
+fn principal_directions(inputs: &[f32], channels: usize, positions: usize) -> Vec<Vec<f64>> {
     let size = (channels * positions).max(1);
     symmetric_eigen(
         channel_covariance(inputs.chunks(size), channels, positions),
         channels,
     )
+    .1
 }
 
 /// The `dimension` leading eigenvectors of `Σ X Xᵀ` over `inputs` (samples of
@@ -308,11 +335,11 @@ pub fn principal_subspace(
     positions: usize,
     dimension: usize,
 ) -> Subspace {
-    let (_, vectors) = principal_directions(inputs, channels, positions);
+    let vectors = principal_directions(inputs, channels, positions);
     leading(&vectors, channels, dimension.min(channels))
 }
 
-/// Picks each layer's subspace for [`Basis::Subspace`] from `count` calibration images
+/// Picks each layer's subspace for [`crate::svd::Basis::Subspace`] from `count` calibration images
 /// (`count × 28 × 28`, the model owner's, not a client's): the leading eigenvectors of
 /// `Σ X Xᵀ` over the layer's inputs, every multiple of `c /` [`CANDIDATE_STEPS`] of them,
 /// and of those (and of splitting over all channels) the one with the fewest
@@ -326,10 +353,6 @@ pub fn calibrate(
     threads: usize,
 ) -> Result<Calibration> {
     let inputs = layer_inputs(model, images, count, threads)?;
-    let whole_options = SvdOptions {
-        basis: Basis::Sample,
-        ..*options
-    };
     let mut calibration = Calibration {
         samples: count,
         ..Calibration::default()
@@ -338,9 +361,7 @@ pub fn calibrate(
         let geometry = model.layers[layer].geometry;
         let (channels, positions) = (geometry.channels, geometry.positions());
         if !split_pays(&geometry, options.iterations) || channels < 2 || count == 0 {
-            calibration.subspaces.push(None);
-            calibration.mean_macs.push((0.0, 0.0));
-            calibration.candidates.push(Vec::new());
+            calibration.layers.push(LayerCalibration::default());
             continue;
         }
         let samples = || inputs.chunks(geometry.input_len());
@@ -348,9 +369,9 @@ pub fn calibrate(
             split.macs + low_rank_conv_macs(&geometry, &split.low_rank, dimension)
         };
         let over_all: u64 = samples()
-            .map(|x| cost(light_svd(x, channels, positions, &whole_options, &[]), 0))
+            .map(|x| cost(light_svd(x, channels, positions, options, &[]), 0))
             .sum();
-        let (_, vectors) = principal_directions(inputs, channels, positions);
+        let vectors = principal_directions(inputs, channels, positions);
         let mut dimensions: Vec<usize> = (1..CANDIDATE_STEPS)
             .map(|step| channels * step / CANDIDATE_STEPS)
             .filter(|&dimension| dimension > 0)
@@ -363,7 +384,7 @@ pub fn calibrate(
             let macs: u64 = samples()
                 .map(|x| {
                     cost(
-                        subspace_svd(x, &geometry, &whole_options, &[], &subspace),
+                        subspace_svd(x, &geometry, options, &[], &subspace),
                         dimension,
                     )
                 })
@@ -373,11 +394,11 @@ pub fn calibrate(
                 best = (macs, Some(subspace));
             }
         }
-        calibration
-            .mean_macs
-            .push((over_all as f64 / count as f64, best.0 as f64 / count as f64));
-        calibration.subspaces.push(best.1);
-        calibration.candidates.push(tried);
+        calibration.layers.push(LayerCalibration {
+            subspace: best.1,
+            over_all_macs: over_all as f64 / count as f64,
+            candidates: tried,
+        });
     }
     Ok(calibration)
 }
@@ -385,6 +406,7 @@ pub fn calibrate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::svd::Basis;
     use veil_core::sampling::SplitMix64;
 
     #[test]
@@ -456,7 +478,7 @@ mod tests {
         };
         assert_eq!(geometry.positions(), positions);
         let xs = samples(&mut random, channels, positions);
-        let (_, vectors) = principal_directions(&xs[..8].concat(), channels, positions);
+        let vectors = principal_directions(&xs[..8].concat(), channels, positions);
         let subspace = leading(&vectors, channels, 5);
         assert!(confinement_threshold(&geometry, 5, 1) < 1.0);
         let mut confined = 0;
@@ -562,20 +584,27 @@ mod tests {
             basis: Basis::Subspace,
         };
         let calibration = calibrate(&model, &images, count, &options, 1).expect("calibrates");
-        assert_eq!(calibration.subspaces.len(), model.layers.len());
-        for (layer, ((over_all, chosen), subspace)) in model
-            .layers
-            .iter()
-            .zip(calibration.mean_macs.iter().zip(&calibration.subspaces))
-        {
-            assert!(chosen <= over_all, "{}", layer.name);
-            if let Some(subspace) = subspace {
-                assert!(chosen < over_all && subspace.dimension < subspace.channels);
-                assert_eq!(subspace.channels, layer.geometry.channels);
+        assert_eq!(calibration.layers.len(), model.layers.len());
+        for (layer, chosen) in model.layers.iter().zip(&calibration.layers) {
+            let geometry = &layer.geometry;
+            if !split_pays(geometry, 1) || geometry.channels < 2 {
+                assert!(chosen.subspace.is_none() && chosen.candidates.is_empty());
+                continue;
+            }
+            // Every multiple of c/16 below c was tried, at a positive cost.
+            let dimensions: Vec<usize> = chosen.candidates.iter().map(|(m, _)| *m).collect();
+            let mut expected: Vec<usize> = (1..CANDIDATE_STEPS)
+                .map(|step| geometry.channels * step / CANDIDATE_STEPS)
+                .filter(|&m| m > 0)
+                .collect();
+            expected.dedup();
+            assert_eq!(dimensions, expected, "{}", layer.name);
+            assert!(chosen.over_all_macs > 0.0);
+            if let Some(subspace) = &chosen.subspace {
+                assert_eq!(subspace.channels, geometry.channels);
+                assert_eq!(subspace.basis.len(), subspace.channels * subspace.dimension);
             }
         }
-        // The last layer is kept whole: no subspace.
-        assert!(calibration.subspaces.last().is_some_and(Option::is_none));
         assert!(calibrate(&model, &images[1..], count, &options, 1).is_err());
         let (mut trusted, _untrusted) = veil_net::memory_pair();
         let mut split = SplitExecutor::new(&mut trusted, &model, options);

@@ -378,23 +378,18 @@ fn print_report(report: &Report, stats: veil_net::ChannelStats) {
             subspace.time.as_secs_f64(),
             subspace.combination_macs
         );
-        let calibration = &subspace.calibration;
-        for ((layer, (over_all, chosen)), candidates) in report
-            .layers
-            .iter()
-            .zip(&calibration.mean_macs)
-            .zip(&calibration.candidates)
-        {
-            if *over_all > 0.0 {
-                let tried: Vec<String> = candidates
+        for (layer, calibrated) in report.layers.iter().zip(&subspace.calibration.layers) {
+            if !calibrated.candidates.is_empty() {
+                let tried: Vec<String> = calibrated
+                    .candidates
                     .iter()
                     .map(|(dimension, macs)| format!("m = {dimension}: {macs:.0}"))
                     .collect();
                 println!(
                     "  {}: the calibration images' trusted MACs a sample: over all channels {:.0}; chosen {:.0}; candidates {}",
                     layer.name,
-                    over_all,
-                    chosen,
+                    calibrated.over_all_macs,
+                    calibrated.chosen_macs(),
                     tried.join(", ")
                 );
             }
@@ -463,7 +458,10 @@ pub(crate) fn leakage(arguments: SplitLeakageArguments) -> Result<()> {
             &options,
             threads,
         )?;
-        let chosen = calibration.subspaces.get(1).cloned().flatten();
+        let chosen = calibration
+            .layers
+            .get(1)
+            .and_then(|layer| layer.subspace.clone());
         if chosen.is_none() {
             println!(
                 "subspace basis at {:.0}%: the calibration keeps no subspace for conv2, so its view is the per-sample one (not repeated)",
