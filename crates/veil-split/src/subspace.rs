@@ -543,7 +543,7 @@ mod tests {
                 let macs = crate::trusted::trusted_confined_low_rank_conv(
                     &geometry,
                     low,
-                    &weight,
+                    &crate::trusted::channel_major(&geometry, &weight),
                     (m, &subspace_weight),
                     &mut found,
                 );

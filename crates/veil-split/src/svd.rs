@@ -20,7 +20,7 @@
 //! When the threshold needs all `c` components the split is exact instead: `U = I`,
 //! `V = X`, residual zero (a one-channel input is always kept whole by the trusted side).
 
-use crate::kernels::{dot, matmul_accumulate, matmul_transposed_a_accumulate};
+use crate::kernels::{dot, matmul_accumulate, matmul_transposed_b_accumulate};
 
 /// Added to squared norms before dividing (the reference code's `eps`).
 const EPSILON: f32 = 1e-6;
@@ -257,19 +257,22 @@ pub(crate) fn power_split(
                     // P·(Pᵀ·u): the nearest combination inside the subspace, taken when it
                     // keeps enough of u (what it keeps of u bounds what it keeps of the
                     // energy the component would take).
+                    // Both products as row operations on P (`c × m`): Pᵀ·u adds u's
+                    // entries times P's rows, P·(Pᵀ·u) takes a dot product per row, so
+                    // both run along m contiguous values.
                     let m = subspace.dimension;
                     let mut inside = vec![0f32; m];
-                    macs += matmul_transposed_a_accumulate(
-                        m,
-                        channels,
-                        1,
-                        &subspace.basis,
-                        &u,
-                        &mut inside,
-                    );
+                    macs += matmul_accumulate(1, channels, m, &u, &subspace.basis, &mut inside);
                     if dot(&inside, &inside) >= threshold * dot(&u, &u) {
                         u.iter_mut().for_each(|value| *value = 0.0);
-                        macs += matmul_accumulate(channels, m, 1, &subspace.basis, &inside, &mut u);
+                        macs += matmul_transposed_b_accumulate(
+                            1,
+                            m,
+                            channels,
+                            &inside,
+                            &subspace.basis,
+                            &mut u,
+                        );
                         coordinates = inside;
                     }
                 }

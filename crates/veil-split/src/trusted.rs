@@ -119,9 +119,10 @@ pub struct SplitExecutor<'a> {
     /// [`Basis::Batch`]: per layer, the previous batch's basis (its columns), where each
     /// component's power iteration starts.
     batch_bases: Vec<Vec<Vec<f32>>>,
-    /// [`Basis::Subspace`]: per layer, its calibrated subspace P and the weights combined
-    /// with it, `W_P = Pᵀ·W`, kept as [`combine_channel_major`] gives it (`m × out·k²`).
-    subspaces: Vec<Option<(Subspace, Vec<f32>)>>,
+    /// [`Basis::Subspace`]: per layer, its calibrated subspace P, with the weights
+    /// combined with it and the weights themselves, both channel-major as
+    /// [`combine_channel_major`] reads and gives them.
+    subspaces: Vec<Option<ConfinedWeights>>,
     /// The multiply-accumulates of combining the weights with the subspaces: once per
     /// model, offline.
     pub offline_macs: u64,
@@ -132,6 +133,15 @@ pub struct SplitExecutor<'a> {
 struct Kept {
     low_ranks: Vec<LowRank>,
     basis: Option<(Vec<f32>, usize)>,
+}
+
+/// A layer's calibrated subspace P (`c × m`) and its weights, channel-major: `W_P = Pᵀ·W`
+/// (`m × out·k²`, offline) for the confined components and W (`c × out·k²`) for the
+/// free ones, so that no sample lays W out again.
+struct ConfinedWeights {
+    subspace: Subspace,
+    combined: Vec<f32>,
+    weight: Vec<f32>,
 }
 
 /// Per sample, the previous split layer's principal maps; and their height and width.
@@ -166,7 +176,7 @@ impl<'a> SplitExecutor<'a> {
             kept: (0..model.layers.len()).map(|_| None).collect(),
             warm: None,
             batch_bases: vec![Vec::new(); model.layers.len()],
-            subspaces: vec![None; model.layers.len()],
+            subspaces: (0..model.layers.len()).map(|_| None).collect(),
             offline_macs: 0,
         }
     }
@@ -197,14 +207,21 @@ impl<'a> SplitExecutor<'a> {
                     found: subspace.basis.len(),
                 });
             }
-            let (weight, macs) = combine_channel_major(
-                &geometry,
-                &subspace.basis,
+            let weight = channel_major(&geometry, &layer.weight);
+            let mut product = vec![0f32; subspace.dimension * weight.len() / geometry.channels];
+            self.offline_macs += matmul_transposed_a_accumulate(
                 subspace.dimension,
-                &layer.weight,
+                geometry.channels,
+                geometry.out_channels * geometry.taps(),
+                &subspace.basis,
+                &weight,
+                &mut product,
             );
-            self.offline_macs += macs;
-            combined.push(Some((subspace.clone(), weight)));
+            combined.push(Some(ConfinedWeights {
+                subspace: subspace.clone(),
+                combined: product,
+                weight,
+            }));
         }
         self.subspaces = combined;
         Ok(())
@@ -240,8 +257,9 @@ pub fn trusted_low_rank_conv(
 }
 
 /// Equation 4a for one sample with confined components ([`Basis::Subspace`]): V convolved
-/// with `[Ũᵀ·W_P | U_freeᵀ·W]`, `subspace` the subspace's dimension m and `W_P`
-/// channel-major, `m × (out·k²)` (`Pᵀ·W` as one GEMM gives it).
+/// with `[Ũᵀ·W_P | U_freeᵀ·W]`. `subspace` is the subspace's dimension m and `W_P`;
+/// `W_P` (`m × (out·k²)`, `Pᵀ·W` as one GEMM gives it) and `weight` (`c × (out·k²)`,
+/// [`channel_major`]) are channel-major.
 pub fn trusted_confined_low_rank_conv(
     geometry: &ConvGeometry,
     low: &LowRank,
@@ -263,9 +281,14 @@ pub fn trusted_confined_low_rank_conv(
         &mut product[..low.confined * span],
     );
     if free > 0 {
-        let (outside, free_macs) = combine_channel_major(geometry, &low.u, free, weight);
-        product[low.confined * span..].copy_from_slice(&outside);
-        macs += free_macs;
+        macs += matmul_transposed_a_accumulate(
+            free,
+            geometry.channels,
+            span,
+            &low.u,
+            weight,
+            &mut product[low.confined * span..],
+        );
     }
     let reduced = geometry.with_channels(low.rank);
     macs + kernels::conv_forward(&reduced, &low.v, &out_major(&reduced, &product), output)
@@ -326,6 +349,21 @@ pub(crate) fn combine_channel_major(
     rank: usize,
     weight: &[f32],
 ) -> (Vec<f32>, u64) {
+    let (channels, span) = (geometry.channels, geometry.out_channels * geometry.taps());
+    let mut product = vec![0f32; rank * span];
+    let macs = matmul_transposed_a_accumulate(
+        rank,
+        channels,
+        span,
+        u,
+        &channel_major(geometry, weight),
+        &mut product,
+    );
+    (product, macs)
+}
+
+/// W (`out × c × k²`) read as the `c × (out·k²)` matrix `W[o, c, t] → (c, o·k² + t)`.
+pub(crate) fn channel_major(geometry: &ConvGeometry, weight: &[f32]) -> Vec<f32> {
     let taps = geometry.taps();
     let (channels, outs) = (geometry.channels, geometry.out_channels);
     let mut by_channel = vec![0f32; channels * outs * taps];
@@ -339,10 +377,7 @@ pub(crate) fn combine_channel_major(
                 );
         }
     }
-    let mut product = vec![0f32; rank * outs * taps];
-    let macs =
-        matmul_transposed_a_accumulate(rank, channels, outs * taps, u, &by_channel, &mut product);
-    (product, macs)
+    by_channel
 }
 
 /// A channel-major weight (`c × (out·k²)`, [`combine_channel_major`]) in the
@@ -525,8 +560,8 @@ impl Executor for SplitExecutor<'_> {
                         None => Vec::new(),
                     };
                     match &self.subspaces[layer] {
-                        Some((subspace, _)) if self.options.basis == Basis::Subspace => {
-                            subspace_svd(x, &geometry, &self.options, &warm, subspace)
+                        Some(confined) if self.options.basis == Basis::Subspace => {
+                            subspace_svd(x, &geometry, &self.options, &warm, &confined.subspace)
                         }
                         _ => light_svd(x, geometry.channels, positions, &self.options, &warm),
                     }
@@ -586,15 +621,13 @@ impl Executor for SplitExecutor<'_> {
                 for (sample, low) in low_ranks.iter().enumerate() {
                     let output = &mut output[sample * output_len..(sample + 1) * output_len];
                     self.trusted_macs += match &self.subspaces[layer] {
-                        Some((subspace, combined)) if low.confined > 0 => {
-                            trusted_confined_low_rank_conv(
-                                &geometry,
-                                low,
-                                weight,
-                                (subspace.dimension, combined),
-                                output,
-                            )
-                        }
+                        Some(confined) if low.confined > 0 => trusted_confined_low_rank_conv(
+                            &geometry,
+                            low,
+                            &confined.weight,
+                            (confined.subspace.dimension, &confined.combined),
+                            output,
+                        ),
                         _ => trusted_low_rank_conv(&geometry, low, weight, output),
                     };
                 }
