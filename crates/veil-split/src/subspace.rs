@@ -537,13 +537,18 @@ mod tests {
                 }
                 // Its trusted convolution is the convolution of U·V.
                 let weight = random.normal_vec(geometry.weight_len(), 0.3);
-                let (subspace_weight, _) =
-                    crate::trusted::combine_channel_major(&geometry, &subspace.basis, m, &weight);
+                let by_channel = crate::trusted::channel_major(&geometry, &weight);
+                let (subspace_weight, _) = crate::trusted::combine_channel_major(
+                    &geometry,
+                    &subspace.basis,
+                    m,
+                    &by_channel,
+                );
                 let mut found = vec![0f32; geometry.output_len()];
                 let macs = crate::trusted::trusted_confined_low_rank_conv(
                     &geometry,
                     low,
-                    &crate::trusted::channel_major(&geometry, &weight),
+                    &by_channel,
                     (m, &subspace_weight),
                     &mut found,
                 );

@@ -256,10 +256,8 @@ pub(crate) fn power_split(
                 if let Some((subspace, threshold)) = within {
                     // P·(Pᵀ·u): the nearest combination inside the subspace, taken when it
                     // keeps enough of u (what it keeps of u bounds what it keeps of the
-                    // energy the component would take).
-                    // Both products as row operations on P (`c × m`): Pᵀ·u adds u's
-                    // entries times P's rows, P·(Pᵀ·u) takes a dot product per row, so
-                    // both run along m contiguous values.
+                    // energy the component would take). Both products are row operations
+                    // on P (`c × m`), along m contiguous values.
                     let m = subspace.dimension;
                     let mut inside = vec![0f32; m];
                     macs += matmul_accumulate(1, channels, m, &u, &subspace.basis, &mut inside);

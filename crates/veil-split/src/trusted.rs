@@ -208,15 +208,9 @@ impl<'a> SplitExecutor<'a> {
                 });
             }
             let weight = channel_major(&geometry, &layer.weight);
-            let mut product = vec![0f32; subspace.dimension * weight.len() / geometry.channels];
-            self.offline_macs += matmul_transposed_a_accumulate(
-                subspace.dimension,
-                geometry.channels,
-                geometry.out_channels * geometry.taps(),
-                &subspace.basis,
-                &weight,
-                &mut product,
-            );
+            let (product, macs) =
+                combine_channel_major(&geometry, &subspace.basis, subspace.dimension, &weight);
+            self.offline_macs += macs;
             combined.push(Some(ConfinedWeights {
                 subspace: subspace.clone(),
                 combined: product,
@@ -330,39 +324,34 @@ pub fn trusted_batch_low_rank_conv(
 }
 
 /// `W' = Uᵀ·W` for `u` (`c × rank`): `out × rank × k²`, and its MACs.
-pub(crate) fn combine_weights(
+fn combine_weights(
     geometry: &ConvGeometry,
     u: &[f32],
     rank: usize,
     weight: &[f32],
 ) -> (Vec<f32>, u64) {
-    let (product, macs) = combine_channel_major(geometry, u, rank, weight);
+    let (product, macs) =
+        combine_channel_major(geometry, u, rank, &channel_major(geometry, weight));
     (out_major(&geometry.with_channels(rank), &product), macs)
 }
 
-/// `Uᵀ·W` for `u` (`c × rank`) in channel-major order, `rank × (out·k²)`, and its MACs.
-/// W is read as the `c × (out·k²)` matrix `W[o, c, t] → (c, o·k² + t)`, so the product
-/// is one GEMM with long rows.
+/// `Uᵀ·W` for `u` (`c × rank`) and W already channel-major ([`channel_major`]), in
+/// channel-major order, `rank × (out·k²)`, and its MACs: one GEMM with long rows.
 pub(crate) fn combine_channel_major(
     geometry: &ConvGeometry,
     u: &[f32],
     rank: usize,
-    weight: &[f32],
+    by_channel: &[f32],
 ) -> (Vec<f32>, u64) {
-    let (channels, span) = (geometry.channels, geometry.out_channels * geometry.taps());
+    let span = geometry.out_channels * geometry.taps();
     let mut product = vec![0f32; rank * span];
-    let macs = matmul_transposed_a_accumulate(
-        rank,
-        channels,
-        span,
-        u,
-        &channel_major(geometry, weight),
-        &mut product,
-    );
+    let macs =
+        matmul_transposed_a_accumulate(rank, geometry.channels, span, u, by_channel, &mut product);
     (product, macs)
 }
 
-/// W (`out × c × k²`) read as the `c × (out·k²)` matrix `W[o, c, t] → (c, o·k² + t)`.
+/// W (`out × c × k²`) read as the `c × (out·k²)` matrix `W[o, c, t] → (c, o·k² + t)`, so
+/// that combining it with U is one GEMM with long rows.
 pub(crate) fn channel_major(geometry: &ConvGeometry, weight: &[f32]) -> Vec<f32> {
     let taps = geometry.taps();
     let (channels, outs) = (geometry.channels, geometry.out_channels);
