@@ -111,6 +111,10 @@ pub struct SentimentConfig {
     pub logits: Phase,
     /// The second stage's temperature.
     pub temperature: f64,
+    /// The second stage's weight on the soft loss in [0, 1]; the rest goes to the
+    /// labels' cross-entropy. 1 (the default) is MPCFormer's stage 2, logits alone.
+    #[serde(default = "all_soft")]
+    pub soft_weight: f64,
     /// How many times the students go through their two phases (the labels-only
     /// student through as many phases of labels).
     #[serde(default = "one_round")]
@@ -121,7 +125,19 @@ fn one_round() -> usize {
     1
 }
 
+fn all_soft() -> f64 {
+    1.0
+}
+
 impl SentimentConfig {
+    /// The second stage's loss.
+    pub fn distillation(&self) -> Distillation {
+        Distillation {
+            temperature: self.temperature,
+            soft_weight: self.soft_weight,
+        }
+    }
+
     /// Reads and checks a TOML file.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
@@ -142,6 +158,9 @@ impl SentimentConfig {
                 "batch and rounds must be positive, sequence at least 2 and temperature positive"
                     .into(),
             ));
+        }
+        if !(0.0..=1.0).contains(&config.soft_weight) {
+            return Err(invalid("soft_weight must lie in [0, 1]".into()));
         }
         if config.teacher_sentences.min(config.student_sentences) == 0 {
             return Err(invalid(

@@ -13,6 +13,8 @@
 //! - [`train::train`] runs AdamW over seeded minibatches under a progress bar, on hard
 //!   labels or by logits distillation ([`train::Supervision`]); [`train::accuracy`]
 //!   measures the f32 model.
+//! - [`loss::logits_distillation`]: the soft (and optionally hard) logits loss both
+//!   kinds of student share.
 //! - [`bert::BertClassifier`]: a BERT classifier in exact or MPC-friendly forms
 //!   ([`bert::Forms`]: the quadratic GELU, 2Quad), loaded from and exported to a
 //!   Hugging Face directory that `veil compile --hf` reads unedited.
@@ -31,6 +33,7 @@ pub mod bert;
 pub mod cnn;
 pub mod config;
 mod error;
+pub mod loss;
 pub mod sentiment;
 pub mod train;
 

@@ -1,7 +1,8 @@
 //! Training BERT classifiers on tokenized sentences: the teacher on hard labels, and the
 //! student by MPCFormer's two stages (cookbook §5.2): first the hidden states and the
 //! attention scores of every layer matched to the teacher's by mean squared error, then
-//! the logits by soft cross-entropy at a temperature. The baseline student, "without
+//! the logits by soft cross-entropy at a temperature (with the labels' cross-entropy
+//! mixed in, if the config weighs it). The baseline student, "without
 //! distillation", is the same network from the same initialisation trained on the
 //! labels for as many steps.
 //!
@@ -12,14 +13,15 @@
 
 use std::path::Path;
 
-use candle_core::{D, DType, Tensor};
+use candle_core::{DType, Tensor};
 use candle_nn::{Optimizer, ParamsAdamW};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokenizers::{Tokenizer, TruncationParams};
 use veil_core::sampling::SplitMix64;
 
 use crate::bert::{BertClassifier, Forward, TokenBatch};
-use crate::config::Phase;
+use crate::config::{Distillation, Phase};
+use crate::loss::logits_distillation;
 use crate::{Error, Result};
 
 /// Tokenized sentences and their labels.
@@ -122,8 +124,10 @@ pub enum Objective<'a> {
     /// MPCFormer's first stage: the mean squared error of every layer's hidden states
     /// and attention scores against the teacher's, over real tokens.
     Layers(&'a BertClassifier),
-    /// MPCFormer's second stage: T²·KL(teacher's softened distribution ‖ the student's).
-    Logits(&'a BertClassifier, f64),
+    /// MPCFormer's second stage: T²·KL(teacher's softened distribution ‖ the student's),
+    /// with the labels' cross-entropy mixed in where the soft weight is below 1
+    /// ([`logits_distillation`]).
+    Logits(&'a BertClassifier, Distillation),
 }
 
 /// The mean of (a − b)² where `weights` (broadcast) is 1.
@@ -153,14 +157,9 @@ fn step_loss(student: &Forward, batch: &TokenBatch, objective: Objective<'_>) ->
             }
             total
         }
-        Objective::Logits(teacher, temperature) => {
-            let targets = teacher.forward(batch)?.logits.detach();
-            let log_targets = candle_nn::ops::log_softmax(&(targets / temperature)?, D::Minus1)?;
-            let log_student =
-                candle_nn::ops::log_softmax(&(&student.logits / temperature)?, D::Minus1)?;
-            let gap = (&log_targets - log_student)?;
-            let divergence = (log_targets.exp()? * gap)?.sum(D::Minus1)?.mean_all()?;
-            (divergence * (temperature * temperature))?
+        Objective::Logits(teacher, distillation) => {
+            let targets = teacher.forward(batch)?.logits;
+            logits_distillation(&student.logits, &targets, &batch.labels, distillation)?
         }
     })
 }

@@ -11,6 +11,7 @@ use veil_data::fashion::Images;
 
 use crate::cnn::{CLASSES, Cnn, SIDE};
 use crate::config::{Distillation, Phase};
+use crate::loss::logits_distillation;
 use crate::{Error, Result};
 
 /// The images at `indices` as a `[n, 1, 28, 28]` tensor and their labels `[n]`.
@@ -112,30 +113,21 @@ pub fn train(
     Ok(losses)
 }
 
-/// The step's loss: cross-entropy on the labels, or T²·weight·KL(teacher's softened
-/// distribution ‖ student's) + (1 − weight)·CE(labels) (KL is the soft cross-entropy
-/// less the teacher's entropy, which has no gradient: the same training, a loss that
-/// reaches 0).
+/// The step's loss: cross-entropy on the labels, or logits distillation
+/// ([`crate::loss::logits_distillation`]).
 fn loss(
     logits: &Tensor,
     labels: &Tensor,
     inputs: &Tensor,
     supervision: Supervision<'_>,
 ) -> Result<Tensor> {
-    let hard = candle_nn::loss::cross_entropy(logits, labels)?;
-    Ok(match supervision {
-        Supervision::Labels => hard,
+    match supervision {
+        Supervision::Labels => Ok(candle_nn::loss::cross_entropy(logits, labels)?),
         Supervision::Distilled(teacher, distillation) => {
-            let temperature = distillation.temperature;
-            let targets = teacher.forward(inputs, false)?.detach();
-            let log_targets = candle_nn::ops::log_softmax(&(targets / temperature)?, D::Minus1)?;
-            let log_student = candle_nn::ops::log_softmax(&(logits / temperature)?, D::Minus1)?;
-            let gap = (&log_targets - log_student)?;
-            let soft = (log_targets.exp()? * gap)?.sum(D::Minus1)?.mean_all()?;
-            let soft = (soft * (distillation.soft_weight * temperature * temperature))?;
-            (soft + (hard * (1.0 - distillation.soft_weight))?)?
+            let targets = teacher.forward(inputs, false)?;
+            logits_distillation(logits, &targets, labels, distillation)
         }
-    })
+    }
 }
 
 /// The fraction of `images` `model` labels correctly (batch statistics frozen).

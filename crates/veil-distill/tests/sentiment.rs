@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use veil_core::sampling::SplitMix64;
 use veil_distill::bert::{BertClassifier, Forms};
-use veil_distill::config::Phase;
+use veil_distill::config::{Distillation, Phase};
 use veil_distill::sentiment::{Examples, Objective, logits, train};
 use veil_model::approximation::{GeluForm, SoftmaxForm};
 
@@ -231,7 +231,13 @@ fn training_and_both_distillation_stages_reduce_their_losses_and_the_student_run
         &student,
         &data,
         (phase, 8),
-        Objective::Logits(&teacher, 1.0),
+        Objective::Logits(
+            &teacher,
+            Distillation {
+                temperature: 2.0,
+                soft_weight: 0.5,
+            },
+        ),
         (3, "logits", true),
     );
     assert!(

@@ -175,7 +175,7 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
             (config.layers, Objective::Layers(&teacher)),
             (
                 config.logits,
-                Objective::Logits(&teacher, config.temperature),
+                Objective::Logits(&teacher, config.distillation()),
             ),
         ]
         .repeat(config.rounds),
@@ -200,6 +200,8 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
         "teacher_sentences": teacher_training.len(),
         "student_sentences": student_training.len(),
         "rounds": config.rounds,
+        "temperature": config.temperature,
+        "soft_weight": config.soft_weight,
         "dev_sentences": dev.len(),
         "test_sentences": test.len(),
         "models": report,
