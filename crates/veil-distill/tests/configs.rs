@@ -1,0 +1,40 @@
+//! The configs under version control load, and bad ones are refused with the reason.
+
+use std::path::{Path, PathBuf};
+
+use veil_distill::config::{DistillConfig, SentimentConfig};
+
+fn configs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs")
+}
+
+#[test]
+fn the_committed_configs_load() {
+    for name in ["distill-fashion.toml", "distill-fashion-long.toml"] {
+        DistillConfig::load(&configs().join(name)).unwrap();
+    }
+    let sentiment = SentimentConfig::load(&configs().join("distill-sentiment.toml")).unwrap();
+    assert!((0.0..=1.0).contains(&sentiment.soft_weight));
+}
+
+#[test]
+fn the_sentiment_soft_weight_defaults_to_mpcformer_and_is_checked() {
+    let committed = std::fs::read_to_string(configs().join("distill-sentiment.toml")).unwrap();
+    let without: String = committed
+        .lines()
+        .filter(|line| !line.starts_with("soft_weight"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let path =
+        std::env::temp_dir().join(format!("veil-sentiment-config-{}.toml", std::process::id()));
+    std::fs::write(&path, &without).unwrap();
+    let config = SentimentConfig::load(&path).unwrap();
+    assert_eq!(config.soft_weight, 1.0);
+    assert_eq!(config.distillation().temperature, config.temperature);
+    for bad in ["-0.5", "1.5"] {
+        std::fs::write(&path, format!("soft_weight = {bad}\n{without}")).unwrap();
+        let error = SentimentConfig::load(&path).unwrap_err().to_string();
+        assert!(error.contains("soft_weight must lie in [0, 1]"), "{error}");
+    }
+    std::fs::remove_file(&path).unwrap();
+}
