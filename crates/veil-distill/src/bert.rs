@@ -454,6 +454,11 @@ impl BertClassifier {
             .collect()
     }
 
+    /// The word-embedding table `[vocabulary, hidden]` (frozen in training).
+    pub fn word_embeddings(&self) -> Result<&Tensor> {
+        self.variable("embeddings.word_embeddings.weight")
+    }
+
     fn variable(&self, name: &str) -> Result<&Tensor> {
         self.variables
             .get(name)

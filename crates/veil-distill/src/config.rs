@@ -119,6 +119,9 @@ pub struct SentimentConfig {
     /// student through as many phases of labels).
     #[serde(default = "one_round")]
     pub rounds: usize,
+    /// TinyBERT-style sentence variants in both students' steps (none when absent).
+    #[serde(default)]
+    pub augmentation: Option<crate::augment::Augmentation>,
 }
 
 fn one_round() -> usize {
@@ -166,6 +169,9 @@ impl SentimentConfig {
             return Err(invalid(
                 "teacher_sentences and student_sentences must be positive".into(),
             ));
+        }
+        if let Some(augmentation) = &config.augmentation {
+            augmentation.check().map_err(invalid)?;
         }
         veil_model::approximation::Policy::parse(&config.approximation)
             .map_err(|error| invalid(format!("approximation: {error}")))?;

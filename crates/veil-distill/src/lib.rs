@@ -13,13 +13,16 @@
 //! - [`train::train`] runs AdamW over seeded minibatches under a progress bar, on hard
 //!   labels or by logits distillation ([`train::Supervision`]); [`train::accuracy`]
 //!   measures the f32 model.
+//! - [`compare::Paired`]: McNemar's exact test of two classifiers on the same
+//!   examples, for whether distillation's lead is more than chance.
 //! - [`loss::logits_distillation`]: the soft (and optionally hard) logits loss both
 //!   kinds of student share.
 //! - [`bert::BertClassifier`]: a BERT classifier in exact or MPC-friendly forms
 //!   ([`bert::Forms`]: the quadratic GELU, 2Quad), loaded from and exported to a
 //!   Hugging Face directory that `veil compile --hf` reads unedited.
 //! - [`sentiment::train`]: its training on [`sentiment::Examples`], toward labels or
-//!   MPCFormer's two distillation stages ([`sentiment::Objective`]).
+//!   MPCFormer's two distillation stages ([`sentiment::Objective`]), optionally on
+//!   TinyBERT-style sentence variants ([`augment::Augmenter`]).
 //!
 //! # What this crate does not do
 //! No inference under MPC (that is veil-exec, on the compiled plan), no GPU (candle's
@@ -29,8 +32,10 @@
 //! depend on this one: candle stays out of `veil serve`'s build (`veil` builds it behind
 //! its default `distill` feature).
 
+pub mod augment;
 pub mod bert;
 pub mod cnn;
+pub mod compare;
 pub mod config;
 mod error;
 pub mod loss;

@@ -9,7 +9,8 @@
 //! Batches are drawn in a seeded order and padded to their longest sentence, with
 //! sentences of like length grouped (the padding keys are masked, so a sentence's
 //! result does not depend on how far it is padded); the learning rate warms up over the
-//! first tenth of the steps and then falls linearly to 0.
+//! first tenth of the steps and then falls linearly to 0. Sentences may be replaced by
+//! TinyBERT-style variants ([`crate::augment`]) at the same step count.
 
 use std::path::Path;
 
@@ -19,6 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokenizers::{Tokenizer, TruncationParams};
 use veil_core::sampling::SplitMix64;
 
+use crate::augment::Augmenter;
 use crate::bert::{BertClassifier, Forward, TokenBatch};
 use crate::config::{Distillation, Phase};
 use crate::loss::logits_distillation;
@@ -164,15 +166,20 @@ fn step_loss(student: &Forward, batch: &TokenBatch, objective: Objective<'_>) ->
     })
 }
 
+/// Mixed into a phase's seed for its variants' stream.
+const VARIANT_STREAM: u64 = 0x7661_7269_616e_7473;
+
 /// The loss after each epoch (the mean over its steps).
 pub type EpochLosses = Vec<f64>;
 
 /// Trains `model` for `phase` on `examples` in batches of `batch`, toward `objective`,
 /// the order drawn from `seed`; `label` names the run on its progress bar (hidden when
-/// `quiet`).
+/// `quiet`). With an `augmenter`, sentences are replaced by variants as drawn from a
+/// stream of their own (the batch order stays the one `seed` gives).
 pub fn train(
     model: &BertClassifier,
     examples: &Examples,
+    augmenter: Option<&Augmenter>,
     (phase, batch): (Phase, usize),
     objective: Objective<'_>,
     (seed, label, quiet): (u64, &str, bool),
@@ -207,6 +214,7 @@ pub fn train(
     );
     progress.set_prefix(label.to_string());
     let mut sampler = SplitMix64::new(seed);
+    let mut variants = SplitMix64::new(seed ^ VARIANT_STREAM);
     let mut losses = Vec::with_capacity(phase.epochs);
     let started = std::time::Instant::now();
     let (mut step, mut seen) = (0usize, 0usize);
@@ -220,7 +228,10 @@ pub fn train(
                 (steps - step) as f64 / (steps - warmup).max(1) as f64
             };
             optimiser.set_learning_rate(phase.learning_rate * rate);
-            let inputs = examples.batch(indices)?;
+            let inputs = match augmenter {
+                Some(augmenter) => augmenter.batch(examples, indices, &mut variants)?,
+                None => examples.batch(indices)?,
+            };
             let forward = model.forward(&inputs)?;
             let loss = step_loss(&forward, &inputs, objective)?;
             optimiser.backward_step(&loss)?;
@@ -261,15 +272,20 @@ pub fn logits(model: &BertClassifier, examples: &Examples) -> Result<Vec<Vec<f32
     Ok(all)
 }
 
+/// Whether `model` labels each of `examples` correctly, in order.
+pub fn correct(model: &BertClassifier, examples: &Examples) -> Result<Vec<bool>> {
+    Ok(logits(model, examples)?
+        .iter()
+        .zip(&examples.labels)
+        .map(|(row, label)| veil_model::plain::argmax_rows(row, row.len())[0] == *label)
+        .collect())
+}
+
 /// The fraction of `examples` `model` labels correctly.
 pub fn accuracy(model: &BertClassifier, examples: &Examples) -> Result<f64> {
     if examples.is_empty() {
         return Ok(0.0);
     }
-    let correct = logits(model, examples)?
-        .iter()
-        .zip(&examples.labels)
-        .filter(|(row, label)| veil_model::plain::argmax_rows(row, row.len())[0] == **label)
-        .count();
-    Ok(correct as f64 / examples.len() as f64)
+    let correct = correct(model, examples)?;
+    Ok(correct.iter().filter(|&&right| right).count() as f64 / examples.len() as f64)
 }

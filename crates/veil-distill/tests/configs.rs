@@ -15,6 +15,37 @@ fn the_committed_configs_load() {
     }
     let sentiment = SentimentConfig::load(&configs().join("distill-sentiment.toml")).unwrap();
     assert!((0.0..=1.0).contains(&sentiment.soft_weight));
+    assert_eq!(
+        sentiment.augmentation, None,
+        "the recipe trains on the sentences"
+    );
+    let variants =
+        SentimentConfig::load(&configs().join("distill-sentiment-variants.toml")).unwrap();
+    assert!(variants.augmentation.is_some());
+    assert_eq!(
+        (variants.seed, variants.student_sentences),
+        (sentiment.seed, sentiment.student_sentences),
+        "the variants' run differs from the recipe in its rounds and variants only"
+    );
+}
+
+#[test]
+fn sentence_variants_out_of_range_are_refused() {
+    let committed =
+        std::fs::read_to_string(configs().join("distill-sentiment-variants.toml")).unwrap();
+    let path =
+        std::env::temp_dir().join(format!("veil-variants-config-{}.toml", std::process::id()));
+    for (line, bad) in [
+        ("sentences = 0.5", "sentences = 2.0"),
+        ("words = 0.3", "words = -0.3"),
+        ("neighbours = 8", "neighbours = 0"),
+    ] {
+        assert!(committed.contains(line), "{line}");
+        std::fs::write(&path, committed.replace(line, bad)).unwrap();
+        let error = SentimentConfig::load(&path).unwrap_err().to_string();
+        assert!(error.contains("augmentation."), "{bad}: {error}");
+    }
+    std::fs::remove_file(&path).unwrap();
 }
 
 #[test]

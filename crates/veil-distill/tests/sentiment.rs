@@ -4,12 +4,15 @@
 //! forms, the teacher's loss and both distillation stages' losses fall, and a distilled
 //! student exported as a Hugging Face directory compiles with its stated forms, agrees
 //! with candle in veil's plain executor, and runs securely within the documented bound.
+//! Sentence variants replace whole words by their nearest words only, keep lengths and
+//! special tokens, and the first stage still learns on them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use veil_core::sampling::SplitMix64;
+use veil_distill::augment::{Augmentation, Augmenter};
 use veil_distill::bert::{BertClassifier, Forms};
 use veil_distill::config::{Distillation, Phase};
 use veil_distill::sentiment::{Examples, Objective, logits, train};
@@ -204,6 +207,7 @@ fn training_and_both_distillation_stages_reduce_their_losses_and_the_student_run
     let losses = train(
         &teacher,
         &data,
+        None,
         (phase, 8),
         Objective::Labels,
         (1, "teacher", true),
@@ -222,6 +226,7 @@ fn training_and_both_distillation_stages_reduce_their_losses_and_the_student_run
     let layers = train(
         &student,
         &data,
+        None,
         (phase, 8),
         Objective::Layers(&teacher),
         (2, "layers", true),
@@ -230,6 +235,7 @@ fn training_and_both_distillation_stages_reduce_their_losses_and_the_student_run
     let logits_stage = train(
         &student,
         &data,
+        None,
         (phase, 8),
         Objective::Logits(
             &teacher,
@@ -335,5 +341,103 @@ fn training_and_both_distillation_stages_reduce_their_losses_and_the_student_run
             );
         }
     }
+    std::fs::remove_dir_all(&directory).ok();
+}
+
+#[test]
+fn variants_replace_whole_words_by_their_nearest_and_the_first_stage_learns_on_them() {
+    let Some(directory) = tiny_bert("bert-variants") else {
+        return;
+    };
+    let tokenizer_path = directory.join("tokenizer.json");
+    let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path).unwrap();
+    let id = |word: &str| tokenizer.token_to_id(word).unwrap();
+    let data = examples(&directory, 32);
+    // A table where "terrific" points as "great" does (twice as long): its nearest.
+    let mut sampler = SplitMix64::new(11);
+    let mut rows = sampler.normal_vec(VOCABULARY * 8, 1.0);
+    let (great, terrific) = (id("great") as usize, id("terrific") as usize);
+    for k in 0..8 {
+        rows[terrific * 8 + k] = 2.0 * rows[great * 8 + k];
+    }
+    let table = Tensor::from_vec(rows, (VOCABULARY, 8), &Device::Cpu).unwrap();
+    let every = Augmentation {
+        sentences: 1.0,
+        words: 1.0,
+        neighbours: 3,
+    };
+    let augmenter = Augmenter::new(every, &tokenizer_path, &table, &data).unwrap();
+    assert_eq!(augmenter.neighbours_of(id("great"))[0], id("terrific"));
+    assert_eq!(augmenter.neighbours_of(id("great")).len(), 3);
+    assert!(augmenter.describe(&["great"])[0].starts_with("great → terrific, "));
+    assert!(augmenter.neighbours_of(id("[CLS]")).is_empty());
+    assert!(augmenter.words() > 0);
+    let mut variants = SplitMix64::new(5);
+    let mut changed = 0;
+    for sentence in &data.ids {
+        let variant = augmenter.variant(sentence, &mut variants);
+        assert_eq!(variant.len(), sentence.len(), "a variant keeps its length");
+        for (position, (&ours, &theirs)) in sentence.iter().zip(&variant).enumerate() {
+            let neighbours = augmenter.neighbours_of(ours);
+            let piece_follows = sentence.get(position + 1).is_some_and(|&next| {
+                tokenizer
+                    .id_to_token(next)
+                    .is_some_and(|token| token.starts_with("##"))
+            });
+            if neighbours.is_empty() || piece_follows {
+                assert_eq!(ours, theirs, "a token that is not a whole word stays");
+            } else {
+                assert!(
+                    neighbours.contains(&theirs),
+                    "word {position} became a neighbour"
+                );
+                changed += 1;
+            }
+        }
+        let none = Augmenter::new(
+            Augmentation {
+                words: 0.0,
+                ..every
+            },
+            &tokenizer_path,
+            &table,
+            &data,
+        )
+        .unwrap();
+        assert_eq!(&none.variant(sentence, &mut variants), sentence);
+    }
+    assert!(changed > 0, "some words were replaced");
+
+    let teacher = BertClassifier::from_directory(&directory, &["no", "yes"], 1).unwrap();
+    let student = teacher.student(STUDENT).unwrap();
+    let own = Augmenter::new(
+        Augmentation {
+            sentences: 0.5,
+            words: 0.3,
+            neighbours: 5,
+        },
+        &tokenizer_path,
+        teacher.word_embeddings().unwrap(),
+        &data,
+    )
+    .unwrap();
+    let layers = train(
+        &student,
+        &data,
+        Some(&own),
+        (
+            Phase {
+                epochs: 6,
+                learning_rate: 3e-3,
+            },
+            8,
+        ),
+        Objective::Layers(&teacher),
+        (2, "layers on variants", true),
+    );
+    assert!(
+        falls(&[layers.unwrap()]),
+        "the first stage's loss falls on variants"
+    );
     std::fs::remove_dir_all(&directory).ok();
 }

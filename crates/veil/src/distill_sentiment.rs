@@ -2,7 +2,8 @@
 //! sentiment teacher M (tanh(pooler([CLS])) and a linear classifier on top), then the
 //! MPC-friendly student M̂ (the config's forms, e.g. the quadratic GELU and 2Quad)
 //! initialised from M and trained twice on the same sentences and steps: by MPCFormer's
-//! two stages (hidden states and attention scores, then logits), and on labels alone.
+//! two stages (hidden states and attention scores, then logits), and on labels alone
+//! (both, if the config says so, on TinyBERT-style sentence variants).
 //! Each model is written as a Hugging Face directory for `veil compile --hf`, with its
 //! plain (f32) dev and test accuracies in sentiment-report.json.
 
@@ -10,9 +11,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use veil_data::reviews::{self, SPLIT_SEED};
+use veil_distill::augment::Augmenter;
 use veil_distill::bert::{BertClassifier, Forms};
+use veil_distill::compare::Paired;
 use veil_distill::config::SentimentConfig;
-use veil_distill::sentiment::{Examples, Objective, accuracy, train};
+use veil_distill::sentiment::{Examples, Objective, correct, train};
 use veil_model::approximation::Policy;
 
 /// The label names, by index (a review's polarity).
@@ -31,6 +34,9 @@ struct Trained {
     /// not repeated).
     epoch_losses: Vec<Vec<f64>>,
     train_seconds: f64,
+    /// Whether it labels each dev and each test sentence correctly (for the paired test).
+    #[serde(skip)]
+    outcomes: (Vec<bool>, Vec<bool>),
 }
 
 /// The fetched MiniLM directory and reviews file, or what to run.
@@ -86,7 +92,7 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
                    model: BertClassifier,
                    supervision: &'static str,
                    phases: &[(veil_distill::config::Phase, Objective<'_>)],
-                   data: &Examples|
+                   (data, augmenter): (&Examples, Option<&Augmenter>)|
      -> Result<BertClassifier> {
         let directory = out.join(name);
         let started = std::time::Instant::now();
@@ -110,6 +116,7 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
             epoch_losses.push(train(
                 &model,
                 data,
+                augmenter,
                 (phase, config.batch),
                 objective,
                 (config.seed + index as u64, &label, quiet),
@@ -121,7 +128,11 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
             model.export(&directory, &tokenizer)?;
         }
         let train_seconds = started.elapsed().as_secs_f64();
-        let (dev_accuracy, test_accuracy) = (accuracy(&model, &dev)?, accuracy(&model, &test)?);
+        let outcomes = (correct(&model, &dev)?, correct(&model, &test)?);
+        let fraction = |right: &[bool]| {
+            right.iter().filter(|&&is| is).count() as f64 / right.len().max(1) as f64
+        };
+        let (dev_accuracy, test_accuracy) = (fraction(&outcomes.0), fraction(&outcomes.1));
         eprintln!(
             "{name:>36}: plain accuracy dev {dev_accuracy:.4}, test {test_accuracy:.4} after {train_seconds:.0} s (losses {epoch_losses:.4?})"
         );
@@ -134,6 +145,7 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
             test_accuracy,
             epoch_losses,
             train_seconds,
+            outcomes,
         });
         Ok(model)
     };
@@ -151,12 +163,37 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
         Ok(student)
     };
     let base = BertClassifier::from_directory(&minilm, &LABELS, config.seed)?;
+    // TinyBERT-style variants for both students, from the frozen word table (the
+    // same in MiniLM, M and the students).
+    let augmenter = match config.augmentation {
+        Some(settings) => {
+            let augmenter = Augmenter::new(
+                settings,
+                &tokenizer,
+                base.word_embeddings()?,
+                &student_training,
+            )?;
+            eprintln!(
+                "{:>36}: {} words with {} neighbours each; a sentence drawn is a variant with probability {}, each of its words replaced with probability {}",
+                "sentence variants",
+                augmenter.words(),
+                settings.neighbours,
+                settings.sentences,
+                settings.words
+            );
+            for line in augmenter.describe(&["good", "bad", "funny", "boring", "masterpiece"]) {
+                eprintln!("{:>36}  {line}", "");
+            }
+            Some(augmenter)
+        }
+        None => None,
+    };
     let teacher = run(
         "sentiment-teacher",
         base,
         "labels",
         &[(config.teacher, Objective::Labels)],
-        &teacher_training,
+        (&teacher_training, None),
     )?;
     // The untrained student: M's weights under the student's forms (the GELUs fitted),
     // for scale.
@@ -165,7 +202,7 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
         student_of(&teacher)?,
         "none",
         &[],
-        &student_training,
+        (&student_training, None),
     )?;
     run(
         "sentiment-student-distilled",
@@ -179,7 +216,7 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
             ),
         ]
         .repeat(config.rounds),
-        &student_training,
+        (&student_training, augmenter.as_ref()),
     )?;
     run(
         "sentiment-student-labels",
@@ -190,8 +227,37 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
             (config.logits, Objective::Labels),
         ]
         .repeat(config.rounds),
-        &student_training,
+        (&student_training, augmenter.as_ref()),
     )?;
+    // Distillation against labels alone, sentence by sentence (McNemar's exact test).
+    let outcomes = |name: &str| {
+        report
+            .iter()
+            .find(|trained| trained.name == name)
+            .map(|trained| &trained.outcomes)
+    };
+    let (Some(distilled), Some(labels)) = (
+        outcomes("sentiment-student-distilled"),
+        outcomes("sentiment-student-labels"),
+    ) else {
+        bail!("the report lacks a student");
+    };
+    let both = |(dev, test): &(Vec<bool>, Vec<bool>)| [dev.as_slice(), test].concat();
+    let comparisons = [
+        ("dev", Paired::new(&distilled.0, &labels.0)),
+        ("test", Paired::new(&distilled.1, &labels.1)),
+        ("dev_and_test", Paired::new(&both(distilled), &both(labels))),
+    ];
+    for (part, comparison) in &comparisons {
+        eprintln!(
+            "{:>36}: {:+.2} points on {part} ({} sentences only the distilled student gets right, {} only the labels-only one; McNemar p = {:.3})",
+            "distilled against labels",
+            comparison.difference_points(),
+            comparison.only_first,
+            comparison.only_second,
+            comparison.p_value
+        );
+    }
     let path = out.join("sentiment-report.json");
     let text = serde_json::to_string_pretty(&serde_json::json!({
         "config": config_path.display().to_string(),
@@ -202,9 +268,14 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
         "rounds": config.rounds,
         "temperature": config.temperature,
         "soft_weight": config.soft_weight,
+        "augmentation": config.augmentation,
         "dev_sentences": dev.len(),
         "test_sentences": test.len(),
         "models": report,
+        "distilled_against_labels": comparisons
+            .iter()
+            .map(|(part, comparison)| (part.to_string(), serde_json::json!(comparison)))
+            .collect::<serde_json::Map<_, _>>(),
     }))?;
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     eprintln!(
