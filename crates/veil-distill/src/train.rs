@@ -3,7 +3,7 @@
 //! CNN has no attention to match), each with AdamW over minibatches in a seeded order,
 //! under a progress bar showing the loss and the throughput.
 
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{D, Device, Tensor};
 use candle_nn::{Optimizer, ParamsAdamW};
 use indicatif::{ProgressBar, ProgressStyle};
 use veil_core::sampling::SplitMix64;
@@ -135,16 +135,22 @@ pub fn accuracy(model: &Cnn, images: &Images) -> Result<f64> {
     if images.is_empty() {
         return Ok(0.0);
     }
+    let right = correct(model, images)?;
+    Ok(right.iter().filter(|&&is| is).count() as f64 / images.len() as f64)
+}
+
+/// Whether `model` labels each of `images` correctly, in order.
+pub fn correct(model: &Cnn, images: &Images) -> Result<Vec<bool>> {
     let device = Device::Cpu;
-    let mut correct = 0usize;
+    let mut right = Vec::with_capacity(images.len());
     let indices: Vec<usize> = (0..images.len()).collect();
     for chunk in indices.chunks(500) {
         let (inputs, labels) = tensors(images, chunk, &device)?;
         let predicted = model.forward(&inputs, false)?.argmax(D::Minus1)?;
-        let hits = predicted.eq(&labels)?.to_dtype(DType::F32)?.sum_all()?;
-        correct += hits.to_scalar::<f32>()? as usize;
+        let hits = predicted.eq(&labels)?.to_vec1::<u8>()?;
+        right.extend(hits.into_iter().map(|hit| hit != 0));
     }
-    Ok(correct as f64 / images.len() as f64)
+    Ok(right)
 }
 
 /// The logits of one image, for checks against veil's executors.

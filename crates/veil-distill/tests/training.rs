@@ -8,7 +8,7 @@ use veil_core::sampling::SplitMix64;
 use veil_data::fashion::Images;
 use veil_distill::cnn::{Activation, Cnn, SIDE, Shape};
 use veil_distill::config::{Distillation, Phase};
-use veil_distill::train::{Supervision, accuracy, logits, train};
+use veil_distill::train::{Supervision, accuracy, correct, logits, train};
 
 /// `count` noisy images of four classes: a bright quadrant (top-left, top-right,
 /// bottom-left, bottom-right) on a dark background.
@@ -113,6 +113,22 @@ fn training_reduces_the_loss_and_distillation_trains_a_student() {
         "student losses {losses:?}"
     );
     assert!(accuracy(&student, &images).unwrap() >= 0.9);
+    // Image by image, as the paired test reads it: the same count, each against its
+    // label by the student's own logits.
+    let right = correct(&student, &images).unwrap();
+    assert_eq!(right.len(), images.len());
+    let fraction = right.iter().filter(|&&is| is).count() as f64 / right.len() as f64;
+    assert_eq!(fraction, accuracy(&student, &images).unwrap());
+    for (index, &is) in right.iter().enumerate().take(8) {
+        let pixels = &images.images[index * SIDE * SIDE..(index + 1) * SIDE * SIDE];
+        let scores = logits(&student, pixels).unwrap();
+        let predicted = veil_model::plain::argmax_rows(&scores, scores.len())[0];
+        assert_eq!(
+            is,
+            predicted == images.labels[index] as usize,
+            "image {index}"
+        );
+    }
     // The student's soft targets are the teacher's: they now agree on most images.
     let input = Tensor::from_vec(images.images.clone(), (64, 1, SIDE, SIDE), &device).unwrap();
     let agree = teacher

@@ -2,15 +2,17 @@
 //! residual) a ReLU teacher M, then the `quad` student M̂ four ways (initialised from
 //! scratch or from M, trained on labels or by knowledge distillation from M); each
 //! exported for `veil compile`, with the plain (f32) test accuracies in
-//! distill-report.json.
+//! distill-report.json, and McNemar's exact test of each distilled student against
+//! the labels-only one from the same start, image by image.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use veil_data::fashion::Images;
 use veil_distill::cnn::{Activation, Cnn, Shape};
+use veil_distill::compare::Paired;
 use veil_distill::config::{DistillConfig, Phase};
-use veil_distill::train::{Supervision, accuracy, train};
+use veil_distill::train::{Supervision, correct, train};
 
 /// One trained model's line of the report.
 #[derive(serde::Serialize)]
@@ -24,6 +26,9 @@ struct Trained {
     /// Empty for a model reused from an earlier run.
     epoch_losses: Vec<f64>,
     train_seconds: f64,
+    /// Whether it labels each test image correctly (for the paired test).
+    #[serde(skip)]
+    outcomes: Vec<bool>,
 }
 
 fn images(part: veil_data::fashion::Part, count: usize) -> Result<Images> {
@@ -94,7 +99,9 @@ pub(crate) fn distill(
                 )?
             };
             let train_seconds = started.elapsed().as_secs_f64();
-            let plain_accuracy = accuracy(model, &test)?;
+            let outcomes = correct(model, &test)?;
+            let plain_accuracy =
+                outcomes.iter().filter(|&&is| is).count() as f64 / outcomes.len().max(1) as f64;
             let (weights, architecture) = veil_distill::export(model, out, &name)?;
             eprintln!(
                 "{name:>36}: plain accuracy {plain_accuracy:.4} after {train_seconds:.0} s (losses {epoch_losses:.3?})"
@@ -112,6 +119,7 @@ pub(crate) fn distill(
                 plain_accuracy,
                 epoch_losses,
                 train_seconds,
+                outcomes,
             });
             Ok(())
         };
@@ -150,6 +158,29 @@ pub(crate) fn distill(
             )?;
         }
     }
+    // Each distilled student against the labels-only one from the same start.
+    let mut comparisons = serde_json::Map::new();
+    for distilled in report
+        .iter()
+        .filter(|trained| trained.name.ends_with("distilled"))
+    {
+        let labels_name = distilled.name.replace("distilled", "labels");
+        let Some(labels) = report.iter().find(|trained| trained.name == labels_name) else {
+            continue;
+        };
+        let paired = Paired::new(&distilled.outcomes, &labels.outcomes);
+        eprintln!(
+            "{:>36}: {:+.2} points ({} images only {} gets right, {} only {}; McNemar p = {:.3})",
+            "distilled against labels",
+            paired.difference_points(),
+            paired.only_first,
+            distilled.name,
+            paired.only_second,
+            labels.name,
+            paired.p_value
+        );
+        comparisons.insert(distilled.name.clone(), serde_json::json!(paired));
+    }
     let path = out.join("distill-report.json");
     let text = serde_json::to_string_pretty(&serde_json::json!({
         "config": config_path.display().to_string(),
@@ -157,6 +188,7 @@ pub(crate) fn distill(
         "student_images": training.len(),
         "test_images": test.len(),
         "models": report,
+        "distilled_against_labels": comparisons,
     }))?;
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     eprintln!(
