@@ -86,7 +86,6 @@ impl Augmenter {
         })?;
         let vocabulary = loaded.get_vocab(false);
         let rows = table.dim(0)?;
-        let mut words: Vec<u32> = Vec::new();
         let mut continuations = BTreeSet::new();
         let mut names = BTreeMap::new();
         for (token, &id) in &vocabulary {
@@ -94,20 +93,18 @@ impl Augmenter {
                 continue;
             }
             if is_word(token) {
-                words.push(id);
                 names.insert(id, token.clone());
             } else if token.starts_with("##") {
                 continuations.insert(id);
             }
         }
-        words.sort_unstable();
-        let word_set: BTreeSet<u32> = words.iter().copied().collect();
+        let words: Vec<u32> = names.keys().copied().collect();
         let used: Vec<u32> = examples
             .ids
             .iter()
             .flatten()
             .copied()
-            .filter(|id| word_set.contains(id))
+            .filter(|id| names.contains_key(id))
             .collect::<BTreeSet<u32>>()
             .into_iter()
             .collect();
@@ -161,11 +158,6 @@ impl Augmenter {
                 Some(format!("{word} → {}", spelled.join(", ")))
             })
             .collect()
-    }
-
-    /// The settings it draws with.
-    pub fn settings(&self) -> Augmentation {
-        self.settings
     }
 
     /// How many distinct words have neighbours.

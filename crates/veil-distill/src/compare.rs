@@ -24,6 +24,11 @@ pub struct Paired {
 impl Paired {
     /// Compares per-example correctness (the same examples, in the same order).
     pub fn new(first: &[bool], second: &[bool]) -> Self {
+        debug_assert_eq!(
+            first.len(),
+            second.len(),
+            "paired outcomes of unequal length"
+        );
         let examples = first.len().min(second.len());
         let (mut only_first, mut only_second) = (0, 0);
         for (&a, &b) in first.iter().zip(second) {
@@ -45,6 +50,11 @@ impl Paired {
     pub fn difference_points(&self) -> f64 {
         100.0 * (self.only_first as f64 - self.only_second as f64) / self.examples.max(1) as f64
     }
+}
+
+/// The fraction of examples gotten right (0 for none).
+pub fn fraction_right(outcomes: &[bool]) -> f64 {
+    outcomes.iter().filter(|&&right| right).count() as f64 / outcomes.len().max(1) as f64
 }
 
 /// McNemar's exact two-sided p-value for `b` and `c` discordant pairs.
@@ -95,5 +105,7 @@ mod tests {
         assert_eq!(paired.examples, 5);
         assert!((paired.difference_points() - 20.0).abs() < 1e-12);
         assert_eq!(paired.p_value, 1.0);
+        assert!((fraction_right(&first) - 0.6).abs() < 1e-12);
+        assert_eq!(fraction_right(&[]), 0.0);
     }
 }

@@ -283,9 +283,5 @@ pub fn correct(model: &BertClassifier, examples: &Examples) -> Result<Vec<bool>>
 
 /// The fraction of `examples` `model` labels correctly.
 pub fn accuracy(model: &BertClassifier, examples: &Examples) -> Result<f64> {
-    if examples.is_empty() {
-        return Ok(0.0);
-    }
-    let correct = correct(model, examples)?;
-    Ok(correct.iter().filter(|&&right| right).count() as f64 / examples.len() as f64)
+    Ok(crate::compare::fraction_right(&correct(model, examples)?))
 }

@@ -132,11 +132,7 @@ fn loss(
 
 /// The fraction of `images` `model` labels correctly (batch statistics frozen).
 pub fn accuracy(model: &Cnn, images: &Images) -> Result<f64> {
-    if images.is_empty() {
-        return Ok(0.0);
-    }
-    let right = correct(model, images)?;
-    Ok(right.iter().filter(|&&is| is).count() as f64 / images.len() as f64)
+    Ok(crate::compare::fraction_right(&correct(model, images)?))
 }
 
 /// Whether `model` labels each of `images` correctly, in order.

@@ -372,6 +372,16 @@ fn variants_replace_whole_words_by_their_nearest_and_the_first_stage_learns_on_t
     assert!(augmenter.describe(&["great"])[0].starts_with("great → terrific, "));
     assert!(augmenter.neighbours_of(id("[CLS]")).is_empty());
     assert!(augmenter.words() > 0);
+    let none = Augmenter::new(
+        Augmentation {
+            words: 0.0,
+            ..every
+        },
+        &tokenizer_path,
+        &table,
+        &data,
+    )
+    .unwrap();
     let mut variants = SplitMix64::new(5);
     let mut changed = 0;
     for sentence in &data.ids {
@@ -394,16 +404,6 @@ fn variants_replace_whole_words_by_their_nearest_and_the_first_stage_learns_on_t
                 changed += 1;
             }
         }
-        let none = Augmenter::new(
-            Augmentation {
-                words: 0.0,
-                ..every
-            },
-            &tokenizer_path,
-            &table,
-            &data,
-        )
-        .unwrap();
         assert_eq!(&none.variant(sentence, &mut variants), sentence);
     }
     assert!(changed > 0, "some words were replaced");

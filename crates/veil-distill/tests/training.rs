@@ -117,8 +117,11 @@ fn training_reduces_the_loss_and_distillation_trains_a_student() {
     // label by the student's own logits.
     let right = correct(&student, &images).unwrap();
     assert_eq!(right.len(), images.len());
-    let fraction = right.iter().filter(|&&is| is).count() as f64 / right.len() as f64;
-    assert_eq!(fraction, accuracy(&student, &images).unwrap());
+    let count = right.iter().filter(|&&is| is).count();
+    assert_eq!(
+        count as f64 / right.len() as f64,
+        accuracy(&student, &images).unwrap()
+    );
     for (index, &is) in right.iter().enumerate().take(8) {
         let pixels = &images.images[index * SIDE * SIDE..(index + 1) * SIDE * SIDE];
         let scores = logits(&student, pixels).unwrap();

@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use veil_data::fashion::Images;
 use veil_distill::cnn::{Activation, Cnn, Shape};
-use veil_distill::compare::Paired;
+use veil_distill::compare::{Paired, fraction_right};
 use veil_distill::config::{DistillConfig, Phase};
 use veil_distill::train::{Supervision, correct, train};
 
@@ -100,8 +100,7 @@ pub(crate) fn distill(
             };
             let train_seconds = started.elapsed().as_secs_f64();
             let outcomes = correct(model, &test)?;
-            let plain_accuracy =
-                outcomes.iter().filter(|&&is| is).count() as f64 / outcomes.len().max(1) as f64;
+            let plain_accuracy = fraction_right(&outcomes);
             let (weights, architecture) = veil_distill::export(model, out, &name)?;
             eprintln!(
                 "{name:>36}: plain accuracy {plain_accuracy:.4} after {train_seconds:.0} s (losses {epoch_losses:.3?})"

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use veil_data::reviews::{self, SPLIT_SEED};
 use veil_distill::augment::Augmenter;
 use veil_distill::bert::{BertClassifier, Forms};
-use veil_distill::compare::Paired;
+use veil_distill::compare::{Paired, fraction_right};
 use veil_distill::config::SentimentConfig;
 use veil_distill::sentiment::{Examples, Objective, correct, train};
 use veil_model::approximation::Policy;
@@ -129,10 +129,8 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
         }
         let train_seconds = started.elapsed().as_secs_f64();
         let outcomes = (correct(&model, &dev)?, correct(&model, &test)?);
-        let fraction = |right: &[bool]| {
-            right.iter().filter(|&&is| is).count() as f64 / right.len().max(1) as f64
-        };
-        let (dev_accuracy, test_accuracy) = (fraction(&outcomes.0), fraction(&outcomes.1));
+        let (dev_accuracy, test_accuracy) =
+            (fraction_right(&outcomes.0), fraction_right(&outcomes.1));
         eprintln!(
             "{name:>36}: plain accuracy dev {dev_accuracy:.4}, test {test_accuracy:.4} after {train_seconds:.0} s (losses {epoch_losses:.4?})"
         );
