@@ -173,6 +173,9 @@ pub struct Forward {
     /// Every layer's scaled scores q·kᵀ/√d before the mask, `[batch, heads, length,
     /// length]`.
     pub scores: Vec<Tensor>,
+    /// Every layer's attention distributions (the softmax's or 2Quad's normalised
+    /// weights, 0 on padding keys), `[batch, heads, length, length]`.
+    pub distributions: Vec<Tensor>,
     /// Every layer's GELU input, `[batch, length, intermediate]`.
     pub pre_gelu: Vec<Tensor>,
 }
@@ -546,6 +549,7 @@ impl BertClassifier {
         let mut x = self.layer_norm(&embedded, "embeddings.LayerNorm")?;
         let mut hidden_states = vec![x.clone()];
         let mut all_scores = Vec::with_capacity(self.shape.layers);
+        let mut distributions = Vec::with_capacity(self.shape.layers);
         let mut pre_gelu = Vec::with_capacity(self.shape.layers);
         let by_head = |t: Tensor| -> Result<Tensor> {
             Ok(t.reshape((size, length, heads, head))?
@@ -565,6 +569,7 @@ impl BertClassifier {
                 .transpose(1, 2)?
                 .contiguous()?
                 .reshape((size, length, hidden))?;
+            distributions.push(probabilities);
             let attended = (self.linear(&context, &name("attention.output.dense"))? + &x)?;
             let attended = self.layer_norm(&attended, &name("attention.output.LayerNorm"))?;
             let inner = self.linear(&attended, &name("intermediate.dense"))?;
@@ -581,6 +586,7 @@ impl BertClassifier {
             logits,
             hidden: hidden_states,
             scores: all_scores,
+            distributions,
             pre_gelu,
         })
     }

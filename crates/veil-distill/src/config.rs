@@ -107,6 +107,10 @@ pub struct SentimentConfig {
     pub teacher: Phase,
     /// MPCFormer's first stage: hidden states and attention scores.
     pub layers: Phase,
+    /// What the first stage matches of each layer's attention (MPCFormer's scores when
+    /// absent).
+    #[serde(default)]
+    pub attention: AttentionTarget,
     /// MPCFormer's second stage: the logits.
     pub logits: Phase,
     /// The second stage's temperature.
@@ -122,6 +126,20 @@ pub struct SentimentConfig {
     /// TinyBERT-style sentence variants in both students' steps (none when absent).
     #[serde(default)]
     pub augmentation: Option<crate::augment::Augmentation>,
+}
+
+/// What the first stage matches of each layer's attention.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttentionTarget {
+    /// MPCFormer's (TinyBERT's): the mean squared error of the scaled scores q·kᵀ/√d
+    /// before normalisation.
+    #[default]
+    Scores,
+    /// MiniLM's: the KL divergence of the student's attention distributions from the
+    /// teacher's, which leaves the student free to scale its scores to whatever makes
+    /// its own normalisation (2Quad's (x + c)²) weigh the keys as the softmax did.
+    Distributions,
 }
 
 fn one_round() -> usize {

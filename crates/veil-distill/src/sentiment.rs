@@ -14,7 +14,7 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Tensor};
+use candle_core::{D, DType, Tensor};
 use candle_nn::{Optimizer, ParamsAdamW};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokenizers::{Tokenizer, TruncationParams};
@@ -22,7 +22,7 @@ use veil_core::sampling::SplitMix64;
 
 use crate::augment::Augmenter;
 use crate::bert::{BertClassifier, Forward, TokenBatch};
-use crate::config::{Distillation, Phase};
+use crate::config::{AttentionTarget, Distillation, Phase};
 use crate::loss::logits_distillation;
 use crate::{Error, Result};
 
@@ -124,8 +124,10 @@ pub enum Objective<'a> {
     /// Cross-entropy on the labels.
     Labels,
     /// MPCFormer's first stage: the mean squared error of every layer's hidden states
-    /// and attention scores against the teacher's, over real tokens.
-    Layers(&'a BertClassifier),
+    /// against the teacher's over real tokens, plus every layer's attention matched as
+    /// the target says (scores by mean squared error over pairs of real tokens, or
+    /// distributions by KL divergence over real queries, [`attention_divergence`]).
+    Layers(&'a BertClassifier, AttentionTarget),
     /// MPCFormer's second stage: T²·KL(teacher's softened distribution ‖ the student's),
     /// with the labels' cross-entropy mixed in where the soft weight is below 1
     /// ([`logits_distillation`]).
@@ -139,23 +141,57 @@ fn masked_mean_square(a: &Tensor, b: &Tensor, weights: &Tensor) -> Result<Tensor
     Ok(difference.sqr()?.sum_all()?.broadcast_div(&count)?)
 }
 
+/// Below this an attention weight counts as this in a logarithm (a 2Quad weight is 0
+/// only where a score sits exactly at −c; the softmax's are 0 on padding keys, where
+/// the teacher's weight, and so the term, is 0).
+const SMALLEST_WEIGHT: f64 = 1e-9;
+
+/// The mean over real queries (`queries` `[batch, length]` is 1 on them) and heads of
+/// KL(teacher ‖ student) = Σ_keys p·(ln p − ln q) between attention distributions
+/// `[batch, heads, length, length]`.
+pub fn attention_divergence(
+    student: &Tensor,
+    teacher: &Tensor,
+    queries: &Tensor,
+) -> Result<Tensor> {
+    let (size, heads, length, _) = student.dims4()?;
+    let logarithm = |t: &Tensor| -> Result<Tensor> { Ok(t.clamp(SMALLEST_WEIGHT, 1.0)?.log()?) };
+    let rows = (teacher * (logarithm(teacher)? - logarithm(student)?)?)?.sum(D::Minus1)?;
+    let weights = queries.reshape((size, 1, length))?;
+    let count = (weights.sum_all()? * heads as f64)?;
+    Ok(rows
+        .broadcast_mul(&weights)?
+        .sum_all()?
+        .broadcast_div(&count)?)
+}
+
 fn step_loss(student: &Forward, batch: &TokenBatch, objective: Objective<'_>) -> Result<Tensor> {
     Ok(match objective {
         Objective::Labels => candle_nn::loss::cross_entropy(&student.logits, &batch.labels)?,
-        Objective::Layers(teacher) => {
+        Objective::Layers(teacher, attention) => {
             let teacher = teacher.forward(batch)?;
             let (size, length) = batch.mask.dims2()?;
             let tokens = batch.mask.reshape((size, length, 1))?;
-            let pairs = batch
-                .mask
-                .reshape((size, 1, length, 1))?
-                .broadcast_mul(&batch.mask.reshape((size, 1, 1, length))?)?;
             let mut total = Tensor::zeros((), DType::F32, batch.mask.device())?;
             for (ours, theirs) in student.hidden.iter().zip(&teacher.hidden) {
                 total = (total + masked_mean_square(ours, &theirs.detach(), &tokens)?)?;
             }
-            for (ours, theirs) in student.scores.iter().zip(&teacher.scores) {
-                total = (total + masked_mean_square(ours, &theirs.detach(), &pairs)?)?;
+            match attention {
+                AttentionTarget::Scores => {
+                    let pairs = batch
+                        .mask
+                        .reshape((size, 1, length, 1))?
+                        .broadcast_mul(&batch.mask.reshape((size, 1, 1, length))?)?;
+                    for (ours, theirs) in student.scores.iter().zip(&teacher.scores) {
+                        total = (total + masked_mean_square(ours, &theirs.detach(), &pairs)?)?;
+                    }
+                }
+                AttentionTarget::Distributions => {
+                    for (ours, theirs) in student.distributions.iter().zip(&teacher.distributions) {
+                        total =
+                            (total + attention_divergence(ours, &theirs.detach(), &batch.mask)?)?;
+                    }
+                }
             }
             total
         }

@@ -69,3 +69,29 @@ fn the_sentiment_soft_weight_defaults_to_mpcformer_and_is_checked() {
     }
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn the_first_stage_matches_scores_unless_the_config_says_distributions() {
+    use veil_distill::config::AttentionTarget;
+    let committed = std::fs::read_to_string(configs().join("distill-sentiment.toml")).unwrap();
+    let path =
+        std::env::temp_dir().join(format!("veil-attention-config-{}.toml", std::process::id()));
+    std::fs::write(&path, &committed).unwrap();
+    assert_eq!(
+        SentimentConfig::load(&path).unwrap().attention,
+        AttentionTarget::Scores,
+        "MPCFormer's target when the config names none"
+    );
+    std::fs::write(&path, format!("attention = \"distributions\"\n{committed}")).unwrap();
+    assert_eq!(
+        SentimentConfig::load(&path).unwrap().attention,
+        AttentionTarget::Distributions
+    );
+    std::fs::write(&path, format!("attention = \"probabilities\"\n{committed}")).unwrap();
+    let error = SentimentConfig::load(&path).unwrap_err().to_string();
+    assert!(
+        error.contains("probabilities") && error.contains("scores"),
+        "the error names the value and the choices: {error}"
+    );
+    std::fs::remove_file(&path).unwrap();
+}

@@ -14,8 +14,8 @@ use candle_core::{Device, Tensor};
 use veil_core::sampling::SplitMix64;
 use veil_distill::augment::{Augmentation, Augmenter};
 use veil_distill::bert::{BertClassifier, Forms};
-use veil_distill::config::{Distillation, Phase};
-use veil_distill::sentiment::{Examples, Objective, logits, train};
+use veil_distill::config::{AttentionTarget, Distillation, Phase};
+use veil_distill::sentiment::{Examples, Objective, attention_divergence, logits, train};
 use veil_model::approximation::{GeluForm, SoftmaxForm};
 
 const HIDDEN: usize = 16;
@@ -228,7 +228,7 @@ fn training_and_both_distillation_stages_reduce_their_losses_and_the_student_run
         &data,
         None,
         (phase, 8),
-        Objective::Layers(&teacher),
+        Objective::Layers(&teacher, AttentionTarget::Scores),
         (2, "layers", true),
     );
     assert!(falls(&[layers.unwrap()]), "the first stage's loss falls");
@@ -432,12 +432,76 @@ fn variants_replace_whole_words_by_their_nearest_and_the_first_stage_learns_on_t
             },
             8,
         ),
-        Objective::Layers(&teacher),
+        Objective::Layers(&teacher, AttentionTarget::Scores),
         (2, "layers on variants", true),
     );
     assert!(
         falls(&[layers.unwrap()]),
         "the first stage's loss falls on variants"
+    );
+    std::fs::remove_dir_all(&directory).ok();
+}
+
+#[test]
+fn the_attention_divergence_is_kl_over_real_queries_and_the_first_stage_learns_by_it() {
+    // One sentence, two heads, three tokens of which the last is padding. Real query
+    // rows: teacher (½, ½, 0) against student (¼, ¾, 0) in head 0, KL = ½·ln(4/3);
+    // equal rows in head 1, KL 0; the student's weight on the padding key (teacher 0)
+    // and the padded query's rows, however far apart, add nothing.
+    let teacher = [
+        [[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [1.0, 0.0, 0.0]],
+        [[0.2, 0.8, 0.0], [0.9, 0.1, 0.0], [1.0, 0.0, 0.0]],
+    ];
+    let student = [
+        [[0.25, 0.75, 0.0], [0.25, 0.75, 0.0], [0.0, 0.0, 1.0]],
+        [[0.2, 0.8, 0.0], [0.6, 0.1, 0.3], [0.0, 1.0, 0.0]],
+    ];
+    let tensor = |rows: [[[f32; 3]; 3]; 2]| {
+        let values: Vec<f32> = rows.iter().flatten().flatten().copied().collect();
+        Tensor::from_vec(values, (1, 2, 3, 3), &Device::Cpu).unwrap()
+    };
+    let queries = Tensor::from_vec(vec![1f32, 1.0, 0.0], (1, 3), &Device::Cpu).unwrap();
+    let divergence = |a, b| {
+        attention_divergence(&tensor(a), &tensor(b), &queries)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64
+    };
+    // Head 1's second row: 0.9·ln(0.9/0.6) + 0.1·ln(0.1/0.1).
+    let expected = (2.0 * 0.5 * (4.0f64 / 3.0).ln() + 0.9 * 1.5f64.ln()) / 4.0;
+    let found = divergence(student, teacher);
+    assert!(
+        (found - expected).abs() < 1e-6,
+        "{found} against {expected}"
+    );
+    assert!(
+        divergence(teacher, teacher).abs() < 1e-7,
+        "none from itself"
+    );
+
+    let Some(directory) = tiny_bert("bert-distributions") else {
+        return;
+    };
+    let data = examples(&directory, 32);
+    let teacher = BertClassifier::from_directory(&directory, &["no", "yes"], 1).unwrap();
+    let student = teacher.student(STUDENT).unwrap();
+    let layers = train(
+        &student,
+        &data,
+        None,
+        (
+            Phase {
+                epochs: 6,
+                learning_rate: 3e-3,
+            },
+            8,
+        ),
+        Objective::Layers(&teacher, AttentionTarget::Distributions),
+        (2, "layers by distributions", true),
+    );
+    assert!(
+        falls(&[layers.unwrap()]),
+        "the first stage's loss falls when it matches distributions"
     );
     std::fs::remove_dir_all(&directory).ok();
 }

@@ -207,7 +207,7 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
         student_of(&teacher)?,
         "distillation",
         &[
-            (config.layers, Objective::Layers(&teacher)),
+            (config.layers, Objective::Layers(&teacher, config.attention)),
             (
                 config.logits,
                 Objective::Logits(&teacher, config.distillation()),
@@ -267,6 +267,7 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
         "temperature": config.temperature,
         "soft_weight": config.soft_weight,
         "augmentation": config.augmentation,
+        "attention": config.attention,
         "dev_sentences": dev.len(),
         "test_sentences": test.len(),
         "models": report,
