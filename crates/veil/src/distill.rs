@@ -14,6 +14,8 @@ use veil_distill::compare::{Paired, fraction_right};
 use veil_distill::config::{DistillConfig, Phase};
 use veil_distill::train::{Supervision, correct, train};
 
+use crate::earlier::EarlierReport;
+
 /// One trained model's line of the report.
 #[derive(serde::Serialize)]
 struct Trained {
@@ -23,8 +25,10 @@ struct Trained {
     architecture: String,
     weights: String,
     plain_accuracy: f64,
-    /// Empty for a model reused from an earlier run.
+    /// A reused model's as the folder's earlier report recorded them (empty if it did
+    /// not).
     epoch_losses: Vec<f64>,
+    /// A reused model's from the earlier report (0 if it did not record it).
     train_seconds: f64,
     /// Whether it labels each test image correctly (for the paired test).
     #[serde(skip)]
@@ -67,6 +71,7 @@ pub(crate) fn distill(
     std::fs::write(&calibration, numbers.join(" "))
         .with_context(|| format!("writing {}", calibration.display()))?;
     let device = candle_core::Device::Cpu;
+    let earlier = EarlierReport::read(&out.join("distill-report.json"), reuse);
     let mut report = Vec::new();
     let residuals: &[bool] = if plain_only { &[false] } else { &[false, true] };
     for &residual in residuals {
@@ -84,21 +89,21 @@ pub(crate) fn distill(
          -> Result<()> {
             let weights = out.join(format!("{name}.safetensors"));
             let started = std::time::Instant::now();
-            let epoch_losses = if reuse && weights.is_file() {
+            let (epoch_losses, train_seconds) = if reuse && weights.is_file() {
                 model
                     .load(&weights)
                     .with_context(|| format!("reusing {}", weights.display()))?;
-                Vec::new()
+                earlier.training(&name).unwrap_or_default()
             } else {
-                train(
+                let losses = train(
                     model,
                     data,
                     (phase, config.batch),
                     supervision,
                     (seed, &name, quiet),
-                )?
+                )?;
+                (losses, started.elapsed().as_secs_f64())
             };
-            let train_seconds = started.elapsed().as_secs_f64();
             let outcomes = correct(model, &test)?;
             let plain_accuracy = fraction_right(&outcomes);
             let (weights, architecture) = veil_distill::export(model, out, &name)?;

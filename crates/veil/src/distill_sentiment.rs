@@ -18,6 +18,8 @@ use veil_distill::config::SentimentConfig;
 use veil_distill::sentiment::{Examples, Objective, correct, train};
 use veil_model::approximation::Policy;
 
+use crate::earlier::EarlierReport;
+
 /// The label names, by index (a review's polarity).
 const LABELS: [&str; 2] = ["negative", "positive"];
 
@@ -30,9 +32,10 @@ struct Trained {
     directory: String,
     dev_accuracy: f64,
     test_accuracy: f64,
-    /// Per phase trained in this run, per epoch (a reused model's earlier phases are
-    /// not repeated).
+    /// Per phase the model has been through, per epoch: a reused model's earlier
+    /// phases as the folder's earlier report recorded them (empty where none did).
     epoch_losses: Vec<Vec<f64>>,
+    /// Its training time, the earlier report's included.
     train_seconds: f64,
     /// Whether it labels each dev and each test sentence correctly (for the paired test).
     #[serde(skip)]
@@ -83,6 +86,7 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
         .collect();
     std::fs::write(&calibration, lines.join("\n") + "\n")
         .with_context(|| format!("writing {}", calibration.display()))?;
+    let earlier = EarlierReport::read(&out.join("sentiment-report.json"), reuse);
     let mut report = Vec::new();
     // Trains one model through its phases, exports and reports it. With `reuse`, a
     // model already in `out` is loaded and goes on from the phases it has completed
@@ -102,8 +106,11 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
         } else {
             model
         };
-        let mut epoch_losses = Vec::new();
         let done = model.trained_phases;
+        let (mut epoch_losses, earlier_seconds) = match earlier.training::<Vec<Vec<f64>>>(name) {
+            Some((losses, seconds)) if losses.len() == done => (losses, seconds),
+            _ => (vec![Vec::new(); done], 0.0),
+        };
         if done > phases.len() {
             bail!(
                 "{} has completed {done} training phases, more than the {} this config asks for; raise `rounds` or remove the folder to train it afresh",
@@ -127,7 +134,7 @@ pub(crate) fn distill(config_path: &Path, out: &Path, (reuse, quiet): (bool, boo
         if !directory.join("model.safetensors").is_file() {
             model.export(&directory, &tokenizer)?;
         }
-        let train_seconds = started.elapsed().as_secs_f64();
+        let train_seconds = earlier_seconds + started.elapsed().as_secs_f64();
         let outcomes = (correct(&model, &dev)?, correct(&model, &test)?);
         let (dev_accuracy, test_accuracy) =
             (fraction_right(&outcomes.0), fraction_right(&outcomes.1));

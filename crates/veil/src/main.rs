@@ -8,6 +8,8 @@ mod breakdown;
 mod distill;
 #[cfg(feature = "distill")]
 mod distill_sentiment;
+#[cfg(feature = "distill")]
+mod earlier;
 mod party;
 mod split;
 mod text;
