@@ -348,7 +348,8 @@ pub(crate) enum Commands {
         /// Load each model already in --out (NAME.safetensors) instead of training it
         /// again; its accuracy is measured afresh. With `--task sentiment`, a model
         /// goes on from the training phases it has completed (`rounds` in the config
-        /// can grow between runs).
+        /// can grow between runs). The report keeps the losses and training time the
+        /// folder's earlier report recorded for a reused model.
         #[arg(long)]
         reuse: bool,
         /// No progress bars.
