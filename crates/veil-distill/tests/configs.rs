@@ -27,6 +27,21 @@ fn the_committed_configs_load() {
         (sentiment.seed, sentiment.student_sentences),
         "the variants' run differs from the recipe in its rounds and variants only"
     );
+    let distributions =
+        SentimentConfig::load(&configs().join("distill-sentiment-distributions.toml")).unwrap();
+    assert_eq!(
+        distributions.attention,
+        veil_distill::config::AttentionTarget::Distributions
+    );
+    assert_eq!(
+        SentimentConfig {
+            attention: sentiment.attention,
+            rounds: sentiment.rounds,
+            ..distributions
+        },
+        sentiment,
+        "the distributions' run differs from the recipe in its rounds and attention only"
+    );
 }
 
 #[test]
