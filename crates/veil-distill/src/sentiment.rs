@@ -2,10 +2,9 @@
 //! student by MPCFormer's two stages (cookbook §5.2): first the hidden states and the
 //! attention scores of every layer matched to the teacher's by mean squared error (or,
 //! as the config may say, the attention distributions by KL divergence, as MiniLM was
-//! distilled), then
-//! the logits by soft cross-entropy at a temperature (with the labels' cross-entropy
-//! mixed in, if the config weighs it). The baseline student, "without
-//! distillation", is the same network from the same initialisation trained on the
+//! distilled), then the logits by soft cross-entropy at a temperature (with the
+//! labels' cross-entropy mixed in, if the config weighs it). The baseline student,
+//! "without distillation", is the same network from the same initialisation trained on the
 //! labels for as many steps.
 //!
 //! Batches are drawn in a seeded order and padded to their longest sentence, with
