@@ -4,8 +4,8 @@
 //! as the config may say, the attention distributions by KL divergence, as MiniLM was
 //! distilled), then the logits by soft cross-entropy at a temperature (with the
 //! labels' cross-entropy mixed in, if the config weighs it). The baseline student,
-//! "without distillation", is the same network from the same initialisation trained on the
-//! labels for as many steps.
+//! "without distillation", is the same network from the same initialisation trained on
+//! the labels for as many steps.
 //!
 //! Batches are drawn in a seeded order and padded to their longest sentence, with
 //! sentences of like length grouped (the padding keys are masked, so a sentence's
