@@ -29,6 +29,16 @@ const STUDENT: Forms = Forms {
     softmax: SoftmaxForm::TwoQuad,
 };
 
+/// Every training phase on the fixture: six epochs at 3·10⁻³ in batches of 8, enough
+/// for each loss to fall on 32 sentences of a tiny BERT.
+const FIXTURE_PHASE: (Phase, usize) = (
+    Phase {
+        epochs: 6,
+        learning_rate: 3e-3,
+    },
+    8,
+);
+
 /// A random BERT directory with MiniLM's tokenizer, or `None` when it is not fetched.
 fn tiny_bert(name: &str) -> Option<PathBuf> {
     let Some(minilm) = veil_data::fetched::minilm_directory() else {
@@ -199,16 +209,12 @@ fn training_and_both_distillation_stages_reduce_their_losses_and_the_student_run
         return;
     };
     let data = examples(&directory, 32);
-    let phase = Phase {
-        epochs: 6,
-        learning_rate: 3e-3,
-    };
     let teacher = BertClassifier::from_directory(&directory, &["no", "yes"], 1).unwrap();
     let losses = train(
         &teacher,
         &data,
         None,
-        (phase, 8),
+        FIXTURE_PHASE,
         Objective::Labels,
         (1, "teacher", true),
     );
@@ -227,7 +233,7 @@ fn training_and_both_distillation_stages_reduce_their_losses_and_the_student_run
         &student,
         &data,
         None,
-        (phase, 8),
+        FIXTURE_PHASE,
         Objective::Layers(&teacher, AttentionTarget::Scores),
         (2, "layers", true),
     );
@@ -236,7 +242,7 @@ fn training_and_both_distillation_stages_reduce_their_losses_and_the_student_run
         &student,
         &data,
         None,
-        (phase, 8),
+        FIXTURE_PHASE,
         Objective::Logits(
             &teacher,
             Distillation {
@@ -425,13 +431,7 @@ fn variants_replace_whole_words_by_their_nearest_and_the_first_stage_learns_on_t
         &student,
         &data,
         Some(&own),
-        (
-            Phase {
-                epochs: 6,
-                learning_rate: 3e-3,
-            },
-            8,
-        ),
+        FIXTURE_PHASE,
         Objective::Layers(&teacher, AttentionTarget::Scores),
         (2, "layers on variants", true),
     );
@@ -489,13 +489,7 @@ fn the_attention_divergence_is_kl_over_real_queries_and_the_first_stage_learns_b
         &student,
         &data,
         None,
-        (
-            Phase {
-                epochs: 6,
-                learning_rate: 3e-3,
-            },
-            8,
-        ),
+        FIXTURE_PHASE,
         Objective::Layers(&teacher, AttentionTarget::Distributions),
         (2, "layers by distributions", true),
     );

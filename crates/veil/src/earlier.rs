@@ -16,9 +16,9 @@ pub(crate) struct EarlierReport {
 impl EarlierReport {
     /// The report at `path`, if `reuse` (a fresh run reports only what it trains).
     pub(crate) fn read(path: &Path, reuse: bool) -> Self {
-        let models = std::fs::read_to_string(path)
-            .ok()
-            .filter(|_| reuse)
+        let models = reuse
+            .then(|| std::fs::read_to_string(path).ok())
+            .flatten()
             .and_then(|text| serde_json::from_str::<Value>(&text).ok())
             .and_then(|report| report.get("models")?.as_array().cloned())
             .unwrap_or_default();
