@@ -5,11 +5,16 @@
 //! probability ½, so the two-sided p-value is 2·P(X ≤ min) for X ~ Binomial(first +
 //! second, ½), at most 1. Agreements carry no evidence either way, which is why the
 //! paired test sees a difference that two separate accuracies' error bars hide.
+//!
+//! Independent runs of the same comparison (the same recipe under different seeds)
+//! pool into one test ([`Paired::pooled`]): if neither method is better, every
+//! disagreement of every run is still a fair coin, so the summed counts are tested the
+//! same way, with the power of all the runs' disagreements together.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Two classifiers' paired outcomes on the same examples.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Serialize)]
 pub struct Paired {
     /// Examples only the first classifier gets right.
     pub only_first: usize,
@@ -44,6 +49,22 @@ impl Paired {
             examples,
             p_value: mcnemar_exact(only_first, only_second),
         }
+    }
+
+    /// Independent comparisons (each on its own run's pair of classifiers) as one:
+    /// their counts summed and tested together. `None` for no comparisons.
+    pub fn pooled(runs: &[Paired]) -> Option<Self> {
+        if runs.is_empty() {
+            return None;
+        }
+        let sum = |count: fn(&Paired) -> usize| runs.iter().map(count).sum::<usize>();
+        let (only_first, only_second) = (sum(|run| run.only_first), sum(|run| run.only_second));
+        Some(Self {
+            only_first,
+            only_second,
+            examples: sum(|run| run.examples),
+            p_value: mcnemar_exact(only_first, only_second),
+        })
     }
 
     /// The first's accuracy minus the second's, in points.
@@ -107,5 +128,30 @@ mod tests {
         assert_eq!(paired.p_value, 1.0);
         assert!((fraction_right(&first) - 0.6).abs() < 1e-12);
         assert_eq!(fraction_right(&[]), 0.0);
+    }
+
+    #[test]
+    fn pooled_runs_sum_their_disagreements_and_test_them_together() {
+        let run = |only_first, only_second, examples| Paired {
+            only_first,
+            only_second,
+            examples,
+            p_value: mcnemar_exact(only_first, only_second),
+        };
+        // Two runs each short of significance (20 against 10: p ≈ 0.099) are significant
+        // together: 40 against 20 has p ≈ 0.013.
+        let (one, two) = (run(20, 10, 1000), run(20, 10, 1000));
+        assert!(one.p_value > 0.05);
+        let pooled = Paired::pooled(&[one, two]).unwrap();
+        assert_eq!((pooled.only_first, pooled.only_second), (40, 20));
+        assert_eq!(pooled.examples, 2000);
+        assert_eq!(pooled.p_value, mcnemar_exact(40, 20));
+        assert!(pooled.p_value < 0.05, "{}", pooled.p_value);
+        assert!((pooled.difference_points() - 1.0).abs() < 1e-12);
+        // Leads in opposite directions cancel.
+        let cancelled = Paired::pooled(&[run(30, 10, 500), run(10, 30, 500)]).unwrap();
+        assert_eq!(cancelled.p_value, 1.0);
+        assert_eq!(Paired::pooled(&[one]), Some(one));
+        assert_eq!(Paired::pooled(&[]), None);
     }
 }

@@ -356,6 +356,19 @@ pub(crate) enum Commands {
         #[arg(long)]
         quiet: bool,
     },
+    /// Pools the paired tests of independent `veil distill` runs (the same recipe under
+    /// different seeds): per split, the examples only the distilled student gets right
+    /// and those only the labels-only one does, summed over the runs and tested
+    /// together by McNemar's exact test.
+    #[cfg(feature = "distill")]
+    PooledTest {
+        /// The runs' reports (sentiment-report.json or distill-report.json), two or more.
+        #[arg(required = true, num_args = 2..)]
+        reports: Vec<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Secure accuracy: serves labelled test images through every role on this machine
     /// (mutual TLS on loopback, one query per image) and compares each answer with the
     /// plain executor's and with the label.

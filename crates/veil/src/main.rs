@@ -11,6 +11,8 @@ mod distill_sentiment;
 #[cfg(feature = "distill")]
 mod earlier;
 mod party;
+#[cfg(feature = "distill")]
+mod pooled;
 mod split;
 mod text;
 
@@ -194,6 +196,8 @@ fn run_command(arguments: Arguments) -> Result<()> {
                 other => bail!("unknown task {other:?} (have: fashion, sentiment)"),
             }
         }
+        #[cfg(feature = "distill")]
+        Commands::PooledTest { reports, json } => pooled::pooled_test(&reports, json),
         Commands::Evaluate {
             plan,
             data,
