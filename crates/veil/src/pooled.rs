@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
-use veil_distill::compare::Paired;
+use veil_distill::compare::{Paired, mcnemar_exact};
 
 /// One report's comparisons, by split.
 fn comparisons(path: &Path) -> Result<BTreeMap<String, Paired>> {
@@ -34,13 +34,24 @@ fn comparisons(path: &Path) -> Result<BTreeMap<String, Paired>> {
     comparisons
         .iter()
         .map(|(part, paired)| {
-            let paired = serde_json::from_value(paired.clone()).with_context(|| {
+            let paired: Paired = serde_json::from_value(paired.clone()).with_context(|| {
                 format!(
                     "{}: distilled_against_labels.{part} is not a paired test (only_first, only_second, examples, p_value)",
                     path.display()
                 )
             })?;
-            Ok((part.clone(), paired))
+            if paired.only_first + paired.only_second > paired.examples {
+                bail!(
+                    "{}: distilled_against_labels.{part} has more disagreements ({} + {}) than examples ({}): the report is damaged; rerun veil distill",
+                    path.display(),
+                    paired.only_first,
+                    paired.only_second,
+                    paired.examples
+                );
+            }
+            // The p-value follows from the counts; recompute it rather than trust the file.
+            let p_value = mcnemar_exact(paired.only_first, paired.only_second);
+            Ok((part.clone(), Paired { p_value, ..paired }))
         })
         .collect()
 }
@@ -104,26 +115,21 @@ pub(crate) fn pooled_test(reports: &[PathBuf], json: bool) -> Result<()> {
         "distilled against labels-only, per run and pooled over {} runs (McNemar's exact test)",
         reports.len()
     );
+    let line = |part: &str, paired: &Paired, source: &str| {
+        println!(
+            "{part:>32}  {:>6} examples  only distilled {:>5}  only labels {:>5}  {:+6.2} points  p = {:.3}  ({source})",
+            paired.examples,
+            paired.only_first,
+            paired.only_second,
+            paired.difference_points(),
+            paired.p_value
+        );
+    };
     for (part, (runs, total)) in &pooled {
         for (run, path) in runs.iter().zip(reports) {
-            println!(
-                "{part:>32}  {:>6} examples  only distilled {:>5}  only labels {:>5}  {:+6.2} points  p = {:.3}  ({})",
-                run.examples,
-                run.only_first,
-                run.only_second,
-                run.difference_points(),
-                run.p_value,
-                path.display()
-            );
+            line(part, run, &path.display().to_string());
         }
-        println!(
-            "{part:>32}  {:>6} examples  only distilled {:>5}  only labels {:>5}  {:+6.2} points  p = {:.3}  (pooled)",
-            total.examples,
-            total.only_first,
-            total.only_second,
-            total.difference_points(),
-            total.p_value
-        );
+        line(part, total, "pooled");
     }
     Ok(())
 }
@@ -139,7 +145,7 @@ mod tests {
     }
 
     fn paired(only_first: usize, only_second: usize, examples: usize) -> String {
-        let p_value = veil_distill::compare::mcnemar_exact(only_first, only_second);
+        let p_value = mcnemar_exact(only_first, only_second);
         format!(
             r#"{{"only_first": {only_first}, "only_second": {only_second}, "examples": {examples}, "p_value": {p_value}}}"#
         )
@@ -176,7 +182,7 @@ mod tests {
             (total.only_first, total.only_second, total.examples),
             (130, 92, 2000)
         );
-        assert_eq!(total.p_value, veil_distill::compare::mcnemar_exact(130, 92));
+        assert_eq!(total.p_value, mcnemar_exact(130, 92));
 
         let refused = |reports: &[PathBuf], expected: &str| {
             let error = format!("{:#}", pool(reports).unwrap_err());
@@ -201,6 +207,23 @@ mod tests {
             r#"{"distilled_against_labels": {"dev": {"only_first": -1}}}"#,
         );
         refused(&[seven.clone(), broken], "is not a paired test");
+        let damaged = report(
+            &directory,
+            "damaged.json",
+            &format!(
+                r#"{{"distilled_against_labels": {{"dev": {}, "test": {}}}}}"#,
+                paired(300, 250, 500),
+                paired(60, 40, 1000)
+            ),
+        );
+        refused(&[seven.clone(), damaged], "more disagreements");
+        let wrong_p_value = report(
+            &directory,
+            "wrong-p.json",
+            r#"{"distilled_against_labels": {"dev": {"only_first": 10, "only_second": 0, "examples": 500, "p_value": 0.5}, "test": {"only_first": 1, "only_second": 1, "examples": 1000, "p_value": 1.0}}}"#,
+        );
+        let recomputed = pool(&[seven.clone(), wrong_p_value]).unwrap();
+        assert_eq!(recomputed["dev"].0[1].p_value, mcnemar_exact(10, 0));
         let truncated = report(&directory, "truncated.json", r#"{"distilled_against"#);
         refused(&[seven.clone(), truncated], "is not JSON");
         refused(
